@@ -1,0 +1,254 @@
+// atelier: the command line client of atelierd.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "atelier/v1/daemon.grpc.pb.h"
+#include "atelier/v1/generation.grpc.pb.h"
+#include "atelier/v1/models.grpc.pb.h"
+#include "atelier/v1/plugins.grpc.pb.h"
+#include "event_printer.h"
+#include "exit_codes.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "version.h"
+
+namespace {
+
+using namespace atelier;
+using cli::ExitCodeFor;
+
+struct Options {
+  std::string server;
+  double timeout_seconds = 10;
+  int max_message_mb = 256;
+};
+
+std::shared_ptr<grpc::Channel> Connect(const Options& options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
+  args.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30 * 1000);
+  return grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args);
+}
+
+void SetDeadline(grpc::ClientContext& context, const Options& options) {
+  context.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::milliseconds(static_cast<long long>(options.timeout_seconds * 1000)));
+}
+
+// grpc::StatusCode names for messages.
+std::string_view StatusCodeName(grpc::StatusCode code) {
+  static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+                                       "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int index = static_cast<int>(code);
+  return index >= 0 && index < 17 ? kNames[index] : "UNKNOWN";
+}
+
+int Fail(const Options& options, const grpc::Status& status) {
+  std::string hint;
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    hint = absl::StrCat(" (is atelierd running on ", options.server, "? set --server or ATELIER_SERVER)");
+  }
+  std::fprintf(stderr, "atelier: %s: %s%s\n", StatusCodeName(status.error_code()).data(),
+               status.error_message().c_str(), hint.c_str());
+  return ExitCodeFor(status);
+}
+
+}  // namespace
+
+namespace {
+
+int Health(const Options& options, const std::string& service) {
+  auto stub = grpc::health::v1::Health::NewStub(Connect(options));
+  grpc::ClientContext context;
+  SetDeadline(context, options);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return Fail(options, status);
+  const std::string name = grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+  std::printf("%s: %s\n", service.empty() ? "atelierd" : service.c_str(), name.c_str());
+  return response.status() == grpc::health::v1::HealthCheckResponse::SERVING ? cli::kExitOk : cli::kExitNotServing;
+}
+
+int Version(const Options& options) {
+  auto stub = v1::Daemon::NewStub(Connect(options));
+  grpc::ClientContext context;
+  SetDeadline(context, options);
+  v1::DaemonInfo info;
+  const grpc::Status status = stub->GetInfo(&context, v1::GetInfoRequest(), &info);
+  std::printf("atelier client %s\n", kAtelierVersion);
+  if (!status.ok()) return Fail(options, status);
+  std::printf("atelierd %s (API %s, plugin ABI %u.%u, libtorch %s)\n", info.version().c_str(),
+              info.api_version().c_str(), info.plugin_abi_major(), info.plugin_abi_minor(),
+              info.torch_version().c_str());
+  std::printf("device %s, %d threads, BLAS %s\n", info.device().c_str(), info.threads(), info.blas().c_str());
+  const v1::Limits& l = info.limits();
+  std::printf("limits: image side <= %d, images/job <= %d, steps <= %d, queue <= %d, message <= %d MiB\n",
+              l.max_image_side(), l.max_images_per_job(), l.max_steps(), l.max_queue(),
+              l.max_message_bytes() / (1024 * 1024));
+  return cli::kExitOk;
+}
+
+int Plugins(const Options& options, bool verbose) {
+  auto stub = v1::Plugins::NewStub(Connect(options));
+  grpc::ClientContext context;
+  SetDeadline(context, options);
+  v1::ListPluginsResponse response;
+  const grpc::Status status = stub->ListPlugins(&context, v1::ListPluginsRequest(), &response);
+  if (!status.ok()) return Fail(options, status);
+  std::printf("%d plugin(s) loaded, %d refused (daemon plugin ABI %u.%u)\n", response.plugins_size(),
+              response.refused_size(), response.abi_major(), response.abi_minor());
+  for (const auto& p : response.plugins()) {
+    std::printf("  %-20s %-10s ABI %u.%u  hooks: %s  (%s)\n", p.name().c_str(), p.version().c_str(), p.abi_major(),
+                p.abi_minor(), absl::StrJoin(p.hooks(), ", ").c_str(), p.file().c_str());
+    if (!p.description().empty()) std::printf("      %s\n", p.description().c_str());
+    if (verbose) std::printf("      parameters: %s\n", p.params_schema_json().c_str());
+  }
+  for (const auto& r : response.refused()) {
+    std::printf("  refused %s: %s\n", r.file().c_str(), r.reason().c_str());
+  }
+  return cli::kExitOk;
+}
+
+int Models(const Options& options) {
+  auto stub = v1::Models::NewStub(Connect(options));
+  grpc::ClientContext context;
+  SetDeadline(context, options);
+  v1::ListModelsResponse response;
+  const grpc::Status status = stub->ListModels(&context, v1::ListModelsRequest(), &response);
+  if (!status.ok()) return Fail(options, status);
+  std::printf("models directory: %s\n", response.models_dir().empty() ? "(none)" : response.models_dir().c_str());
+  for (const auto& m : response.models()) {
+    std::printf("  %-14s %-50s %10.1f MB\n", v1::ModelKind_Name(m.kind()).substr(11).c_str(), m.title().c_str(),
+                m.size_bytes() / 1e6);
+  }
+  if (response.models().empty()) std::printf("  no model files found\n");
+  return cli::kExitOk;
+}
+
+int Status(const Options& options) {
+  auto stub = v1::Models::NewStub(Connect(options));
+  grpc::ClientContext context;
+  SetDeadline(context, options);
+  v1::ModelsStatus response;
+  const grpc::Status status = stub->GetStatus(&context, v1::GetStatusRequest(), &response);
+  if (!status.ok()) return Fail(options, status);
+  std::printf("checkpoint: %s\n", response.checkpoint().empty() ? "(none loaded)" : response.checkpoint().c_str());
+  std::printf("device: %s (%s), %d threads\n", response.device().device().c_str(), response.device().name().c_str(),
+              response.device().threads());
+  std::printf("memory: process %.0f MB, system %.0f of %.0f MB available\n",
+              response.memory().process_rss_bytes() / 1e6, response.memory().system_available_bytes() / 1e6,
+              response.memory().system_total_bytes() / 1e6);
+  return cli::kExitOk;
+}
+
+int Jobs(const Options& options) {
+  auto stub = v1::Generation::NewStub(Connect(options));
+  grpc::ClientContext context;
+  SetDeadline(context, options);
+  v1::ListJobsResponse response;
+  const grpc::Status status = stub->ListJobs(&context, v1::ListJobsRequest(), &response);
+  if (!status.ok()) return Fail(options, status);
+  if (response.jobs().empty()) std::printf("no jobs (queue limit %d)\n", response.max_queue());
+  for (const auto& j : response.jobs()) {
+    const std::string where = j.position() < 0 ? "running" : absl::StrCat("#", j.position() + 1);
+    std::printf("%-8s %s  %3.0f%%  client %s  streams %d  %s\n", where.c_str(), j.job_id().c_str(),
+                j.progress() * 100, j.client_id().c_str(), j.streams(), j.prompt().substr(0, 60).c_str());
+  }
+  return cli::kExitOk;
+}
+
+int Watch(const Options& options, const std::string& job_id) {
+  auto stub = v1::Generation::NewStub(Connect(options));
+  grpc::ClientContext context;
+  v1::WatchRequest request;
+  request.set_job_id(job_id);
+  auto reader = stub->Watch(&context, request);
+  cli::EventPrinter printer(stdout, isatty(STDOUT_FILENO) != 0);
+  v1::GenerateEvent event;
+  while (reader->Read(&event)) printer.Print(event);
+  printer.Flush();
+  const grpc::Status status = reader->Finish();
+  return status.ok() ? cli::kExitOk : Fail(options, status);
+}
+
+int Cancel(const Options& options, const std::string& job_id, bool skip) {
+  auto stub = v1::Generation::NewStub(Connect(options));
+  grpc::ClientContext context;
+  SetDeadline(context, options);
+  grpc::Status status;
+  if (skip) {
+    v1::SkipRequest request;
+    request.set_job_id(job_id);
+    v1::SkipResponse response;
+    status = stub->Skip(&context, request, &response);
+  } else {
+    v1::CancelRequest request;
+    request.set_job_id(job_id);
+    v1::CancelResponse response;
+    status = stub->Cancel(&context, request, &response);
+  }
+  if (!status.ok()) return Fail(options, status);
+  std::printf("%s %s\n", skip ? "skipping the current image of" : "cancelled", job_id.c_str());
+  return cli::kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"atelier: command line client of the atelierd daemon"};
+  app.set_version_flag("--version", std::string(kAtelierVersion));
+  app.require_subcommand(1);
+  Options options;
+  const char* env_server = std::getenv("ATELIER_SERVER");
+  options.server = env_server != nullptr && *env_server != '\0' ? env_server : "127.0.0.1:50051";
+  app.add_option("--server", options.server, "daemon address host:port (default: $ATELIER_SERVER or 127.0.0.1:50051)");
+  app.add_option("--timeout", options.timeout_seconds, "seconds to wait for unary calls")->capture_default_str();
+
+  std::string service;
+  auto* health = app.add_subcommand("health", "check the daemon's health (exit 0 when SERVING, 9 when not)");
+  health->add_option("--service", service, "one service, e.g. atelier.v1.Generation (default: the whole daemon)");
+  auto* version = app.add_subcommand("version", "versions of the client and the daemon, device and limits");
+  bool verbose = false;
+  auto* plugins = app.add_subcommand("plugins", "loaded and refused plugins");
+  plugins->add_flag("-v,--verbose", verbose, "also print each plugin's parameter schema");
+  auto* models = app.add_subcommand("models", "model files the daemon found");
+  auto* status = app.add_subcommand("status", "loaded model, device and memory");
+  auto* jobs = app.add_subcommand("jobs", "the running job and the queue");
+  std::string job_id;
+  auto* watch = app.add_subcommand("watch", "follow a job's progress (read-only)");
+  watch->add_option("job_id", job_id, "job id")->required();
+  auto* cancel = app.add_subcommand("cancel", "cancel a queued or running job");
+  cancel->add_option("job_id", job_id, "job id")->required();
+  auto* skip = app.add_subcommand("skip", "end a job's current image early and go on with its batch");
+  skip->add_option("job_id", job_id, "job id")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? cli::kExitOk : cli::kExitUsage;
+  }
+  if (*health) return Health(options, service);
+  if (*version) return Version(options);
+  if (*plugins) return Plugins(options, verbose);
+  if (*models) return Models(options);
+  if (*status) return Status(options);
+  if (*jobs) return Jobs(options);
+  if (*watch) return Watch(options, job_id);
+  if (*cancel) return Cancel(options, job_id, false);
+  if (*skip) return Cancel(options, job_id, true);
+  return cli::kExitUsage;
+}

@@ -1,0 +1,60 @@
+// The WebUI folder layout under --models-dir: where each kind of model file lives, listing, and safe lookup.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace atelier::engine {
+
+// Kinds of model files, one per WebUI folder. Values match ATELIER_FOLDER_* in atelier/plugin.h.
+enum class ModelFolder : int {
+  kCheckpoint = 0,    // models/Stable-diffusion
+  kVae = 1,           // models/VAE
+  kEmbedding = 2,     // embeddings
+  kControlNet = 3,    // models/ControlNet
+  kMotionModule = 4,  // models/AnimateDiff
+  kVaeApprox = 5,     // models/VAE-approx
+  kRife = 6,          // models/RIFE
+};
+inline constexpr int kModelFolderCount = 7;
+
+// WebUI's folder name of a kind ("Stable-diffusion", "VAE", ...).
+const char* ModelFolderName(ModelFolder folder);
+
+struct ModelFileEntry {
+  ModelFolder folder;
+  std::string name;      // path below the folder without extension, "/"-separated
+  std::string filename;  // path below the folder with extension
+  std::string format;    // "safetensors", "ckpt", "pt", "pth", "bin"
+  std::int64_t size_bytes = 0;
+};
+
+class ModelFolders {
+ public:
+  // `root` is either a WebUI install root (holding models/ and embeddings/) or a models folder itself (holding
+  // Stable-diffusion/, VAE/, ... and optionally embeddings/). A root that does not exist is an error; missing
+  // sub-folders are fine (they list nothing).
+  static absl::StatusOr<ModelFolders> Open(const std::filesystem::path& root);
+
+  const std::filesystem::path& root() const { return root_; }
+  // The directory of a kind (it may not exist).
+  std::filesystem::path FolderPath(ModelFolder folder) const;
+
+  // Model files of one kind, sorted by filename; files with other extensions are skipped.
+  std::vector<ModelFileEntry> List(ModelFolder folder) const;
+
+  // Resolves `relative` (e.g. "anime/foo.safetensors") inside a kind's folder. Refuses absolute paths, "..",
+  // and anything whose real path leaves the folder (symlink escapes): INVALID_ARGUMENT; NOT_FOUND when absent.
+  absl::StatusOr<std::filesystem::path> Resolve(ModelFolder folder, const std::string& relative) const;
+
+ private:
+  std::filesystem::path root_;
+  std::filesystem::path models_;      // holds Stable-diffusion, VAE, ...
+  std::filesystem::path embeddings_;  // embeddings folder
+};
+
+}  // namespace atelier::engine

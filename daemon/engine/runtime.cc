@@ -1,0 +1,165 @@
+#include "engine/runtime.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <ATen/Parallel.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/version.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace atelier::engine {
+namespace {
+
+// Finds the file libblas.so.3 resolves to in this process (Debian switches it with update-alternatives).
+std::string LoadedBlasPath() {
+  std::string found;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) -> int {
+        const std::string name = info->dlpi_name ? info->dlpi_name : "";
+        if (absl::StrContains(name, "libblas.so") || absl::StrContains(name, "libopenblas")) {
+          char resolved[PATH_MAX];
+          *static_cast<std::string*>(data) = realpath(name.c_str(), resolved) ? resolved : name;
+          return absl::StrContains(name, "libblas.so") ? 1 : 0;  // prefer the libblas.so.3 entry
+        }
+        return 0;
+      },
+      &found);
+  return found;
+}
+
+std::string CpuModelName() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, "model name")) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) return std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+    }
+  }
+  return "CPU";
+}
+
+// Reads "Key:   1234 kB" from a /proc file.
+std::int64_t ReadProcKiB(const char* path, absl::string_view key) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, key) && line.size() > key.size() && line[key.size()] == ':') {
+      absl::string_view rest = absl::StripAsciiWhitespace(absl::string_view(line).substr(key.size() + 1));
+      rest = absl::StripSuffix(rest, "kB");
+      std::int64_t kib = 0;
+      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(rest), &kib)) return kib * 1024;
+    }
+  }
+  return 0;
+}
+
+// CUDA figures through the runtime libtorch already loaded, so the CPU build needs no CUDA headers.
+void ReadCudaMemory(int index, MemoryFigures& out) {
+  using SetDevice = int (*)(int);
+  using MemGetInfo = int (*)(size_t*, size_t*);
+  auto set_device = reinterpret_cast<SetDevice>(dlsym(RTLD_DEFAULT, "cudaSetDevice"));
+  auto mem_get_info = reinterpret_cast<MemGetInfo>(dlsym(RTLD_DEFAULT, "cudaMemGetInfo"));
+  if (set_device == nullptr || mem_get_info == nullptr) return;
+  size_t free_bytes = 0, total_bytes = 0;
+  if (set_device(index) == 0 && mem_get_info(&free_bytes, &total_bytes) == 0) {
+    out.device_free_bytes = static_cast<std::int64_t>(free_bytes);
+    out.device_total_bytes = static_cast<std::int64_t>(total_bytes);
+  }
+}
+
+std::string CudaDeviceName(int index) {
+  using GetName = int (*)(char*, int, int);
+  auto get_name = reinterpret_cast<GetName>(dlsym(RTLD_DEFAULT, "cuDeviceGetName"));
+  char name[256] = {0};
+  if (get_name != nullptr && get_name(name, sizeof(name), index) == 0) return name;
+  return absl::StrCat("CUDA device ", index);
+}
+
+int DeviceIndex(const std::string& device) {
+  const auto colon = device.find(':');
+  int index = 0;
+  if (colon != std::string::npos && !absl::SimpleAtoi(device.substr(colon + 1), &index)) return -1;
+  return index;
+}
+
+}  // namespace
+
+std::string TorchVersion() { return TORCH_VERSION; }
+
+absl::StatusOr<RuntimeInfo> InitRuntime(const RuntimeOptions& options) {
+  RuntimeInfo info;
+  info.torch_version = TorchVersion();
+
+  const std::string& device = options.device;
+  if (device == "cpu") {
+    info.device = "cpu";
+    info.device_name = CpuModelName();
+  } else if (device == "cuda" || absl::StartsWith(device, "cuda:")) {
+    const int index = DeviceIndex(device);
+    if (index < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("bad device '", device, "'; use cpu, cuda or cuda:N"));
+    }
+    const int count = at::detail::getCUDAHooks().getNumGPUs();
+    if (!at::detail::getCUDAHooks().hasCUDA() || count == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--device ", device, " asked for CUDA, but this libtorch (", info.torch_version,
+          ") has no CUDA support or sees no GPU; use --device cpu or build against a CUDA libtorch"));
+    }
+    if (index >= count) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--device ", device, ": only ", count, " CUDA device(s) present (cuda:0..cuda:", count - 1, ")"));
+    }
+    info.device = absl::StrCat("cuda:", index);
+    info.device_name = CudaDeviceName(index);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown device '", device, "'; valid: cpu, cuda, cuda:N"));
+  }
+
+  int threads = options.threads;
+  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  if (threads <= 0) threads = 1;
+  at::set_num_threads(threads);
+  info.threads = at::get_num_threads();
+
+  // OpenBLAS runs its own thread pool; keep it to the same count so the two do not oversubscribe the cores.
+  using SetBlasThreads = void (*)(int);
+  using GetBlasConfig = char* (*)();
+  if (auto set_blas_threads = reinterpret_cast<SetBlasThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set_blas_threads(threads);
+  }
+  const std::string blas_path = LoadedBlasPath();
+  if (auto get_config = reinterpret_cast<GetBlasConfig>(dlsym(RTLD_DEFAULT, "openblas_get_config"));
+      get_config != nullptr && absl::StrContains(blas_path, "openblas")) {
+    info.blas = absl::StrCat(get_config(), " (", blas_path, ")");
+    info.blas_is_fast = true;
+  } else {
+    info.blas = blas_path.empty() ? "unknown" : blas_path;
+    info.blas_is_fast = absl::StrContains(blas_path, "openblas") || absl::StrContains(blas_path, "mkl");
+  }
+  return info;
+}
+
+MemoryFigures ReadMemoryFigures(const std::string& device) {
+  MemoryFigures out;
+  out.process_rss_bytes = ReadProcKiB("/proc/self/status", "VmRSS");
+  out.system_total_bytes = ReadProcKiB("/proc/meminfo", "MemTotal");
+  out.system_available_bytes = ReadProcKiB("/proc/meminfo", "MemAvailable");
+  if (absl::StartsWith(device, "cuda")) ReadCudaMemory(std::max(0, DeviceIndex(device)), out);
+  return out;
+}
+
+}  // namespace atelier::engine

@@ -1,0 +1,395 @@
+/*
+ * atelier/plugin.h -- the Atelier plugin ABI, version 1.0.
+ *
+ * A plugin is a shared library that exports one C function, `atelier_plugin_entry`, returning a descriptor. The
+ * daemon (the "host") loads every `*.so` in --plugins-dir with dlopen(RTLD_NOW | RTLD_LOCAL), calls the entry,
+ * checks the descriptor's version and size, calls `init`, and from then on calls the plugin's hooks at the places
+ * WebUI calls its script callbacks. Only C types cross this boundary: no C++ classes, exceptions or RTTI.
+ *
+ * Versioning (the rules of Triton, CLAP, OBS and SQLite):
+ *  - ATELIER_PLUGIN_ABI_MAJOR changes when anything existing changes meaning or layout. The host refuses a
+ *    plugin whose major differs from its own.
+ *  - ATELIER_PLUGIN_ABI_MINOR grows when fields or functions are appended. The host refuses a plugin built against
+ *    a newer minor than its own; it accepts older ones.
+ *  - Every struct that crosses the boundary starts with `struct_size` (sizeof as its producer compiled it) and only
+ *    ever grows at the end. A reader uses a field only when `struct_size` covers it (ATELIER_HAS_FIELD); the host
+ *    zero-fills what an older plugin's descriptor does not cover, so a missing hook reads as NULL.
+ *
+ * Errors: every call that can fail returns an atelier_status (ATELIER_OK = 0) and takes an `atelier_error*`
+ * out-parameter owned by the caller; on failure the callee writes a NUL-terminated, user-readable message into it
+ * (atelier_fail does both). A plugin error inside a job fails that job with the plugin's message; the daemon goes on.
+ *
+ * Tensors are DLPack (dlpack/dlpack.h, v0.6 or later; the DLTensor and DLManagedTensor layouts are the same in
+ * all of them):
+ *  - inputs are borrowed `const DLTensor*`, valid only during the call; copy what you keep;
+ *  - outputs are `DLManagedTensor*` whose ownership passes to the receiver, who calls `deleter` exactly once when
+ *    done with it (the "final consumer"); `deleter` may be NULL for memory that needs no release.
+ *  Host tensors are CPU or CUDA (kDLCPU / kDLCUDA), float32 unless stated, contiguous row-major unless `strides`
+ *  says otherwise.
+ *
+ * Threading: `init` and `finalize` run on the daemon's main thread, one plugin at a time. Every hook runs on the
+ * executor thread, which runs one job at a time: no two hooks of one plugin ever run concurrently. Host functions
+ * are callable from any thread (including threads the plugin starts) within the lifetime stated on each.
+ */
+#ifndef ATELIER_PLUGIN_H_
+#define ATELIER_PLUGIN_H_
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* ATen bundles its own dlpack.h under the same include guard; include whichever comes first, once. */
+#ifndef DLPACK_DLPACK_H_
+#include <dlpack/dlpack.h>
+#endif
+
+#define ATELIER_PLUGIN_ABI_MAJOR 1
+#define ATELIER_PLUGIN_ABI_MINOR 0
+
+/* Name of the one symbol a plugin exports. */
+#define ATELIER_PLUGIN_ENTRY_NAME "atelier_plugin_entry"
+
+#if defined(_WIN32)
+#define ATELIER_PLUGIN_EXPORT __declspec(dllexport)
+#else
+#define ATELIER_PLUGIN_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* True when a struct whose first field is `struct_size` holds `field` (for reading structs of another version). */
+#define ATELIER_HAS_FIELD(ptr, type, field) \
+  ((ptr) != NULL && (ptr)->struct_size >= offsetof(type, field) + sizeof(((type*)0)->field))
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------------------------------------------------
+ * Status codes and the error out-parameter
+ * ---------------------------------------------------------------------------------------------------------------- */
+
+typedef int32_t atelier_status;
+enum {
+  ATELIER_OK = 0,
+  ATELIER_INVALID_ARGUMENT = 1,   /* the request's arguments for this plugin are wrong: the user must change them */
+  ATELIER_NOT_FOUND = 2,          /* a named model file or resource does not exist */
+  ATELIER_UNSUPPORTED = 3,        /* never works with this input or model ("never") */
+  ATELIER_UNAVAILABLE = 4,        /* cannot work right now; retrying later may succeed ("not now") */
+  ATELIER_CANCELLED = 5,          /* the plugin saw is_cancelled() and stopped early */
+  ATELIER_RESOURCE_EXHAUSTED = 6, /* out of memory or over a limit */
+  ATELIER_INTERNAL = 7            /* a bug or an unexpected failure */
+};
+
+#define ATELIER_ERROR_CAPACITY 1024
+
+/* Caller-owned error message buffer. The caller zero-initialises it; the callee writes a NUL-terminated message
+ * (truncated to fit) only when it returns a status other than ATELIER_OK. */
+typedef struct atelier_error {
+  char message[ATELIER_ERROR_CAPACITY];
+} atelier_error;
+
+/* Writes a printf-style message into `err` (when not NULL) and returns `code`: `return atelier_fail(err, ...);`. */
+static inline atelier_status atelier_fail(atelier_error* err, atelier_status code, const char* format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+static inline atelier_status atelier_fail(atelier_error* err, atelier_status code, const char* format, ...) {
+  if (err != NULL) {
+    va_list args;
+    va_start(args, format);
+    vsnprintf(err->message, sizeof(err->message), format, args);
+    va_end(args);
+  }
+  return code;
+}
+
+/* ------------------------------------------------------------------------------------------------------------------
+ * Opaque handles
+ * ---------------------------------------------------------------------------------------------------------------- */
+
+/* Defined by the plugin; the host only stores and passes it back. One per loaded plugin (from init). */
+typedef struct atelier_plugin_state atelier_plugin_state;
+/* Defined by the plugin; one per job the plugin takes part in (from process), freed in job_end. */
+typedef struct atelier_job_state atelier_job_state;
+/* Defined by the host; one per job. Valid from the `process` call until `job_end` returns. */
+typedef struct atelier_job atelier_job;
+/* Defined by the host; an opened tensor file (checkpoint) from the model folders. */
+typedef struct atelier_tensor_file atelier_tensor_file;
+
+enum {
+  ATELIER_LOG_DEBUG = 0,
+  ATELIER_LOG_INFO = 1,
+  ATELIER_LOG_WARNING = 2,
+  ATELIER_LOG_ERROR = 3
+};
+
+/* Model folders of the WebUI layout under --models-dir. */
+enum {
+  ATELIER_FOLDER_CHECKPOINT = 0,    /* models/Stable-diffusion */
+  ATELIER_FOLDER_VAE = 1,           /* models/VAE */
+  ATELIER_FOLDER_EMBEDDING = 2,     /* embeddings */
+  ATELIER_FOLDER_CONTROLNET = 3,    /* models/ControlNet */
+  ATELIER_FOLDER_MOTION_MODULE = 4, /* models/AnimateDiff */
+  ATELIER_FOLDER_VAE_APPROX = 5,    /* models/VAE-approx */
+  ATELIER_FOLDER_RIFE = 6           /* models/RIFE */
+};
+
+/* ------------------------------------------------------------------------------------------------------------------
+ * Host services: a function table the host gives each plugin in `init`.
+ * Each plugin gets its own table (so log lines name the plugin); it stays valid until `finalize` returns.
+ * ---------------------------------------------------------------------------------------------------------------- */
+
+typedef struct atelier_host_api atelier_host_api;
+struct atelier_host_api {
+  uint64_t struct_size; /* sizeof(atelier_host_api) as the host compiled it: check fields with ATELIER_HAS_FIELD */
+  uint32_t abi_major;   /* the host's ABI version */
+  uint32_t abi_minor;
+  const char* host_version; /* e.g. "0.1.0"; owned by the host, valid until finalize */
+  const char* device;       /* "cpu" or "cuda:N"; owned by the host, valid until finalize */
+  void* host_context;       /* the host's own data; plugins must not touch it */
+
+  /* Writes `message` to the daemon log, tagged with the plugin's name. [any thread; until finalize returns]
+   * The host copies the message. */
+  void (*log)(const atelier_host_api* host, int32_t level, const char* message);
+
+  /* 1 when the job was cancelled (Cancel, client gone, shutdown), else 0. Long-running hooks poll it and return
+   * ATELIER_CANCELLED. [any thread; while `job` is valid] */
+  int32_t (*is_cancelled)(atelier_job* job);
+
+  /* Reports progress of a plugin stage ("interpolating", 3 of 10) to the job's streams. `stage` and `text` are
+   * copied; `text` may be NULL. [any thread; while `job` is valid] */
+  atelier_status (*report_progress)(atelier_job* job, const char* stage, int32_t done, int32_t total,
+                                    const char* text, atelier_error* err);
+
+  /* Sends an intermediate frame to the job's streams (never dropped). `image` is borrowed and copied before the
+   * call returns: uint8 [H, W, 3] (RGB) or [H, W, 4] (RGBA), or float32 [3, H, W] in [0, 1], on the CPU.
+   * [any thread; while `job` is valid] */
+  atelier_status (*emit_frame)(atelier_job* job, int32_t index, const DLTensor* image, atelier_error* err);
+
+  /* Sends a file (GIF, MP4, contact sheet PNG, ...) to the job's streams (never dropped). `name`, `mime_type` and
+   * the `size` bytes at `data` are copied before the call returns. [any thread; while `job` is valid] */
+  atelier_status (*emit_artifact)(atelier_job* job, const char* name, const char* mime_type, const void* data,
+                                  size_t size, atelier_error* err);
+
+  /* Opens a tensor file (.safetensors) by its path below a model folder (ATELIER_FOLDER_*), e.g.
+   * "control_v11p_sd15_canny.safetensors". Paths leaving the folder are refused. The file is memory-mapped and
+   * validated; on success `*out` is a new handle the plugin closes with tensor_file_close.
+   * [any thread; until finalize returns] */
+  atelier_status (*tensor_file_open)(const atelier_host_api* host, int32_t folder, const char* name,
+                                     atelier_tensor_file** out, atelier_error* err);
+
+  /* Number of tensors in the file. [any thread; handle open] */
+  int64_t (*tensor_file_count)(const atelier_tensor_file* file);
+
+  /* Tensor `index` (0 <= index < count, in file order). `*name` is owned by the handle (valid until close).
+   * `*tensor` is a new read-only CPU view of the mapped file whose ownership passes to the caller: call its
+   * deleter exactly once. The mapping lives while any view of it lives, even after tensor_file_close.
+   * [any thread; handle open] */
+  atelier_status (*tensor_file_get)(const atelier_tensor_file* file, int64_t index, const char** name,
+                                    DLManagedTensor** tensor, atelier_error* err);
+
+  /* Like tensor_file_get, by name; ATELIER_NOT_FOUND when absent. [any thread; handle open] */
+  atelier_status (*tensor_file_find)(const atelier_tensor_file* file, const char* name, DLManagedTensor** tensor,
+                                     atelier_error* err);
+
+  /* Closes the handle (tensors taken from it stay valid). NULL is ignored. [any thread, once per handle] */
+  void (*tensor_file_close)(atelier_tensor_file* file);
+};
+
+/* ------------------------------------------------------------------------------------------------------------------
+ * Hook parameters. All are host-filled, size-prefixed, and valid only during the call. Inputs are borrowed; the
+ * `*_out` fields start NULL and a plugin that sets one hands the host a tensor it now owns.
+ * Batch layout (WebUI's CFG denoiser): rows [0, cond_rows) are the conditional rows, rows [cond_rows, rows) the
+ * unconditional ones. With AnimateDiff, frames are batch items.
+ * ---------------------------------------------------------------------------------------------------------------- */
+
+/* Given to `model_loaded`. */
+typedef struct atelier_model_info {
+  uint64_t struct_size;
+  const char* checkpoint_title; /* WebUI title, e.g. "anime.safetensors [0123456789]" */
+  const char* checkpoint_file;  /* path below models/Stable-diffusion */
+  int32_t unet_in_channels;     /* 4, or 9 for inpainting checkpoints */
+} atelier_model_info;
+
+/* Given to `process`: the job's settings after defaults were applied. Strings are valid until job_end. */
+typedef struct atelier_job_info {
+  uint64_t struct_size;
+  const char* job_id;
+  int32_t img2img; /* 0 txt2img, 1 img2img */
+  int32_t width;
+  int32_t height;
+  int32_t batch_size;
+  int32_t n_iter;
+  int32_t steps;
+  int64_t seed; /* seed of the first image */
+  float cfg_scale;
+  float denoising_strength;
+  const char* prompt;
+  const char* negative_prompt;
+  const char* sampler_name;
+  const char* scheduler;
+} atelier_job_info;
+
+/* WebUI on_cfg_denoiser: before the UNet call of one sampling step. May replace x, sigma and conditioning. */
+typedef struct atelier_cfg_denoiser_params {
+  uint64_t struct_size;
+  int32_t sampling_step;        /* as WebUI reports it (the previous callback's index) */
+  int32_t total_sampling_steps; /* requested steps */
+  int32_t cond_rows;            /* rows of x that are conditional; the rest are unconditional */
+  const DLTensor* x;            /* [rows, 4, h, w] latent input */
+  const DLTensor* sigma;        /* [rows] */
+  const DLTensor* text_cond;    /* [cond_rows, tokens, 768] */
+  const DLTensor* text_uncond;  /* [rows - cond_rows, tokens, 768] */
+  const DLTensor* image_cond;   /* inpainting conditioning [rows, 5, h, w], or NULL */
+  DLManagedTensor* x_out;
+  DLManagedTensor* sigma_out;
+  DLManagedTensor* text_cond_out;
+  DLManagedTensor* text_uncond_out;
+} atelier_cfg_denoiser_params;
+
+/* WebUI on_cfg_denoised: after the UNet call, before the CFG mix. */
+typedef struct atelier_cfg_denoised_params {
+  uint64_t struct_size;
+  int32_t sampling_step;
+  int32_t total_sampling_steps;
+  int32_t cond_rows;
+  const DLTensor* x; /* [rows, 4, h, w] denoised prediction per row */
+  DLManagedTensor* x_out;
+} atelier_cfg_denoised_params;
+
+/* WebUI on_cfg_after_cfg: after the CFG mix. */
+typedef struct atelier_cfg_after_cfg_params {
+  uint64_t struct_size;
+  int32_t sampling_step;
+  int32_t total_sampling_steps;
+  const DLTensor* x; /* [images, 4, h, w] guided prediction */
+  DLManagedTensor* x_out;
+} atelier_cfg_after_cfg_params;
+
+#define ATELIER_UNET_RESIDUALS 13
+
+/* ControlNet's injection: called once per UNet call. A plugin sets residual_out[i] for i in 0..11 (added to the
+ * UNet's 12 skip connections, input block order) and 12 (added to the middle block's output); entries left NULL
+ * add nothing. Residuals of several plugins are summed. Shapes must equal the skip they are added to. */
+typedef struct atelier_unet_residuals_params {
+  uint64_t struct_size;
+  int32_t sampling_step;
+  int32_t total_sampling_steps;
+  int32_t cond_rows;
+  const DLTensor* x;         /* [rows, 4, h, w] scaled UNet input */
+  const DLTensor* timesteps; /* [rows] fractional timesteps */
+  const DLTensor* context;   /* [rows, tokens, 768] */
+  DLManagedTensor* residual_out[ATELIER_UNET_RESIDUALS];
+} atelier_unet_residuals_params;
+
+enum {
+  ATELIER_UNET_INPUT_BLOCK = 0,
+  ATELIER_UNET_MIDDLE_BLOCK = 1,
+  ATELIER_UNET_OUTPUT_BLOCK = 2
+};
+
+/* AnimateDiff's insertion points: the UNet passes its hidden state through this hook at 21 points (after input
+ * blocks 1,2,4,5,7,8,10,11; before the middle block's last ResBlock; at the end of every output block, before the
+ * upsampler in output blocks 2, 5, 8). A plugin may replace the hidden state with one of the same shape. */
+typedef struct atelier_unet_block_params {
+  uint64_t struct_size;
+  int32_t point;        /* 0..20 in the order above */
+  int32_t block_kind;   /* ATELIER_UNET_*_BLOCK */
+  int32_t block_index;  /* index within input_blocks / output_blocks; 0 for the middle block */
+  int32_t cond_rows;
+  const DLTensor* hidden;  /* [rows, channels, h, w] */
+  const DLTensor* context; /* [rows, tokens, 768] */
+  DLManagedTensor* hidden_out;
+} atelier_unet_block_params;
+
+/* After decoding: the job's images as frames. A plugin may return a different number of frames (RIFE). */
+typedef struct atelier_frames_params {
+  uint64_t struct_size;
+  const DLTensor* frames; /* float32 [n, 3, H, W] in [0, 1], CPU */
+  DLManagedTensor* frames_out; /* float32 [m, 3, H', W'] in [0, 1], CPU, m >= 1 */
+} atelier_frames_params;
+
+/* At the end of a job: make files from the final frames and send them with host->emit_artifact. */
+typedef struct atelier_export_params {
+  uint64_t struct_size;
+  const DLTensor* frames;        /* float32 [n, 3, H, W] in [0, 1], CPU */
+  const char* const* infotexts;  /* n infotexts (one per frame; may repeat) */
+  int32_t count;                 /* n */
+} atelier_export_params;
+
+/* ------------------------------------------------------------------------------------------------------------------
+ * The descriptor a plugin returns from atelier_plugin_entry.
+ * ---------------------------------------------------------------------------------------------------------------- */
+
+typedef struct atelier_plugin_descriptor {
+  /* ---- Identity (required). The host reads these three first. ---- */
+  uint32_t abi_major;   /* ATELIER_PLUGIN_ABI_MAJOR the plugin was built against */
+  uint32_t abi_minor;   /* ATELIER_PLUGIN_ABI_MINOR the plugin was built against */
+  uint64_t struct_size; /* sizeof(atelier_plugin_descriptor) as the plugin compiled it */
+
+  const char* name;               /* unique, 1..64 chars [A-Za-z0-9_.-]; the alwayson_scripts key */
+  const char* version;            /* the plugin's version, e.g. "1.2.0" */
+  const char* description;        /* one line; may be NULL */
+  const char* params_schema_json; /* JSON Schema of the plugin's arguments; may be NULL ("{}") */
+
+  /* ---- Lifecycle (required). ---- */
+
+  /* Called once after the checks pass. Store `host` (valid until finalize returns) and return the plugin's state
+   * (may be NULL) in `*state`. On failure the plugin is refused; it must release what it took, finalize is not
+   * called. [main thread] */
+  atelier_status (*init)(const atelier_host_api* host, atelier_plugin_state** state, atelier_error* err);
+
+  /* Called once before the library is unloaded. Free everything and join every thread the plugin started.
+   * [main thread; no hook runs during or after it] */
+  void (*finalize)(atelier_plugin_state* state);
+
+  /* ---- Hooks (optional: NULL = not used). A descriptor may end after any of them (struct_size). ---- */
+
+  /* WebUI on_model_loaded: a checkpoint was loaded. [executor thread] */
+  atelier_status (*model_loaded)(atelier_plugin_state* state, const atelier_model_info* model, atelier_error* err);
+
+  /* WebUI Script.process: called for every job before sampling. `args_json` is the JSON value under the plugin's
+   * name in alwayson_scripts (usually {"args": [...]}) or "null" when the request has none. Set `*job_state` to
+   * non-NULL to take part in the job (all other hooks are called only then, with that state); leave it NULL to
+   * stay out. An error fails the job before it samples. [executor thread] */
+  atelier_status (*process)(atelier_plugin_state* state, atelier_job* job, const atelier_job_info* info,
+                            const char* args_json, atelier_job_state** job_state, atelier_error* err);
+
+  /* Ends the plugin's part in a job (after success, failure or cancellation); free `job_state` here. Required when
+   * `process` can return a non-NULL job state. [executor thread] */
+  void (*job_end)(atelier_plugin_state* state, atelier_job_state* job_state);
+
+  atelier_status (*cfg_denoiser)(atelier_plugin_state* state, atelier_job_state* job_state,
+                                 atelier_cfg_denoiser_params* params, atelier_error* err);
+  atelier_status (*cfg_denoised)(atelier_plugin_state* state, atelier_job_state* job_state,
+                                 atelier_cfg_denoised_params* params, atelier_error* err);
+  atelier_status (*cfg_after_cfg)(atelier_plugin_state* state, atelier_job_state* job_state,
+                                  atelier_cfg_after_cfg_params* params, atelier_error* err);
+  atelier_status (*unet_residuals)(atelier_plugin_state* state, atelier_job_state* job_state,
+                                   atelier_unet_residuals_params* params, atelier_error* err);
+  atelier_status (*unet_block)(atelier_plugin_state* state, atelier_job_state* job_state,
+                               atelier_unet_block_params* params, atelier_error* err);
+  /* WebUI postprocess_batch_list: may change the frames and their number. [executor thread] */
+  atelier_status (*postprocess_frames)(atelier_plugin_state* state, atelier_job_state* job_state,
+                                       atelier_frames_params* params, atelier_error* err);
+  /* Make files (video, GIF, contact sheet) from the final frames. [executor thread] */
+  atelier_status (*export_media)(atelier_plugin_state* state, atelier_job_state* job_state,
+                                 const atelier_export_params* params, atelier_error* err);
+} atelier_plugin_descriptor;
+
+/* The bytes of the descriptor the host requires: everything up to and including `finalize`. */
+#define ATELIER_PLUGIN_DESCRIPTOR_MIN_SIZE \
+  (offsetof(atelier_plugin_descriptor, finalize) + sizeof(((atelier_plugin_descriptor*)0)->finalize))
+
+/* The entry point every plugin exports (extern "C", default visibility). The host passes its own ABI version;
+ * the plugin returns a pointer to a descriptor with static storage duration, or NULL to decline this host.
+ * [main thread, once per load] */
+typedef const atelier_plugin_descriptor* (*atelier_plugin_entry_fn)(uint32_t host_abi_major,
+                                                                    uint32_t host_abi_minor);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* ATELIER_PLUGIN_H_ */

@@ -1,0 +1,158 @@
+// atelierd: the Atelier daemon. Owns the device, loads plugins, serves gRPC until SIGINT/SIGTERM.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "atelier/plugin.h"
+#include "engine/model_folders.h"
+#include "engine/runtime.h"
+#include "host/plugin_registry.h"
+#include "server/daemon_server.h"
+#include "server/unavailable_runner.h"
+#include "util/limits.h"
+#include "util/log.h"
+#include "version.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace atelier;
+
+// Plugins built with the daemon live in "plugins" next to the executable (build/plugins beside build/atelierd).
+fs::path DefaultPluginsDir() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::path("plugins") : exe.parent_path() / "plugins";
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"atelierd: Stable Diffusion 1.x daemon with WebUI-compatible gRPC API and plugins"};
+  app.set_version_flag("--version", std::string(kAtelierVersion));
+  std::string listen = "127.0.0.1:50051";
+  std::string models_dir = "models";
+  std::string plugins_dir = DefaultPluginsDir().string();
+  std::string device = "cpu";
+  int threads = 0;
+  int max_queue = kDefaultMaxQueue;
+  int max_message_mb = kDefaultMaxMessageBytes / (1024 * 1024);
+  std::string log_level = "info";
+  app.add_option("--listen", listen, "host:port to serve gRPC on (port 0 picks a free one)")->capture_default_str();
+  app.add_option("--models-dir", models_dir,
+                 "WebUI models folder (Stable-diffusion/, VAE/, ControlNet/, AnimateDiff/, ...) or a WebUI install "
+                 "root (models/, embeddings/)")
+      ->capture_default_str();
+  app.add_option("--plugins-dir", plugins_dir, "folder of plugin shared libraries (*.so)")->capture_default_str();
+  app.add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
+  app.add_option("--threads", threads, "compute threads; 0 = all cores")->check(CLI::Range(0, 1024));
+  app.add_option("--max-queue", max_queue, "jobs that may wait before Generate answers RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--max-message-mb", max_message_mb, "largest gRPC message (images, artifacts) in MiB")
+      ->capture_default_str()
+      ->check(CLI::Range(4, 2000));
+  app.add_option("--log-level", log_level, "debug, info, warning or error")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+
+  auto level = ParseLogLevel(log_level);
+  if (!level.ok()) {
+    std::fprintf(stderr, "atelierd: %s\n", std::string(level.status().message()).c_str());
+    return 2;
+  }
+  SetLogLevel(*level);
+
+  // SIGINT/SIGTERM are taken with sigwait below; block them before any thread starts so none inherits them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto runtime = engine::InitRuntime({device, threads});
+  if (!runtime.ok()) {
+    LogError(std::string(runtime.status().message()));
+    return 1;
+  }
+  LogInfo(absl::StrCat("atelierd ", kAtelierVersion, " on ", runtime->device, " (", runtime->device_name, "), ",
+                       runtime->threads, " threads, libtorch ", runtime->torch_version));
+  if (runtime->blas_is_fast) {
+    LogInfo(absl::StrCat("BLAS: ", runtime->blas));
+  } else {
+    LogWarning(absl::StrCat("BLAS is ", runtime->blas, ", not OpenBLAS: CPU matmul is ~30x slower. Run "
+                            "scripts/setup (update-alternatives --set libblas.so.3-<arch> .../openblas-pthread/...)"));
+  }
+
+  std::optional<engine::ModelFolders> folders;
+  if (auto opened = engine::ModelFolders::Open(models_dir); opened.ok()) {
+    folders = *std::move(opened);
+    LogInfo(absl::StrCat("models directory: ", fs::absolute(models_dir).string()));
+  } else {
+    LogWarning(absl::StrCat(opened.status().message(), "; serving without model files"));
+  }
+
+  host::PluginLoaderOptions plugin_options;
+  plugin_options.environment.host_version = kAtelierVersion;
+  plugin_options.environment.device = runtime->device;
+  plugin_options.environment.model_folders = folders ? &*folders : nullptr;
+  auto plugins = host::PluginRegistry::LoadDirectory(plugins_dir, std::move(plugin_options));
+  LogInfo(absl::StrCat("plugins: ", plugins->plugins().size(), " loaded (", plugins->NameList(), "), ",
+                       plugins->refused().size(), " refused, from ", plugins_dir));
+
+  server::UnavailableRunner runner;
+  server::DaemonServerOptions options;
+  options.listen = listen;
+  options.max_queue = max_queue;
+  options.max_message_bytes = max_message_mb * 1024 * 1024;
+  server::DaemonFacts facts;
+  facts.version = kAtelierVersion;
+  facts.runtime = *runtime;
+  facts.started_at = absl::Now();
+  auto server = server::DaemonServer::Start(options, runner, *plugins, folders ? &*folders : nullptr, facts);
+  if (!server.ok()) {
+    LogError(std::string(server.status().message()));
+    return 1;
+  }
+  if (!absl::StartsWith(listen, "127.") && !absl::StartsWith(listen, "localhost") &&
+      !absl::StartsWith(listen, "[::1]")) {
+    LogWarning(absl::StrCat("listening on ", listen, " beyond loopback without authentication"));
+  }
+  // The one line on stdout: scripts and tests read the real port from it.
+  std::printf("atelierd listening on %s\n", (*server)->address().c_str());
+  std::fflush(stdout);
+  LogInfo(absl::StrCat("serving on ", (*server)->address(), " (plugin ABI ", ATELIER_PLUGIN_ABI_MAJOR, ".",
+                       ATELIER_PLUGIN_ABI_MINOR, ", max queue ", max_queue, ")"));
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  LogInfo(absl::StrCat("received ", strsignal(signal_number), ": draining (a second signal exits at once)"));
+  std::thread([stop_signals] {
+    int again = 0;
+    sigwait(&stop_signals, &again);
+    LogError("second signal: exiting without draining");
+    std::_Exit(130);
+  }).detach();
+  (*server)->Shutdown();
+  server->reset();
+  plugins.reset();  // finalizes plugins (joining their threads) before exit
+  LogInfo("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(argc, argv); }

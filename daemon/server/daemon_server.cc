@@ -1,0 +1,94 @@
+#include "server/daemon_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/generation_service.h"
+#include "util/log.h"
+
+namespace atelier::server {
+namespace {
+
+constexpr const char* kServiceNames[] = {"", "atelier.v1.Generation", "atelier.v1.Models", "atelier.v1.Plugins",
+                                         "atelier.v1.Daemon"};
+
+std::string HostPart(const std::string& listen) {
+  const auto colon = listen.rfind(':');
+  return colon == std::string::npos ? listen : listen.substr(0, colon);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonServerOptions& options,
+                                                                    JobRunner& runner,
+                                                                    const host::PluginRegistry& plugins,
+                                                                    const engine::ModelFolders* folders,
+                                                                    DaemonFacts facts) {
+  std::unique_ptr<DaemonServer> server(new DaemonServer());
+  server->facts_ = std::move(facts);
+  server->facts_.max_queue = options.max_queue;
+  server->facts_.max_message_bytes = options.max_message_bytes;
+  server->jobs_ = std::make_unique<JobManager>(
+      runner, JobManagerOptions{options.max_queue, options.max_message_bytes});
+  server->generation_ = std::make_unique<GenerationService>(*server->jobs_, runner, plugins);
+  server->models_ = std::make_unique<ModelsService>(folders, server->facts_);
+  server->plugins_ = std::make_unique<PluginsService>(plugins);
+  server->daemon_ = std::make_unique<DaemonService>(server->facts_);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int selected_port = 0;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &selected_port);
+  builder.RegisterService(server->generation_.get());
+  builder.RegisterService(server->models_.get());
+  builder.RegisterService(server->plugins_.get());
+  builder.RegisterService(server->daemon_.get());
+  // Images travel as bytes inside messages: raise gRPC's 4 MiB default to the configured maximum, both ways.
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  // Long-lived streams through NATs: ping idle connections, and accept client pings every 20 s or slower.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 20 * 1000);
+  server->server_ = builder.BuildAndStart();
+  if (server->server_ == nullptr || selected_port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen, " (address in use, or not an address of this machine)"));
+  }
+  server->port_ = selected_port;
+  server->host_ = HostPart(options.listen);
+  grpc::HealthCheckServiceInterface* health = server->server_->GetHealthCheckService();
+  for (const char* name : kServiceNames) health->SetServingStatus(name, true);
+  server->jobs_->Start();
+  return server;
+}
+
+DaemonServer::~DaemonServer() { Shutdown(); }
+
+std::string DaemonServer::address() const { return absl::StrCat(host_, ":", port_); }
+
+void DaemonServer::Drain() {
+  if (drained_ || server_ == nullptr) return;
+  drained_ = true;
+  // Health first, so load balancers stop sending work while jobs drain; it stays NOT_SERVING for good.
+  if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
+  jobs_->Shutdown();
+}
+
+void DaemonServer::Stop(absl::Duration grace) {
+  if (stopped_ || server_ == nullptr) return;
+  stopped_ = true;
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  server_->Wait();
+}
+
+void DaemonServer::Shutdown(absl::Duration grace) {
+  Drain();
+  Stop(grace);
+}
+
+}  // namespace atelier::server

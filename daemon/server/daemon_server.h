@@ -1,0 +1,66 @@
+// The gRPC server: every service, health, reflection, message limits, and the graceful shutdown sequence.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/model_folders.h"
+#include "host/plugin_registry.h"
+#include "server/info_services.h"
+#include "server/job_manager.h"
+#include "server/job_runner.h"
+
+namespace atelier::server {
+
+struct DaemonServerOptions {
+  // host:port; port 0 picks a free port (see port()).
+  std::string listen = "127.0.0.1:50051";
+  int max_queue = 64;
+  int max_message_bytes = 64 * 1024 * 1024;
+};
+
+class GenerationService;
+
+class DaemonServer {
+ public:
+  // Builds and starts the server and the executor. `runner`, `plugins` and `folders` (may be null) must outlive it.
+  static absl::StatusOr<std::unique_ptr<DaemonServer>> Start(const DaemonServerOptions& options, JobRunner& runner,
+                                                             const host::PluginRegistry& plugins,
+                                                             const engine::ModelFolders* folders, DaemonFacts facts);
+  ~DaemonServer();
+
+  int port() const { return port_; }
+  // "127.0.0.1:PORT" with the real port.
+  std::string address() const;
+  JobManager& jobs() { return *jobs_; }
+
+  // Shutdown, first half: health goes NOT_SERVING, new jobs get UNAVAILABLE, queued jobs end with UNAVAILABLE, the
+  // running job stops at its next step boundary; returns when the executor is idle. RPCs are still served, so
+  // every stream delivers its last events and final status.
+  void Drain();
+  // Shutdown, second half: stops the gRPC server, giving open streams `grace` to finish, then cancelling them.
+  void Stop(absl::Duration grace = absl::Seconds(5));
+  // Drain() then Stop(). Idempotent.
+  void Shutdown(absl::Duration grace = absl::Seconds(5));
+
+ private:
+  DaemonServer() = default;
+
+  DaemonFacts facts_;
+  std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<GenerationService> generation_;
+  std::unique_ptr<ModelsService> models_;
+  std::unique_ptr<PluginsService> plugins_;
+  std::unique_ptr<DaemonService> daemon_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string host_;
+  int port_ = 0;
+  bool drained_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace atelier::server

@@ -1,0 +1,102 @@
+#include "server/generation_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "server/grpc_status.h"
+#include "server/job_stream.h"
+#include "server/request_validation.h"
+
+namespace atelier::server {
+namespace {
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+std::int64_t UnixMillis(absl::Time t) { return t == absl::InfinitePast() ? 0 : absl::ToUnixMillis(t); }
+
+}  // namespace
+
+std::string ClientIdOf(const grpc::CallbackServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  const auto it = metadata.find("atelier-client");
+  if (it != metadata.end() && !it->second.empty()) {
+    return std::string(it->second.data(), std::min<size_t>(it->second.size(), 128));
+  }
+  std::string peer = context.peer();  // "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555", "unix:/path"
+  const auto colon = peer.rfind(':');
+  if (colon != std::string::npos && colon > peer.find(':')) peer.resize(colon);
+  return peer;
+}
+
+grpc::ServerWriteReactor<v1::GenerateEvent>* GenerationService::Generate(grpc::CallbackServerContext* context,
+                                                                         const v1::GenerateRequest* request) {
+  if (!jobs_.accepting()) {
+    return JobStream::Reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the daemon is shutting down"));
+  }
+  v1::GenerateRequest prepared = *request;
+  if (absl::Status s = ValidateAndFillDefaults(prepared); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
+  if (absl::Status s = ValidatePluginArgs(prepared, plugins_); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
+  if (absl::Status s = runner_.Prepare(prepared); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
+
+  std::string job_id = prepared.force_task_id();
+  auto job = jobs_.Submit(std::move(job_id), ClientIdOf(*context), std::move(prepared));
+  if (!job.ok()) return JobStream::Reject(ToGrpcStatus(job.status()));
+  const std::string id = (*job)->id();
+  JobManager* jobs = &jobs_;
+  // The submitter's stream going away (disconnect or client-side cancel) cancels the job.
+  return JobStream::Attach(*job, EventCursor{}, [jobs, id] { (void)jobs->Cancel(id, "the submitting client disconnected"); });
+}
+
+grpc::ServerWriteReactor<v1::GenerateEvent>* GenerationService::Watch(grpc::CallbackServerContext*,
+                                                                      const v1::WatchRequest* request) {
+  std::shared_ptr<Job> job = jobs_.Find(request->job_id());
+  if (job == nullptr) {
+    return JobStream::Reject(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                          absl::StrCat("no queued or running job '", request->job_id(), "'")));
+  }
+  const EventCursor cursor = request->skip_history() ? job->LiveCursor() : EventCursor{};
+  return JobStream::Attach(std::move(job), cursor, nullptr);
+}
+
+grpc::ServerUnaryReactor* GenerationService::Cancel(grpc::CallbackServerContext* context,
+                                                    const v1::CancelRequest* request,
+                                                    v1::CancelResponse* response) {
+  auto previous = jobs_.Cancel(request->job_id(), "cancelled by a Cancel request");
+  if (!previous.ok()) return Reply(context, ToGrpcStatus(previous.status()));
+  response->set_previous_state(*previous);
+  return Reply(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* GenerationService::Skip(grpc::CallbackServerContext* context,
+                                                  const v1::SkipRequest* request, v1::SkipResponse* response) {
+  auto state = jobs_.Skip(request->job_id());
+  if (!state.ok()) return Reply(context, ToGrpcStatus(state.status()));
+  response->set_state(*state);
+  return Reply(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* GenerationService::ListJobs(grpc::CallbackServerContext* context,
+                                                      const v1::ListJobsRequest*, v1::ListJobsResponse* response) {
+  const JobManager::Listing listing = jobs_.List();
+  auto add = [response](const Job& job, int position) {
+    v1::JobInfo* info = response->add_jobs();
+    info->set_job_id(job.id());
+    info->set_client_id(job.client_id());
+    info->set_state(job.state());
+    info->set_position(position);
+    info->set_submitted_unix_ms(UnixMillis(job.submitted_at()));
+    info->set_started_unix_ms(UnixMillis(job.started_at()));
+    info->set_progress(job.progress());
+    info->set_streams(job.ObserverCount());
+    info->set_prompt(job.request().prompt().substr(0, 200));
+  };
+  if (listing.running) add(*listing.running, -1);
+  for (size_t i = 0; i < listing.queued.size(); ++i) add(*listing.queued[i], static_cast<int>(i));
+  response->set_max_queue(jobs_.max_queue());
+  return Reply(context, grpc::Status::OK);
+}
+
+}  // namespace atelier::server

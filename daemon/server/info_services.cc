@@ -1,0 +1,130 @@
+#include "server/info_services.h"
+
+#include "atelier/plugin.h"
+#include "util/limits.h"
+
+namespace atelier::server {
+namespace {
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+struct KindFolder {
+  v1::ModelKind kind;
+  engine::ModelFolder folder;
+};
+constexpr KindFolder kKinds[] = {
+    {v1::MODEL_KIND_CHECKPOINT, engine::ModelFolder::kCheckpoint},
+    {v1::MODEL_KIND_VAE, engine::ModelFolder::kVae},
+    {v1::MODEL_KIND_EMBEDDING, engine::ModelFolder::kEmbedding},
+    {v1::MODEL_KIND_CONTROLNET, engine::ModelFolder::kControlNet},
+    {v1::MODEL_KIND_MOTION_MODULE, engine::ModelFolder::kMotionModule},
+    {v1::MODEL_KIND_VAE_APPROX, engine::ModelFolder::kVaeApprox},
+    {v1::MODEL_KIND_RIFE, engine::ModelFolder::kRife},
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ModelsService::ListModels(grpc::CallbackServerContext* context,
+                                                    const v1::ListModelsRequest* request,
+                                                    v1::ListModelsResponse* response) {
+  if (folders_ == nullptr) return Reply(context, grpc::Status::OK);
+  response->set_models_dir(folders_->root().string());
+  for (const KindFolder& kf : kKinds) {
+    if (request->kind() != v1::MODEL_KIND_UNSPECIFIED && request->kind() != kf.kind) continue;
+    for (const engine::ModelFileEntry& entry : folders_->List(kf.folder)) {
+      v1::ModelFile* file = response->add_models();
+      file->set_kind(kf.kind);
+      file->set_name(entry.name);
+      file->set_filename(entry.filename);
+      file->set_title(entry.filename);
+      file->set_size_bytes(entry.size_bytes);
+      file->set_format(entry.format);
+    }
+  }
+  return Reply(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* ModelsService::LoadModel(grpc::CallbackServerContext* context,
+                                                   const v1::LoadModelRequest*, v1::LoadModelResponse*) {
+  return Reply(context, grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                                     "this build of atelierd cannot load checkpoints yet; ListModels shows the files "
+                                     "it found"));
+}
+
+grpc::ServerUnaryReactor* ModelsService::UnloadModel(grpc::CallbackServerContext* context,
+                                                     const v1::UnloadModelRequest*, v1::UnloadModelResponse* response) {
+  FillStatus(response->mutable_status());  // nothing is loaded, so unloading is already done
+  return Reply(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* ModelsService::GetStatus(grpc::CallbackServerContext* context, const v1::GetStatusRequest*,
+                                                   v1::ModelsStatus* response) {
+  FillStatus(response);
+  return Reply(context, grpc::Status::OK);
+}
+
+void ModelsService::FillStatus(v1::ModelsStatus* status) const {
+  v1::DeviceInfo* device = status->mutable_device();
+  device->set_device(facts_.runtime.device);
+  device->set_name(facts_.runtime.device_name);
+  device->set_threads(facts_.runtime.threads);
+  device->set_blas(facts_.runtime.blas);
+  const engine::MemoryFigures memory = engine::ReadMemoryFigures(facts_.runtime.device);
+  v1::MemoryInfo* out = status->mutable_memory();
+  out->set_process_rss_bytes(memory.process_rss_bytes);
+  out->set_system_total_bytes(memory.system_total_bytes);
+  out->set_system_available_bytes(memory.system_available_bytes);
+  out->set_device_total_bytes(memory.device_total_bytes);
+  out->set_device_free_bytes(memory.device_free_bytes);
+}
+
+grpc::ServerUnaryReactor* PluginsService::ListPlugins(grpc::CallbackServerContext* context,
+                                                      const v1::ListPluginsRequest*,
+                                                      v1::ListPluginsResponse* response) {
+  for (const auto& plugin : plugins_.plugins()) {
+    v1::PluginInfo* info = response->add_plugins();
+    info->set_name(plugin->name());
+    info->set_version(plugin->version());
+    info->set_description(plugin->description());
+    info->set_abi_major(plugin->abi_major());
+    info->set_abi_minor(plugin->abi_minor());
+    info->set_file(plugin->file());
+    for (const auto& hook : plugin->HookNames()) info->add_hooks(hook);
+    info->set_params_schema_json(plugin->params_schema_json());
+  }
+  for (const auto& refused : plugins_.refused()) {
+    v1::RefusedPlugin* out = response->add_refused();
+    out->set_file(refused.file);
+    out->set_reason(refused.reason);
+  }
+  response->set_abi_major(ATELIER_PLUGIN_ABI_MAJOR);
+  response->set_abi_minor(ATELIER_PLUGIN_ABI_MINOR);
+  return Reply(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* DaemonService::GetInfo(grpc::CallbackServerContext* context, const v1::GetInfoRequest*,
+                                                 v1::DaemonInfo* response) {
+  response->set_version(facts_.version);
+  response->set_api_version("atelier.v1");
+  response->set_plugin_abi_major(ATELIER_PLUGIN_ABI_MAJOR);
+  response->set_plugin_abi_minor(ATELIER_PLUGIN_ABI_MINOR);
+  response->set_torch_version(facts_.runtime.torch_version);
+  response->set_device(facts_.runtime.device);
+  response->set_threads(facts_.runtime.threads);
+  response->set_blas(facts_.runtime.blas);
+  response->set_started_unix_ms(absl::ToUnixMillis(facts_.started_at));
+  v1::Limits* limits = response->mutable_limits();
+  limits->set_max_image_side(kMaxImageSide);
+  limits->set_max_images_per_job(kMaxImagesPerJob);
+  limits->set_max_steps(kMaxSteps);
+  limits->set_max_prompt_bytes(kMaxPromptBytes);
+  limits->set_max_message_bytes(facts_.max_message_bytes);
+  limits->set_max_queue(facts_.max_queue);
+  return Reply(context, grpc::Status::OK);
+}
+
+}  // namespace atelier::server

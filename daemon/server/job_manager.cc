@@ -1,0 +1,166 @@
+#include "server/job_manager.h"
+
+#include <exception>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "server/job_context.h"
+#include "util/log.h"
+
+namespace atelier::server {
+
+std::string NewJobId() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mu);
+  return absl::StrFormat("%016x%016x", rng(), rng());
+}
+
+JobManager::JobManager(JobRunner& runner, JobManagerOptions options)
+    : runner_(runner), options_(options), queue_(options.max_queue) {}
+
+JobManager::~JobManager() { Shutdown(); }
+
+void JobManager::Start() { executor_ = std::thread([this] { ExecutorLoop(); }); }
+
+absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, std::string client_id,
+                                                         v1::GenerateRequest request) {
+  if (shutting_down_.load()) {
+    return absl::UnavailableError("the daemon is shutting down and accepts no new jobs");
+  }
+  std::shared_ptr<Job> job;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (job_id.empty()) {
+      do job_id = NewJobId(); while (active_.count(job_id) > 0);
+    } else if (active_.count(job_id) > 0) {
+      return absl::AlreadyExistsError(absl::StrCat("job id '", job_id, "' (force_task_id) is already in use"));
+    }
+    job = std::make_shared<Job>(job_id, std::move(client_id), std::move(request));
+    // Registered before queueing, so Cancel finds it even if the executor picks it up at once.
+    active_[job_id] = job;
+  }
+  if (absl::Status pushed = queue_.Push(job); !pushed.ok()) {
+    Forget(job->id());
+    return pushed;
+  }
+  PublishPositions();
+  return job;
+}
+
+std::shared_ptr<Job> JobManager::Find(const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto it = active_.find(job_id);
+  return it == active_.end() ? nullptr : it->second;
+}
+
+absl::StatusOr<v1::JobState> JobManager::Cancel(const std::string& job_id, const std::string& reason) {
+  std::shared_ptr<Job> job = Find(job_id);
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no queued or running job '", job_id, "'"));
+  const v1::JobState previous = job->state();
+  job->RequestCancel(reason);
+  if (queue_.Remove(job_id)) {
+    job->Finish(absl::CancelledError(reason), v1::Finished());
+    Forget(job_id);
+    PublishPositions();
+  }
+  // Otherwise it is running (or being picked up): it stops at its next step boundary.
+  return previous;
+}
+
+absl::StatusOr<v1::JobState> JobManager::Skip(const std::string& job_id) {
+  std::shared_ptr<Job> job = Find(job_id);
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no queued or running job '", job_id, "'"));
+  job->RequestSkip();
+  return job->state();
+}
+
+JobManager::Listing JobManager::List() const {
+  Listing listing;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    listing.running = running_;
+  }
+  listing.queued = queue_.Ordered();
+  return listing;
+}
+
+void JobManager::Shutdown() {
+  std::call_once(shutdown_once_, [this] {
+    shutting_down_.store(true);
+    for (const auto& job : queue_.Close()) {
+      job->RequestCancel("the daemon is shutting down");
+      job->Finish(absl::UnavailableError("the daemon is shutting down; the job was not started"), v1::Finished());
+      Forget(job->id());
+    }
+    std::shared_ptr<Job> running;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running = running_;
+    }
+    if (running) running->RequestCancel("the daemon is shutting down");
+    if (executor_.joinable()) executor_.join();
+  });
+}
+
+void JobManager::ExecutorLoop() {
+  while (std::shared_ptr<Job> job = queue_.PopBlocking()) {
+    RunJob(job);
+  }
+}
+
+void JobManager::RunJob(const std::shared_ptr<Job>& job) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_ = job;
+  }
+  job->MarkRunning();
+  PublishPositions();
+
+  JobContext context(job, options_.max_message_bytes);
+  absl::Status status = absl::CancelledError(job->cancel_reason());  // cancelled before it started
+  if (!job->cancel_requested()) {
+    try {
+      status = runner_.Run(context);
+    } catch (const std::exception& e) {
+      status = absl::InternalError(absl::StrCat("the job failed with an unexpected error: ", e.what()));
+    } catch (...) {
+      status = absl::InternalError("the job failed with an unknown error");
+    }
+  }
+  // A runner stopped by a cancel request reports it with the request's reason (a job that finished anyway is OK).
+  if (job->cancel_requested() && !status.ok()) status = absl::CancelledError(job->cancel_reason());
+  if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
+    LogWarning(absl::StrCat("job ", job->id(), " failed: ", status.message()));
+  }
+
+  v1::Finished finished;
+  for (const auto& [stage, seconds] : context.timings()) {
+    v1::StageTiming* timing = finished.add_timings();
+    timing->set_stage(stage);
+    timing->set_seconds(seconds);
+  }
+  finished.set_queued_seconds(absl::ToDoubleSeconds(job->started_at() - job->submitted_at()));
+  finished.set_run_seconds(absl::ToDoubleSeconds(absl::Now() - job->started_at()));
+  job->Finish(status, std::move(finished));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    running_.reset();
+  }
+  Forget(job->id());
+}
+
+void JobManager::Forget(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  active_.erase(job_id);
+}
+
+void JobManager::PublishPositions() {
+  const auto ordered = queue_.Ordered();
+  const int length = static_cast<int>(ordered.size());
+  for (int i = 0; i < length; ++i) ordered[i]->PublishPosition(i, length);
+}
+
+}  // namespace atelier::server

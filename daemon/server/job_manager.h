@@ -1,0 +1,79 @@
+// Admission, the fair queue, and the one executor thread that owns the device and runs jobs one at a time.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/job.h"
+#include "server/job_queue.h"
+#include "server/job_runner.h"
+
+namespace atelier::server {
+
+struct JobManagerOptions {
+  int max_queue = 64;
+  int max_message_bytes = 64 * 1024 * 1024;
+};
+
+class JobManager {
+ public:
+  JobManager(JobRunner& runner, JobManagerOptions options);
+  ~JobManager();  // Shutdown()
+  JobManager(const JobManager&) = delete;
+  JobManager& operator=(const JobManager&) = delete;
+
+  // Starts the executor thread.
+  void Start();
+
+  // Queues a prepared request. `job_id` empty = generate one. ALREADY_EXISTS for a job id in use,
+  // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while shutting down.
+  absl::StatusOr<std::shared_ptr<Job>> Submit(std::string job_id, std::string client_id,
+                                              v1::GenerateRequest request);
+  // A queued or running job; nullptr otherwise.
+  std::shared_ptr<Job> Find(const std::string& job_id) const;
+  // A queued job ends at once (CANCELLED); a running one stops at its next step boundary. Returns the state the
+  // job had. NOT_FOUND when no such job is queued or running.
+  absl::StatusOr<v1::JobState> Cancel(const std::string& job_id, const std::string& reason);
+  absl::StatusOr<v1::JobState> Skip(const std::string& job_id);
+
+  struct Listing {
+    std::shared_ptr<Job> running;
+    std::vector<std::shared_ptr<Job>> queued;  // in execution order
+  };
+  Listing List() const;
+  int max_queue() const { return queue_.max_queued(); }
+  bool accepting() const { return !shutting_down_.load(); }
+
+  // Graceful stop: refuses new jobs, ends every queued job (UNAVAILABLE, saying it never started), cancels the
+  // running job (it stops at its next step boundary), and joins the executor. Idempotent; safe from any thread
+  // except the executor.
+  void Shutdown();
+
+ private:
+  void ExecutorLoop();
+  void RunJob(const std::shared_ptr<Job>& job);
+  void Forget(const std::string& job_id);
+  void PublishPositions();
+
+  JobRunner& runner_;
+  const JobManagerOptions options_;
+  JobQueue queue_;
+  std::atomic<bool> shutting_down_{false};
+  std::once_flag shutdown_once_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<Job>> active_;  // queued and running
+  std::shared_ptr<Job> running_;
+  std::thread executor_;
+};
+
+// A new random job id (32 hex digits).
+std::string NewJobId();
+
+}  // namespace atelier::server

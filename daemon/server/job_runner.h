@@ -1,0 +1,22 @@
+// What executes jobs. The server owns the queue and streaming; a runner owns the work. The product's runner is
+// the generation pipeline; tests plug in their own.
+#pragma once
+
+#include "absl/status/status.h"
+#include "atelier/v1/generation.pb.h"
+#include "server/job_context.h"
+
+namespace atelier::server {
+
+class JobRunner {
+ public:
+  virtual ~JobRunner() = default;
+  // Checks a request before it is queued and fills in runner-specific defaults. Errors reach the client at once.
+  // Called on gRPC threads, concurrently: must not touch the device.
+  virtual absl::Status Prepare(v1::GenerateRequest& request) const = 0;
+  // Runs one job on the executor thread (the only thread that uses the device). Must call
+  // context.ShouldStop() at every step boundary and return CANCELLED promptly when it is true.
+  virtual absl::Status Run(JobContext& context) = 0;
+};
+
+}  // namespace atelier::server

@@ -1,0 +1,188 @@
+// The real atelierd and atelier binaries as separate processes: start, serve the client's commands, exit 0 on
+// SIGTERM; bad flags and an unavailable device fail clearly.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "test_support.h"
+
+namespace atelier {
+namespace {
+
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+struct Result {
+  int exit_code = -1;
+  std::string output;
+};
+
+// Runs a command line, capturing stdout and stderr.
+Result RunCommand(const std::string& command) {
+  Result result;
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> buffer;
+  size_t n;
+  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) result.output.append(buffer.data(), n);
+  const int status = pclose(pipe);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+class DaemonProcess {
+ public:
+  // Starts atelierd with stdout/stderr in files; waits for the "listening on" line.
+  bool Start(const std::vector<std::string>& extra_args) {
+    out_path_ = dir_.path() / "out.txt";
+    err_path_ = dir_.path() / "err.txt";
+    pid_ = fork();
+    if (pid_ == 0) {
+      freopen(out_path_.c_str(), "w", stdout);
+      freopen(err_path_.c_str(), "w", stderr);
+      std::vector<std::string> args = {testing::DaemonBinary().string(), "--listen", "127.0.0.1:0",
+                                       "--models-dir", (dir_.path() / "models").string()};
+      args.insert(args.end(), extra_args.begin(), extra_args.end());
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    for (int i = 0; i < 300; ++i) {
+      std::ifstream in(out_path_);
+      std::string line;
+      if (std::getline(in, line) && line.rfind("atelierd listening on ", 0) == 0) {
+        address_ = line.substr(std::string("atelierd listening on ").size());
+        return true;
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+
+  // Sends `signal` and waits for exit; returns the exit code (or -1 on timeout / abnormal end).
+  int Stop(int signal = SIGTERM, std::chrono::seconds timeout = 20s) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, signal);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    return -1;
+  }
+
+  ~DaemonProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  std::string Client(const std::string& args, int* exit_code) {
+    const Result r = RunCommand(testing::ClientBinary().string() + " --server " + address_ + " " + args);
+    *exit_code = r.exit_code;
+    return r.output;
+  }
+  std::string Log() const {
+    std::ifstream in(err_path_);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  const testing::TempDir& dir() const { return dir_; }
+
+ private:
+  testing::TempDir dir_;
+  std::filesystem::path out_path_, err_path_;
+  pid_t pid_ = -1;
+  std::string address_;
+};
+
+TEST(DaemonProcessTest, ServesTheClientAndExitsCleanlyOnSigterm) {
+  DaemonProcess daemon;
+  std::filesystem::create_directories(daemon.dir().path() / "models/Stable-diffusion");
+  std::ofstream(daemon.dir().path() / "models/Stable-diffusion/anime.safetensors") << "not really a model";
+  ASSERT_TRUE(daemon.Start({})) << daemon.Log();
+  int code = -1;
+  std::string out = daemon.Client("health", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("SERVING"));
+  out = daemon.Client("version", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("API atelier.v1, plugin ABI 1.0"));
+  out = daemon.Client("plugins", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("invert"));  // the template plugin from build/plugins, the default --plugins-dir
+  out = daemon.Client("models", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("anime.safetensors"));
+  out = daemon.Client("cancel no-such-job", &code);
+  EXPECT_EQ(code, 4) << out;  // NOT_FOUND has its own exit code
+  EXPECT_THAT(out, HasSubstr("no queued or running job 'no-such-job'"));
+  EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+  EXPECT_THAT(daemon.Log(), HasSubstr("draining"));
+  EXPECT_THAT(daemon.Log(), HasSubstr("stopped"));
+}
+
+TEST(DaemonProcessTest, SigintAlsoDrains) {
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.Start({})) << daemon.Log();
+  EXPECT_EQ(daemon.Stop(SIGINT), 0) << daemon.Log();
+}
+
+TEST(DaemonProcessTest, ClientWithoutDaemonSaysSo) {
+  // Port 1 on loopback: nothing listens there.
+  const Result r = RunCommand(testing::ClientBinary().string() + " --server 127.0.0.1:1 --timeout 2 health");
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("is atelierd running on 127.0.0.1:1?"));
+}
+
+TEST(DaemonProcessTest, BadFlagsAndUnavailableDeviceFailClearly) {
+  Result r = RunCommand(testing::DaemonBinary().string() + " --no-such-flag");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = RunCommand(testing::DaemonBinary().string() + " --log-level loud");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("valid: debug, info, warning, error"));
+  r = RunCommand(testing::DaemonBinary().string() + " --device tpu --listen 127.0.0.1:0");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("unknown device 'tpu'; valid: cpu, cuda, cuda:N"));
+  // A port another process already listens on.
+  const int busy = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(busy, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(busy, 1), 0);
+  socklen_t length = sizeof(addr);
+  getsockname(busy, reinterpret_cast<sockaddr*>(&addr), &length);
+  const std::string address = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  r = RunCommand(testing::DaemonBinary().string() + " --listen " + address);
+  close(busy);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("cannot listen on " + address));
+}
+
+}  // namespace
+}  // namespace atelier

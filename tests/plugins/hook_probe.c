@@ -1,0 +1,235 @@
+/* hook_probe: implements every hook with a simple, checkable transformation, so tests can see that the host calls
+ * each hook with the right tensors and takes the right results back:
+ *   cfg_denoiser   x -> 2x           cfg_denoised   x -> x + 1      cfg_after_cfg  x -> -x
+ *   unet_residuals r[0] = 1, r[12] = 3x                             unet_block     h -> h + point
+ *   postprocess_frames  every frame twice (n -> 2n)
+ *   export         artifact "probe.txt" = "frames=<n> first=<infotext 0>", frame 0, a progress report
+ *   job_end        reports progress stage "job_end" (job-scoped host calls stay valid until job_end returns)
+ * It joins a job when its arguments are not null. Arguments containing "fail_process", "fail_postprocess" or
+ * "bad_shape" make the matching hook misbehave. */
+#include <atelier/plugin.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+  const atelier_host_api* host;
+} probe_state;
+
+typedef struct {
+  atelier_job* job;
+  int fail_postprocess;
+  int bad_shape;
+} probe_job;
+
+typedef struct {
+  DLManagedTensor managed;
+  int64_t shape[8];
+  float data[];
+} probe_tensor;
+
+static void probe_tensor_delete(DLManagedTensor* self) { free(self->manager_ctx); }
+
+static DLManagedTensor* new_tensor(const int64_t* shape, int ndim) {
+  int64_t count = 1;
+  for (int i = 0; i < ndim; ++i) count *= shape[i];
+  probe_tensor* t = (probe_tensor*)calloc(1, sizeof(probe_tensor) + (size_t)count * sizeof(float));
+  if (t == NULL) return NULL;
+  memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+  t->managed.dl_tensor.data = t->data;
+  t->managed.dl_tensor.device.device_type = kDLCPU;
+  t->managed.dl_tensor.ndim = ndim;
+  t->managed.dl_tensor.dtype.code = kDLFloat;
+  t->managed.dl_tensor.dtype.bits = 32;
+  t->managed.dl_tensor.dtype.lanes = 1;
+  t->managed.dl_tensor.shape = t->shape;
+  t->managed.manager_ctx = t;
+  t->managed.deleter = probe_tensor_delete;
+  return &t->managed;
+}
+
+static int64_t numel(const DLTensor* t) {
+  int64_t n = 1;
+  for (int i = 0; i < t->ndim; ++i) n *= t->shape[i];
+  return n;
+}
+
+/* Element `flat` (row-major order) of a float32 tensor, honouring strides. */
+static float read_at(const DLTensor* t, int64_t flat) {
+  const float* base = (const float*)((const char*)t->data + t->byte_offset);
+  int64_t offset = 0, stride = 1;
+  for (int d = t->ndim - 1; d >= 0; --d) {
+    const int64_t index = flat % t->shape[d];
+    flat /= t->shape[d];
+    offset += index * (t->strides ? t->strides[d] : stride);
+    stride *= t->shape[d];
+  }
+  return base[offset];
+}
+
+/* A new tensor shaped like `in` with out = in * scale + add. */
+static DLManagedTensor* affine(const DLTensor* in, float scale, float add) {
+  DLManagedTensor* out = new_tensor(in->shape, in->ndim);
+  if (out == NULL) return NULL;
+  float* data = (float*)out->dl_tensor.data;
+  const int64_t n = numel(in);
+  for (int64_t i = 0; i < n; ++i) data[i] = read_at(in, i) * scale + add;
+  return out;
+}
+
+static int is_float32_cpu(const DLTensor* t) {
+  return t != NULL && t->dtype.code == kDLFloat && t->dtype.bits == 32 && t->device.device_type == kDLCPU;
+}
+
+static atelier_status probe_init(const atelier_host_api* host, atelier_plugin_state** state, atelier_error* err) {
+  probe_state* s = (probe_state*)calloc(1, sizeof(probe_state));
+  if (s == NULL) return atelier_fail(err, ATELIER_RESOURCE_EXHAUSTED, "out of memory");
+  s->host = host;
+  *state = (atelier_plugin_state*)s;
+  return ATELIER_OK;
+}
+
+static void probe_finalize(atelier_plugin_state* state) { free(state); }
+
+static atelier_status probe_process(atelier_plugin_state* state, atelier_job* job, const atelier_job_info* info,
+                                    const char* args, atelier_job_state** job_state, atelier_error* err) {
+  (void)state;
+  if (strcmp(args, "null") == 0) return ATELIER_OK;
+  if (strstr(args, "fail_process") != NULL) {
+    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "probe: fail_process requested for job %s", info->job_id);
+  }
+  probe_job* j = (probe_job*)calloc(1, sizeof(probe_job));
+  if (j == NULL) return atelier_fail(err, ATELIER_RESOURCE_EXHAUSTED, "out of memory");
+  j->job = job;
+  j->fail_postprocess = strstr(args, "fail_postprocess") != NULL;
+  j->bad_shape = strstr(args, "bad_shape") != NULL;
+  *job_state = (atelier_job_state*)j;
+  return ATELIER_OK;
+}
+
+static void probe_job_end(atelier_plugin_state* state, atelier_job_state* job_state) {
+  probe_state* s = (probe_state*)state;
+  probe_job* j = (probe_job*)job_state;
+  atelier_error err;
+  memset(&err, 0, sizeof(err));
+  s->host->report_progress(j->job, "job_end", 0, 0, NULL, &err);
+  free(j);
+}
+
+static atelier_status probe_cfg_denoiser(atelier_plugin_state* state, atelier_job_state* job_state,
+                                         atelier_cfg_denoiser_params* p, atelier_error* err) {
+  (void)state;
+  (void)job_state;
+  if (!is_float32_cpu(p->x)) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "probe: x must be float32 CPU");
+  p->x_out = affine(p->x, 2.0f, 0.0f);
+  return ATELIER_OK;
+}
+
+static atelier_status probe_cfg_denoised(atelier_plugin_state* state, atelier_job_state* job_state,
+                                         atelier_cfg_denoised_params* p, atelier_error* err) {
+  (void)state;
+  (void)err;
+  const probe_job* j = (const probe_job*)job_state;
+  if (j->bad_shape) {
+    const int64_t shape[1] = {3};
+    p->x_out = new_tensor(shape, 1);
+    return ATELIER_OK;
+  }
+  p->x_out = affine(p->x, 1.0f, 1.0f);
+  return ATELIER_OK;
+}
+
+static atelier_status probe_cfg_after_cfg(atelier_plugin_state* state, atelier_job_state* job_state,
+                                          atelier_cfg_after_cfg_params* p, atelier_error* err) {
+  (void)state;
+  (void)job_state;
+  (void)err;
+  p->x_out = affine(p->x, -1.0f, 0.0f);
+  return ATELIER_OK;
+}
+
+static atelier_status probe_unet_residuals(atelier_plugin_state* state, atelier_job_state* job_state,
+                                           atelier_unet_residuals_params* p, atelier_error* err) {
+  (void)state;
+  (void)job_state;
+  (void)err;
+  p->residual_out[0] = affine(p->x, 0.0f, 1.0f);
+  p->residual_out[12] = affine(p->x, 3.0f, 0.0f);
+  return ATELIER_OK;
+}
+
+static atelier_status probe_unet_block(atelier_plugin_state* state, atelier_job_state* job_state,
+                                       atelier_unet_block_params* p, atelier_error* err) {
+  (void)state;
+  (void)job_state;
+  (void)err;
+  p->hidden_out = affine(p->hidden, 1.0f, (float)p->point);
+  return ATELIER_OK;
+}
+
+static atelier_status probe_postprocess(atelier_plugin_state* state, atelier_job_state* job_state,
+                                        atelier_frames_params* p, atelier_error* err) {
+  (void)state;
+  const probe_job* j = (const probe_job*)job_state;
+  if (j->fail_postprocess) return atelier_fail(err, ATELIER_INTERNAL, "probe: fail_postprocess requested");
+  const DLTensor* in = p->frames;
+  if (!is_float32_cpu(in) || in->ndim != 4) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "probe: bad frames");
+  int64_t shape[4] = {in->shape[0] * 2, in->shape[1], in->shape[2], in->shape[3]};
+  DLManagedTensor* out = new_tensor(shape, 4);
+  if (out == NULL) return atelier_fail(err, ATELIER_RESOURCE_EXHAUSTED, "out of memory");
+  const int64_t per_frame = in->shape[1] * in->shape[2] * in->shape[3];
+  float* data = (float*)out->dl_tensor.data;
+  for (int64_t f = 0; f < in->shape[0]; ++f) {
+    for (int64_t i = 0; i < per_frame; ++i) {
+      const float v = read_at(in, f * per_frame + i);
+      data[(2 * f) * per_frame + i] = v;
+      data[(2 * f + 1) * per_frame + i] = v;
+    }
+  }
+  p->frames_out = out;
+  return ATELIER_OK;
+}
+
+static atelier_status probe_export(atelier_plugin_state* state, atelier_job_state* job_state,
+                                   const atelier_export_params* p, atelier_error* err) {
+  probe_state* s = (probe_state*)state;
+  probe_job* j = (probe_job*)job_state;
+  char text[512];
+  const int length = snprintf(text, sizeof(text), "frames=%d first=%s", p->count,
+                              p->count > 0 ? p->infotexts[0] : "");
+  atelier_status status = s->host->emit_artifact(j->job, "probe.txt", "text/plain", text, (size_t)length, err);
+  if (status != ATELIER_OK) return status;
+  /* Frame 0 as a [3, H, W] view into the borrowed input. */
+  DLTensor frame = *p->frames;
+  frame.ndim = 3;
+  frame.shape = p->frames->shape + 1;
+  frame.strides = p->frames->strides ? p->frames->strides + 1 : NULL;
+  status = s->host->emit_frame(j->job, 0, &frame, err);
+  if (status != ATELIER_OK) return status;
+  return s->host->report_progress(j->job, "probe-export", 1, 1, "exported", err);
+}
+
+ATELIER_PLUGIN_EXPORT const atelier_plugin_descriptor* atelier_plugin_entry(uint32_t major, uint32_t minor) {
+  static atelier_plugin_descriptor d;
+  (void)minor;
+  if (major != ATELIER_PLUGIN_ABI_MAJOR) return NULL;
+  memset(&d, 0, sizeof(d));
+  d.abi_major = ATELIER_PLUGIN_ABI_MAJOR;
+  d.abi_minor = ATELIER_PLUGIN_ABI_MINOR;
+  d.struct_size = sizeof(d);
+  d.name = "hook_probe";
+  d.version = "1.0.0";
+  d.description = "test plugin implementing every hook";
+  d.params_schema_json = "{\"type\": \"object\"}";
+  d.init = probe_init;
+  d.finalize = probe_finalize;
+  d.process = probe_process;
+  d.job_end = probe_job_end;
+  d.cfg_denoiser = probe_cfg_denoiser;
+  d.cfg_denoised = probe_cfg_denoised;
+  d.cfg_after_cfg = probe_cfg_after_cfg;
+  d.unet_residuals = probe_unet_residuals;
+  d.unet_block = probe_unet_block;
+  d.postprocess_frames = probe_postprocess;
+  d.export_media = probe_export;
+  return &d;
+}
