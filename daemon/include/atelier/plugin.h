@@ -360,14 +360,24 @@ typedef struct atelier_plugin_descriptor {
    * `process` can return a non-NULL job state. [executor thread] */
   void (*job_end)(atelier_plugin_state* state, atelier_job_state* job_state);
 
+  /* The hooks below receive the job state from `process`. Their params' inputs are borrowed for the call; a
+   * `*_out` tensor the plugin sets passes to the host (deleter called once by the host), also when the hook
+   * returns an error. */
+
+  /* WebUI on_cfg_denoiser: once per UNet evaluation, before it; may replace x, sigma, conditioning.
+   * [executor thread] */
   atelier_status (*cfg_denoiser)(atelier_plugin_state* state, atelier_job_state* job_state,
                                  atelier_cfg_denoiser_params* params, atelier_error* err);
+  /* WebUI on_cfg_denoised: after the UNet, before the CFG mix; may replace the prediction. [executor thread] */
   atelier_status (*cfg_denoised)(atelier_plugin_state* state, atelier_job_state* job_state,
                                  atelier_cfg_denoised_params* params, atelier_error* err);
+  /* WebUI on_cfg_after_cfg: after the CFG mix; may replace the guided prediction. [executor thread] */
   atelier_status (*cfg_after_cfg)(atelier_plugin_state* state, atelier_job_state* job_state,
                                   atelier_cfg_after_cfg_params* params, atelier_error* err);
+  /* ControlNet-style residuals for the 12 skips and the middle block, once per UNet call. [executor thread] */
   atelier_status (*unet_residuals)(atelier_plugin_state* state, atelier_job_state* job_state,
                                    atelier_unet_residuals_params* params, atelier_error* err);
+  /* AnimateDiff-style transform of the hidden state at the 21 insertion points. [executor thread] */
   atelier_status (*unet_block)(atelier_plugin_state* state, atelier_job_state* job_state,
                                atelier_unet_block_params* params, atelier_error* err);
   /* WebUI postprocess_batch_list: may change the frames and their number. [executor thread] */
