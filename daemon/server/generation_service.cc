@@ -9,12 +9,6 @@
 namespace atelier::server {
 namespace {
 
-grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const grpc::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(status);
-  return reactor;
-}
-
 std::int64_t UnixMillis(absl::Time t) { return t == absl::InfinitePast() ? 0 : absl::ToUnixMillis(t); }
 
 }  // namespace
@@ -65,17 +59,17 @@ grpc::ServerUnaryReactor* GenerationService::Cancel(grpc::CallbackServerContext*
                                                     const v1::CancelRequest* request,
                                                     v1::CancelResponse* response) {
   auto previous = jobs_.Cancel(request->job_id(), "cancelled by a Cancel request");
-  if (!previous.ok()) return Reply(context, ToGrpcStatus(previous.status()));
+  if (!previous.ok()) return FinishUnary(context, ToGrpcStatus(previous.status()));
   response->set_previous_state(*previous);
-  return Reply(context, grpc::Status::OK);
+  return FinishUnary(context, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* GenerationService::Skip(grpc::CallbackServerContext* context,
                                                   const v1::SkipRequest* request, v1::SkipResponse* response) {
   auto state = jobs_.Skip(request->job_id());
-  if (!state.ok()) return Reply(context, ToGrpcStatus(state.status()));
+  if (!state.ok()) return FinishUnary(context, ToGrpcStatus(state.status()));
   response->set_state(*state);
-  return Reply(context, grpc::Status::OK);
+  return FinishUnary(context, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* GenerationService::ListJobs(grpc::CallbackServerContext* context,
@@ -96,7 +90,7 @@ grpc::ServerUnaryReactor* GenerationService::ListJobs(grpc::CallbackServerContex
   if (listing.running) add(*listing.running, -1);
   for (size_t i = 0; i < listing.queued.size(); ++i) add(*listing.queued[i], static_cast<int>(i));
   response->set_max_queue(jobs_.max_queue());
-  return Reply(context, grpc::Status::OK);
+  return FinishUnary(context, grpc::Status::OK);
 }
 
 }  // namespace atelier::server

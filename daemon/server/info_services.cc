@@ -1,16 +1,11 @@
 #include "server/info_services.h"
 
 #include "atelier/plugin.h"
+#include "server/grpc_status.h"
 #include "util/limits.h"
 
 namespace atelier::server {
 namespace {
-
-grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const grpc::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(status);
-  return reactor;
-}
 
 struct KindFolder {
   v1::ModelKind kind;
@@ -31,7 +26,7 @@ constexpr KindFolder kKinds[] = {
 grpc::ServerUnaryReactor* ModelsService::ListModels(grpc::CallbackServerContext* context,
                                                     const v1::ListModelsRequest* request,
                                                     v1::ListModelsResponse* response) {
-  if (folders_ == nullptr) return Reply(context, grpc::Status::OK);
+  if (folders_ == nullptr) return FinishUnary(context, grpc::Status::OK);
   response->set_models_dir(folders_->root().string());
   for (const KindFolder& kf : kKinds) {
     if (request->kind() != v1::MODEL_KIND_UNSPECIFIED && request->kind() != kf.kind) continue;
@@ -45,12 +40,12 @@ grpc::ServerUnaryReactor* ModelsService::ListModels(grpc::CallbackServerContext*
       file->set_format(entry.format);
     }
   }
-  return Reply(context, grpc::Status::OK);
+  return FinishUnary(context, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* ModelsService::LoadModel(grpc::CallbackServerContext* context,
                                                    const v1::LoadModelRequest*, v1::LoadModelResponse*) {
-  return Reply(context, grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+  return FinishUnary(context, grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                                      "this build of atelierd cannot load checkpoints yet; ListModels shows the files "
                                      "it found"));
 }
@@ -58,13 +53,13 @@ grpc::ServerUnaryReactor* ModelsService::LoadModel(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* ModelsService::UnloadModel(grpc::CallbackServerContext* context,
                                                      const v1::UnloadModelRequest*, v1::UnloadModelResponse* response) {
   FillStatus(response->mutable_status());  // nothing is loaded, so unloading is already done
-  return Reply(context, grpc::Status::OK);
+  return FinishUnary(context, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* ModelsService::GetStatus(grpc::CallbackServerContext* context, const v1::GetStatusRequest*,
                                                    v1::ModelsStatus* response) {
   FillStatus(response);
-  return Reply(context, grpc::Status::OK);
+  return FinishUnary(context, grpc::Status::OK);
 }
 
 void ModelsService::FillStatus(v1::ModelsStatus* status) const {
@@ -103,7 +98,7 @@ grpc::ServerUnaryReactor* PluginsService::ListPlugins(grpc::CallbackServerContex
   }
   response->set_abi_major(ATELIER_PLUGIN_ABI_MAJOR);
   response->set_abi_minor(ATELIER_PLUGIN_ABI_MINOR);
-  return Reply(context, grpc::Status::OK);
+  return FinishUnary(context, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* DaemonService::GetInfo(grpc::CallbackServerContext* context, const v1::GetInfoRequest*,
@@ -124,7 +119,7 @@ grpc::ServerUnaryReactor* DaemonService::GetInfo(grpc::CallbackServerContext* co
   limits->set_max_prompt_bytes(kMaxPromptBytes);
   limits->set_max_message_bytes(facts_.max_message_bytes);
   limits->set_max_queue(facts_.max_queue);
-  return Reply(context, grpc::Status::OK);
+  return FinishUnary(context, grpc::Status::OK);
 }
 
 }  // namespace atelier::server
