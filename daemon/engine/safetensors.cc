@@ -221,9 +221,8 @@ absl::StatusOr<std::shared_ptr<const MappedFile>> MappedFile::Map(const std::fil
   const auto size = static_cast<std::size_t>(st.st_size);
   void* data = nullptr;
   if (size > 0) {
-    // Private writable mapping: pages stay shared with the page cache until written, and a consumer that writes to a
-    // view gets its own copy instead of a crash; the file never changes.
-    data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    // Read-only: tensor views share the page cache; nothing can write to the file through them.
+    data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (data == MAP_FAILED) {
       const int err = errno;
       ::close(fd);

@@ -1,4 +1,4 @@
-// safetensors reader: memory-mapped (private, the file is never written), zero-copy, validated before use.
+// safetensors reader: memory-mapped read-only, zero-copy, validated before use.
 //
 // Validation (the format's rules, as the reference implementation checks them): the 8-byte little-endian header
 // length is <= 100 MB and <= file size - 8; the header is a JSON object starting with '{'; no duplicate names;

@@ -101,11 +101,6 @@ TEST(SafetensorsTest, ReadsValuesAndMetadata) {
   EXPECT_EQ(ta[0].item<float>(), 1.5f);
   EXPECT_EQ(ta[1].item<float>(), -2.0f);
   EXPECT_EQ(tb[1].item<std::int64_t>(), -9);
-  // Writing to a view changes the private mapping only, never the file.
-  ta.fill_(0);
-  std::ifstream in(path, std::ios::binary);
-  std::string on_disk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(on_disk, File(header, buffer));
 }
 
 struct BadCase {
