@@ -1,0 +1,127 @@
+#include "engine/checkpoint_loader.h"
+
+#include <ATen/Functions.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include <cstring>
+#include "engine/tensor_file.h"
+#include "util/log.h"
+
+namespace atelier::engine {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kUnetPrefix = "model.diffusion_model.";
+constexpr const char* kVaePrefix = "first_stage_model.";
+constexpr const char* kClipPrefix = "cond_stage_model.transformer.";
+
+// Floating-point weights go to the compute dtype and device; integer buffers (position_ids) keep their dtype.
+at::Tensor Convert(const at::Tensor& t, const LoadOptions& options) {
+  const at::Device device(options.device);
+  if (at::isFloatingType(t.scalar_type())) return t.to(device, options.dtype);
+  return t.to(device);
+}
+
+std::int64_t Bytes(const WeightMap& map) {
+  std::int64_t total = 0;
+  for (const auto& [name, t] : map) total += static_cast<std::int64_t>(t.numel()) * t.element_size();
+  return total;
+}
+
+}  // namespace
+
+at::Tensor ComputeAlphasCumprod(const ScheduleConfig& s) {
+  at::Tensor betas = at::linspace(std::sqrt(s.linear_start), std::sqrt(s.linear_end), s.timesteps,
+                                  at::TensorOptions().dtype(at::kDouble))
+                         .pow(2);
+  return at::cumprod(betas.neg().add(1.0), 0).to(at::kFloat);
+}
+
+absl::StatusOr<WeightMap> LoadVaeFile(const fs::path& path, const VaeConfig& config, const LoadOptions& options) {
+  auto set = ReadTensorSet(path);
+  if (!set.ok()) return set.status();
+  const TensorIndex index = IndexOf(*set);
+  auto layout = DetectLayout(index, path.filename().string());
+  if (!layout.ok()) return layout.status();
+  if (layout->type != ModelType::kVae) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path.filename().string(), "' is ", layout->architecture,
+                                                   ", not a VAE"));
+  }
+  if (auto s = CheckVaeConfig(config, index, layout->variant, path.filename().string(), "the checkpoint's VAE config");
+      !s.ok()) {
+    return s;
+  }
+  WeightMap vae;
+  for (const auto& [name, tensor] : set->tensors) {
+    if (!absl::StartsWith(name, layout->variant)) continue;
+    const std::string key = name.substr(layout->variant.size());
+    if (absl::StartsWith(key, "loss") || absl::StartsWith(key, "model_ema.")) continue;
+    vae[key] = Convert(tensor, options);
+  }
+  return vae;
+}
+
+absl::StatusOr<std::shared_ptr<const Sd1Weights>> LoadSd1Checkpoint(const fs::path& path, const std::string& filename,
+                                                                    const fs::path& vae_file,
+                                                                    const LoadOptions& options) {
+  const absl::Time start = absl::Now();
+  const std::string label = path.filename().string();
+  auto set = ReadTensorSet(path);
+  if (!set.ok()) return set.status();
+  TensorIndex index = IndexOf(*set);
+  auto layout = DetectLayout(index, label);
+  if (!layout.ok()) return layout.status();
+  if (layout->type != ModelType::kSd1Checkpoint) {
+    return absl::InvalidArgumentError(absl::StrCat("'", label, "' is ", layout->architecture,
+                                                   ", not a Stable Diffusion checkpoint"));
+  }
+  if (layout->old_clip_naming) {
+    for (auto& t : index.tensors) t.name = NormalizeSd1Key(t.name);
+    index.Build();
+  }
+  auto config = ResolveSd1Config(path, index, *layout);
+  if (!config.ok()) return config.status();
+
+  auto weights = std::make_shared<Sd1Weights>();
+  weights->filename = filename;
+  weights->layout = *layout;
+  weights->config = *config;
+  weights->device = options.device;
+  weights->dtype = options.dtype;
+  try {
+    for (const auto& [raw_name, tensor] : set->tensors) {
+      const std::string name = NormalizeSd1Key(raw_name);
+      if (absl::StartsWith(name, kUnetPrefix)) {
+        weights->unet[name.substr(std::strlen(kUnetPrefix))] = Convert(tensor, options);
+      } else if (absl::StartsWith(name, kVaePrefix)) {
+        weights->vae[name.substr(std::strlen(kVaePrefix))] = Convert(tensor, options);
+      } else if (absl::StartsWith(name, kClipPrefix)) {
+        weights->text_encoder[name.substr(std::strlen(kClipPrefix))] = Convert(tensor, options);
+      } else if (name == "alphas_cumprod") {
+        weights->alphas_cumprod = tensor.to(at::kFloat).contiguous();  // kept float32, as WebUI does
+      }
+    }
+    if (!weights->alphas_cumprod.defined()) weights->alphas_cumprod = ComputeAlphasCumprod(config->schedule);
+    if (!vae_file.empty()) {
+      auto vae = LoadVaeFile(vae_file, config->vae, options);
+      if (!vae.ok()) return vae.status();
+      weights->vae = *std::move(vae);
+      weights->vae_source = vae_file.filename().string();
+    }
+  } catch (const std::exception& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("loading '", label, "' failed: ", e.what()));
+  }
+  if (weights->vae.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", label, "' has no VAE (first_stage_model.*); choose a VAE file"));
+  }
+  if (weights->text_encoder.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", label, "' has no text encoder (cond_stage_model.transformer.*)"));
+  }
+  weights->resident_bytes = Bytes(weights->unet) + Bytes(weights->vae) + Bytes(weights->text_encoder);
+  weights->load_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return std::shared_ptr<const Sd1Weights>(std::move(weights));
+}
+
+}  // namespace atelier::engine
