@@ -514,6 +514,9 @@ TEST_F(ServerTest, SlowReaderLosesPreviewsButNeverResultsAndMemoryStaysBounded) 
   stream->Pause(true);  // a stuck client: reads nothing while the job runs
   stream->Start(generation_->Generate(&stream->context, request));
   // The job runs to the end although the client reads nothing: the executor never waits for a stream.
+  const auto deadline = Clock::now() + 10s;
+  while (runner_->run_order().empty() && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  ASSERT_FALSE(runner_->run_order().empty()) << "the job never started";
   ASSERT_TRUE(WaitIdle(20s));
   EXPECT_EQ(runner_->steps_done(), kSteps);
   const long long growth = testing::CurrentRssBytes() - rss_before;
