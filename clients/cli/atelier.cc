@@ -1,7 +1,11 @@
 // atelier: the command line client of atelierd.
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <vector>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -123,20 +127,82 @@ int Plugins(const Options& options, bool verbose) {
   return cli::kExitOk;
 }
 
-int Models(const Options& options) {
+int Models(const Options& options, bool hashes) {
   auto stub = v1::Models::NewStub(Connect(options));
   grpc::ClientContext context;
-  SetDeadline(context, options);
+  if (!hashes) SetDeadline(context, options);  // hashing GB files takes as long as it takes
+  v1::ListModelsRequest request;
+  request.set_compute_hashes(hashes);
   v1::ListModelsResponse response;
-  const grpc::Status status = stub->ListModels(&context, v1::ListModelsRequest(), &response);
+  const grpc::Status status = stub->ListModels(&context, request, &response);
   if (!status.ok()) return Fail(options, status);
   std::printf("models directory: %s\n", response.models_dir().empty() ? "(none)" : response.models_dir().c_str());
   for (const auto& m : response.models()) {
-    std::printf("  %-14s %-50s %10.1f MB\n", v1::ModelKind_Name(m.kind()).substr(11).c_str(), m.title().c_str(),
-                m.size_bytes() / 1e6);
+    const std::string what = m.error().empty() ? m.architecture() : "unusable: " + m.error();
+    std::printf("  %-14s %-48s %9.1f MB  %s\n", v1::ModelKind_Name(m.kind()).substr(11).c_str(), m.title().c_str(),
+                m.size_bytes() / 1e6, what.c_str());
   }
   if (response.models().empty()) std::printf("  no model files found\n");
   return cli::kExitOk;
+}
+
+void PrintStatus(const v1::ModelsStatus& s) {
+  if (s.checkpoint().empty()) {
+    std::printf("checkpoint: (none loaded)\n");
+  } else {
+    std::printf("checkpoint: %s (%s, VAE: %s, config: %s)\n", s.checkpoint().c_str(), s.architecture().c_str(),
+                s.vae().c_str(), s.config_source().c_str());
+    std::printf("weights: %.1f MB %s\n", s.resident_bytes() / 1e6, s.dtype().c_str());
+  }
+  std::printf("device: %s (%s), %d threads\n", s.device().device().c_str(), s.device().name().c_str(),
+              s.device().threads());
+  std::printf("memory: process %.0f MB, system %.0f of %.0f MB available\n", s.memory().process_rss_bytes() / 1e6,
+              s.memory().system_available_bytes() / 1e6, s.memory().system_total_bytes() / 1e6);
+}
+
+int Load(const Options& options, const std::string& checkpoint, const std::string& vae, bool unload) {
+  auto stub = v1::Models::NewStub(Connect(options));
+  grpc::ClientContext context;  // no deadline: a load waits for the running job and reads GBs
+  grpc::Status status;
+  v1::ModelsStatus after;
+  if (unload) {
+    v1::UnloadModelResponse response;
+    status = stub->UnloadModel(&context, v1::UnloadModelRequest(), &response);
+    after = response.status();
+  } else {
+    v1::LoadModelRequest request;
+    request.set_checkpoint(checkpoint);
+    request.set_vae(vae);
+    v1::LoadModelResponse response;
+    status = stub->LoadModel(&context, request, &response);
+    after = response.status();
+    if (status.ok()) std::printf("loaded in %.2f s\n", response.load_seconds());
+  }
+  if (!status.ok()) {
+    const int code = Fail(options, status);
+    grpc::ClientContext status_context;  // show what is serving now
+    SetDeadline(status_context, options);
+    if (stub->GetStatus(&status_context, v1::GetStatusRequest(), &after).ok()) PrintStatus(after);
+    return code;
+  }
+  PrintStatus(after);
+  return cli::kExitOk;
+}
+
+// `atelier convert` runs the atelier-convert tool next to this executable: it needs libtorch, which would slow
+// every other command by a second if this client linked it.
+int Convert(const std::string& input, const std::string& output, bool fp16) {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  const std::string tool = (self.parent_path() / "atelier-convert").string();
+  std::vector<std::string> args = {tool, input, output};
+  if (fp16) args.push_back("--fp16");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  execv(tool.c_str(), argv.data());
+  std::fprintf(stderr, "atelier: cannot run %s: %s\n", tool.c_str(), std::strerror(errno));
+  return cli::kExitError;
 }
 
 int Status(const Options& options) {
@@ -146,12 +212,7 @@ int Status(const Options& options) {
   v1::ModelsStatus response;
   const grpc::Status status = stub->GetStatus(&context, v1::GetStatusRequest(), &response);
   if (!status.ok()) return Fail(options, status);
-  std::printf("checkpoint: %s\n", response.checkpoint().empty() ? "(none loaded)" : response.checkpoint().c_str());
-  std::printf("device: %s (%s), %d threads\n", response.device().device().c_str(), response.device().name().c_str(),
-              response.device().threads());
-  std::printf("memory: process %.0f MB, system %.0f of %.0f MB available\n",
-              response.memory().process_rss_bytes() / 1e6, response.memory().system_available_bytes() / 1e6,
-              response.memory().system_total_bytes() / 1e6);
+  PrintStatus(response);
   return cli::kExitOk;
 }
 
@@ -225,7 +286,20 @@ int main(int argc, char** argv) {
   bool verbose = false;
   auto* plugins = app.add_subcommand("plugins", "loaded and refused plugins");
   plugins->add_flag("-v,--verbose", verbose, "also print each plugin's parameter schema");
-  auto* models = app.add_subcommand("models", "model files the daemon found");
+  bool hashes = false;
+  auto* models = app.add_subcommand("models", "model files the daemon found, with what each one is");
+  models->add_flag("--hashes", hashes, "compute missing SHA-256 hashes (slow for GB files; cached)");
+  std::string checkpoint, vae = "Automatic";
+  auto* load = app.add_subcommand("load", "load (or switch to) a checkpoint, between jobs");
+  load->add_option("checkpoint", checkpoint, "title, filename or name, as `atelier models` shows")->required();
+  load->add_option("--vae", vae, "Automatic, None or a VAE file from models/VAE")->capture_default_str();
+  auto* unload = app.add_subcommand("unload", "unload the checkpoint and free its memory");
+  std::string input, output;
+  bool fp16 = false;
+  auto* convert = app.add_subcommand("convert", "convert a .ckpt/.pt/.safetensors file to .safetensors (local, no daemon)");
+  convert->add_option("input", input, "checkpoint to read (never executed)")->required()->check(CLI::ExistingFile);
+  convert->add_option("output", output, "safetensors file to write")->required();
+  convert->add_flag("--fp16", fp16, "store float32 weights as float16 (half the size)");
   auto* status = app.add_subcommand("status", "loaded model, device and memory");
   auto* jobs = app.add_subcommand("jobs", "the running job and the queue");
   std::string job_id;
@@ -244,7 +318,10 @@ int main(int argc, char** argv) {
   if (*health) return Health(options, service);
   if (*version) return Version(options);
   if (*plugins) return Plugins(options, verbose);
-  if (*models) return Models(options);
+  if (*models) return Models(options, hashes);
+  if (*load) return Load(options, checkpoint, vae, false);
+  if (*unload) return Load(options, "", "", true);
+  if (*convert) return Convert(input, output, fp16);
   if (*status) return Status(options);
   if (*jobs) return Jobs(options);
   if (*watch) return Watch(options, job_id);

@@ -77,6 +77,27 @@ std::string PluginRegistry::NameList() const {
   return absl::StrJoin(plugins_, ", ", [](std::string* out, const auto& p) { out->append(p->name()); });
 }
 
+void PluginRegistry::NotifyModelLoaded(const std::string& title, const std::string& file,
+                                       int unet_in_channels) const {
+  atelier_model_info info{};
+  info.struct_size = sizeof(info);
+  info.checkpoint_title = title.c_str();
+  info.checkpoint_file = file.c_str();
+  info.unet_in_channels = unet_in_channels;
+  for (const auto& plugin : plugins_) {
+    const auto& d = plugin->descriptor();
+    if (d.model_loaded == nullptr) continue;
+    atelier_error error{};
+    atelier_status status = ATELIER_INTERNAL;
+    try {
+      status = d.model_loaded(plugin->state(), &info, &error);
+    } catch (...) {
+      std::snprintf(error.message, sizeof(error.message), "C++ exception across the C ABI");
+    }
+    if (status != ATELIER_OK) LogWarning(std::string(PluginStatus(status, plugin->name(), "model_loaded", error).message()));
+  }
+}
+
 void PluginRegistry::LoadFile(const fs::path& path) {
   const std::string file = path.filename().string();
   auto refuse = [&](std::string reason) {

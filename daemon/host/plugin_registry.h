@@ -44,6 +44,10 @@ class PluginRegistry {
   std::string NameList() const;
   const HostEnvironment& environment() const { return *environment_; }
 
+  // Calls every plugin's model_loaded hook (WebUI on_model_loaded). A plugin's error is logged; the model stays
+  // loaded. Call on the executor thread.
+  void NotifyModelLoaded(const std::string& title, const std::string& file, int unet_in_channels) const;
+
  private:
   PluginRegistry() = default;
   // Loads one file; records a refusal on failure.

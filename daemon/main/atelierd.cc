@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "atelier/plugin.h"
 #include "engine/model_folders.h"
+#include "engine/model_manager.h"
 #include "engine/runtime.h"
 #include "host/plugin_registry.h"
 #include "server/daemon_server.h"
@@ -31,6 +32,13 @@ namespace fs = std::filesystem;
 using namespace atelier;
 
 // Plugins built with the daemon live in "plugins" next to the executable (build/plugins beside build/atelierd).
+// Hashes and other caches: $XDG_CACHE_HOME/atelier, else ~/.cache/atelier.
+fs::path DefaultCacheDir() {
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg != '\0') return fs::path(xdg) / "atelier";
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') return fs::path(home) / ".cache/atelier";
+  return fs::temp_directory_path() / "atelier-cache";
+}
+
 fs::path DefaultPluginsDir() {
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
@@ -48,6 +56,9 @@ int Run(int argc, char** argv) {
   int max_queue = kDefaultMaxQueue;
   int max_message_mb = kDefaultMaxMessageBytes / (1024 * 1024);
   std::string log_level = "info";
+  std::string cache_dir = DefaultCacheDir().string();
+  std::string checkpoint;
+  std::string vae = "Automatic";
   app.add_option("--listen", listen, "host:port to serve gRPC on (port 0 picks a free one)")->capture_default_str();
   app.add_option("--models-dir", models_dir,
                  "WebUI models folder (Stable-diffusion/, VAE/, ControlNet/, AnimateDiff/, ...) or a WebUI install "
@@ -63,6 +74,11 @@ int Run(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(4, 2000));
   app.add_option("--log-level", log_level, "debug, info, warning or error")->capture_default_str();
+  app.add_option("--cache-dir", cache_dir, "where checkpoint hashes are cached (like WebUI's cache.json)")
+      ->capture_default_str();
+  app.add_option("--checkpoint", checkpoint,
+                 "checkpoint to load at start (title, filename or name); default: the first one found");
+  app.add_option("--vae", vae, "VAE for that checkpoint: Automatic, None or a file in models/VAE")->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -113,6 +129,27 @@ int Run(int argc, char** argv) {
   LogInfo(absl::StrCat("plugins: ", plugins->plugins().size(), " loaded (", plugins->NameList(), "), ",
                        plugins->refused().size(), " refused, from ", plugins_dir));
 
+  engine::LoadOptions load_options;
+  load_options.device = runtime->device;
+  load_options.dtype = absl::StartsWith(runtime->device, "cuda") ? at::kHalf : at::kFloat;
+  engine::ModelManager models(folders ? &*folders : nullptr, fs::path(cache_dir) / "hashes.json", load_options);
+  // Like WebUI: load the requested checkpoint, else the first one found. Before serving, so no job races it.
+  if (!checkpoint.empty() || (folders && !folders->List(engine::ModelFolder::kCheckpoint).empty())) {
+    const std::string wanted =
+        checkpoint.empty() ? folders->List(engine::ModelFolder::kCheckpoint).front().filename : checkpoint;
+    auto loaded = models.Load(wanted, vae);
+    if (loaded.ok()) {
+      plugins->NotifyModelLoaded((*loaded)->title, (*loaded)->filename, (*loaded)->layout.unet_in_channels);
+    } else if (!checkpoint.empty()) {
+      LogError(std::string(loaded.status().message()));
+      return 1;
+    } else {
+      LogWarning(absl::StrCat("no checkpoint loaded: ", loaded.status().message()));
+    }
+  } else {
+    LogInfo("no checkpoint found; put .safetensors/.ckpt files in <models-dir>/Stable-diffusion");
+  }
+
   server::UnavailableRunner runner;
   server::DaemonServerOptions options;
   options.listen = listen;
@@ -122,7 +159,7 @@ int Run(int argc, char** argv) {
   facts.version = kAtelierVersion;
   facts.runtime = *runtime;
   facts.started_at = absl::Now();
-  auto server = server::DaemonServer::Start(options, runner, *plugins, folders ? &*folders : nullptr, facts);
+  auto server = server::DaemonServer::Start(options, runner, *plugins, models, facts);
   if (!server.ok()) {
     LogError(std::string(server.status().message()));
     return 1;

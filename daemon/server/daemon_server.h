@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "engine/model_folders.h"
+#include "engine/model_manager.h"
 #include "host/plugin_registry.h"
 #include "server/info_services.h"
 #include "server/job_manager.h"
@@ -27,10 +27,10 @@ class GenerationService;
 
 class DaemonServer {
  public:
-  // Builds and starts the server and the executor. `runner`, `plugins` and `folders` (may be null) must outlive it.
+  // Builds and starts the server and the executor. `runner`, `plugins` and `models` must outlive it.
   static absl::StatusOr<std::unique_ptr<DaemonServer>> Start(const DaemonServerOptions& options, JobRunner& runner,
                                                              const host::PluginRegistry& plugins,
-                                                             const engine::ModelFolders* folders, DaemonFacts facts);
+                                                             engine::ModelManager& models, DaemonFacts facts);
   ~DaemonServer();
 
   int port() const { return port_; }

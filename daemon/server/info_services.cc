@@ -1,6 +1,10 @@
 #include "server/info_services.h"
 
 #include "atelier/plugin.h"
+
+#include <thread>
+
+#include "absl/time/clock.h"
 #include "server/grpc_status.h"
 #include "util/limits.h"
 
@@ -23,37 +27,97 @@ constexpr KindFolder kKinds[] = {
 
 }  // namespace
 
+ModelsService::~ModelsService() {
+  std::unique_lock<std::mutex> lock(helpers_mu_);
+  helpers_done_.wait(lock, [this] { return helpers_ == 0; });
+}
+
+void ModelsService::Detach(std::function<void()> work) {
+  {
+    std::lock_guard<std::mutex> lock(helpers_mu_);
+    ++helpers_;
+  }
+  std::thread([this, work = std::move(work)] {
+    work();
+    std::lock_guard<std::mutex> lock(helpers_mu_);
+    --helpers_;
+    helpers_done_.notify_all();
+  }).detach();
+}
+
 grpc::ServerUnaryReactor* ModelsService::ListModels(grpc::CallbackServerContext* context,
                                                     const v1::ListModelsRequest* request,
                                                     v1::ListModelsResponse* response) {
-  if (folders_ == nullptr) return FinishUnary(context, grpc::Status::OK);
-  response->set_models_dir(folders_->root().string());
+  if (models_.folders() == nullptr) return FinishUnary(context, grpc::Status::OK);
+  response->set_models_dir(models_.folders()->root().string());
+  std::optional<engine::ModelFolder> only;
   for (const KindFolder& kf : kKinds) {
-    if (request->kind() != v1::MODEL_KIND_UNSPECIFIED && request->kind() != kf.kind) continue;
-    for (const engine::ModelFileEntry& entry : folders_->List(kf.folder)) {
-      v1::ModelFile* file = response->add_models();
-      file->set_kind(kf.kind);
-      file->set_name(entry.name);
-      file->set_filename(entry.filename);
-      file->set_title(entry.filename);
-      file->set_size_bytes(entry.size_bytes);
-      file->set_format(entry.format);
-    }
+    if (request->kind() == kf.kind) only = kf.folder;
   }
-  return FinishUnary(context, grpc::Status::OK);
+  if (request->kind() != v1::MODEL_KIND_UNSPECIFIED && !only) {
+    return FinishUnary(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unknown model kind"));
+  }
+  // Identification reads file headers (and hashing whole files when asked): off the gRPC thread.
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const bool hashes = request->compute_hashes();
+  Detach([this, reactor, response, only, hashes] {
+    for (engine::ModelListing& listing : models_.List(only, hashes)) {
+      v1::ModelFile* file = response->add_models();
+      for (const KindFolder& kf : kKinds) {
+        if (kf.folder == listing.file.folder) file->set_kind(kf.kind);
+      }
+      file->set_name(listing.file.name);
+      file->set_filename(listing.file.filename);
+      file->set_title(listing.title);
+      file->set_size_bytes(listing.file.size_bytes);
+      file->set_sha256(listing.sha256);
+      file->set_format(listing.file.format);
+      file->set_architecture(listing.architecture);
+      file->set_short_hash(listing.short_hash);
+      file->set_error(listing.error);
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ModelsService::LoadModel(grpc::CallbackServerContext* context,
-                                                   const v1::LoadModelRequest*, v1::LoadModelResponse*) {
-  return FinishUnary(context, grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                                     "this build of atelierd cannot load checkpoints yet; ListModels shows the files "
-                                     "it found"));
+                                                   const v1::LoadModelRequest* request,
+                                                   v1::LoadModelResponse* response) {
+  if (request->checkpoint().empty()) {
+    return FinishUnary(context, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                             "checkpoint is required (a title, filename or name from ListModels)"));
+  }
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const std::string checkpoint = request->checkpoint();
+  const std::string vae = request->vae().empty() ? "Automatic" : request->vae();
+  Detach([this, reactor, response, checkpoint, vae] {
+    const absl::Time start = absl::Now();
+    const absl::Status status = jobs_.RunExclusive([&]() -> absl::Status {
+      auto loaded = models_.Load(checkpoint, vae);
+      if (!loaded.ok()) return loaded.status();
+      plugins_.NotifyModelLoaded((*loaded)->title, (*loaded)->filename, (*loaded)->layout.unet_in_channels);
+      return absl::OkStatus();
+    });
+    response->set_load_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+    FillStatus(response->mutable_status());
+    reactor->Finish(ToGrpcStatus(status));
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ModelsService::UnloadModel(grpc::CallbackServerContext* context,
                                                      const v1::UnloadModelRequest*, v1::UnloadModelResponse* response) {
-  FillStatus(response->mutable_status());  // nothing is loaded, so unloading is already done
-  return FinishUnary(context, grpc::Status::OK);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Detach([this, reactor, response] {
+    const absl::Status status = jobs_.RunExclusive([&] {
+      models_.Unload();
+      return absl::OkStatus();
+    });
+    FillStatus(response->mutable_status());
+    reactor->Finish(ToGrpcStatus(status));
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ModelsService::GetStatus(grpc::CallbackServerContext* context, const v1::GetStatusRequest*,
@@ -63,6 +127,15 @@ grpc::ServerUnaryReactor* ModelsService::GetStatus(grpc::CallbackServerContext* 
 }
 
 void ModelsService::FillStatus(v1::ModelsStatus* status) const {
+  if (auto current = models_.current()) {
+    status->set_checkpoint(current->title);
+    status->set_vae(current->vae_source);
+    status->set_checkpoint_sha256(current->sha256);
+    status->set_architecture(current->layout.architecture);
+    status->set_config_source(current->config.source);
+    status->set_dtype(current->dtype == at::kHalf ? "float16" : current->dtype == at::kBFloat16 ? "bfloat16" : "float32");
+    status->set_resident_bytes(current->resident_bytes);
+  }
   v1::DeviceInfo* device = status->mutable_device();
   device->set_device(facts_.runtime.device);
   device->set_name(facts_.runtime.device_name);

@@ -7,9 +7,13 @@
 #include "atelier/v1/models.grpc.pb.h"
 #include "atelier/v1/plugins.grpc.pb.h"
 #include "absl/time/time.h"
-#include "engine/model_folders.h"
+#include "engine/model_manager.h"
 #include "engine/runtime.h"
 #include "host/plugin_registry.h"
+#include "server/job_manager.h"
+
+#include <condition_variable>
+#include <mutex>
 
 namespace atelier::server {
 
@@ -24,8 +28,13 @@ struct DaemonFacts {
 
 class ModelsService final : public v1::Models::CallbackService {
  public:
-  // `folders` may be null (no models directory).
-  ModelsService(const engine::ModelFolders* folders, const DaemonFacts& facts) : folders_(folders), facts_(facts) {}
+  // Loads and unloads run on the executor between jobs (JobManager::RunExclusive), on a helper thread so no
+  // gRPC thread blocks; plugins hear of a new model through their model_loaded hook.
+  ModelsService(engine::ModelManager& models, JobManager& jobs, const host::PluginRegistry& plugins,
+                const DaemonFacts& facts)
+      : models_(models), jobs_(jobs), plugins_(plugins), facts_(facts) {}
+  // Waits for load/unload helper threads still finishing.
+  ~ModelsService();
 
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context, const v1::ListModelsRequest* request,
                                        v1::ListModelsResponse* response) override;
@@ -38,9 +47,16 @@ class ModelsService final : public v1::Models::CallbackService {
 
  private:
   void FillStatus(v1::ModelsStatus* status) const;
+  // Runs `work` on a helper thread that the destructor waits for.
+  void Detach(std::function<void()> work);
 
-  const engine::ModelFolders* folders_;
+  engine::ModelManager& models_;
+  JobManager& jobs_;
+  const host::PluginRegistry& plugins_;
   const DaemonFacts& facts_;
+  std::mutex helpers_mu_;
+  std::condition_variable helpers_done_;
+  int helpers_ = 0;
 };
 
 class PluginsService final : public v1::Plugins::CallbackService {

@@ -89,7 +89,10 @@ JobManager::Listing JobManager::List() const {
 
 void JobManager::Shutdown() {
   std::call_once(shutdown_once_, [this] {
-    shutting_down_.store(true);
+    {
+      std::lock_guard<std::mutex> lock(mu_);  // ordered with RunExclusive's check
+      shutting_down_.store(true);
+    }
     for (const auto& job : queue_.Close()) {
       job->RequestCancel("the daemon is shutting down");
       job->Finish(absl::UnavailableError("the daemon is shutting down; the job was not started"), v1::Finished());
@@ -102,13 +105,52 @@ void JobManager::Shutdown() {
     }
     if (running) running->RequestCancel("the daemon is shutting down");
     if (executor_.joinable()) executor_.join();
+    RunControlTasks();  // in case the executor never ran
   });
 }
 
-void JobManager::ExecutorLoop() {
-  while (std::shared_ptr<Job> job = queue_.PopBlocking()) {
-    RunJob(job);
+absl::Status JobManager::RunExclusive(std::function<absl::Status()> task) {
+  std::future<absl::Status> done;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutting_down_.load()) return absl::UnavailableError("the daemon is shutting down");
+    control_.push_back({std::move(task), {}});
+    done = control_.back().done.get_future();
   }
+  queue_.Wake();
+  return done.get();
+}
+
+void JobManager::RunControlTasks() {
+  while (true) {
+    ControlTask next;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (control_.empty()) return;
+      next = std::move(control_.front());
+      control_.pop_front();
+    }
+    absl::Status status;
+    if (shutting_down_.load()) {
+      status = absl::UnavailableError("the daemon is shutting down");
+    } else {
+      try {
+        status = next.task();
+      } catch (const std::exception& e) {
+        status = absl::InternalError(absl::StrCat("unexpected error: ", e.what()));
+      }
+    }
+    next.done.set_value(status);
+  }
+}
+
+void JobManager::ExecutorLoop() {
+  while (true) {
+    RunControlTasks();
+    if (queue_.closed()) break;
+    if (std::shared_ptr<Job> job = queue_.PopBlocking()) RunJob(job);
+  }
+  RunControlTasks();  // answers any task that arrived during shutdown
 }
 
 void JobManager::RunJob(const std::shared_ptr<Job>& job) {

@@ -2,6 +2,9 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
+#include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -47,6 +50,11 @@ class JobManager {
     std::vector<std::shared_ptr<Job>> queued;  // in execution order
   };
   Listing List() const;
+
+  // Runs `task` on the executor thread between two jobs (before any queued job) and returns its status: model
+  // loads and unloads go through here, so they never overlap a job. Blocks the caller until it ran.
+  // UNAVAILABLE while shutting down. Never call it from the executor thread (a job or plugin hook).
+  absl::Status RunExclusive(std::function<absl::Status()> task);
   int max_queue() const { return queue_.max_queued(); }
   bool accepting() const { return !shutting_down_.load(); }
 
@@ -57,6 +65,7 @@ class JobManager {
 
  private:
   void ExecutorLoop();
+  void RunControlTasks();
   void RunJob(const std::shared_ptr<Job>& job);
   void Forget(const std::string& job_id);
   void PublishPositions();
@@ -70,6 +79,11 @@ class JobManager {
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<Job>> active_;  // queued and running
   std::shared_ptr<Job> running_;
+  struct ControlTask {
+    std::function<absl::Status()> task;
+    std::promise<absl::Status> done;
+  };
+  std::deque<ControlTask> control_;  // guarded by mu_
   std::thread executor_;
 };
 

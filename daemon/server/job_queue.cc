@@ -25,8 +25,12 @@ absl::Status JobQueue::Push(std::shared_ptr<Job> job) {
 
 std::shared_ptr<Job> JobQueue::PopBlocking() {
   std::unique_lock<std::mutex> lock(mu_);
-  ready_.wait(lock, [this] { return closed_ || size_ > 0; });
+  ready_.wait(lock, [this] { return closed_ || woken_ || size_ > 0; });
   if (closed_) return nullptr;
+  if (woken_) {
+    woken_ = false;
+    return nullptr;
+  }
   const std::string client = turns_.front();
   turns_.pop_front();
   auto& jobs = by_client_[client];
@@ -39,6 +43,19 @@ std::shared_ptr<Job> JobQueue::PopBlocking() {
   }
   --size_;
   return job;
+}
+
+void JobQueue::Wake() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    woken_ = true;
+  }
+  ready_.notify_all();
+}
+
+bool JobQueue::closed() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return closed_;
 }
 
 bool JobQueue::Remove(const std::string& job_id) {

@@ -22,8 +22,12 @@ class JobQueue {
 
   // RESOURCE_EXHAUSTED when max_queued jobs already wait; UNAVAILABLE after Close().
   absl::Status Push(std::shared_ptr<Job> job);
-  // Waits for the next job in fair order; nullptr once the queue is closed.
+  // Waits for the next job in fair order; nullptr once the queue is closed or when Wake() was called (the
+  // executor then runs its pending control tasks before taking a job).
   std::shared_ptr<Job> PopBlocking();
+  // Makes a waiting (or the next) PopBlocking return nullptr once.
+  void Wake();
+  bool closed() const;
   // Removes a waiting job; false when it is not waiting.
   bool Remove(const std::string& job_id);
   // Refuses further pushes, wakes PopBlocking, and returns the jobs that were waiting (in order).
@@ -41,6 +45,7 @@ class JobQueue {
   mutable std::mutex mu_;
   std::condition_variable ready_;
   bool closed_ = false;
+  bool woken_ = false;
   int size_ = 0;
   // Clients with waiting jobs, in turn order; the front client's first job runs next.
   std::list<std::string> turns_;

@@ -146,6 +146,56 @@ TEST(DaemonProcessTest, ServesTheClientAndExitsCleanlyOnSigterm) {
   EXPECT_THAT(daemon.Log(), HasSubstr("stopped"));
 }
 
+// The model registry over gRPC: the first checkpoint loads at start, a failing load keeps it serving.
+TEST(DaemonProcessTest, LoadsCheckpointsAndKeepsTheOldOneOnFailure) {
+  namespace fs = std::filesystem;
+  DaemonProcess daemon;
+  const fs::path sd = daemon.dir().path() / "models" / "Stable-diffusion";
+  fs::create_directories(sd);
+  fs::copy_file(testing::FixturesDir() / "tiny-sd" / "weights.safetensors", sd / "tiny.safetensors");
+  fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/tiny-sd/tiny-sd.yaml", sd / "tiny.yaml");
+  std::ofstream(sd / "zz-broken.safetensors") << "garbage";
+  ASSERT_TRUE(daemon.Start({"--cache-dir", (daemon.dir().path() / "cache").string()})) << daemon.Log();
+  EXPECT_THAT(daemon.Log(), HasSubstr("loaded tiny.safetensors ["));
+  int code = -1;
+  std::string out = daemon.Client("status", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("checkpoint: tiny.safetensors ["));
+  EXPECT_THAT(out, HasSubstr("SD1.x, VAE: checkpoint, config: yaml tiny.yaml"));
+  out = daemon.Client("models", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("SD1.x"));
+  EXPECT_THAT(out, HasSubstr("unusable: 'zz-broken.safetensors' is neither safetensors nor a PyTorch checkpoint"));
+  out = daemon.Client("load zz-broken.safetensors", &code);
+  EXPECT_EQ(code, 5) << out;
+  EXPECT_THAT(out, HasSubstr("checkpoint: tiny.safetensors ["));  // still serving
+  out = daemon.Client("load sd_xl_base_1.0", &code);
+  EXPECT_EQ(code, 4) << out;
+  EXPECT_THAT(out, HasSubstr("available: tiny.safetensors, zz-broken.safetensors"));
+  out = daemon.Client("unload", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("(none loaded)"));
+  out = daemon.Client("load tiny", &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("weights:"));
+  EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+}
+
+TEST(DaemonProcessTest, ConvertsPicklesLocally) {
+  testing::TempDir dir;
+  const std::string ckpt = (testing::FixturesDir() / "ckpt-formats" / "zip_wrapped.ckpt").string();
+  const std::string out_file = (dir.path() / "out.safetensors").string();
+  Result r = RunCommand(testing::ClientBinary().string() + " convert " + ckpt + " " + out_file + " --fp16");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("from a zip pickle"));
+  EXPECT_TRUE(std::filesystem::exists(out_file));
+  r = RunCommand(testing::ClientBinary().string() + " convert " +
+                 (testing::FixturesDir() / "ckpt-formats" / "evil.ckpt").string() + " " + out_file + ".evil");
+  EXPECT_EQ(r.exit_code, 5) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("nothing was run"));
+  EXPECT_FALSE(std::filesystem::exists("/tmp/atelier-pwned"));
+}
+
 TEST(DaemonProcessTest, SigintAlsoDrains) {
   DaemonProcess daemon;
   ASSERT_TRUE(daemon.Start({})) << daemon.Log();

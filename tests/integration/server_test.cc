@@ -149,7 +149,7 @@ class ServerTest : public ::testing::Test {
     facts.version = "9.9.9";
     facts.runtime.device = "cpu";
     facts.started_at = absl::Now();
-    auto started = server::DaemonServer::Start(server_options, *runner_, *plugins_, nullptr, facts);
+    auto started = server::DaemonServer::Start(server_options, *runner_, *plugins_, models_, facts);
     ASSERT_TRUE(started.ok()) << started.status();
     server_ = *std::move(started);
     ASSERT_GT(server_->port(), 0);
@@ -213,6 +213,7 @@ class ServerTest : public ::testing::Test {
   }
 
   testing::TempDir plugins_dir_;
+  engine::ModelManager models_{nullptr, "", engine::LoadOptions()};
   std::unique_ptr<host::PluginRegistry> plugins_;
   std::unique_ptr<testing::TestJobRunner> runner_;
   std::unique_ptr<server::DaemonServer> server_;

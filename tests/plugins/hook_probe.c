@@ -5,6 +5,8 @@
  *   postprocess_frames  every frame twice (n -> 2n)
  *   export         artifact "probe.txt" = "frames=<n> first=<infotext 0>", frame 0, a progress report
  *   job_end        reports progress stage "job_end" (job-scoped host calls stay valid until job_end returns)
+ *   model_loaded   remembers "title|file|in_channels" (refuses titles containing "reject"); a job whose
+ *                  arguments contain "report_model" gets it back as artifact "model.txt" from process
  * It joins a job when its arguments are not null. Arguments containing "fail_process", "fail_postprocess" or
  * "bad_shape" make the matching hook misbehave. */
 #include <atelier/plugin.h>
@@ -13,6 +15,7 @@
 
 typedef struct {
   const atelier_host_api* host;
+  char model[256]; /* title from the last model_loaded */
 } probe_state;
 
 typedef struct {
@@ -90,10 +93,26 @@ static atelier_status probe_init(const atelier_host_api* host, atelier_plugin_st
 
 static void probe_finalize(atelier_plugin_state* state) { free(state); }
 
+static atelier_status probe_model_loaded(atelier_plugin_state* state, const atelier_model_info* model,
+                                         atelier_error* err) {
+  probe_state* s = (probe_state*)state;
+  if (strstr(model->checkpoint_title, "reject") != NULL) {
+    return atelier_fail(err, ATELIER_UNSUPPORTED, "probe: cannot work with %s", model->checkpoint_title);
+  }
+  snprintf(s->model, sizeof(s->model), "%s|%s|%d", model->checkpoint_title, model->checkpoint_file,
+           model->unet_in_channels);
+  return ATELIER_OK;
+}
+
 static atelier_status probe_process(atelier_plugin_state* state, atelier_job* job, const atelier_job_info* info,
                                     const char* args, atelier_job_state** job_state, atelier_error* err) {
-  (void)state;
+  probe_state* s = (probe_state*)state;
   if (strcmp(args, "null") == 0) return ATELIER_OK;
+  if (strstr(args, "report_model") != NULL) {
+    /* Job-scoped host functions are valid from process on. */
+    atelier_status status = s->host->emit_artifact(job, "model.txt", "text/plain", s->model, strlen(s->model), err);
+    if (status != ATELIER_OK) return status;
+  }
   if (strstr(args, "fail_process") != NULL) {
     return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "probe: fail_process requested for job %s", info->job_id);
   }
@@ -222,6 +241,7 @@ ATELIER_PLUGIN_EXPORT const atelier_plugin_descriptor* atelier_plugin_entry(uint
   d.params_schema_json = "{\"type\": \"object\"}";
   d.init = probe_init;
   d.finalize = probe_finalize;
+  d.model_loaded = probe_model_loaded;
   d.process = probe_process;
   d.job_end = probe_job_end;
   d.cfg_denoiser = probe_cfg_denoiser;

@@ -151,6 +151,15 @@ TEST_F(JobHooksTest, ProbeSeesAndReplacesEveryHooksTensors) {
   EXPECT_EQ(sink_.progress.back().stage, "job_end");
 }
 
+TEST_F(JobHooksTest, ModelLoadedReachesPlugins) {
+  registry_->NotifyModelLoaded("anime.safetensors [0123456789]", "anime.safetensors", 9);
+  registry_->NotifyModelLoaded("reject.safetensors [ffffffffff]", "reject.safetensors", 4);  // logged, not fatal
+  auto hooks = Begin({{"hook_probe", R"({"args": ["report_model"]})"}});
+  ASSERT_TRUE(hooks.ok()) << hooks.status();
+  ASSERT_EQ(sink_.artifacts.size(), 1u);
+  EXPECT_EQ(sink_.artifacts[0].data, "anime.safetensors [0123456789]|anime.safetensors|9");
+}
+
 TEST_F(JobHooksTest, PluginErrorsCarryTheirMessage) {
   {
     auto hooks = Begin({{"hook_probe", R"({"args": ["fail_process"]})"}});
