@@ -1,6 +1,7 @@
 #include "engine/model_folders.h"
 
 #include <algorithm>
+#include <set>
 #include <system_error>
 
 #include "absl/strings/ascii.h"
@@ -78,21 +79,34 @@ fs::path ModelFolders::FolderPath(ModelFolder folder) const {
 std::vector<ModelFileEntry> ModelFolders::List(ModelFolder folder) const {
   std::vector<ModelFileEntry> out;
   const fs::path dir = FolderPath(folder);
-  if (!IsDirectory(dir)) return out;
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    std::error_code file_ec;
-    if (!it->is_regular_file(file_ec)) continue;
-    const std::string format = FormatOf(it->path());
-    if (format.empty()) continue;
-    ModelFileEntry entry;
-    entry.folder = folder;
-    entry.filename = absl::StrReplaceAll(fs::relative(it->path(), dir, file_ec).generic_string(), {{"\\", "/"}});
-    entry.name = entry.filename.substr(0, entry.filename.size() - format.size() - 1);
-    entry.format = format;
-    entry.size_bytes = static_cast<std::int64_t>(it->file_size(file_ec));
-    out.push_back(std::move(entry));
+  const fs::path real_root = fs::canonical(dir, ec);
+  if (ec || !IsDirectory(real_root)) return out;
+  // Symlinks are followed only while they stay inside the folder; each real directory is visited once.
+  std::set<fs::path> visited = {real_root};
+  std::vector<fs::path> pending = {dir};
+  while (!pending.empty()) {
+    const fs::path current = pending.back();
+    pending.pop_back();
+    for (const auto& entry : fs::directory_iterator(current, fs::directory_options::skip_permission_denied, ec)) {
+      std::error_code entry_ec;
+      const fs::path real = fs::canonical(entry.path(), entry_ec);
+      if (entry_ec || !IsWithin(real_root, real)) continue;
+      if (fs::is_directory(real, entry_ec)) {
+        if (visited.insert(real).second) pending.push_back(entry.path());
+        continue;
+      }
+      if (!fs::is_regular_file(real, entry_ec)) continue;
+      const std::string format = FormatOf(entry.path());
+      if (format.empty()) continue;
+      ModelFileEntry file;
+      file.folder = folder;
+      file.filename = absl::StrReplaceAll(fs::relative(entry.path(), dir, entry_ec).generic_string(), {{"\\", "/"}});
+      file.name = file.filename.substr(0, file.filename.size() - format.size() - 1);
+      file.format = format;
+      file.size_bytes = static_cast<std::int64_t>(fs::file_size(real, entry_ec));
+      out.push_back(std::move(file));
+    }
   }
   std::sort(out.begin(), out.end(),
             [](const ModelFileEntry& a, const ModelFileEntry& b) { return a.filename < b.filename; });

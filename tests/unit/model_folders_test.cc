@@ -53,6 +53,24 @@ TEST(ModelFoldersTest, WebUiInstallRootAndModelsFolderBothWork) {
   }
 }
 
+TEST(ModelFoldersTest, ListingFollowsSymlinksOnlyInsideTheTree) {
+  TempDir root;
+  const fs::path sd = root.path() / "models/Stable-diffusion";
+  Touch(sd / "real/a.safetensors");
+  Touch(root.path() / "outside/secret.safetensors");
+  fs::create_directory_symlink(sd / "real", sd / "alias");               // inside: followed
+  fs::create_directory_symlink(root.path() / "outside", sd / "escape");  // outside: skipped
+  fs::create_symlink(root.path() / "outside/secret.safetensors", sd / "linked.safetensors");  // outside: skipped
+  fs::create_directory_symlink(sd, sd / "real/loop");                     // a cycle: visited once
+  auto folders = engine::ModelFolders::Open(root.path());
+  ASSERT_TRUE(folders.ok());
+  std::vector<std::string> names;
+  for (const auto& f : folders->List(engine::ModelFolder::kCheckpoint)) names.push_back(f.filename);
+  // Once, through the real folder or its alias (directory order decides which).
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_TRUE(names[0] == "real/a.safetensors" || names[0] == "alias/a.safetensors") << names[0];
+}
+
 TEST(ModelFoldersTest, ResolveRefusesEscapes) {
   TempDir root;
   Touch(root.path() / "models/ControlNet/canny.safetensors");
