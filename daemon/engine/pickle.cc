@@ -72,23 +72,10 @@ bool IsDangerous(absl::string_view name) {
   return false;
 }
 
-ValuePtr Make(Kind kind) {
-  auto v = std::make_shared<Value>();
-  v->kind = kind;
-  return v;
-}
-
-ValuePtr MakeInt(std::int64_t i) {
-  auto v = Make(Kind::kInt);
-  v->integer = i;
-  return v;
-}
-
-ValuePtr MakeString(std::string s, Kind kind = Kind::kString) {
-  auto v = Make(kind);
-  v->text = std::move(s);
-  return v;
-}
+// Owns every value of one run.
+struct Arena {
+  std::vector<std::unique_ptr<Value>> values;
+};
 
 std::string Latin1ToUtf8(absl::string_view latin1) {
   std::string out;
@@ -145,6 +132,8 @@ class Machine {
 
   absl::StatusOr<ValuePtr> Run(std::size_t* consumed);
 
+  using Ref = Value*;
+
  private:
   absl::Status Error(absl::string_view what) const {
     return absl::InvalidArgumentError(absl::StrCat("pickle in '", label_, "' at byte ", op_pos_, ": ", what));
@@ -174,27 +163,26 @@ class Machine {
     return true;
   }
 
-  absl::Status Push(ValuePtr v) {
+  absl::Status Push(Ref v) {
     if (stack_.size() >= limits_.max_stack) return Error("stack too deep");
-    stack_.push_back(std::move(v));
+    stack_.push_back(v);
     return absl::OkStatus();
   }
-  absl::StatusOr<ValuePtr> Pop() {
+  absl::StatusOr<Ref> Pop() {
     if (stack_.size() <= (marks_.empty() ? 0 : marks_.back())) return Error("stack underflow");
-    ValuePtr v = std::move(stack_.back());
+    Ref v = stack_.back();
     stack_.pop_back();
     return v;
   }
-  absl::StatusOr<ValuePtr> Top() {
+  absl::StatusOr<Ref> Top() {
     if (stack_.size() <= (marks_.empty() ? 0 : marks_.back())) return Error("stack underflow");
     return stack_.back();
   }
-  absl::StatusOr<std::vector<ValuePtr>> PopMark() {
+  absl::StatusOr<std::vector<Ref>> PopMark() {
     if (marks_.empty()) return Error("no MARK on the stack");
     const std::size_t mark = marks_.back();
     marks_.pop_back();
-    std::vector<ValuePtr> items(std::make_move_iterator(stack_.begin() + static_cast<std::ptrdiff_t>(mark)),
-                                std::make_move_iterator(stack_.end()));
+    std::vector<Ref> items(stack_.begin() + static_cast<std::ptrdiff_t>(mark), stack_.end());
     stack_.resize(mark);
     return items;
   }
@@ -210,17 +198,33 @@ class Machine {
     if (it == memo_.end()) return Error(absl::StrCat("memo entry ", index, " was never stored"));
     return Push(it->second);
   }
-  ValuePtr Global(std::string module, std::string name) {
-    auto v = Make(Kind::kGlobal);
+  Ref Make(Kind kind) {
+    arena_->values.push_back(std::make_unique<Value>());
+    Ref v = arena_->values.back().get();
+    v->kind = kind;
+    return v;
+  }
+  Ref MakeInt(std::int64_t i) {
+    Ref v = Make(Kind::kInt);
+    v->integer = i;
+    return v;
+  }
+  Ref MakeString(std::string s, Kind kind = Kind::kString) {
+    Ref v = Make(kind);
+    v->text = std::move(s);
+    return v;
+  }
+  Ref Global(std::string module, std::string name) {
+    Ref v = Make(Kind::kGlobal);
     v->text = absl::StrCat(module, ".", name);
     return v;
   }
 
-  absl::Status SetItem(Value& dict, ValuePtr key, ValuePtr value);
-  absl::Status AddItems(Value& target, std::vector<ValuePtr> items);
-  absl::StatusOr<ValuePtr> Call(const ValuePtr& callable, const ValuePtr& args);
-  absl::StatusOr<ValuePtr> RebuildTensor(const std::vector<ValuePtr>& args);
-  absl::StatusOr<ValuePtr> Step(unsigned char op, bool* stop);
+  absl::Status SetItem(Value& dict, Ref key, Ref value);
+  absl::Status AddItems(Value& target, std::vector<Ref> items);
+  absl::StatusOr<Ref> Call(Ref callable, Ref args);
+  absl::StatusOr<Ref> RebuildTensor(const std::vector<const Value*>& args);
+  absl::StatusOr<Ref> Step(unsigned char op, bool* stop);
 
   absl::string_view data_;
   absl::string_view label_;
@@ -228,15 +232,18 @@ class Machine {
   const Limits& limits_;
   std::size_t pos_ = 0;
   std::size_t op_pos_ = 0;
-  std::vector<ValuePtr> stack_;
+  std::shared_ptr<Arena> arena_ = std::make_shared<Arena>();
+  std::vector<Ref> stack_;
   std::vector<std::size_t> marks_;
-  std::unordered_map<std::uint64_t, ValuePtr> memo_;
+  std::unordered_map<std::uint64_t, Ref> memo_;
+  int call_depth_ = 0;
 };
 
-absl::Status Machine::SetItem(Value& dict, ValuePtr key, ValuePtr value) {
+absl::Status Machine::SetItem(Value& dict, Ref key, Ref value) {
   if (dict.kind == Kind::kObject) {  // a dict subclass placeholder: keep the pair as arguments
-    dict.items.push_back(std::move(key));
-    dict.items.push_back(std::move(value));
+    if (dict.items.size() + 2 > limits_.max_container) return Error("object too large");
+    dict.items.push_back(key);
+    dict.items.push_back(value);
     return absl::OkStatus();
   }
   if (dict.kind != Kind::kDict) return Error(absl::StrCat("SETITEM on ", Describe(dict)));
@@ -244,24 +251,24 @@ absl::Status Machine::SetItem(Value& dict, ValuePtr key, ValuePtr value) {
   if (key->kind == Kind::kString) {
     const auto [it, inserted] = dict.key_index.emplace(key->text, dict.entries.size());
     if (!inserted) {
-      dict.entries[it->second].second = std::move(value);  // Python: a repeated key replaces the value
+      dict.entries[it->second].second = value;  // Python: a repeated key replaces the value
       return absl::OkStatus();
     }
   }
-  dict.entries.emplace_back(std::move(key), std::move(value));
+  dict.entries.emplace_back(key, value);
   return absl::OkStatus();
 }
 
-absl::Status Machine::AddItems(Value& target, std::vector<ValuePtr> items) {
+absl::Status Machine::AddItems(Value& target, std::vector<Ref> items) {
   if (target.kind != Kind::kList && target.kind != Kind::kObject) {
     return Error(absl::StrCat("APPEND to ", Describe(target)));
   }
   if (target.items.size() + items.size() > limits_.max_container) return Error("list too large");
-  for (auto& item : items) target.items.push_back(std::move(item));
+  for (Ref item : items) target.items.push_back(item);
   return absl::OkStatus();
 }
 
-absl::StatusOr<ValuePtr> Machine::RebuildTensor(const std::vector<ValuePtr>& args) {
+absl::StatusOr<Machine::Ref> Machine::RebuildTensor(const std::vector<const Value*>& args) {
   if (args.size() < 4 || args[0]->kind != Kind::kStorage || args[1]->kind != Kind::kInt ||
       args[2]->kind != Kind::kTuple || args[3]->kind != Kind::kTuple) {
     return Error("_rebuild_tensor_v2 expects (storage, offset, size tuple, stride tuple, ...)");
@@ -280,12 +287,12 @@ absl::StatusOr<ValuePtr> Machine::RebuildTensor(const std::vector<ValuePtr>& arg
   if (ref->sizes.size() != ref->strides.size()) {
     return Error(absl::StrCat("tensor has ", ref->sizes.size(), " sizes but ", ref->strides.size(), " strides"));
   }
-  auto v = Make(Kind::kTensor);
+  Ref v = Make(Kind::kTensor);
   v->tensor = std::move(ref);
   return v;
 }
 
-absl::StatusOr<ValuePtr> Machine::Call(const ValuePtr& callable, const ValuePtr& args) {
+absl::StatusOr<Machine::Ref> Machine::Call(Ref callable, Ref args) {
   if (callable->kind != Kind::kGlobal && callable->kind != Kind::kObject) {
     return Error(absl::StrCat("REDUCE on ", Describe(*callable), ", which is not callable"));
   }
@@ -301,11 +308,11 @@ absl::StatusOr<ValuePtr> Machine::Call(const ValuePtr& callable, const ValuePtr&
   }
   const auto& a = args->items;
   if (name == "collections.OrderedDict" || name == "collections.defaultdict") {
-    auto dict = Make(Kind::kDict);
+    Ref dict = Make(Kind::kDict);
     if (name == "collections.OrderedDict" && !a.empty() && a[0]->kind == Kind::kList) {
       for (const auto& pair : a[0]->items) {
         if (pair->kind != Kind::kTuple || pair->items.size() != 2) return Error("OrderedDict items must be pairs");
-        if (auto s = SetItem(*dict, pair->items[0], pair->items[1]); !s.ok()) return s;
+        if (auto s = SetItem(*dict, const_cast<Ref>(pair->items[0]), const_cast<Ref>(pair->items[1])); !s.ok()) return s;
       }
     }
     return dict;
@@ -314,19 +321,19 @@ absl::StatusOr<ValuePtr> Machine::Call(const ValuePtr& callable, const ValuePtr&
   if (name == "torch._utils._rebuild_parameter" || name == "torch._utils._rebuild_parameter_with_state" ||
       name == "torch.nn.parameter.Parameter") {
     if (a.empty()) return Error(absl::StrCat(name, " without arguments"));
-    return a[0];
+    return const_cast<Ref>(a[0]);
   }
   if (name == "torch._tensor._rebuild_from_type_v2") {  // (func, type, args, state)
     if (a.size() < 3 || a[2]->kind != Kind::kTuple) return Error("_rebuild_from_type_v2 expects (func, type, args, ...)");
-    return Call(a[0], a[2]);
+    if (++call_depth_ > 8) return Error("_rebuild_from_type_v2 nested too deeply");
+    auto inner = Call(const_cast<Ref>(a[0]), const_cast<Ref>(a[2]));
+    --call_depth_;
+    return inner;
   }
   if (name == "torch.Size") {
-    if (a.size() == 1 && (a[0]->kind == Kind::kTuple || a[0]->kind == Kind::kList)) {
-      auto t = Make(Kind::kTuple);
-      t->items = a[0]->items;
-      return t;
-    }
-    return Make(Kind::kTuple);
+    Ref t = Make(Kind::kTuple);
+    if (a.size() == 1 && (a[0]->kind == Kind::kTuple || a[0]->kind == Kind::kList)) t->items = a[0]->items;
+    return t;
   }
   if (name == "_codecs.encode") {  // protocol 2 bytes: _codecs.encode(text, "latin1")
     if (a.empty() || a[0]->kind != Kind::kString) return Error("_codecs.encode expects a string");
@@ -338,7 +345,7 @@ absl::StatusOr<ValuePtr> Machine::Call(const ValuePtr& callable, const ValuePtr&
   }
   if (name == "builtins.set" || name == "builtins.frozenset" || name == "__builtin__.set" ||
       name == "__builtin__.frozenset") {
-    auto list = Make(Kind::kList);
+    Ref list = Make(Kind::kList);
     if (!a.empty()) list->items = a[0]->items;
     return list;
   }
@@ -346,7 +353,7 @@ absl::StatusOr<ValuePtr> Machine::Call(const ValuePtr& callable, const ValuePtr&
     return MakeString(!a.empty() ? a[0]->text : "", Kind::kBytes);
   }
   // Anything else (a training callback, a numpy scalar, a config class): an inert placeholder. Nothing is run.
-  auto object = Make(Kind::kObject);
+  Ref object = Make(Kind::kObject);
   object->text = name;
   object->items = a;
   return object;
@@ -361,18 +368,19 @@ absl::StatusOr<ValuePtr> Machine::Run(std::size_t* consumed) {
     auto result = Step(static_cast<unsigned char>(op[0]), &stop);
     if (!result.ok()) return result.status();
     if (*result != nullptr) {
-      if (auto s = Push(*std::move(result)); !s.ok()) return s;
+      if (auto s = Push(*result); !s.ok()) return s;
     }
   }
   if (consumed != nullptr) *consumed = pos_;
   if (stack_.size() != 1 || !marks_.empty()) {
     return Error(absl::StrCat("STOP with ", stack_.size(), " values on the stack (expected 1)"));
   }
-  return stack_.back();
+  // The root shares ownership of the whole arena.
+  return ValuePtr(arena_, stack_.back());
 }
 
 // Executes one opcode. Returns a value to push, or nullptr when the opcode pushes nothing itself.
-absl::StatusOr<ValuePtr> Machine::Step(unsigned char op, bool* stop) {
+absl::StatusOr<Machine::Ref> Machine::Step(unsigned char op, bool* stop) {
   switch (op) {
     case PROTO: {
       std::uint8_t version;
@@ -583,7 +591,7 @@ absl::StatusOr<ValuePtr> Machine::Step(unsigned char op, bool* stop) {
       auto items = PopMark();
       if (!items.ok()) return items.status();
       auto v = Make(op == TUPLE ? Kind::kTuple : Kind::kList);
-      v->items = *std::move(items);
+      v->items.assign(items->begin(), items->end());
       return v;
     }
     case DICT: {
@@ -704,7 +712,7 @@ absl::StatusOr<ValuePtr> Machine::Step(unsigned char op, bool* stop) {
     }
     case INST:
     case OBJ: {
-      ValuePtr cls;
+      Ref cls = nullptr;
       if (op == INST) {
         std::string module, name;
         if (!TakeLine(&module) || !TakeLine(&name)) return Error("truncated INST");
@@ -717,8 +725,8 @@ absl::StatusOr<ValuePtr> Machine::Step(unsigned char op, bool* stop) {
         cls = (*items)[0];
         items->erase(items->begin());
       }
-      auto args = Make(Kind::kTuple);
-      args->items = *std::move(items);
+      Ref args = Make(Kind::kTuple);
+      args->items.assign(items->begin(), items->end());
       return Call(cls, args);
     }
     case BUILD: {
@@ -732,7 +740,7 @@ absl::StatusOr<ValuePtr> Machine::Step(unsigned char op, bool* stop) {
     }
     case BINPERSID:
     case PERSID: {
-      ValuePtr pid;
+      Ref pid = nullptr;
       if (op == PERSID) {
         std::string line;
         if (!TakeLine(&line)) return Error("truncated PERSID");
@@ -740,12 +748,14 @@ absl::StatusOr<ValuePtr> Machine::Step(unsigned char op, bool* stop) {
       } else {
         auto v = Pop();
         if (!v.ok()) return v.status();
-        pid = *std::move(v);
+        pid = *v;
       }
       if (!persistent_) return Error("persistent id in a pickle that has no storages");
-      auto resolved = persistent_(pid);
+      auto resolved = persistent_(*pid);
       if (!resolved.ok()) return resolved.status();
-      return *resolved;
+      Ref storage = Make(Kind::kStorage);
+      storage->storage = *std::move(resolved);
+      return storage;
     }
     case EXT1:
     case EXT2:
@@ -761,7 +771,7 @@ absl::StatusOr<ValuePtr> Machine::Step(unsigned char op, bool* stop) {
 
 }  // namespace
 
-ValuePtr Value::Get(absl::string_view key) const {
+const Value* Value::Get(absl::string_view key) const {
   const auto it = key_index.find(std::string(key));
   return it == key_index.end() ? nullptr : entries[it->second].second;
 }

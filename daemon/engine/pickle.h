@@ -22,7 +22,9 @@
 namespace atelier::engine::pickle {
 
 struct Value;
-using ValuePtr = std::shared_ptr<Value>;
+// The root of an unpickled document. It owns every value the run created (an arena); the links between values
+// are plain pointers, so a pickle that builds reference cycles cannot leak them. Values live as long as the root.
+using ValuePtr = std::shared_ptr<const Value>;
 
 // A storage a tensor views: found through a persistent id ("storage", <type>, key, location, numel[, view]).
 struct StorageRef {
@@ -62,22 +64,22 @@ struct Value {
   std::int64_t integer = 0;
   double real = 0;
   std::string text;  // string, bytes, big int, or "module.name" of a global / placeholder
-  std::vector<ValuePtr> items;                         // tuple, list, or a placeholder's call arguments
-  std::vector<std::pair<ValuePtr, ValuePtr>> entries;  // dict, in insertion order
+  std::vector<const Value*> items;                             // tuple, list, or a placeholder's call arguments
+  std::vector<std::pair<const Value*, const Value*>> entries;  // dict, in insertion order
   std::shared_ptr<StorageRef> storage;
   std::shared_ptr<TensorRef> tensor;
   // For dicts: position of each string key in `entries` (keeps SETITEMS linear on large state dicts).
   std::unordered_map<std::string, std::size_t> key_index;
 
   // The value under a string key of a dict, or nullptr.
-  ValuePtr Get(absl::string_view key) const;
+  const Value* Get(absl::string_view key) const;
 };
 
 // Short description for error messages: "dict(3)", "tensor[4, 4]", "placeholder __main__.Callback", ...
 std::string Describe(const Value& value);
 
-// Resolves a persistent id (BINPERSID / PERSID) to a value; torch checkpoints resolve storages with it.
-using PersistentLoader = std::function<absl::StatusOr<ValuePtr>(const ValuePtr& pid)>;
+// Resolves a persistent id (BINPERSID / PERSID) to a storage; torch checkpoints describe storages with it.
+using PersistentLoader = std::function<absl::StatusOr<std::shared_ptr<StorageRef>>(const Value& pid)>;
 
 struct Limits {
   std::size_t max_stack = 1 << 22;       // values on the stack at once

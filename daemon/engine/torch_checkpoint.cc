@@ -36,13 +36,14 @@ absl::Status Invalid(absl::string_view label, absl::string_view what) {
 }
 
 // Records storages by key; a key seen twice must describe the same storage.
-absl::StatusOr<ValuePtr> ResolveStorage(const ValuePtr& pid, std::size_t expected_fields, Described& out,
-                                        absl::string_view label) {
-  if (pid->kind != Kind::kTuple || pid->items.size() < expected_fields || pid->items[0]->kind != Kind::kString ||
-      pid->items[0]->text != "storage") {
-    return Invalid(label, absl::StrCat("unexpected persistent id ", pickle::Describe(*pid)));
+absl::StatusOr<std::shared_ptr<pickle::StorageRef>> ResolveStorage(const pickle::Value& pid,
+                                                                   std::size_t expected_fields, Described& out,
+                                                                   absl::string_view label) {
+  if (pid.kind != Kind::kTuple || pid.items.size() < expected_fields || pid.items[0]->kind != Kind::kString ||
+      pid.items[0]->text != "storage") {
+    return Invalid(label, absl::StrCat("unexpected persistent id ", pickle::Describe(pid)));
   }
-  const auto& items = pid->items;
+  const auto& items = pid.items;
   DType dtype;
   if (items[1]->kind != Kind::kGlobal || !pickle::StorageDType(items[1]->text, &dtype)) {
     return Invalid(label, absl::StrCat("unknown storage type ", pickle::Describe(*items[1])));
@@ -62,10 +63,7 @@ absl::StatusOr<ValuePtr> ResolveStorage(const ValuePtr& pid, std::size_t expecte
   } else if (ref->dtype != dtype || ref->numel != items[4]->integer) {
     return Invalid(label, absl::StrCat("storage '", ref->key, "' is described twice, differently"));
   }
-  auto v = std::make_shared<pickle::Value>();
-  v->kind = Kind::kStorage;
-  v->storage = ref;
-  return v;
+  return ref;
 }
 
 // Collects the tensors of a state dict; nested dicts get dotted names. Non-tensor values are skipped.
@@ -91,8 +89,10 @@ absl::Status ExtractStateDict(const ValuePtr& root, Described& out, absl::string
   if (root->kind != Kind::kDict) {
     return Invalid(label, absl::StrCat("the pickle holds ", pickle::Describe(*root), ", not a dict of tensors"));
   }
-  ValuePtr state = root;
-  if (ValuePtr wrapped = root->Get("state_dict"); wrapped != nullptr && wrapped->kind == Kind::kDict) state = wrapped;
+  const pickle::Value* state = root.get();
+  if (const pickle::Value* wrapped = root->Get("state_dict"); wrapped != nullptr && wrapped->kind == Kind::kDict) {
+    state = wrapped;
+  }
   int skipped = 0;
   pickle::Value filtered = *state;
   filtered.entries.erase(std::remove_if(filtered.entries.begin(), filtered.entries.end(),
@@ -272,7 +272,7 @@ absl::StatusOr<ZipContents> DescribeZip(absl::string_view bytes, absl::string_vi
   }
   ZipContents contents{*std::move(archive), prefix, {}};
   const std::string pickle_label = absl::StrCat(label, ":", prefix, "/data.pkl");
-  auto root = pickle::Unpickle(pickle_bytes, pickle_label, [&](const ValuePtr& pid) {
+  auto root = pickle::Unpickle(pickle_bytes, pickle_label, [&](const pickle::Value& pid) {
     return ResolveStorage(pid, 5, contents.described, label);
   });
   if (!root.ok()) return root.status();
@@ -333,13 +333,13 @@ absl::StatusOr<LegacyContents> DescribeLegacy(absl::string_view bytes, absl::str
   pos += used;
   auto sys_info = pickle::Unpickle(bytes.substr(pos), label, none, &used);
   if (!sys_info.ok()) return sys_info.status();
-  if (ValuePtr little = (*sys_info)->Get("little_endian"); little != nullptr && little->kind == Kind::kBool &&
-                                                            !little->boolean) {
+  if (const pickle::Value* little = (*sys_info)->Get("little_endian");
+      little != nullptr && little->kind == Kind::kBool && !little->boolean) {
     return Invalid(label, "big-endian legacy checkpoints are not supported");
   }
   pos += used;
   LegacyContents contents;
-  auto root = pickle::Unpickle(bytes.substr(pos), label, [&](const ValuePtr& pid) {
+  auto root = pickle::Unpickle(bytes.substr(pos), label, [&](const pickle::Value& pid) {
     return ResolveStorage(pid, 6, contents.described, label);
   }, &used);
   if (!root.ok()) return root.status();
@@ -358,7 +358,7 @@ absl::StatusOr<std::map<std::string, at::Tensor>> ReadLegacyStorages(absl::strin
   if ((*keys)->kind != Kind::kList) return Invalid(label, "the storage key list is missing");
   pos += used;
   std::map<std::string, at::Tensor> storages;
-  for (const ValuePtr& key : (*keys)->items) {
+  for (const pickle::Value* key : (*keys)->items) {
     if (key->kind != Kind::kString) return Invalid(label, "storage keys must be strings");
     const auto it = contents.described.storages.find(key->text);
     if (it == contents.described.storages.end()) {
