@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include <cstring>
 #include "engine/tensor_file.h"
+#include "engine/weight_arena.h"
 #include "util/log.h"
 
 namespace atelier::engine {
@@ -18,11 +19,39 @@ constexpr const char* kVaePrefix = "first_stage_model.";
 constexpr const char* kClipPrefix = "cond_stage_model.transformer.";
 
 // Floating-point weights go to the compute dtype and device; integer buffers (position_ids) keep their dtype.
-at::Tensor Convert(const at::Tensor& t, const LoadOptions& options) {
-  const at::Device device(options.device);
-  if (at::isFloatingType(t.scalar_type())) return t.to(device, options.dtype);
-  return t.to(device);
+at::ScalarType TargetType(const at::Tensor& t, const LoadOptions& options) {
+  return at::isFloatingType(t.scalar_type()) ? options.dtype : t.scalar_type();
 }
+
+// Converts the tensors of one load. On the CPU, tensors that must change go into one huge-page arena (see
+// weight_arena.h); tensors already in the right dtype stay zero-copy views of the file.
+class Converter {
+ public:
+  Converter(const LoadOptions& options, const std::vector<const at::Tensor*>& inputs) : options_(options) {
+    if (options_.device != "cpu") return;
+    std::size_t bytes = 0;
+    for (const at::Tensor* t : inputs) {
+      if (t->scalar_type() != TargetType(*t, options_)) bytes += WeightArena::Footprint(t->sizes(), TargetType(*t, options_));
+    }
+    if (bytes > 0) {
+      auto arena = WeightArena::Create(bytes);
+      if (arena.ok()) arena_ = *std::move(arena);
+    }
+  }
+
+  at::Tensor operator()(const at::Tensor& t) {
+    const at::ScalarType target = TargetType(t, options_);
+    if (options_.device == "cpu" && arena_ != nullptr && t.scalar_type() != target) {
+      at::Tensor out = arena_->Allocate(t.sizes(), target);
+      if (out.defined()) return out.copy_(t);
+    }
+    return t.to(at::Device(options_.device), target);
+  }
+
+ private:
+  const LoadOptions& options_;
+  std::shared_ptr<WeightArena> arena_;
+};
 
 std::int64_t Bytes(const WeightMap& map) {
   std::int64_t total = 0;
@@ -53,13 +82,18 @@ absl::StatusOr<WeightMap> LoadVaeFile(const fs::path& path, const VaeConfig& con
       !s.ok()) {
     return s;
   }
-  WeightMap vae;
+  std::vector<std::pair<std::string, const at::Tensor*>> kept;
   for (const auto& [name, tensor] : set->tensors) {
     if (!absl::StartsWith(name, layout->variant)) continue;
     const std::string key = name.substr(layout->variant.size());
     if (absl::StartsWith(key, "loss") || absl::StartsWith(key, "model_ema.")) continue;
-    vae[key] = Convert(tensor, options);
+    kept.emplace_back(key, &tensor);
   }
+  std::vector<const at::Tensor*> inputs;
+  for (const auto& k : kept) inputs.push_back(k.second);
+  Converter convert(options, inputs);
+  WeightMap vae;
+  for (const auto& [key, tensor] : kept) vae[key] = convert(*tensor);
   return vae;
 }
 
@@ -91,15 +125,30 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> LoadSd1Checkpoint(const fs::pa
   weights->device = options.device;
   weights->dtype = options.dtype;
   try {
+    // Which tensors each component takes (a separate VAE file replaces the checkpoint's).
+    struct Pick {
+      WeightMap* map;
+      std::string key;
+      const at::Tensor* tensor;
+    };
+    std::vector<Pick> picks;
     for (const auto& [raw_name, tensor] : set->tensors) {
       const std::string name = NormalizeSd1Key(raw_name);
       if (absl::StartsWith(name, kUnetPrefix)) {
-        weights->unet[name.substr(std::strlen(kUnetPrefix))] = Convert(tensor, options);
-      } else if (absl::StartsWith(name, kVaePrefix)) {
-        weights->vae[name.substr(std::strlen(kVaePrefix))] = Convert(tensor, options);
+        picks.push_back({&weights->unet, name.substr(std::strlen(kUnetPrefix)), &tensor});
+      } else if (absl::StartsWith(name, kVaePrefix) && vae_file.empty()) {
+        picks.push_back({&weights->vae, name.substr(std::strlen(kVaePrefix)), &tensor});
       } else if (absl::StartsWith(name, kClipPrefix)) {
-        weights->text_encoder[name.substr(std::strlen(kClipPrefix))] = Convert(tensor, options);
-      } else if (name == "alphas_cumprod") {
+        picks.push_back({&weights->text_encoder, name.substr(std::strlen(kClipPrefix)), &tensor});
+      }
+    }
+    std::vector<const at::Tensor*> inputs;
+    for (const Pick& p : picks) inputs.push_back(p.tensor);
+    Converter convert(options, inputs);
+    for (const Pick& p : picks) (*p.map)[p.key] = convert(*p.tensor);
+    for (const auto& [raw_name, tensor] : set->tensors) {
+      const std::string name = NormalizeSd1Key(raw_name);
+      if (name == "alphas_cumprod") {
         weights->alphas_cumprod = tensor.to(at::kFloat).contiguous();  // kept float32, as WebUI does
       }
     }
