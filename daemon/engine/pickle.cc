@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "util/latin1.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 
@@ -77,20 +78,6 @@ struct Arena {
   std::vector<std::unique_ptr<Value>> values;
 };
 
-std::string Latin1ToUtf8(absl::string_view latin1) {
-  std::string out;
-  for (const char ch : latin1) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x80) {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-      out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-    }
-  }
-  return out;
-}
-
 void AppendUtf8(std::uint32_t cp, std::string& out) {
   if (cp < 0x80) {
     out.push_back(static_cast<char>(cp));
@@ -107,22 +94,6 @@ void AppendUtf8(std::uint32_t cp, std::string& out) {
     out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
     out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
   }
-}
-
-// UTF-8 back to Latin-1 (for _codecs.encode(s, "latin1"), how protocol 2 stores bytes); false above U+00FF.
-bool Utf8ToLatin1(absl::string_view utf8, std::string& out) {
-  out.clear();
-  for (size_t i = 0; i < utf8.size(); ++i) {
-    const auto c = static_cast<unsigned char>(utf8[i]);
-    if (c < 0x80) {
-      out.push_back(static_cast<char>(c));
-    } else if ((c == 0xC2 || c == 0xC3) && i + 1 < utf8.size()) {
-      out.push_back(static_cast<char>(((c & 0x03) << 6) | (static_cast<unsigned char>(utf8[++i]) & 0x3F)));
-    } else {
-      return false;
-    }
-  }
-  return true;
 }
 
 class Machine {

@@ -50,6 +50,9 @@ struct RefusalCase {
   std::string reason;  // a substring the refusal must contain
 };
 
+// Names the case in test listings instead of dumping its bytes.
+void PrintTo(const RefusalCase& c, std::ostream* os) { *os << c.plugin; }
+
 class PluginRefusalTest : public ::testing::TestWithParam<RefusalCase> {};
 
 TEST_P(PluginRefusalTest, RefusesWithAReason) {
