@@ -1,0 +1,62 @@
+#include "fixture_case.h"
+
+#include <ATen/ATen.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "engine/tensor_file.h"
+#include "test_support.h"
+
+namespace atelier::testing {
+namespace fs = std::filesystem;
+
+std::vector<FixtureCase> LoadCases(const std::string& name) {
+  std::vector<FixtureCase> cases;
+  const fs::path root = FixturesDir();
+  if (!fs::is_directory(root)) return cases;
+  std::vector<fs::path> dirs;
+  for (const auto& entry : fs::directory_iterator(root)) dirs.push_back(entry.path());
+  std::sort(dirs.begin(), dirs.end());
+  for (const fs::path& dir : dirs) {
+    if (!fs::exists(dir / "case.json")) continue;
+    FixtureCase c;
+    c.json = nlohmann::json::parse(std::ifstream(dir / "case.json"), nullptr, false);
+    if (c.json.is_discarded() || c.json.value("case", "") != name) continue;
+    c.dir = dir;
+    if (fs::exists(dir / "values.json")) c.values = nlohmann::json::parse(std::ifstream(dir / "values.json"));
+    if (fs::exists(dir / "io.safetensors")) {
+      auto io = engine::ReadTensorSet(dir / "io.safetensors");
+      if (io.ok()) {
+        for (auto& [key, tensor] : io->tensors) c.io[key] = tensor;
+      }
+    }
+    if (c.json.contains("tolerance") && c.json["tolerance"].is_object()) {
+      c.atol = c.json["tolerance"].value("atol", 0.0);
+      c.rtol = c.json["tolerance"].value("rtol", 0.0);
+    }
+    cases.push_back(std::move(c));
+  }
+  return cases;
+}
+
+::testing::AssertionResult AllClose(const at::Tensor& got, const at::Tensor& want, double atol, double rtol) {
+  if (!got.defined() || !want.defined()) return ::testing::AssertionFailure() << "undefined tensor";
+  if (got.sizes() != want.sizes()) {
+    std::ostringstream out;
+    out << "shape " << got.sizes() << " != expected " << want.sizes();
+    return ::testing::AssertionFailure() << out.str();
+  }
+  const at::Tensor g = got.to(at::kDouble), w = want.to(at::kDouble);
+  const at::Tensor diff = (g - w).abs();
+  const at::Tensor allowed = w.abs() * rtol + atol;
+  const bool ok = diff.le(allowed).all().item<bool>();
+  const double max_abs = diff.numel() ? diff.max().item<double>() : 0.0;
+  const double max_rel = diff.numel() ? (diff / w.abs().clamp_min(1e-12)).max().item<double>() : 0.0;
+  if (ok) return ::testing::AssertionSuccess() << "max abs " << max_abs << ", max rel " << max_rel;
+  return ::testing::AssertionFailure() << "max abs error " << max_abs << ", max rel error " << max_rel << " (atol "
+                                       << atol << ", rtol " << rtol << ", " << diff.gt(allowed).sum().item<int64_t>()
+                                       << " of " << diff.numel() << " elements outside)";
+}
+
+}  // namespace atelier::testing

@@ -1,0 +1,151 @@
+// The CLIP text encoder: parameter names and shapes of the full-size model equal the SD 1.5 release's, and the
+// tiny model reproduces the clip-text-tiny goldens (hidden states, Clip skip 2/3, WebUI chunk conditioning with
+// emphasis "Original", incl. a batch of two).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <fstream>
+
+#include "engine/clip_text_model.h"
+#include "engine/text_conditioning.h"
+#include "engine/clip_tokenizer.h"
+#include "engine/tensor_file.h"
+#include "fixture_case.h"
+#include "test_support.h"
+
+namespace atelier {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::AllClose;
+
+constexpr char kPrefix[] = "cond_stage_model.transformer.";
+
+TEST(ClipTextModelTest, FullSizeModelMatchesTheSd15ManifestExactly) {
+  const auto manifest = nlohmann::json::parse(std::ifstream(testing::FixturesDir().parent_path() / "manifests/sd15-ldm.json"));
+  std::map<std::string, std::vector<std::int64_t>> expected;
+  for (const auto& [name, shape] : manifest["tensors"].items()) {
+    if (name.rfind(kPrefix, 0) == 0) expected[name.substr(sizeof(kPrefix) - 1)] = shape.get<std::vector<std::int64_t>>();
+  }
+  ASSERT_EQ(expected.size(), 197u);
+  std::map<std::string, std::vector<std::int64_t>> got;
+  for (const auto& [name, shape] : engine::ClipTextModel::ParameterShapes(engine::ClipTextConfig())) got[name] = shape;
+  EXPECT_EQ(got, expected);
+}
+
+engine::ClipTextConfig ConfigOf(const testing::FixtureCase& c) {
+  const auto& hf = c.json["config"]["hf_clip_text_config"];
+  engine::ClipTextConfig config;
+  config.vocab_size = hf["vocab_size"];
+  config.max_position_embeddings = hf["max_position_embeddings"];
+  config.hidden_size = hf["hidden_size"];
+  config.intermediate_size = hf["intermediate_size"];
+  config.num_hidden_layers = hf["num_hidden_layers"];
+  config.num_attention_heads = hf["num_attention_heads"];
+  config.layer_norm_eps = hf["layer_norm_eps"];
+  return config;
+}
+
+std::unique_ptr<engine::ClipTextModel> TinyModel(const testing::FixtureCase& c) {
+  auto set = engine::ReadTensorSet(c.dir / "weights.safetensors");
+  EXPECT_TRUE(set.ok()) << set.status();
+  engine::WeightMap weights;
+  for (const auto& [name, t] : set->tensors) {
+    if (name.rfind(kPrefix, 0) == 0) weights[name.substr(sizeof(kPrefix) - 1)] = t.to(at::kFloat);  // F16 -> F32
+  }
+  auto model = engine::ClipTextModel::Create(ConfigOf(c), weights);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return model.ok() ? *std::move(model) : nullptr;
+}
+
+TEST(ClipTextModelTest, TinyModelReproducesTheGoldens) {
+  const auto cases = testing::LoadCases("clip-text-tiny");
+  ASSERT_FALSE(cases.empty());
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.dir.string());
+    auto model = TinyModel(c);
+    ASSERT_NE(model, nullptr);
+    const at::Tensor ids = c.io.at("input_ids");
+    const auto states = model->HiddenStates(ids);
+    const at::Tensor expected_states = c.io.at("hidden_states");
+    ASSERT_EQ(static_cast<int64_t>(states.size()), expected_states.size(0));
+    for (std::size_t i = 0; i < states.size(); ++i) {
+      EXPECT_TRUE(AllClose(states[i], expected_states[static_cast<int64_t>(i)], c.atol, c.rtol)) << "hidden state " << i;
+    }
+    EXPECT_TRUE(AllClose(model->Encode(ids, 1), c.io.at("last_hidden_state"), c.atol, c.rtol)) << "last hidden state";
+    EXPECT_TRUE(AllClose(model->Encode(ids, 2), c.io.at("clip_skip2"), c.atol, c.rtol)) << "clip skip 2";
+    EXPECT_TRUE(AllClose(model->Encode(ids, 3), c.io.at("clip_skip3"), c.atol, c.rtol)) << "clip skip 3";
+    EXPECT_TRUE(AllClose(model->FinalLayerNorm(states.back()), c.io.at("last_hidden_state"), c.atol, c.rtol));
+  }
+}
+
+// WebUI's conditioning from the chunks given in the fixture: emphasis "Original" over each chunk batch.
+TEST(ClipTextModelTest, ChunkConditioningWithEmphasisMatchesWebUi) {
+  for (const auto& c : testing::LoadCases("clip-text-tiny")) {
+    auto model = TinyModel(c);
+    ASSERT_NE(model, nullptr);
+    const auto tokenizer = engine::ClipTokenizer::Load(fs::path(ATELIER_SOURCE_DIR) / "assets" / "clip");
+    ASSERT_TRUE(tokenizer.ok());
+    engine::TextConditioner conditioner(**tokenizer, *model, nullptr);
+    int checked = 0;
+    for (const auto& prompt : c.values["prompts"]) {
+      const std::string name = prompt["name"];
+      const at::Tensor tokens = c.io.at("cond." + name + ".tokens");
+      const at::Tensor multipliers = c.io.at("cond." + name + ".multipliers");
+      engine::TokenizedPrompt chunks;
+      for (int64_t i = 0; i < tokens.size(0); ++i) {
+        engine::PromptChunk chunk;
+        for (int64_t j = 0; j < 77; ++j) {
+          chunk.tokens.push_back(static_cast<int>(tokens[i][j].item<int64_t>()));
+          chunk.multipliers.push_back(multipliers[i][j].item<float>());
+        }
+        chunks.chunks.push_back(chunk);
+      }
+      for (int skip : {1, 2}) {
+        const std::string key = "cond." + name + ".clip_skip" + std::to_string(skip);
+        EXPECT_TRUE(AllClose(conditioner.EncodeChunks({chunks}, skip, engine::Emphasis::kOriginal), c.io.at(key),
+                             c.atol, c.rtol))
+            << key;
+        ++checked;
+      }
+    }
+    EXPECT_EQ(checked, 8);
+  }
+}
+
+TEST(ClipTextModelTest, MissingOrMisShapedWeightsAreNamed) {
+  for (const auto& c : testing::LoadCases("clip-text-tiny")) {
+    auto set = engine::ReadTensorSet(c.dir / "weights.safetensors");
+    ASSERT_TRUE(set.ok());
+    engine::WeightMap weights;
+    for (const auto& [name, t] : set->tensors) weights[name.substr(sizeof(kPrefix) - 1)] = t;
+    engine::WeightMap missing = weights;
+    missing.erase("text_model.final_layer_norm.weight");
+    auto model = engine::ClipTextModel::Create(ConfigOf(c), missing);
+    EXPECT_THAT(std::string(model.status().message()),
+                ::testing::HasSubstr("cond_stage_model.transformer.text_model.final_layer_norm.weight is missing"));
+    engine::ClipTextConfig wider = ConfigOf(c);
+    wider.hidden_size = 64;
+    wider.num_attention_heads = 8;
+    model = engine::ClipTextModel::Create(wider, weights);
+    EXPECT_THAT(std::string(model.status().message()), ::testing::HasSubstr("expected [49408, 64]"));
+    // The older naming (no text_model.) loads the same model.
+    engine::WeightMap old_names;
+    for (const auto& [name, t] : weights) old_names[name.substr(std::string("text_model.").size())] = t;
+    auto renamed = engine::ClipTextModel::Create(ConfigOf(c), old_names);
+    ASSERT_TRUE(renamed.ok()) << renamed.status();
+    // Position ids stored as floats just below the integers are truncated, as WebUI does.
+    engine::WeightMap float_positions = weights;
+    float_positions["text_model.embeddings.position_ids"] =
+        at::arange(77, at::kFloat).unsqueeze(0) - at::full({1, 77}, 0.0001f) * (at::arange(77) == 76).to(at::kFloat);
+    auto shifted = engine::ClipTextModel::Create(ConfigOf(c), float_positions);
+    ASSERT_TRUE(shifted.ok());
+    const at::Tensor ids = c.io.at("input_ids");
+    EXPECT_FALSE(shifted.value()->Encode(ids, 1).equal(renamed.value()->Encode(ids, 1)));
+  }
+}
+
+}  // namespace
+}  // namespace atelier
