@@ -3,7 +3,6 @@
 #include "engine/prompt_parser.h"
 
 #include <algorithm>
-#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -64,13 +63,12 @@ bool IsPySpace(char32_t c) {
 bool IsPyWord(char32_t c) {
   if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
   static constexpr char32_t kNonWord[][2] = {
-      {0x80, 0xA9},       {0xAB, 0xB1},       {0xB4, 0xB4},       {0xB6, 0xB8},       {0xBB, 0xBB},
-      {0xBF, 0xBF},       {0xD7, 0xD7},       {0xF7, 0xF7},       {0x300, 0x36F},     {0x2000, 0x206F},
-      {0x20A0, 0x20FF},   {0x2190, 0x245F},   {0x2500, 0x2775},   {0x2794, 0x2BFF},   {0x2E00, 0x2E7F},
-      {0x3000, 0x3004},   {0x3008, 0x3020},   {0x302A, 0x3030},   {0x3036, 0x3037},   {0x303D, 0x303F},
-      {0x3099, 0x309C},   {0x30A0, 0x30A0},   {0x30FB, 0x30FB},   {0xD800, 0xDFFF},   {0xFE00, 0xFE6F},
-      {0xFEFF, 0xFEFF},   {0xFF01, 0xFF0F},   {0xFF1A, 0xFF20},   {0xFF3B, 0xFF40},   {0xFF5B, 0xFF65},
-      {0xFFE0, 0xFFFF},   {0x1F000, 0x1FAFF}, {0xE0000, 0xE0FFF},
+      {0x80, 0xA9},     {0xAB, 0xB1},       {0xB4, 0xB4},       {0xB6, 0xB8},     {0xBB, 0xBB},     {0xBF, 0xBF},
+      {0xD7, 0xD7},     {0xF7, 0xF7},       {0x300, 0x36F},     {0x2000, 0x206F}, {0x20A0, 0x20FF}, {0x2190, 0x245F},
+      {0x2500, 0x2775}, {0x2794, 0x2BFF},   {0x2E00, 0x2E7F},   {0x3000, 0x3004}, {0x3008, 0x3020}, {0x302A, 0x3030},
+      {0x3036, 0x3037}, {0x303D, 0x303F},   {0x3099, 0x309C},   {0x30A0, 0x30A0}, {0x30FB, 0x30FB}, {0xD800, 0xDFFF},
+      {0xFE00, 0xFE6F}, {0xFEFF, 0xFEFF},   {0xFF01, 0xFF0F},   {0xFF1A, 0xFF20}, {0xFF3B, 0xFF40}, {0xFF5B, 0xFF65},
+      {0xFFE0, 0xFFFF}, {0x1F000, 0x1FAFF}, {0xE0000, 0xE0FFF},
   };
   for (const auto& r : kNonWord) {
     if (c < r[0]) return true;
@@ -257,8 +255,8 @@ struct Span {
 
 struct ScheduleNode {
   bool alternate;
-  size_t end;               // one past the closing ']'
-  std::vector<Span> parts;  // alternate: the options; scheduled: {after} or {before, after}
+  size_t end;                // one past the closing ']'
+  std::vector<Span> parts;   // alternate: the options; scheduled: {after} or {before, after}
   absl::string_view number;  // scheduled: the NUMBER token
   int when = 0;
 };
@@ -425,7 +423,8 @@ int ScheduledWhen(absl::string_view number, int steps, int int_offset, double fl
   }
   // Python raises on int(inf) / int(nan) (WebUI fails the job); we cap instead.
   if (std::isnan(v) || v >= steps) return steps;
-  return std::min(steps, v <= -1e9 ? -1'000'000'000 : static_cast<int>(v));  // int() truncates toward zero, as the cast does
+  // int() truncates toward zero, as the cast does.
+  return std::min(steps, v <= -1e9 ? -1'000'000'000 : static_cast<int>(v));
 }
 
 // re_weight on one AND part: ^((?:\s|.)*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$
@@ -442,7 +441,7 @@ WeightedPrompt SplitWeight(absl::string_view part) {
     }
     size_t len;
     DecodeBefore(part, num_begin, &len);
-    char ascii;
+    char ascii = 0;
     if (PyDigitAt(part, num_begin - len, &ascii) != len) break;
     body.push_back(ascii);
     num_begin -= len;
@@ -471,9 +470,7 @@ absl::StatusOr<std::vector<AttentionRun>> ParsePromptAttention(absl::string_view
   static constexpr double kSquare = 1 / 1.1;
   AttentionBuilder res;
   std::vector<size_t> round, square;
-  const auto is_special = [](char c) {
-    return c == '\\' || c == '(' || c == ')' || c == '[' || c == ']' || c == ':';
-  };
+  const auto is_special = [](char c) { return c == '\\' || c == '(' || c == ')' || c == '[' || c == ']' || c == ':'; };
   size_t i = 0;
   while (i < text.size()) {
     if (res.exhausted()) {
@@ -481,7 +478,8 @@ absl::StatusOr<std::vector<AttentionRun>> ParsePromptAttention(absl::string_view
     }
     const char c = text[i];
     if (c == '\\') {
-      const bool escape = i + 1 < text.size() && absl::string_view("()[]\\").find(text[i + 1]) != absl::string_view::npos;
+      const bool escape =
+          i + 1 < text.size() && absl::string_view("()[]\\").find(text[i + 1]) != absl::string_view::npos;
       res.Append(escape ? text.substr(i + 1, 1) : absl::string_view());  // a lone backslash appends ""
       i += escape ? 2 : 1;
     } else if (c == '(') {
@@ -621,8 +619,7 @@ std::string StripExtraNetworkTags(absl::string_view prompt, std::vector<ExtraNet
       size_t len;
       while (j < prompt.size() && IsPyWord(DecodeAt(prompt, j, &len))) j += len;
       if (next_gt != absl::string_view::npos && next_gt < j) next_gt = prompt.find('>', j);
-      if (j > i + 1 && j < prompt.size() && prompt[j] == ':' && next_gt != absl::string_view::npos &&
-          next_gt > j + 1) {
+      if (j > i + 1 && j < prompt.size() && prompt[j] == ':' && next_gt != absl::string_view::npos && next_gt > j + 1) {
         if (tags != nullptr) {
           ExtraNetworkTag tag{std::string(prompt.substr(i + 1, j - i - 1)), {}};
           absl::string_view args = prompt.substr(j + 1, next_gt - j - 1);

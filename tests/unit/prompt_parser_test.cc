@@ -82,8 +82,8 @@ std::string Show(const std::vector<WeightedPrompt>& parts) {
 void CheckAttention(const std::string& text, const json& expected) {
   const auto actual = engine::ParsePromptAttention(text);
   if (expected.is_object()) {
-    EXPECT_FALSE(actual.ok()) << "attention of " << json(text).dump() << ": expected error "
-                              << expected["error"].dump() << ", got " << Show(*actual);
+    EXPECT_FALSE(actual.ok()) << "attention of " << json(text).dump() << ": expected error " << expected["error"].dump()
+                              << ", got " << Show(*actual);
     return;
   }
   ASSERT_TRUE(actual.ok()) << "attention of " << json(text).dump() << ": " << actual.status();
@@ -104,8 +104,8 @@ std::vector<ScheduleEntry> ToSchedule(const json& expected) {
 
 void CheckSchedule(const std::string& prompt, const std::vector<ScheduleEntry>& actual, const json& expected,
                    const char* what) {
-  EXPECT_TRUE(actual == ToSchedule(expected)) << what << " of " << json(prompt).dump() << "\n  expected "
-                                              << expected.dump() << "\n  actual   " << Show(actual);
+  EXPECT_TRUE(actual == ToSchedule(expected))
+      << what << " of " << json(prompt).dump() << "\n  expected " << expected.dump() << "\n  actual   " << Show(actual);
 }
 
 void CheckAndSplit(const std::string& prompt, const std::vector<WeightedPrompt>& actual, const json& expected) {
@@ -114,8 +114,8 @@ void CheckAndSplit(const std::string& prompt, const std::vector<WeightedPrompt>&
     same = actual[i].text == expected[i][0].get<std::string>() &&
            SameWeight(actual[i].weight, expected[i][1].get<double>());
   }
-  EXPECT_TRUE(same) << "and_split of " << json(prompt).dump() << "\n  expected " << expected.dump()
-                    << "\n  actual   " << Show(actual);
+  EXPECT_TRUE(same) << "and_split of " << json(prompt).dump() << "\n  expected " << expected.dump() << "\n  actual   "
+                    << Show(actual);
 }
 
 TEST(PromptParserTest, MatchesEveryFixturePrompt) {
@@ -292,12 +292,23 @@ TEST(PromptParserTest, NulAndInvalidUtf8AreOrdinaryText) {
 
 TEST(PromptParserTest, UnicodeSpacesAndWordCharacters) {
   // U+3000 (ideographic space) is \s; CJK ideographs are \w, so no word boundary before "AND" / "BREAK".
-  const auto attention = engine::ParsePromptAttention("a\xe3\x80\x80" "BREAK\xe3\x80\x80" "b \xe7\x8c\xab" "BREAK");
+  const auto attention = engine::ParsePromptAttention(
+      "a\xe3\x80\x80"
+      "BREAK\xe3\x80\x80"
+      "b \xe7\x8c\xab"
+      "BREAK");
   ASSERT_TRUE(attention.ok());
-  EXPECT_EQ(Show(*attention), "[[\"a\",\"1\"],[\"BREAK\",\"-1\"],[\"b \xe7\x8c\xab" "BREAK\",\"1\"]]");
-  EXPECT_EQ(engine::GetMulticondPromptList("\xe7\x8c\xab" "AND\xe7\x8a\xac").size(), 1u);
+  EXPECT_EQ(Show(*attention),
+            "[[\"a\",\"1\"],[\"BREAK\",\"-1\"],[\"b \xe7\x8c\xab"
+            "BREAK\",\"1\"]]");
+  EXPECT_EQ(engine::GetMulticondPromptList("\xe7\x8c\xab"
+                                           "AND\xe7\x8a\xac")
+                .size(),
+            1u);
   EXPECT_EQ(engine::GetMulticondPromptList("\xe7\x8c\xab AND \xe7\x8a\xac").size(), 2u);
-  const auto weighted = engine::ParsePromptAttention("(x:\xe3\x80\x80" "1.5\xe3\x80\x80)");
+  const auto weighted = engine::ParsePromptAttention(
+      "(x:\xe3\x80\x80"
+      "1.5\xe3\x80\x80)");
   ASSERT_TRUE(weighted.ok());
   EXPECT_EQ(Show(*weighted), R"([["x","1.5"]])");
 }

@@ -6,12 +6,15 @@
 
 #include <ATen/ATen.h>
 
+#include <zip.h>
+
 #include <chrono>
 
 #include "absl/strings/str_join.h"
 #include "engine/clip_text_model.h"
 #include "engine/clip_tokenizer.h"
 #include "engine/tensor_file.h"
+#include "engine/model_manager.h"
 #include "engine/safetensors_writer.h"
 #include "engine/text_conditioning.h"
 #include "fixture_case.h"
@@ -187,6 +190,97 @@ TEST_F(ConditioningTest, BadInputGetsClearErrors) {
                                  std::string("a ] ) : cat")}) {
     EXPECT_TRUE(conditioner_->Encode({odd}, engine::ConditioningOptions()).ok()) << odd.substr(0, 20);
   }
+}
+
+}  // namespace
+}  // namespace atelier
+
+namespace atelier {
+namespace {
+
+// End to end from a checkpoint file: load tiny-sd through the model manager (its yaml gives the text encoder's
+// shape), build the encoder from the loaded weights, and condition the case's prompts like WebUI.
+TEST(CheckpointConditioningTest, TinySdCheckpointConditionsLikeWebUi) {
+  const auto cases = testing::LoadCases("tiny-sd");
+  ASSERT_FALSE(cases.empty());
+  const auto& c = cases[0];
+  testing::TempDir root;
+  fs::create_directories(root.path() / "models/Stable-diffusion");
+  fs::copy_file(c.dir / "weights.safetensors", root.path() / "models/Stable-diffusion/tiny.safetensors");
+  fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/tiny-sd/tiny-sd.yaml", root.path() / "models/Stable-diffusion/tiny.yaml");
+  auto folders = engine::ModelFolders::Open(root.path());
+  ASSERT_TRUE(folders.ok());
+  engine::ModelManager manager(&*folders, "", engine::LoadOptions());
+  auto weights = manager.Load("tiny", "None");
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto model = engine::ClipTextModel::Create((*weights)->config.clip, (*weights)->text_encoder);
+  ASSERT_TRUE(model.ok()) << model.status();
+  engine::TextConditioner conditioner(Tokenizer(), **model, nullptr);
+  const auto prompts = c.json["values"]["prompts"].get<std::vector<std::string>>();
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    for (int skip : {1, 2}) {
+      engine::ConditioningOptions options;
+      options.clip_skip = skip;
+      auto cond = conditioner.Encode({prompts[i]}, options);
+      ASSERT_TRUE(cond.ok()) << cond.status();
+      const std::string key = "cond" + std::to_string(i) + ".clip_skip" + std::to_string(skip);
+      EXPECT_TRUE(AllClose(*cond, c.io.at(key), c.atol, c.rtol)) << key;
+    }
+  }
+}
+
+// Embedding files in the embeddings/ folder: .pt (string_to_param, read by the pickle walker), .safetensors
+// (emb_params); files of another width are skipped with the reason.
+TEST(EmbeddingDatabaseTest, LoadsEmbeddingsFolder) {
+  testing::TempDir root;
+  const fs::path dir = root.path() / "embeddings";
+  fs::create_directories(dir / "sub");
+  ASSERT_TRUE(engine::WriteSafetensors(dir / "goodvibes.safetensors", {{"emb_params", at::rand({3, 32})}}, {}).ok());
+  ASSERT_TRUE(engine::WriteSafetensors(dir / "sub/wide.safetensors", {{"emb_params", at::rand({2, 768})}}, {}).ok());
+  ASSERT_TRUE(engine::WriteSafetensors(dir / "notanembedding.safetensors", {{"a", at::rand({2})}, {"b", at::rand({2})}}, {}).ok());
+  // A WebUI .pt: {"string_to_token": {"*": 265}, "string_to_param": {"*": tensor[2, 32]}, "name": "badhands"},
+  // written as a torch zip by hand (storage "0" of 64 floats).
+  {
+    auto str = [](const std::string& s) {
+      std::string out = "X";
+      for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((s.size() >> (8 * i)) & 0xFF));
+      return out + s;
+    };
+    std::string p = "\x80\x02}" + str("string_to_token") + "}" + str("*") + "M\x09\x01ss";
+    p += str("string_to_param") + "}" + str("*") + "ctorch._utils\n_rebuild_tensor_v2\n(";
+    p += "(" + str("storage") + "ctorch\nFloatStorage\n" + str("0") + str("cpu") + "K\x40tQ";
+    p += std::string("K\x00", 2) + "K\x02K\x20\x86K\x20K\x01\x86\x89" + "ccollections\nOrderedDict\n)RtRs";
+    p += "s" + str("name") + str("badhands") + "s.";
+    int error = 0;
+    zip_t* z = zip_open((dir / "badhands.pt").c_str(), ZIP_CREATE | ZIP_TRUNCATE, &error);
+    ASSERT_NE(z, nullptr);
+    std::string data(64 * 4, '\0');
+    zip_file_add(z, "badhands/data.pkl", zip_source_buffer(z, p.data(), p.size(), 0), 0);
+    zip_file_add(z, "badhands/data/0", zip_source_buffer(z, data.data(), data.size(), 0), 0);
+    ASSERT_EQ(zip_close(z), 0);
+  }
+  auto folders = engine::ModelFolders::Open(root.path());
+  ASSERT_TRUE(folders.ok());
+  const auto db = engine::EmbeddingDatabase::Load(*folders, Tokenizer(), 32);
+  std::map<std::string, const engine::TextualInversion*> by_name;
+  for (const auto& e : db.loaded()) by_name[e->name] = e.get();
+  ASSERT_EQ(by_name.size(), 2u);
+  EXPECT_EQ(by_name["goodvibes"]->vectors.size(0), 3);
+  EXPECT_EQ(by_name["badhands"]->vectors.size(0), 2);
+  EXPECT_EQ(by_name["badhands"]->file, "badhands.pt");
+  ASSERT_EQ(db.skipped().size(), 2u);
+  std::map<std::string, std::string> skipped;
+  for (const auto& s : db.skipped()) skipped[s.file] = s.reason;
+  EXPECT_THAT(skipped["sub/wide.safetensors"], HasSubstr("vectors of width 768, the text encoder needs 32"));
+  EXPECT_THAT(skipped["notanembedding.safetensors"], HasSubstr("not a textual-inversion embedding"));
+  // Found in a prompt by its name's tokens, the longest name first.
+  std::size_t length = 0;
+  const auto ids = Tokenizer().Encode("a goodvibes photo");
+  const auto* found = db.FindAt(ids, 1, &length);
+  ASSERT_NE(found, nullptr);
+  EXPECT_EQ(found->name, "goodvibes");
+  EXPECT_EQ(length, Tokenizer().Encode("goodvibes").size());
+  EXPECT_EQ(db.FindAt(ids, 0, &length), nullptr);
 }
 
 }  // namespace
