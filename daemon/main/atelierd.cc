@@ -109,8 +109,9 @@ int Run(int argc, char** argv) {
   if (runtime->blas_is_fast) {
     LogInfo(absl::StrCat("BLAS: ", runtime->blas));
   } else {
-    LogWarning(absl::StrCat("BLAS is ", runtime->blas, ", not OpenBLAS: CPU matmul is ~30x slower. Run "
-                            "scripts/setup (update-alternatives --set libblas.so.3-<arch> .../openblas-pthread/...)"));
+    LogWarning(absl::StrCat("BLAS is ", runtime->blas, ", not OpenBLAS's OpenMP build: CPU inference is several times "
+                            "slower. Run scripts/setup (update-alternatives for libblas.so.3, liblapack.so.3 and "
+                            "libopenblas.so.0 to .../openblas-openmp/)"));
   }
 
   std::optional<engine::ModelFolders> folders;
