@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -40,7 +41,26 @@ std::vector<FixtureCase> LoadCases(const std::string& name) {
   return cases;
 }
 
-::testing::AssertionResult AllClose(const at::Tensor& got, const at::Tensor& want, double atol, double rtol) {
+fs::path WeightsFile(const FixtureCase& c) {
+  if (fs::exists(c.dir / "weights.safetensors")) return c.dir / "weights.safetensors";
+  const std::string text = c.json.value("weights", "");
+  return c.dir / text.substr(0, text.find(' '));
+}
+
+std::map<std::string, at::Tensor> ReadWeights(const FixtureCase& c, const std::string& prefix, at::ScalarType dtype) {
+  std::map<std::string, at::Tensor> out;
+  auto set = engine::ReadTensorSet(WeightsFile(c));
+  EXPECT_TRUE(set.ok()) << set.status();
+  if (!set.ok()) return out;
+  for (const auto& [name, tensor] : set->tensors) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    out[name.substr(prefix.size())] = tensor.is_floating_point() ? tensor.to(dtype) : tensor.clone();
+  }
+  return out;
+}
+
+::testing::AssertionResult AllClose(const at::Tensor& got, const at::Tensor& want, double atol, double rtol,
+                                    const std::string& label) {
   if (!got.defined() || !want.defined()) return ::testing::AssertionFailure() << "undefined tensor";
   if (got.sizes() != want.sizes()) {
     std::ostringstream out;
@@ -53,6 +73,8 @@ std::vector<FixtureCase> LoadCases(const std::string& name) {
   const bool ok = diff.le(allowed).all().item<bool>();
   const double max_abs = diff.numel() ? diff.max().item<double>() : 0.0;
   const double max_rel = diff.numel() ? (diff / w.abs().clamp_min(1e-12)).max().item<double>() : 0.0;
+  std::printf("    %-40s max abs %.3g, max rel %.3g (atol %g, rtol %g)%s\n", label.empty() ? "compared" : label.c_str(),
+              max_abs, max_rel, atol, rtol, ok ? "" : "  FAILED");
   if (ok) return ::testing::AssertionSuccess() << "max abs " << max_abs << ", max rel " << max_rel;
   return ::testing::AssertionFailure() << "max abs error " << max_abs << ", max rel error " << max_rel << " (atol "
                                        << atol << ", rtol " << rtol << ", " << diff.gt(allowed).sum().item<int64_t>()

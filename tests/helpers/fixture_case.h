@@ -25,7 +25,18 @@ struct FixtureCase {
 // format run too when their case.json names the same kind).
 std::vector<FixtureCase> LoadCases(const std::string& name);
 
-// |got - want| <= atol + rtol * |want| element-wise; on failure the message gives max abs and rel error.
-::testing::AssertionResult AllClose(const at::Tensor& got, const at::Tensor& want, double atol, double rtol);
+// The case's weights file: weights.safetensors in its folder, else the file its case.json "weights" names
+// (relative to the folder; the first word of the text).
+std::filesystem::path WeightsFile(const FixtureCase& c);
+
+// The tensors of WeightsFile(c) whose names start with `prefix`, with the prefix removed, converted to `dtype`
+// (fixtures store F16; goldens are F32 computations on those values).
+std::map<std::string, at::Tensor> ReadWeights(const FixtureCase& c, const std::string& prefix,
+                                              at::ScalarType dtype = at::kFloat);
+
+// |got - want| <= atol + rtol * |want| element-wise. The max abs and rel error are printed (with `label`) whether
+// or not it passes, and are in the failure message.
+::testing::AssertionResult AllClose(const at::Tensor& got, const at::Tensor& want, double atol, double rtol,
+                                    const std::string& label = "");
 
 }  // namespace atelier::testing

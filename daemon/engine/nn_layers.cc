@@ -1,0 +1,59 @@
+#include "engine/nn_layers.h"
+
+namespace atelier::engine {
+
+Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool with_bias)
+    : stride_(stride), padding_(padding) {
+  weight = register_parameter("weight", at::empty({out, in, kernel, kernel}), false);
+  if (with_bias) bias = register_parameter("bias", at::empty({out}), false);
+}
+
+at::Tensor Conv2dImpl::forward(const at::Tensor& x) const {
+  return at::conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_});
+}
+
+void Conv2dImpl::Prepare() {}
+
+LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
+  weight = register_parameter("weight", at::empty({out, in}), false);
+  if (with_bias) bias = register_parameter("bias", at::empty({out}), false);
+}
+
+at::Tensor LinearImpl::forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
+
+GroupNormImpl::GroupNormImpl(int64_t channels, double eps, int64_t groups) : groups_(groups), eps_(eps) {
+  weight = register_parameter("weight", at::empty({channels}), false);
+  bias = register_parameter("bias", at::empty({channels}), false);
+}
+
+at::Tensor GroupNormImpl::forward(const at::Tensor& x, int64_t frames) const {
+  const bool upcast = x.scalar_type() != at::kFloat;
+  at::Tensor h = upcast ? x.to(at::kFloat) : x;
+  const at::Tensor w = weight.scalar_type() == at::kFloat ? weight : weight.to(at::kFloat);
+  const at::Tensor b = bias.scalar_type() == at::kFloat ? bias : bias.to(at::kFloat);
+  if (frames > 0 && x.dim() == 4 && x.size(0) % frames == 0) {
+    const int64_t videos = x.size(0) / frames, c = x.size(1), height = x.size(2), width = x.size(3);
+    h = h.reshape({videos, frames, c, height, width}).permute({0, 2, 1, 3, 4});
+    h = at::group_norm(h, groups_, w, b, eps_).permute({0, 2, 1, 3, 4}).reshape({videos * frames, c, height, width});
+  } else {
+    h = at::group_norm(h, groups_, w, b, eps_);
+  }
+  return upcast ? h.to(x.scalar_type()) : h;
+}
+
+LayerNormImpl::LayerNormImpl(int64_t channels, double eps) : eps_(eps) {
+  weight = register_parameter("weight", at::empty({channels}), false);
+  bias = register_parameter("bias", at::empty({channels}), false);
+}
+
+at::Tensor LayerNormImpl::forward(const at::Tensor& x) const {
+  return at::layer_norm(x, {weight.size(0)}, weight, bias, eps_);
+}
+
+void PrepareConvolutions(torch::nn::Module& module) {
+  for (auto& child : module.modules(/*include_self=*/true)) {
+    if (auto* conv = child->as<Conv2dImpl>()) conv->Prepare();
+  }
+}
+
+}  // namespace atelier::engine

@@ -1,0 +1,70 @@
+// Layers shared by the image models, with parameters named as in LDM checkpoints ("weight", "bias"). Included by
+// model .cc files only (it pulls in <torch/torch.h>). Parameters start uninitialised: the model code always takes
+// them from a checkpoint (LoadWeights), so building a full-size model costs no random initialisation.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+namespace atelier::engine {
+
+// Conv2d with square kernel, stride and zero padding (LDM's conv_nd(2, ...)). Prepare() pre-packs the weight for
+// the CPU convolution library once, so no forward re-orders it (torch's eager conv re-orders it on every call).
+class Conv2dImpl : public torch::nn::Module {
+ public:
+  Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0, bool bias = true);
+  at::Tensor forward(const at::Tensor& x) const;
+  // Called once after the weights are loaded (they must not change afterwards).
+  void Prepare();
+
+  at::Tensor weight, bias;
+
+ private:
+  int64_t stride_, padding_;
+  at::Tensor packed_;  // oneDNN-layout weight, or undefined
+};
+TORCH_MODULE(Conv2d);
+
+// y = x W^T + b.
+class LinearImpl : public torch::nn::Module {
+ public:
+  LinearImpl(int64_t in, int64_t out, bool bias = true);
+  at::Tensor forward(const at::Tensor& x) const;
+
+  at::Tensor weight, bias;
+};
+TORCH_MODULE(Linear);
+
+// GroupNorm with affine weight/bias, always computed in float32 (LDM's GroupNorm32; the SpatialTransformer's
+// plain GroupNorm gives the same numbers in float32). `frames` > 0 normalises every run of `frames` batch rows
+// jointly (sd-webui-animatediff v1's GroupNorm hack: [(b f), C, H, W] is normalised as [b, C, f, H, W]).
+class GroupNormImpl : public torch::nn::Module {
+ public:
+  GroupNormImpl(int64_t channels, double eps, int64_t groups = 32);
+  at::Tensor forward(const at::Tensor& x, int64_t frames = 0) const;
+
+  at::Tensor weight, bias;
+
+ private:
+  int64_t groups_;
+  double eps_;
+};
+TORCH_MODULE(GroupNorm);
+
+class LayerNormImpl : public torch::nn::Module {
+ public:
+  LayerNormImpl(int64_t channels, double eps);
+  at::Tensor forward(const at::Tensor& x) const;
+
+  at::Tensor weight, bias;
+
+ private:
+  double eps_;
+};
+TORCH_MODULE(LayerNorm);
+
+// Calls Prepare() on every Conv2d below `module`.
+void PrepareConvolutions(torch::nn::Module& module);
+
+}  // namespace atelier::engine

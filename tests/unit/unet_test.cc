@@ -1,0 +1,334 @@
+// The SD1.x UNet: full-size parameter names and shapes equal the SD 1.5 release's; the tiny model reproduces the
+// unet-tiny goldens (eps for 77/154-token contexts, fractional timesteps, a non-square latent, the time embedding
+// and every block output); the plugin extension points (residuals, 21 block hooks, AnimateDiff's GroupNorm over
+// frames) behave as specified; bad weights and inputs are clear errors.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <fstream>
+#include <map>
+
+#include "engine/unet.h"
+#include "fixture_case.h"
+#include "test_support.h"
+
+namespace atelier {
+namespace {
+
+using testing::AllClose;
+using Shapes = std::map<std::string, std::vector<std::int64_t>>;
+
+Shapes ManifestShapes(const std::string& file, const std::string& prefix) {
+  const auto manifest = nlohmann::json::parse(std::ifstream(testing::FixturesDir().parent_path() / "manifests" / file));
+  Shapes out;
+  for (const auto& [name, shape] : manifest["tensors"].items()) {
+    if (name.rfind(prefix, 0) == 0) out[name.substr(prefix.size())] = shape.get<std::vector<std::int64_t>>();
+  }
+  return out;
+}
+
+TEST(UNetTest, FullSizeModelMatchesTheSd15ManifestExactly) {
+  const Shapes expected = ManifestShapes("sd15-ldm.json", "model.diffusion_model.");
+  ASSERT_EQ(expected.size(), 686u);
+  Shapes got;
+  for (const auto& [name, shape] : engine::UNet::ParameterShapes(engine::UNetConfig())) got[name] = shape;
+  EXPECT_EQ(got, expected);
+}
+
+TEST(UNetTest, InpaintingVariantDiffersOnlyInTheInputConvolution) {
+  Shapes expected = ManifestShapes("sd15-ldm.json", "model.diffusion_model.");
+  expected["input_blocks.0.0.weight"] = {320, 9, 3, 3};
+  engine::UNetConfig config;
+  config.in_channels = 9;
+  Shapes got;
+  for (const auto& [name, shape] : engine::UNet::ParameterShapes(config)) got[name] = shape;
+  EXPECT_EQ(got, expected);
+}
+
+engine::UNetConfig ConfigOf(const testing::FixtureCase& c) {
+  const auto& j = c.json["config"];
+  engine::UNetConfig config;
+  config.in_channels = j["in_channels"];
+  config.out_channels = j["out_channels"];
+  config.model_channels = j["model_channels"];
+  config.attention_resolutions = j["attention_resolutions"].get<std::vector<int>>();
+  config.num_res_blocks = j["num_res_blocks"];
+  config.channel_mult = j["channel_mult"].get<std::vector<int>>();
+  config.num_heads = j["num_heads"];
+  config.transformer_depth = j["transformer_depth"];
+  config.context_dim = j["context_dim"];
+  return config;
+}
+
+engine::WeightMap TinyWeights(const testing::FixtureCase& c, at::ScalarType dtype = at::kFloat) {
+  return testing::ReadWeights(c, "model.diffusion_model.", dtype);
+}
+
+std::unique_ptr<engine::UNet> TinyUNet(const testing::FixtureCase& c, at::ScalarType dtype = at::kFloat) {
+  auto unet = engine::UNet::Create(ConfigOf(c), TinyWeights(c, dtype));
+  EXPECT_TRUE(unet.ok()) << unet.status();
+  return unet.ok() ? *std::move(unet) : nullptr;
+}
+
+std::string Index2(size_t i) { return (i < 10 ? "0" : "") + std::to_string(i); }
+
+TEST(UNetTest, TinyModelReproducesTheGoldens) {
+  const auto cases = testing::LoadCases("unet-tiny");
+  ASSERT_FALSE(cases.empty());
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.dir.string());
+    auto unet = TinyUNet(c);
+    ASSERT_NE(unet, nullptr);
+    const auto& io = c.io;
+    engine::UNetTrace trace;
+    engine::UNetCallOptions options;
+    options.trace = &trace;
+    auto eps = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), options);
+    ASSERT_TRUE(eps.ok()) << eps.status();
+    EXPECT_TRUE(AllClose(*eps, io.at("eps"), c.atol, c.rtol, "eps"));
+    EXPECT_TRUE(AllClose(trace.t_emb, io.at("t_emb"), c.atol, c.rtol, "t_emb"));
+    EXPECT_TRUE(AllClose(trace.emb, io.at("emb"), c.atol, c.rtol, "emb"));
+    ASSERT_EQ(trace.input_blocks.size(), 12u);
+    ASSERT_EQ(trace.output_blocks.size(), 12u);
+    for (size_t i = 0; i < 12; ++i) {
+      EXPECT_TRUE(AllClose(trace.input_blocks[i][0].unsqueeze(0), io.at("intermediate.input_block_" + Index2(i)),
+                           c.atol, c.rtol, "input_block_" + Index2(i)));
+      EXPECT_TRUE(AllClose(trace.output_blocks[i][0].unsqueeze(0), io.at("intermediate.output_block_" + Index2(i)),
+                           c.atol, c.rtol, "output_block_" + Index2(i)));
+    }
+    EXPECT_TRUE(AllClose(trace.middle_block[0].unsqueeze(0), io.at("intermediate.middle_block"), c.atol, c.rtol,
+                         "middle_block"));
+
+    auto long_context = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context_154"));
+    ASSERT_TRUE(long_context.ok()) << long_context.status();
+    EXPECT_TRUE(AllClose(*long_context, io.at("eps_context_154"), c.atol, c.rtol, "154-token context"));
+    auto frac = unet->Forward(io.at("x"), io.at("timesteps_frac"), io.at("context"));
+    ASSERT_TRUE(frac.ok()) << frac.status();
+    EXPECT_TRUE(AllClose(*frac, io.at("eps_timesteps_frac"), c.atol, c.rtol, "fractional timesteps"));
+    auto nonsquare = unet->Forward(io.at("x_nonsquare"), io.at("timesteps_nonsquare"), io.at("context_nonsquare"));
+    ASSERT_TRUE(nonsquare.ok()) << nonsquare.status();
+    EXPECT_TRUE(AllClose(*nonsquare, io.at("eps_nonsquare"), c.atol, c.rtol, "non-square latent"));
+  }
+}
+
+// bf16 weights and activations (the fast CPU path): within a stated tolerance of the float32 goldens, measured
+// relative to the output's scale (eps is ~N(0,1)-sized).
+TEST(UNetTest, Bfloat16StaysCloseToTheFloat32Goldens) {
+  for (const auto& c : testing::LoadCases("unet-tiny")) {
+    auto unet = TinyUNet(c, at::kBFloat16);
+    ASSERT_NE(unet, nullptr);
+    EXPECT_EQ(unet->dtype(), at::kBFloat16);
+    auto eps = unet->Forward(c.io.at("x"), c.io.at("timesteps"), c.io.at("context"));
+    ASSERT_TRUE(eps.ok()) << eps.status();
+    EXPECT_EQ(eps->scalar_type(), at::kFloat);
+    const at::Tensor want = c.io.at("eps");
+    const double scale = want.abs().max().item<double>();
+    EXPECT_TRUE(AllClose(*eps, want, 0.05 * scale, 0.0, "bf16 eps vs f32 goldens"));
+  }
+}
+
+TEST(UNetTest, SizesThatAreMultiplesOf8ButNot64MatchSkipsAsWebUiDoes) {
+  for (const auto& c : testing::LoadCases("unet-tiny")) {
+    auto unet = TinyUNet(c);
+    ASSERT_NE(unet, nullptr);
+    const at::Tensor x = at::randn({1, 4, 13, 19});  // 104x152 pixels
+    auto eps = unet->Forward(x, at::full({1}, 500.0f), c.io.at("context").narrow(0, 0, 1));
+    ASSERT_TRUE(eps.ok()) << eps.status();
+    EXPECT_EQ(eps->sizes(), x.sizes());
+    EXPECT_TRUE(at::isfinite(*eps).all().item<bool>());
+  }
+}
+
+TEST(UNetTest, ResidualsAreAddedToTheSkipsAndTheMiddleOutput) {
+  for (const auto& c : testing::LoadCases("unet-tiny")) {
+    auto unet = TinyUNet(c);
+    ASSERT_NE(unet, nullptr);
+    const auto& io = c.io;
+    engine::UNetTrace trace;
+    engine::UNetCallOptions traced;
+    traced.trace = &trace;
+    auto base = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), traced);
+    ASSERT_TRUE(base.ok());
+
+    // Zero residuals change nothing; a residual of -skip removes that skip's content.
+    std::array<at::Tensor, engine::kUNetResiduals> residuals;
+    for (int i = 0; i < 12; ++i) residuals[i] = at::zeros_like(trace.input_blocks[i]);
+    residuals[12] = at::zeros_like(trace.middle_block);
+    engine::UNetCallOptions with;
+    with.residuals = &residuals;
+    auto zero = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), with);
+    ASSERT_TRUE(zero.ok());
+    EXPECT_TRUE(at::equal(*zero, *base));
+
+    // A middle residual changes the result.
+    residuals[12] = at::ones_like(trace.middle_block);
+    auto shifted = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), with);
+    ASSERT_TRUE(shifted.ok());
+    EXPECT_FALSE(at::allclose(*shifted, *base));
+
+    // A residual on skip 11 (consumed by output block 0) leaves the down path alone and changes output block 0.
+    residuals[12] = at::Tensor();
+    residuals[11] = -trace.input_blocks[11];
+    engine::UNetTrace trace2;
+    engine::UNetCallOptions with_trace = with;
+    with_trace.trace = &trace2;
+    auto zeroed = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), with_trace);
+    ASSERT_TRUE(zeroed.ok());
+    EXPECT_TRUE(at::equal(trace2.input_blocks[11], trace.input_blocks[11]));  // residuals never touch the down path
+    EXPECT_FALSE(at::allclose(trace2.output_blocks[0], trace.output_blocks[0]));
+
+    residuals[11] = at::zeros({1, 1, 1, 1});
+    auto bad = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), with);
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(bad.status().message().find("residual 11"), std::string::npos) << bad.status();
+  }
+}
+
+TEST(UNetTest, BlockHookSeesTheTwentyOnePointsInOrder) {
+  for (const auto& c : testing::LoadCases("unet-tiny")) {
+    auto unet = TinyUNet(c);
+    ASSERT_NE(unet, nullptr);
+    const auto& io = c.io;
+    auto base = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"));
+    ASSERT_TRUE(base.ok());
+    std::vector<engine::UNetBlockPoint> seen;
+    std::vector<int64_t> channels;
+    engine::UNetCallOptions options;
+    options.block_hook = [&](const engine::UNetBlockPoint& where, at::Tensor& hidden) {
+      seen.push_back(where);
+      channels.push_back(hidden.size(1));
+      return absl::OkStatus();
+    };
+    auto identity = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), options);
+    ASSERT_TRUE(identity.ok());
+    EXPECT_TRUE(at::equal(*identity, *base));
+    ASSERT_EQ(seen.size(), static_cast<size_t>(engine::kUNetBlockPoints));
+    const int input_index[] = {1, 2, 4, 5, 7, 8, 10, 11};
+    for (int p = 0; p < 21; ++p) {
+      EXPECT_EQ(seen[p].point, p);
+      if (p < 8) {
+        EXPECT_EQ(seen[p].kind, engine::UNetBlockKind::kInput);
+        EXPECT_EQ(seen[p].index, input_index[p]);
+      } else if (p == 8) {
+        EXPECT_EQ(seen[p].kind, engine::UNetBlockKind::kMiddle);
+      } else {
+        EXPECT_EQ(seen[p].kind, engine::UNetBlockKind::kOutput);
+        EXPECT_EQ(seen[p].index, p - 9);
+      }
+    }
+    // Output blocks 2, 5 and 8 call the hook before their upsampler: at the lower resolution, with the block's
+    // output channels (64 at level 3, 32 below in this tiny model).
+    EXPECT_EQ(channels[9 + 2], 64);
+
+    // A hook that changes the hidden state changes eps; one that returns another shape or fails is an error.
+    options.block_hook = [&](const engine::UNetBlockPoint& where, at::Tensor& hidden) {
+      if (where.point == 8) hidden = hidden * 2;
+      return absl::OkStatus();
+    };
+    auto changed = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), options);
+    ASSERT_TRUE(changed.ok());
+    EXPECT_FALSE(at::allclose(*changed, *base));
+    options.block_hook = [&](const engine::UNetBlockPoint&, at::Tensor& hidden) {
+      hidden = hidden.narrow(0, 0, 1);
+      return absl::OkStatus();
+    };
+    EXPECT_EQ(unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), options).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    options.block_hook = [&](const engine::UNetBlockPoint&, at::Tensor&) {
+      return absl::FailedPreconditionError("motion module broke");
+    };
+    auto failed = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), options);
+    EXPECT_EQ(failed.status().code(), absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+// AnimateDiff v1 normalises each video over its frames. Two identical frames have the statistics of one, so the
+// result equals the per-frame one; two different frames do not.
+TEST(UNetTest, GroupNormOverFramesNormalisesVideosJointly) {
+  for (const auto& c : testing::LoadCases("unet-tiny")) {
+    auto unet = TinyUNet(c);
+    ASSERT_NE(unet, nullptr);
+    const at::Tensor frame = c.io.at("x").narrow(0, 0, 1);
+    const at::Tensor x = at::cat({frame, frame});
+    const at::Tensor t = at::full({2}, 700.0f);
+    const at::Tensor ctx = c.io.at("context").narrow(0, 0, 1).repeat({2, 1, 1});
+    engine::UNetCallOptions video;
+    video.frames_per_video = 2;
+    auto plain = unet->Forward(x, t, ctx);
+    auto joint = unet->Forward(x, t, ctx, video);
+    ASSERT_TRUE(plain.ok() && joint.ok());
+    EXPECT_TRUE(AllClose(*joint, *plain, 1e-5, 1e-5, "identical frames, joint vs per-frame"));
+    const at::Tensor different = c.io.at("x");
+    auto plain2 = unet->Forward(different, t, ctx);
+    auto joint2 = unet->Forward(different, t, ctx, video);
+    ASSERT_TRUE(plain2.ok() && joint2.ok());
+    EXPECT_FALSE(at::allclose(*joint2, *plain2, 1e-4, 1e-4));
+    video.frames_per_video = 3;
+    EXPECT_EQ(unet->Forward(x, t, ctx, video).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+// An inpainting UNet whose 5 extra input channels have zero weights computes the same eps as the plain model.
+TEST(UNetTest, InpaintingModelTakesNineChannels) {
+  for (const auto& c : testing::LoadCases("unet-tiny")) {
+    engine::WeightMap weights = TinyWeights(c);
+    const at::Tensor w = weights.at("input_blocks.0.0.weight");
+    weights["input_blocks.0.0.weight"] = at::cat({w, at::zeros({w.size(0), 5, 3, 3})}, 1);
+    engine::UNetConfig config = ConfigOf(c);
+    config.in_channels = 9;
+    auto unet = engine::UNet::Create(config, weights);
+    ASSERT_TRUE(unet.ok()) << unet.status();
+    const at::Tensor x = at::cat({c.io.at("x"), at::randn({2, 5, 16, 16})}, 1);
+    auto eps = (*unet)->Forward(x, c.io.at("timesteps"), c.io.at("context"));
+    ASSERT_TRUE(eps.ok()) << eps.status();
+    EXPECT_TRUE(AllClose(*eps, c.io.at("eps"), c.atol, c.rtol, "inpainting model, zero mask weights"));
+    EXPECT_EQ((*unet)->Forward(c.io.at("x"), c.io.at("timesteps"), c.io.at("context")).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
+TEST(UNetTest, BadWeightsAreNamed) {
+  for (const auto& c : testing::LoadCases("unet-tiny")) {
+    const engine::WeightMap good = TinyWeights(c);
+    engine::WeightMap missing = good;
+    missing.erase("middle_block.1.proj_in.weight");
+    auto a = engine::UNet::Create(ConfigOf(c), missing);
+    ASSERT_FALSE(a.ok());
+    EXPECT_NE(a.status().message().find("missing: model.diffusion_model.middle_block.1.proj_in.weight"),
+              std::string::npos)
+        << a.status();
+    engine::WeightMap extra = good;
+    extra["input_blocks.1.2.weight"] = at::zeros({1});
+    auto b = engine::UNet::Create(ConfigOf(c), extra);
+    ASSERT_FALSE(b.ok());
+    EXPECT_NE(b.status().message().find("unexpected: model.diffusion_model.input_blocks.1.2.weight"),
+              std::string::npos)
+        << b.status();
+    engine::WeightMap misshaped = good;
+    misshaped["out.2.weight"] = at::zeros({4, 32, 1, 1});
+    auto d = engine::UNet::Create(ConfigOf(c), misshaped);
+    ASSERT_FALSE(d.ok());
+    EXPECT_NE(d.status().message().find("out.2.weight is [4, 32, 1, 1], expected [4, 32, 3, 3]"), std::string::npos)
+        << d.status();
+  }
+}
+
+TEST(UNetTest, BadInputsAreInvalidArgument) {
+  for (const auto& c : testing::LoadCases("unet-tiny")) {
+    auto unet = TinyUNet(c);
+    ASSERT_NE(unet, nullptr);
+    const auto& io = c.io;
+    auto code = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& ctx) {
+      return unet->Forward(x, t, ctx).status().code();
+    };
+    EXPECT_EQ(code(at::zeros({2, 3, 16, 16}), io.at("timesteps"), io.at("context")),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(code(io.at("x"), at::zeros({3}), io.at("context")), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(code(io.at("x"), io.at("timesteps"), at::zeros({2, 77, 31})), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(code(io.at("x"), io.at("timesteps"), at::zeros({1, 77, 32})), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+}  // namespace
+}  // namespace atelier
