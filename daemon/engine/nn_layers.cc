@@ -21,6 +21,36 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) const { return at::linear(x, weight, bias); }
 
+namespace {
+thread_local GroupNormStats* active_stats = nullptr;
+
+// GroupNorm with statistics from `stats` (recorded now, or replayed). x is float32 [rows, C, ...].
+at::Tensor GroupNormWithStats(const at::Tensor& x, int64_t groups, const at::Tensor& w, const at::Tensor& b, double eps,
+                              GroupNormStats& stats) {
+  const int64_t rows = x.size(0), channels = x.size(1);
+  const at::Tensor grouped = x.reshape({rows, groups, -1});
+  at::Tensor mean, rstd;
+  if (stats.recording) {
+    auto [var, m] = at::var_mean(grouped, {2}, /*unbiased=*/false, /*keepdim=*/false);
+    mean = m;
+    rstd = at::rsqrt(var + eps);
+    stats.mean_rstd.emplace_back(mean, rstd);
+  } else {
+    TORCH_CHECK(stats.next < stats.mean_rstd.size(), "GroupNorm statistics replay ran past the recording");
+    std::tie(mean, rstd) = stats.mean_rstd[stats.next++];
+    TORCH_CHECK(mean.size(0) == rows && mean.size(1) == groups, "GroupNorm statistics replay: shape mismatch");
+  }
+  std::vector<int64_t> shape = {rows, groups, 1};
+  const at::Tensor y = (grouped - mean.view(shape)) * rstd.view(shape);
+  std::vector<int64_t> affine(static_cast<size_t>(x.dim()), 1);
+  affine[1] = channels;
+  return y.view(x.sizes()) * w.view(affine) + b.view(affine);
+}
+}  // namespace
+
+GroupNormStatsScope::GroupNormStatsScope(GroupNormStats* stats) : previous_(active_stats) { active_stats = stats; }
+GroupNormStatsScope::~GroupNormStatsScope() { active_stats = previous_; }
+
 GroupNormImpl::GroupNormImpl(int64_t channels, double eps, int64_t groups) : groups_(groups), eps_(eps) {
   weight = register_parameter("weight", at::empty({channels}), false);
   bias = register_parameter("bias", at::empty({channels}), false);
@@ -31,7 +61,9 @@ at::Tensor GroupNormImpl::forward(const at::Tensor& x, int64_t frames) const {
   at::Tensor h = upcast ? x.to(at::kFloat) : x;
   const at::Tensor w = weight.scalar_type() == at::kFloat ? weight : weight.to(at::kFloat);
   const at::Tensor b = bias.scalar_type() == at::kFloat ? bias : bias.to(at::kFloat);
-  if (frames > 0 && x.dim() == 4 && x.size(0) % frames == 0) {
+  if (active_stats != nullptr) {
+    h = GroupNormWithStats(h.contiguous(), groups_, w, b, eps_, *active_stats);
+  } else if (frames > 0 && x.dim() == 4 && x.size(0) % frames == 0) {
     const int64_t videos = x.size(0) / frames, c = x.size(1), height = x.size(2), width = x.size(3);
     h = h.reshape({videos, frames, c, height, width}).permute({0, 2, 1, 3, 4});
     h = at::group_norm(h, groups_, w, b, eps_).permute({0, 2, 1, 3, 4}).reshape({videos * frames, c, height, width});

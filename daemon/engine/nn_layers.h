@@ -6,6 +6,8 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 namespace atelier::engine {
 
@@ -51,6 +53,27 @@ class GroupNormImpl : public torch::nn::Module {
   double eps_;
 };
 TORCH_MODULE(GroupNorm);
+
+// GroupNorm statistics shared between calls: while a GroupNormStatsScope is active on this thread, every GroupNorm
+// forward either records its per-(row, group) mean and inverse std (in call order) or replays the recorded ones in
+// the same order instead of computing its own. Tiled VAE runs record on a downscaled whole image and replay in
+// every tile, so all tiles normalise alike (no seams or colour shifts between tiles).
+struct GroupNormStats {
+  bool recording = true;
+  std::vector<std::pair<at::Tensor, at::Tensor>> mean_rstd;  // [rows, groups] each, float32
+  size_t next = 0;  // replay position
+};
+
+class GroupNormStatsScope {
+ public:
+  explicit GroupNormStatsScope(GroupNormStats* stats);
+  ~GroupNormStatsScope();
+  GroupNormStatsScope(const GroupNormStatsScope&) = delete;
+  GroupNormStatsScope& operator=(const GroupNormStatsScope&) = delete;
+
+ private:
+  GroupNormStats* previous_;
+};
 
 class LayerNormImpl : public torch::nn::Module {
  public:

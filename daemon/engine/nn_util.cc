@@ -73,21 +73,30 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
         .squeeze(0);
   }
 #endif
+  // Scores and softmax in float32 whatever the input dtype: bf16 scores (8 bits of mantissa) would put errors of
+  // several percent into exp(). The probabilities go back to v's dtype for the second product.
+  const bool upcast = q.scalar_type() != at::kFloat;
   const int64_t batch = q.size(0), queries = q.size(1), keys = k.size(1);
-  const int64_t bytes_per_query = batch * keys * static_cast<int64_t>(q.element_size());
+  const int64_t bytes_per_query = batch * keys * static_cast<int64_t>(sizeof(float));
   const int64_t slice = std::max<int64_t>(1, std::min<int64_t>(queries, max_score_bytes / std::max<int64_t>(1, bytes_per_query)));
-  const at::Tensor kt = k.transpose(1, 2);
-  const at::Tensor qs = q * scale;  // scaling q costs N*D, scaling the scores N*M
-  if (slice == queries) return at::bmm(at::softmax(at::bmm(qs, kt), -1), v);
-  at::Tensor out = at::empty({batch, queries, v.size(2)}, q.options());
-  at::Tensor scores = at::empty({batch, slice, keys}, q.options());  // reused by every slice
+  const at::Tensor kt = (upcast ? k.to(at::kFloat) : k).transpose(1, 2);
+  const at::Tensor qs = (upcast ? q.to(at::kFloat) : q) * scale;  // scaling q costs N*D, scaling the scores N*M
+  if (slice == queries) {
+    const at::Tensor p = at::softmax(at::bmm(qs, kt), -1);
+    return at::bmm(upcast ? p.to(v.scalar_type()) : p, v);
+  }
+  at::Tensor out = at::empty({batch, queries, v.size(2)}, v.options());
+  at::Tensor scores = at::empty({batch, slice, keys}, qs.options());  // reused by every slice
+  at::Tensor probs = upcast ? at::empty({batch, slice, keys}, v.options()) : scores;
   for (int64_t start = 0; start < queries; start += slice) {
     const int64_t n = std::min(slice, queries - start);
     at::Tensor s = scores.narrow(1, 0, n);
     at::bmm_out(s, qs.narrow(1, start, n), kt);
     at::softmax_out(s, s, -1);
+    at::Tensor p = probs.narrow(1, 0, n);
+    if (upcast) p.copy_(s);
     at::Tensor dest = out.narrow(1, start, n);
-    at::bmm_out(dest, s, v);
+    at::bmm_out(dest, p, v);
   }
   return out;
 }

@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
 namespace atelier::engine {
@@ -101,6 +102,52 @@ int DeviceIndex(const std::string& device) {
 }  // namespace
 
 std::string TorchVersion() { return TORCH_VERSION; }
+
+CpuFeatures DetectCpuFeatures() {
+  CpuFeatures cpu;
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!absl::StartsWith(line, "flags")) continue;
+    for (absl::string_view flag : absl::StrSplit(line, ' ', absl::SkipEmpty())) {
+      cpu.avx2 |= flag == "avx2";
+      cpu.avx512f |= flag == "avx512f";
+      cpu.avx512bw |= flag == "avx512bw";
+      cpu.avx512vl |= flag == "avx512vl";
+      cpu.avx512dq |= flag == "avx512dq";
+      cpu.avx512_bf16 |= flag == "avx512_bf16";
+      cpu.amx_bf16 |= flag == "amx_bf16";
+    }
+    break;
+  }
+  return cpu;
+}
+
+bool CpuBf16Supported(const CpuFeatures& cpu) { return cpu.avx512bw && cpu.avx512vl && cpu.avx512dq; }
+bool CpuBf16Native(const CpuFeatures& cpu) { return CpuBf16Supported(cpu) && (cpu.avx512_bf16 || cpu.amx_bf16); }
+
+absl::StatusOr<std::string> ResolveComputeDtype(const std::string& requested, const std::string& device) {
+  const bool cuda = absl::StartsWith(device, "cuda");
+  if (requested == "auto") return std::string(cuda ? "float16" : "float32");
+  if (requested == "float32") return requested;
+  if (requested == "float16") {
+    if (!cuda) {
+      return absl::InvalidArgumentError(
+          "--dtype float16 is for CUDA; on the CPU use float32 (default) or bfloat16");
+    }
+    return requested;
+  }
+  if (requested == "bfloat16") {
+    if (!cuda && !CpuBf16Supported(DetectCpuFeatures())) {
+      return absl::FailedPreconditionError(
+          "--dtype bfloat16 needs a CPU with AVX-512 (BW/VL/DQ; AVX512_BF16 to be fast); this one lacks it, so "
+          "libtorch would compute bfloat16 slowly and inaccurately. Use --dtype float32");
+    }
+    return requested;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown --dtype '", requested, "'; valid: auto, float32, bfloat16, float16"));
+}
 
 absl::StatusOr<RuntimeInfo> InitRuntime(const RuntimeOptions& options) {
   RuntimeInfo info;

@@ -33,6 +33,23 @@ struct MemoryFigures {
   std::int64_t device_free_bytes = 0;
 };
 
+// Instruction-set features of the CPU (from /proc/cpuinfo).
+struct CpuFeatures {
+  bool avx2 = false, avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+  bool avx512_bf16 = false, amx_bf16 = false;
+};
+CpuFeatures DetectCpuFeatures();
+// Whether libtorch runs bfloat16 convolutions and matmuls through oneDNN here (it needs AVX-512 BW/VL/DQ). Without
+// them its bf16 fallback is slow and accumulates in bf16, several percent off float32.
+bool CpuBf16Supported(const CpuFeatures& cpu);
+// Whether the CPU has native bf16 dot products (AVX512_BF16 or AMX), where bf16 is ~1.7-2x faster than float32.
+bool CpuBf16Native(const CpuFeatures& cpu);
+
+// The compute dtype for `requested` ("auto", "float32", "bfloat16", "float16") on `device`: "float32",
+// "bfloat16" or "float16". auto is float32 on the CPU (WebUI's numbers) and float16 on CUDA. INVALID_ARGUMENT
+// names the valid choices; FAILED_PRECONDITION when the CPU cannot run bfloat16 properly.
+absl::StatusOr<std::string> ResolveComputeDtype(const std::string& requested, const std::string& device);
+
 // Configures libtorch (and OpenBLAS) threads and checks the device. Call once at start-up, before any model code.
 // FAILED_PRECONDITION when CUDA is asked for but not available; INVALID_ARGUMENT for an unknown device string.
 absl::StatusOr<RuntimeInfo> InitRuntime(const RuntimeOptions& options);

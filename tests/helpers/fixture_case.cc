@@ -81,4 +81,11 @@ std::map<std::string, at::Tensor> ReadWeights(const FixtureCase& c, const std::s
                                        << " of " << diff.numel() << " elements outside)";
 }
 
+double RelativeRmsError(const at::Tensor& got, const at::Tensor& want, const std::string& label) {
+  const at::Tensor g = got.to(at::kDouble), w = want.to(at::kDouble);
+  const double error = ((g - w).norm() / w.norm().clamp_min(1e-30)).item<double>();
+  std::printf("    %-40s relative RMS error %.3g\n", label.c_str(), error);
+  return error;
+}
+
 }  // namespace atelier::testing

@@ -39,4 +39,7 @@ std::map<std::string, at::Tensor> ReadWeights(const FixtureCase& c, const std::s
 ::testing::AssertionResult AllClose(const at::Tensor& got, const at::Tensor& want, double atol, double rtol,
                                     const std::string& label = "");
 
+// ||got - want|| / ||want|| (Frobenius), printed with `label`.
+double RelativeRmsError(const at::Tensor& got, const at::Tensor& want, const std::string& label);
+
 }  // namespace atelier::testing

@@ -10,6 +10,7 @@
 #include <map>
 
 #include "engine/unet.h"
+#include "engine/runtime.h"
 #include "fixture_case.h"
 #include "test_support.h"
 
@@ -112,9 +113,12 @@ TEST(UNetTest, TinyModelReproducesTheGoldens) {
   }
 }
 
-// bf16 weights and activations (the fast CPU path): within a stated tolerance of the float32 goldens, measured
-// relative to the output's scale (eps is ~N(0,1)-sized).
+// bf16 weights and activations (the fast CPU path): relative RMS error against the float32 goldens within 3%.
 TEST(UNetTest, Bfloat16StaysCloseToTheFloat32Goldens) {
+  if (!engine::CpuBf16Supported(engine::DetectCpuFeatures())) {
+    GTEST_SKIP() << "this CPU lacks AVX-512 BW/VL/DQ: libtorch has no proper bf16 path here (the daemon refuses "
+                    "--dtype bfloat16)";
+  }
   for (const auto& c : testing::LoadCases("unet-tiny")) {
     auto unet = TinyUNet(c, at::kBFloat16);
     ASSERT_NE(unet, nullptr);
@@ -122,9 +126,7 @@ TEST(UNetTest, Bfloat16StaysCloseToTheFloat32Goldens) {
     auto eps = unet->Forward(c.io.at("x"), c.io.at("timesteps"), c.io.at("context"));
     ASSERT_TRUE(eps.ok()) << eps.status();
     EXPECT_EQ(eps->scalar_type(), at::kFloat);
-    const at::Tensor want = c.io.at("eps");
-    const double scale = want.abs().max().item<double>();
-    EXPECT_TRUE(AllClose(*eps, want, 0.05 * scale, 0.0, "bf16 eps vs f32 goldens"));
+    EXPECT_LE(testing::RelativeRmsError(*eps, c.io.at("eps"), "bf16 eps vs f32 goldens"), 0.03);
   }
 }
 
