@@ -88,4 +88,22 @@ double RelativeRmsError(const at::Tensor& got, const at::Tensor& want, const std
   return error;
 }
 
+::testing::AssertionResult Uint8Equal(const at::Tensor& got, const at::Tensor& want, const at::Tensor& scaled,
+                                      bool rounding, double boundary_tol, const std::string& label) {
+  if (got.sizes() != want.sizes() || got.sizes() != scaled.sizes()) {
+    return ::testing::AssertionFailure() << label << ": shapes differ";
+  }
+  const at::Tensor diff = (got.to(at::kInt) - want.to(at::kInt)).abs();
+  const at::Tensor s = scaled.to(at::kDouble);
+  const at::Tensor boundary = rounding ? at::floor(s) + 0.5 : at::round(s);
+  const at::Tensor near = (s - boundary).abs() <= boundary_tol;
+  const int64_t off_by_one = (diff == 1).sum().item<int64_t>();
+  const int64_t bad = ((diff > 1) | ((diff == 1) & ~near)).sum().item<int64_t>();
+  std::printf("    %-40s %lld of %lld bytes differ by 1 (at quantisation boundaries), %lld wrong\n", label.c_str(),
+              static_cast<long long>(off_by_one), static_cast<long long>(got.numel()), static_cast<long long>(bad));
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << label << ": " << bad << " bytes differ away from a quantisation boundary (max diff "
+                                       << diff.max().item<int>() << ")";
+}
+
 }  // namespace atelier::testing

@@ -42,4 +42,9 @@ std::map<std::string, at::Tensor> ReadWeights(const FixtureCase& c, const std::s
 // ||got - want|| / ||want|| (Frobenius), printed with `label`.
 double RelativeRmsError(const at::Tensor& got, const at::Tensor& want, const std::string& label);
 
+// uint8 images equal, except +-1 where the value before quantisation (`scaled`, in 0..255 units, computed here)
+// lies within `boundary_tol` of the quantisation boundary (an integer when truncating, k + 0.5 when rounding).
+::testing::AssertionResult Uint8Equal(const at::Tensor& got, const at::Tensor& want, const at::Tensor& scaled,
+                                      bool rounding, double boundary_tol, const std::string& label);
+
 }  // namespace atelier::testing
