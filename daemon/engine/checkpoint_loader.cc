@@ -68,6 +68,11 @@ at::Tensor ComputeAlphasCumprod(const ScheduleConfig& s) {
   return at::cumprod(betas.neg().add(1.0), 0).to(at::kFloat);
 }
 
+at::Tensor ComputeLinearBetaAlphasCumprod(double beta_start, double beta_end, int64_t timesteps) {
+  const at::Tensor betas = at::linspace(beta_start, beta_end, timesteps, at::TensorOptions().dtype(at::kFloat));
+  return at::cumprod(betas.neg().add(1.0), 0);
+}
+
 absl::StatusOr<WeightMap> LoadVaeFile(const fs::path& path, const VaeConfig& config, const LoadOptions& options) {
   auto set = ReadTensorSet(path);
   if (!set.ok()) return set.status();
@@ -96,6 +101,31 @@ absl::StatusOr<WeightMap> LoadVaeFile(const fs::path& path, const VaeConfig& con
   for (const auto& [key, tensor] : kept) vae[key] = convert(*tensor);
   return vae;
 }
+
+absl::StatusOr<WeightMap> LoadCheckpointVae(const fs::path& path, const LoadOptions& options) {
+  auto set = ReadTensorSet(path);
+  if (!set.ok()) return set.status();
+  std::vector<std::pair<std::string, const at::Tensor*>> kept;
+  for (const auto& [raw_name, tensor] : set->tensors) {
+    const std::string name = NormalizeSd1Key(raw_name);
+    if (absl::StartsWith(name, kVaePrefix)) kept.emplace_back(name.substr(std::strlen(kVaePrefix)), &tensor);
+  }
+  if (kept.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path.filename().string(), "' has no VAE (first_stage_model.*)"));
+  }
+  std::vector<const at::Tensor*> inputs;
+  for (const auto& k : kept) inputs.push_back(k.second);
+  try {
+    Converter convert(options, inputs);
+    WeightMap vae;
+    for (const auto& [key, tensor] : kept) vae[key] = convert(*tensor);
+    return vae;
+  } catch (const std::exception& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("loading the VAE of '", path.filename().string(), "' failed: ", e.what()));
+  }
+}
+
+std::int64_t ResidentBytes(const Sd1Weights& w) { return Bytes(w.unet) + Bytes(w.vae) + Bytes(w.text_encoder); }
 
 absl::StatusOr<std::shared_ptr<const Sd1Weights>> LoadSd1Checkpoint(const fs::path& path, const std::string& filename,
                                                                     const fs::path& vae_file,
@@ -168,7 +198,7 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> LoadSd1Checkpoint(const fs::pa
   if (weights->text_encoder.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("'", label, "' has no text encoder (cond_stage_model.transformer.*)"));
   }
-  weights->resident_bytes = Bytes(weights->unet) + Bytes(weights->vae) + Bytes(weights->text_encoder);
+  weights->resident_bytes = ResidentBytes(*weights);
   weights->load_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return std::shared_ptr<const Sd1Weights>(std::move(weights));
 }

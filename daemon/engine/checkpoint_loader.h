@@ -53,7 +53,18 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> LoadSd1Checkpoint(const std::f
 absl::StatusOr<WeightMap> LoadVaeFile(const std::filesystem::path& path, const VaeConfig& config,
                                       const LoadOptions& options);
 
+// The VAE of an SD1.x checkpoint alone (first_stage_model.*, prefix removed), converted as LoadSd1Checkpoint does.
+absl::StatusOr<WeightMap> LoadCheckpointVae(const std::filesystem::path& path, const LoadOptions& options);
+
+// Bytes of the UNet, VAE and text-encoder tensors.
+std::int64_t ResidentBytes(const Sd1Weights& weights);
+
 // DDPM.register_schedule's alphas_cumprod for a linear-in-sqrt beta schedule, computed in float64, as float32.
 at::Tensor ComputeAlphasCumprod(const ScheduleConfig& schedule);
+
+// cumprod(1 - linspace(beta_start, beta_end, timesteps)) in float32: the schedule sd-webui-animatediff installs on
+// the model while a motion module is injected (linear betas 0.00085..0.012, not SD's scaled-linear). A job swaps it
+// in for the model's alphas_cumprod; the UNet itself only sees timesteps.
+at::Tensor ComputeLinearBetaAlphasCumprod(double beta_start = 0.00085, double beta_end = 0.012, int64_t timesteps = 1000);
 
 }  // namespace atelier::engine

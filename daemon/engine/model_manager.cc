@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -172,6 +174,9 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> ModelManager::Load(const std::
   auto vae = ResolveVae(vae_request, *entry);
   if (!vae.ok()) return vae.status();
   const fs::path path = folders_->FolderPath(ModelFolder::kCheckpoint) / entry->filename;
+  if (auto swapped = SwapVae(path, *entry, *vae, vae_request); swapped.ok() || !absl::IsUnavailable(swapped.status())) {
+    return swapped;
+  }
   auto sha256 = hashes_.Sha256(path);
   if (!sha256.ok()) return sha256.status();
   auto loaded = LoadSd1Checkpoint(path, entry->filename, *vae, options_);
@@ -189,6 +194,36 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> ModelManager::Load(const std::
                        result->config.source, ", VAE: ", result->vae_source, ") in ", result->load_seconds, " s, ",
                        result->resident_bytes / (1 << 20), " MiB ", std::string(c10::toString(result->dtype)), " on ",
                        result->device));
+  return result;
+}
+
+absl::StatusOr<std::shared_ptr<const Sd1Weights>> ModelManager::SwapVae(const fs::path& checkpoint_path,
+                                                                        const ModelFileEntry& entry,
+                                                                        const fs::path& vae_file,
+                                                                        const std::string& vae_request) {
+  std::shared_ptr<const Sd1Weights> base = current();
+  if (base == nullptr || base->filename != entry.filename) return absl::UnavailableError("another checkpoint");
+  const std::string source = vae_file.empty() ? "checkpoint" : vae_file.filename().string();
+  if (base->vae_source == source) {  // e.g. "Automatic" resolving to what is loaded
+    std::lock_guard<std::mutex> lock(current_mu_);
+    current_vae_request_ = vae_request;
+    return current_;
+  }
+  const absl::Time start = absl::Now();
+  auto vae = vae_file.empty() ? LoadCheckpointVae(checkpoint_path, options_) : LoadVaeFile(vae_file, base->config.vae, options_);
+  if (!vae.ok()) return vae.status();
+  auto weights = std::make_shared<Sd1Weights>(*base);  // shares the UNet and text encoder
+  weights->vae = *std::move(vae);
+  weights->vae_source = source;
+  weights->resident_bytes = ResidentBytes(*weights);
+  weights->load_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::shared_ptr<const Sd1Weights> result = std::move(weights);
+  {
+    std::lock_guard<std::mutex> lock(current_mu_);
+    current_ = result;
+    current_vae_request_ = vae_request;
+  }
+  LogInfo(absl::StrCat("VAE of ", result->title, " switched to ", source, " in ", result->load_seconds, " s"));
   return result;
 }
 

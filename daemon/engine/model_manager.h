@@ -44,7 +44,8 @@ class ModelManager {
   absl::StatusOr<std::filesystem::path> ResolveVae(const std::string& sd_vae, const ModelFileEntry& checkpoint);
 
   // Loads a checkpoint (see FindCheckpoint) with a VAE (see ResolveVae) and makes it current. Loading what is
-  // already current does nothing. The previous model stays current on any error.
+  // already current does nothing; another VAE for the current checkpoint replaces only the VAE (the UNet and text
+  // encoder are shared with the previous model, not reloaded). The previous model stays current on any error.
   absl::StatusOr<std::shared_ptr<const Sd1Weights>> Load(const std::string& checkpoint, const std::string& sd_vae);
   void Unload();
   std::shared_ptr<const Sd1Weights> current() const;
@@ -58,6 +59,11 @@ class ModelManager {
     std::string architecture, error, short_hash;
   };
   Identified Identify(const std::filesystem::path& path);
+  // Replaces the VAE of the current model when it is `entry`; UNAVAILABLE when another checkpoint is current.
+  absl::StatusOr<std::shared_ptr<const Sd1Weights>> SwapVae(const std::filesystem::path& checkpoint_path,
+                                                            const ModelFileEntry& entry,
+                                                            const std::filesystem::path& vae_file,
+                                                            const std::string& vae_request);
 
   const ModelFolders* folders_;
   HashCache hashes_;

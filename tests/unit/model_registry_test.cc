@@ -21,6 +21,7 @@
 #include "engine/safetensors_writer.h"
 #include "engine/sd_config.h"
 #include "engine/tensor_file.h"
+#include "fixture_case.h"
 #include "test_support.h"
 
 namespace atelier {
@@ -150,6 +151,19 @@ TEST(Sd1ConfigTest, ScheduleMatchesTheCheckpointBuffer) {
   const at::Tensor computed = engine::ComputeAlphasCumprod(engine::ScheduleConfig());
   EXPECT_EQ(computed.scalar_type(), at::kFloat);
   EXPECT_TRUE(computed.equal(stored.to(at::kFloat)));  // float64 computation cast to float32, bit for bit
+}
+
+TEST(Sd1ConfigTest, AnimateDiffLinearScheduleMatchesTheExtensions) {
+  const auto cases = testing::LoadCases("motion-module-tiny");
+  ASSERT_FALSE(cases.empty());
+  for (const auto& c : cases) {
+    const at::Tensor want = c.io.at("alphas_cumprod_animatediff");
+    const at::Tensor got = engine::ComputeLinearBetaAlphasCumprod();
+    EXPECT_EQ(got.scalar_type(), at::kFloat);
+    EXPECT_TRUE(testing::AllClose(got, want, 1e-7, 1e-6, "alphas_cumprod_animatediff"));
+    // It really differs from SD's scaled-linear schedule.
+    EXPECT_GT((got - engine::ComputeAlphasCumprod(engine::ScheduleConfig())).abs().max().item<float>(), 1e-3);
+  }
 }
 
 // ---- hashes ----
@@ -393,7 +407,18 @@ TEST_F(ModelManagerTest, LoadsConvertsAndKeepsTheOldModelOnFailure) {
   ASSERT_TRUE(with_vae.ok()) << with_vae.status();
   EXPECT_EQ((*with_vae)->vae_source, "tiny-vae.safetensors");
   EXPECT_TRUE((*with_vae)->vae.at("decoder.conv_out.weight").equal(w.vae.at("decoder.conv_out.weight") * 2));
-  EXPECT_TRUE((*with_vae)->unet.at("out.2.weight").equal(w.unet.at("out.2.weight")));
+  // Only the VAE was loaded: the UNet and text encoder are the same tensors (shared, not reloaded).
+  EXPECT_EQ((*with_vae)->unet.at("out.2.weight").data_ptr(), w.unet.at("out.2.weight").data_ptr());
+  EXPECT_EQ((*with_vae)->text_encoder.begin()->second.data_ptr(), w.text_encoder.begin()->second.data_ptr());
+  EXPECT_EQ((*with_vae)->sha256, w.sha256);
+  // And back to the checkpoint's own VAE, again without reloading the rest.
+  auto own_again = manager_->Load("tiny", "None");
+  ASSERT_TRUE(own_again.ok()) << own_again.status();
+  EXPECT_EQ((*own_again)->vae_source, "checkpoint");
+  EXPECT_TRUE((*own_again)->vae.at("decoder.conv_out.weight").equal(w.vae.at("decoder.conv_out.weight")));
+  EXPECT_EQ((*own_again)->unet.at("out.2.weight").data_ptr(), w.unet.at("out.2.weight").data_ptr());
+  with_vae = manager_->Load("tiny", "tiny-vae.safetensors");
+  ASSERT_TRUE(with_vae.ok()) << with_vae.status();
   auto bad_vae = manager_->Load("tiny", "missing-vae.pt");
   EXPECT_EQ(bad_vae.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(bad_vae.status().message()), HasSubstr("valid: Automatic, None, tiny-vae.safetensors"));
