@@ -12,6 +12,12 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) const {
   return at::conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_});
 }
 
+at::Tensor Conv2dImpl::ForwardTokens(const at::Tensor& tokens) const {
+  TORCH_CHECK(weight.size(2) == 1 && weight.size(3) == 1 && stride_ == 1 && padding_ == 0,
+              "ForwardTokens needs a 1x1 convolution");
+  return at::linear(tokens, weight.view({weight.size(0), weight.size(1)}), bias);
+}
+
 void Conv2dImpl::Prepare() {}
 
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {

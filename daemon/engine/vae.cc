@@ -50,11 +50,12 @@ struct AttnBlockImpl : torch::nn::Module {
         proj_out(register_module("proj_out", Conv2d(c, c, 1))) {}
   at::Tensor forward(const at::Tensor& x) const {
     const int64_t b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-    const at::Tensor n = norm->forward(x);
-    auto tokens = [&](const at::Tensor& t) { return t.reshape({b, c, h * w}).transpose(1, 2); };  // [b, hw, c]
-    const at::Tensor out = Attention(tokens(q->forward(n)), tokens(k->forward(n)), tokens(v->forward(n)),
+    // The 1x1 conv projections run on the tokens [b, hw, c] as matrix products; the result goes back to the
+    // standard NCHW layout (a permuted view would send every later convolution down the slower channels-last path).
+    const at::Tensor n = norm->forward(x).reshape({b, c, h * w}).transpose(1, 2).contiguous();
+    const at::Tensor out = Attention(q->ForwardTokens(n), k->ForwardTokens(n), v->ForwardTokens(n),
                                      1.0 / std::sqrt(static_cast<double>(c)));
-    return x + proj_out->forward(out.transpose(1, 2).reshape({b, c, h, w}));
+    return x + proj_out->ForwardTokens(out).transpose(1, 2).reshape({b, c, h, w}).contiguous();
   }
   GroupNorm norm;
   Conv2d q, k, v, proj_out;

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 
+#include "engine/nn_util.h"
 #include "engine/unet.h"
 #include "engine/runtime.h"
 #include "fixture_case.h"
@@ -27,6 +28,23 @@ Shapes ManifestShapes(const std::string& file, const std::string& prefix) {
     if (name.rfind(prefix, 0) == 0) out[name.substr(prefix.size())] = shape.get<std::vector<std::int64_t>>();
   }
   return out;
+}
+
+// The blocked CPU attention equals softmax(q k^T * scale) v computed whole in float64, whatever the block size
+// (a cap of 4 KiB forces blocks of a few queries, and slices that do not divide the query count).
+TEST(AttentionTest, BlockedAttentionEqualsTheWholeComputation) {
+  at::manual_seed(3);
+  const at::Tensor q = at::randn({3, 77, 40}), k = at::randn({3, 50, 40}), v = at::randn({3, 50, 40});
+  const double scale = 1.0 / std::sqrt(40.0);
+  const at::Tensor want =
+      at::bmm(at::softmax(at::bmm(q.to(at::kDouble), k.to(at::kDouble).transpose(1, 2)) * scale, -1), v.to(at::kDouble));
+  for (int64_t cap : {int64_t{4} << 10, int64_t{1} << 20}) {
+    EXPECT_TRUE(testing::AllClose(engine::Attention(q, k, v, scale, cap), want.to(at::kFloat), 1e-6, 1e-5,
+                                  "attention, cap " + std::to_string(cap)));
+  }
+  const at::Tensor bf = engine::Attention(q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16), scale);
+  EXPECT_EQ(bf.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(testing::AllClose(bf, want.to(at::kFloat), 0.05, 0.05, "attention, bfloat16 inputs"));
 }
 
 TEST(UNetTest, FullSizeModelMatchesTheSd15ManifestExactly) {

@@ -1,0 +1,182 @@
+// The image models at full SD1.5 size with random weights (scaled 1/sqrt(fan_in) so activations stay finite):
+// one UNet step for cond+uncond (batch 2) at 256x256 and 512x512, a VAE decode and a TAESD decode at 512x512.
+// Counters: seconds per call, achieved GFLOP/s (FLOP counts of ../shared/docs/perf-baseline.md for the UNet and
+// VAE, counted from the layers here for TAESD), that figure as a fraction of the fp32 GEMM peak measured at the
+// start of the same process, and the process's peak RSS (run one benchmark per process for a clean figure:
+// --benchmark_filter=UNetStep/512).
+#include <benchmark/benchmark.h>
+#include <sys/resource.h>
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "engine/runtime.h"
+#include "engine/taesd.h"
+#include "engine/unet.h"
+#include "engine/vae.h"
+
+namespace {
+
+using atelier::engine::WeightMap;
+
+void InitOnce() {
+  static const bool done = [] {
+    (void)atelier::engine::InitRuntime({"cpu", 0});
+    return true;
+  }();
+  (void)done;
+}
+
+// fp32 GEMM peak of this machine, measured once: the best of 16 2048^3 matmuls.
+double GemmPeakGflops() {
+  static const double peak = [] {
+    InitOnce();
+    const int64_t n = 2048;
+    const at::Tensor a = at::rand({n, n}), b = at::rand({n, n});
+    double best = 0;
+    for (int i = 0; i < 16; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const at::Tensor c = at::mm(a, b);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      best = std::max(best, 2.0 * n * n * n / s / 1e9);
+    }
+    std::fprintf(stderr, "fp32 GEMM peak (2048^3 matmul, best of 16): %.1f GFLOP/s\n", best);
+    return best;
+  }();
+  return peak;
+}
+
+double PeakRssMiB() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+WeightMap RandomWeights(const std::vector<std::pair<std::string, std::vector<int64_t>>>& shapes) {
+  at::manual_seed(0);
+  WeightMap weights;
+  for (const auto& [name, shape] : shapes) {
+    int64_t fan_in = 1;
+    for (size_t i = 1; i < shape.size(); ++i) fan_in *= shape[i];
+    const bool norm_weight = shape.size() == 1 && name.find("norm") != std::string::npos && name.size() > 6 &&
+                             name.compare(name.size() - 6, 6, "weight") == 0;
+    if (norm_weight) {
+      weights[name] = at::ones(shape);
+    } else if (shape.size() == 1) {
+      weights[name] = at::zeros(shape);
+    } else {
+      weights[name] = at::randn(shape) / std::sqrt(static_cast<double>(fan_in));
+    }
+  }
+  return weights;
+}
+
+// Counters from wall-clock seconds per call (the work is multi-threaded; CPU time of the main thread means little).
+void Report(benchmark::State& state, double gflop, double total_seconds) {
+  const double per_call = total_seconds / static_cast<double>(state.iterations());
+  state.counters["s/call"] = per_call;
+  state.counters["GFLOP/s"] = gflop / per_call;
+  state.counters["gemm_peak_GFLOP/s"] = GemmPeakGflops();
+  state.counters["of_peak"] = gflop / per_call / GemmPeakGflops();
+  state.counters["peak_RSS_MiB"] = PeakRssMiB();
+}
+
+void BM_UNetStep(benchmark::State& state) {
+  InitOnce();
+  (void)GemmPeakGflops();
+  const int64_t size = state.range(0);
+  const atelier::engine::UNetConfig config;
+  static std::unique_ptr<atelier::engine::UNet> unet;
+  if (unet == nullptr) {
+    auto created = atelier::engine::UNet::Create(config, RandomWeights(atelier::engine::UNet::ParameterShapes(config)));
+    if (!created.ok()) {
+      state.SkipWithError(std::string(created.status().message()).c_str());
+      return;
+    }
+    unet = *std::move(created);
+  }
+  const at::Tensor x = at::randn({2, 4, size / 8, size / 8});
+  const at::Tensor t = at::full({2}, 999.0);
+  const at::Tensor context = at::randn({2, 77, 768});
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto eps = unet->Forward(x, t, context);
+    total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!eps.ok()) {
+      state.SkipWithError(std::string(eps.status().message()).c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(eps->data_ptr());
+  }
+  const double gflop = size == 512 ? 1606 : size == 256 ? 360 : 1606.0 * (size * size) / (512.0 * 512.0);
+  Report(state, gflop, total);
+}
+BENCHMARK(BM_UNetStep)->Arg(256)->Arg(512)->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
+
+void BM_VaeDecode(benchmark::State& state) {
+  InitOnce();
+  (void)GemmPeakGflops();
+  const int64_t size = state.range(0);
+  const atelier::engine::VaeConfig config;
+  auto vae = atelier::engine::Vae::Create(config, RandomWeights(atelier::engine::Vae::ParameterShapes(config)));
+  if (!vae.ok()) {
+    state.SkipWithError(std::string(vae.status().message()).c_str());
+    return;
+  }
+  const at::Tensor latent = at::randn({1, 4, size / 8, size / 8});
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto image = (*vae)->Decode(latent);
+    total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!image.ok()) {
+      state.SkipWithError(std::string(image.status().message()).c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(image->data_ptr());
+  }
+  const double gflop = 2515.0 * (size * size) / (512.0 * 512.0);
+  Report(state, gflop, total);
+}
+BENCHMARK(BM_VaeDecode)->Arg(512)->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
+
+// TAESD decoder FLOP: 3x3 convs (2 * 9 * in * out per output pixel) at latent size h x w: conv 4->64 and 3 Blocks
+// (9 convs 64->64); at 2x: conv + 3 Blocks (10); at 4x: 10; at 8x: conv + Block (4) + conv 64->3.
+double TaesdDecodeGflop(int64_t h, int64_t w) {
+  const double c = 2.0 * 9 * 64 * 64, px = static_cast<double>(h * w);
+  const double flop = px * (2.0 * 9 * 4 * 64 + 9 * c) + 4 * px * 10 * c + 16 * px * 10 * c + 64 * px * (4 * c + 2.0 * 9 * 64 * 3);
+  return flop / 1e9;
+}
+
+void BM_TaesdDecode(benchmark::State& state) {
+  InitOnce();
+  (void)GemmPeakGflops();
+  const int64_t size = state.range(0);
+  const WeightMap weights = RandomWeights(atelier::engine::Taesd::ParameterShapes(atelier::engine::TaesdPart::kDecoder));
+  auto taesd = atelier::engine::Taesd::Create(&weights, nullptr);
+  if (!taesd.ok()) {
+    state.SkipWithError(std::string(taesd.status().message()).c_str());
+    return;
+  }
+  const at::Tensor latent = at::randn({1, 4, size / 8, size / 8});
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto image = (*taesd)->Decode(latent);
+    total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!image.ok()) {
+      state.SkipWithError(std::string(image.status().message()).c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(image->data_ptr());
+  }
+  const double gflop = TaesdDecodeGflop(size / 8, size / 8);
+  Report(state, gflop, total);
+}
+BENCHMARK(BM_TaesdDecode)->Arg(512)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
+
+}  // namespace
