@@ -242,8 +242,11 @@ at::Tensor Ramp(int64_t length, int64_t ramp, bool before, bool after) {
 }
 
 // Runs `fn` on overlapping tiles of `input` ([B, C, H, W], tiles of `tile` x `tile` in units of `in_unit` input
-// pixels) and blends the results, whose pixels are `out_unit` per unit. Every tile normalises with the GroupNorm
-// statistics of one run over the whole input downscaled (area average) to fit a tile.
+// pixels) and blends the results, whose pixels are `out_unit` per unit. Every tile normalises with the same GroupNorm
+// statistics: a first pass runs each tile with its own statistics and records them, and their area-weighted
+// combination (mean, and variance from E[x^2]) is what every tile replays in the second pass. Statistics taken from
+// the whole input downscaled to one tile were tried first: they come from another resolution and were off by more
+// than 2x at full SD size; per-tile statistics at full resolution stay close to the untiled result.
 absl::StatusOr<at::Tensor> RunTiled(const at::Tensor& input, const VaeTiling& tiling, int64_t in_unit, int64_t out_unit,
                                     const std::function<absl::StatusOr<at::Tensor>(const at::Tensor&)>& fn) {
   const int64_t units_h = input.size(2) / in_unit, units_w = input.size(3) / in_unit;
@@ -251,27 +254,43 @@ absl::StatusOr<at::Tensor> RunTiled(const at::Tensor& input, const VaeTiling& ti
   if (units_h <= tile && units_w <= tile) return fn(input);
   c10::InferenceMode inference;
   const auto ys = TileStarts(units_h, tile, overlap), xs = TileStarts(units_w, tile, overlap);
+  const int64_t th = std::min(tile, units_h), tw = std::min(tile, units_w);
+  auto piece_at = [&](size_t yi, size_t xi) {
+    return input.narrow(2, ys[yi] * in_unit, th * in_unit).narrow(3, xs[xi] * in_unit, tw * in_unit);
+  };
 
+  // Pass 1: every tile's own statistics, combined. rstd = 1/sqrt(var + eps), so 1/rstd^2 combines like var.
+  std::vector<at::Tensor> sum_mean, sum_square;  // per GroupNorm call: sum of mean, of (var + eps + mean^2)
+  const double tiles = static_cast<double>(ys.size() * xs.size());
+  for (size_t yi = 0; yi < ys.size(); ++yi) {
+    for (size_t xi = 0; xi < xs.size(); ++xi) {
+      GroupNormStats own;
+      {
+        GroupNormStatsScope scope(&own);
+        if (auto r = fn(piece_at(yi, xi)); !r.ok()) return r.status();
+      }
+      if (sum_mean.empty()) sum_mean.resize(own.mean_rstd.size()), sum_square.resize(own.mean_rstd.size());
+      for (size_t i = 0; i < own.mean_rstd.size() && i < sum_mean.size(); ++i) {
+        const auto& [mean, rstd] = own.mean_rstd[i];
+        const at::Tensor square = rstd.pow(-2) + mean * mean;
+        sum_mean[i] = sum_mean[i].defined() ? sum_mean[i] + mean : mean;
+        sum_square[i] = sum_square[i].defined() ? sum_square[i] + square : square;
+      }
+    }
+  }
   GroupNormStats stats;
-  {
-    const int64_t factor = (std::max(units_h, units_w) + tile - 1) / tile;
-    const int64_t small_h = std::max<int64_t>(1, units_h / factor), small_w = std::max<int64_t>(1, units_w / factor);
-    const at::Tensor small =
-        at::adaptive_avg_pool2d(input.to(at::kFloat), {small_h * in_unit, small_w * in_unit}).to(input.scalar_type());
-    GroupNormStatsScope scope(&stats);
-    if (auto r = fn(small); !r.ok()) return r.status();
+  for (size_t i = 0; i < sum_mean.size(); ++i) {
+    const at::Tensor mean = sum_mean[i] / tiles;
+    stats.mean_rstd.emplace_back(mean, at::rsqrt((sum_square[i] / tiles - mean * mean).clamp_min(1e-12)));
   }
   stats.recording = false;
 
   at::Tensor out, weight;
   for (size_t yi = 0; yi < ys.size(); ++yi) {
     for (size_t xi = 0; xi < xs.size(); ++xi) {
-      const int64_t th = std::min(tile, units_h), tw = std::min(tile, units_w);
-      const at::Tensor piece =
-          input.narrow(2, ys[yi] * in_unit, th * in_unit).narrow(3, xs[xi] * in_unit, tw * in_unit);
       stats.next = 0;
       GroupNormStatsScope scope(&stats);
-      auto result = fn(piece);
+      auto result = fn(piece_at(yi, xi));
       if (!result.ok()) return result.status();
       const at::Tensor r = result->to(at::kFloat);
       if (!out.defined()) {
@@ -280,7 +299,7 @@ absl::StatusOr<at::Tensor> RunTiled(const at::Tensor& input, const VaeTiling& ti
       }
       const at::Tensor wy = Ramp(th * out_unit, overlap * out_unit, yi > 0, yi + 1 < ys.size());
       const at::Tensor wx = Ramp(tw * out_unit, overlap * out_unit, xi > 0, xi + 1 < xs.size());
-      const at::Tensor w = wy.unsqueeze(1) * wx.unsqueeze(0);
+      const at::Tensor w = (wy.unsqueeze(1) * wx.unsqueeze(0)).to(r.device());
       out.narrow(2, ys[yi] * out_unit, th * out_unit).narrow(3, xs[xi] * out_unit, tw * out_unit).add_(r * w);
       weight.narrow(0, ys[yi] * out_unit, th * out_unit).narrow(1, xs[xi] * out_unit, tw * out_unit).add_(w);
     }

@@ -7,7 +7,7 @@
 // (512x512 image pixels) with 16 latent pixels (128 image pixels) of overlap, blended linearly across the overlap.
 // Only the full-resolution convolution paths are tiled: the latent-resolution part with the mid-block attention
 // runs on the whole latent (up to 128x128 latent pixels), and every tile normalises with the same GroupNorm
-// statistics, taken from one run over the whole input downscaled to a tile. So tiles agree with each other (no
+// statistics, combined from a first pass in which every tile uses its own. So tiles agree with each other (no
 // seams or colour shifts) and the result stays close to the untiled reference (the tests state the bound).
 #pragma once
 
