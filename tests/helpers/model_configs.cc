@@ -1,6 +1,21 @@
 #include "model_configs.h"
 
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "test_support.h"
+
 namespace atelier::testing {
+
+Shapes ManifestShapes(const std::string& file, const std::string& prefix) {
+  const auto manifest = nlohmann::json::parse(std::ifstream(FixturesDir().parent_path() / "manifests" / file));
+  Shapes out;
+  for (const auto& [name, shape] : manifest["tensors"].items()) {
+    if (name.rfind(prefix, 0) == 0) out[name.substr(prefix.size())] = shape.get<std::vector<std::int64_t>>();
+  }
+  return out;
+}
 
 engine::VaeConfig VaeConfigOf(const FixtureCase& c) {
   const auto& dd = c.json["config"]["ddconfig"];

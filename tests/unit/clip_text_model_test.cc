@@ -13,6 +13,7 @@
 #include "engine/clip_tokenizer.h"
 #include "engine/tensor_file.h"
 #include "fixture_case.h"
+#include "model_configs.h"
 #include "test_support.h"
 
 namespace atelier {
@@ -24,11 +25,7 @@ using testing::AllClose;
 constexpr char kPrefix[] = "cond_stage_model.transformer.";
 
 TEST(ClipTextModelTest, FullSizeModelMatchesTheSd15ManifestExactly) {
-  const auto manifest = nlohmann::json::parse(std::ifstream(testing::FixturesDir().parent_path() / "manifests/sd15-ldm.json"));
-  std::map<std::string, std::vector<std::int64_t>> expected;
-  for (const auto& [name, shape] : manifest["tensors"].items()) {
-    if (name.rfind(kPrefix, 0) == 0) expected[name.substr(sizeof(kPrefix) - 1)] = shape.get<std::vector<std::int64_t>>();
-  }
+  const testing::Shapes expected = testing::ManifestShapes("sd15-ldm.json", kPrefix);
   ASSERT_EQ(expected.size(), 197u);
   std::map<std::string, std::vector<std::int64_t>> got;
   for (const auto& [name, shape] : engine::ClipTextModel::ParameterShapes(engine::ClipTextConfig())) got[name] = shape;

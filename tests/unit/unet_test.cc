@@ -13,22 +13,15 @@
 #include "engine/unet.h"
 #include "engine/runtime.h"
 #include "fixture_case.h"
+#include "model_configs.h"
 #include "test_support.h"
 
 namespace atelier {
 namespace {
 
 using testing::AllClose;
-using Shapes = std::map<std::string, std::vector<std::int64_t>>;
-
-Shapes ManifestShapes(const std::string& file, const std::string& prefix) {
-  const auto manifest = nlohmann::json::parse(std::ifstream(testing::FixturesDir().parent_path() / "manifests" / file));
-  Shapes out;
-  for (const auto& [name, shape] : manifest["tensors"].items()) {
-    if (name.rfind(prefix, 0) == 0) out[name.substr(prefix.size())] = shape.get<std::vector<std::int64_t>>();
-  }
-  return out;
-}
+using testing::ManifestShapes;
+using testing::Shapes;
 
 // The blocked CPU attention equals softmax(q k^T * scale) v computed whole in float64, whatever the block size
 // (a cap of 4 KiB forces blocks of a few queries, and slices that do not divide the query count).

@@ -21,16 +21,8 @@ namespace atelier {
 namespace {
 
 using testing::AllClose;
-using Shapes = std::map<std::string, std::vector<std::int64_t>>;
-
-Shapes ManifestShapes(const std::string& file, const std::string& prefix) {
-  const auto manifest = nlohmann::json::parse(std::ifstream(testing::FixturesDir().parent_path() / "manifests" / file));
-  Shapes out;
-  for (const auto& [name, shape] : manifest["tensors"].items()) {
-    if (name.rfind(prefix, 0) == 0) out[name.substr(prefix.size())] = shape.get<std::vector<std::int64_t>>();
-  }
-  return out;
-}
+using testing::ManifestShapes;
+using testing::Shapes;
 
 TEST(VaeTest, FullSizeModelMatchesTheVaeFileAndCheckpointManifests) {
   const Shapes file = ManifestShapes("sd-vae-ft-mse.json", "");
