@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 
 #include "engine/runtime.h"
 #include "engine/taesd.h"
@@ -82,6 +83,22 @@ void Report(benchmark::State& state, double gflop, double total_seconds) {
   state.counters["peak_RSS_MiB"] = PeakRssMiB();
 }
 
+// Times `call` once per benchmark iteration (wall clock) and reports the counters; an error skips the benchmark.
+void TimeCalls(benchmark::State& state, double gflop, const std::function<absl::StatusOr<at::Tensor>()>& call) {
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto result = call();
+    total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!result.ok()) {
+      state.SkipWithError(std::string(result.status().message()).c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(result->data_ptr());
+  }
+  Report(state, gflop, total);
+}
+
 void BM_UNetStep(benchmark::State& state) {
   InitOnce();
   (void)GemmPeakGflops();
@@ -99,19 +116,8 @@ void BM_UNetStep(benchmark::State& state) {
   const at::Tensor x = at::randn({2, 4, size / 8, size / 8});
   const at::Tensor t = at::full({2}, 999.0);
   const at::Tensor context = at::randn({2, 77, 768});
-  double total = 0;
-  for (auto _ : state) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto eps = unet->Forward(x, t, context);
-    total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!eps.ok()) {
-      state.SkipWithError(std::string(eps.status().message()).c_str());
-      return;
-    }
-    benchmark::DoNotOptimize(eps->data_ptr());
-  }
   const double gflop = size == 512 ? 1606 : size == 256 ? 360 : 1606.0 * (size * size) / (512.0 * 512.0);
-  Report(state, gflop, total);
+  TimeCalls(state, gflop, [&] { return unet->Forward(x, t, context); });
 }
 BENCHMARK(BM_UNetStep)->Arg(256)->Arg(512)->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
 
@@ -126,19 +132,8 @@ void BM_VaeDecode(benchmark::State& state) {
     return;
   }
   const at::Tensor latent = at::randn({1, 4, size / 8, size / 8});
-  double total = 0;
-  for (auto _ : state) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto image = (*vae)->Decode(latent);
-    total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!image.ok()) {
-      state.SkipWithError(std::string(image.status().message()).c_str());
-      return;
-    }
-    benchmark::DoNotOptimize(image->data_ptr());
-  }
   const double gflop = 2515.0 * (size * size) / (512.0 * 512.0);
-  Report(state, gflop, total);
+  TimeCalls(state, gflop, [&] { return (*vae)->Decode(latent); });
 }
 BENCHMARK(BM_VaeDecode)->Arg(512)->Unit(benchmark::kSecond)->Iterations(2)->UseRealTime();
 
@@ -161,19 +156,8 @@ void BM_TaesdDecode(benchmark::State& state) {
     return;
   }
   const at::Tensor latent = at::randn({1, 4, size / 8, size / 8});
-  double total = 0;
-  for (auto _ : state) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto image = (*taesd)->Decode(latent);
-    total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!image.ok()) {
-      state.SkipWithError(std::string(image.status().message()).c_str());
-      return;
-    }
-    benchmark::DoNotOptimize(image->data_ptr());
-  }
   const double gflop = TaesdDecodeGflop(size / 8, size / 8);
-  Report(state, gflop, total);
+  TimeCalls(state, gflop, [&] { return (*taesd)->Decode(latent); });
 }
 BENCHMARK(BM_TaesdDecode)->Arg(512)->Unit(benchmark::kMillisecond)->Iterations(5)->UseRealTime();
 
