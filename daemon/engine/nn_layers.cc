@@ -18,8 +18,6 @@ at::Tensor Conv2dImpl::ForwardTokens(const at::Tensor& tokens) const {
   return at::linear(tokens, weight.view({weight.size(0), weight.size(1)}), bias);
 }
 
-void Conv2dImpl::Prepare() {}
-
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias) {
   weight = register_parameter("weight", at::empty({out, in}), false);
   if (with_bias) bias = register_parameter("bias", at::empty({out}), false);
@@ -86,12 +84,6 @@ LayerNormImpl::LayerNormImpl(int64_t channels, double eps) : eps_(eps) {
 
 at::Tensor LayerNormImpl::forward(const at::Tensor& x) const {
   return at::layer_norm(x, {weight.size(0)}, weight, bias, eps_);
-}
-
-void PrepareConvolutions(torch::nn::Module& module) {
-  for (auto& child : module.modules(/*include_self=*/true)) {
-    if (auto* conv = child->as<Conv2dImpl>()) conv->Prepare();
-  }
 }
 
 }  // namespace atelier::engine

@@ -123,7 +123,6 @@ absl::StatusOr<Sequential> BuildPart(TaesdPart part, const WeightMap& weights) {
         !s.ok()) {
       return s;
     }
-    PrepareConvolutions(*module);
   } catch (const std::exception& e) {
     return StatusFromException(e, absl::StrCat("building the TAESD ", TaesdPartName(part)));
   }

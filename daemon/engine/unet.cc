@@ -332,7 +332,6 @@ absl::StatusOr<std::unique_ptr<UNet>> UNet::Create(const UNetConfig& config, con
     const at::Tensor& probe = unet->impl_->root->out_conv->weight;
     unet->impl_->dtype = probe.scalar_type();
     unet->impl_->device = probe.device();
-    PrepareConvolutions(*unet->impl_->root);
   } catch (const std::exception& e) {
     return StatusFromException(e, "building the UNet");
   }

@@ -352,7 +352,6 @@ absl::StatusOr<std::unique_ptr<Vae>> Vae::Create(const VaeConfig& config, const 
     const at::Tensor& probe = vae->impl_->root->post_quant_conv->weight;
     vae->impl_->dtype = probe.scalar_type();
     vae->impl_->device = probe.device();
-    PrepareConvolutions(*vae->impl_->root);
   } catch (const std::exception& e) {
     return StatusFromException(e, "building the VAE");
   }
