@@ -14,4 +14,14 @@ wait
 g++ /tmp/cc/*.o -o /tmp/cc/cuda_smoke -L$TORCH/lib -L.cuda-check/lib -Wl,--no-as-needed -ltorch -ltorch_cuda -ltorch_cpu -lc10_cuda -lc10 \
   -labsl_statusor -labsl_status -labsl_strings -Wl,-rpath,$TORCH/lib -Wl,-rpath,$PWD/.cuda-check/lib
 LD_LIBRARY_PATH=$PWD/.cuda-check/lib:$TORCH/lib /tmp/cc/cuda_smoke
+# Noise sources: the CUDA generator against WebUI's Philox emulation.
+mkdir -p /tmp/cc/noise
+for f in daemon/engine/noise.cc daemon/engine/philox.cc tests/cuda/cuda_noise.cc; do
+  g++ $FLAGS -c $f -o /tmp/cc/noise/$(basename $f).o &
+done
+wait
+g++ /tmp/cc/noise/*.o /tmp/cc/nn_util.cc.o -o /tmp/cc/cuda_noise -L$TORCH/lib -L.cuda-check/lib -Wl,--no-as-needed -ltorch \
+  -ltorch_cuda -ltorch_cpu -lc10_cuda -lc10 -labsl_statusor -labsl_status -labsl_strings -Wl,-rpath,$TORCH/lib \
+  -Wl,-rpath,$PWD/.cuda-check/lib
+LD_LIBRARY_PATH=$PWD/.cuda-check/lib:$TORCH/lib /tmp/cc/cuda_noise
 nvidia-smi --query-gpu=name,memory.used --format=csv
