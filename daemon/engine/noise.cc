@@ -133,6 +133,17 @@ int64_t RandomSeed() {
   return std::uniform_int_distribution<int64_t>(0, 4294967293)(engine);
 }
 
+JobSeeds AllSeeds(int64_t seed, int64_t subseed, double subseed_strength, int images) {
+  if (seed == -1) seed = RandomSeed();
+  if (subseed == -1) subseed = RandomSeed();
+  JobSeeds out;
+  for (int i = 0; i < images; ++i) {
+    out.seeds.push_back(seed + (subseed_strength == 0 ? i : 0));
+    out.subseeds.push_back(subseed + i);
+  }
+  return out;
+}
+
 absl::Status ValidateNoiseOptions(const NoiseOptions& o) {
   const bool shape_ok = o.shape.size() == 3 && std::all_of(o.shape.begin(), o.shape.end(), [](int64_t d) {
                           return d >= 1 && d <= kMaxElements;

@@ -49,6 +49,14 @@ at::Tensor Slerp(double val, const at::Tensor& low, const at::Tensor& high);
 // WebUI's seed -1: uniform in [0, 4294967293].
 int64_t RandomSeed();
 
+// The per-image seeds of a job with `images` images (all batches), as WebUI's process_images makes them: seed -1
+// (and subseed -1) become RandomSeed(); image i gets seed + i, or seed itself for every image when a variation
+// strength is set; subseeds are subseed + i.
+struct JobSeeds {
+  std::vector<int64_t> seeds, subseeds;
+};
+JobSeeds AllSeeds(int64_t seed, int64_t subseed, double subseed_strength, int images);
+
 struct NoiseOptions {
   std::vector<int64_t> shape;      // one image's latent [C, H, W], e.g. {4, height / 8, width / 8}
   std::vector<int64_t> seeds;      // one per image

@@ -43,7 +43,10 @@ std::vector<FixtureCase> LoadCases(const std::string& name) {
 
 fs::path WeightsFile(const FixtureCase& c) {
   if (fs::exists(c.dir / "weights.safetensors")) return c.dir / "weights.safetensors";
-  const std::string text = c.json.value("weights", "");
+  // "weights" at the top level, or under "config" as "weights" or "checkpoint" (samplers, txt2img-tiny, ...).
+  std::string text = c.json.value("weights", "");
+  const auto& config = c.json.contains("config") && c.json["config"].is_object() ? c.json["config"] : nlohmann::json();
+  if (text.empty() && config.is_object()) text = config.value("weights", config.value("checkpoint", ""));
   return c.dir / text.substr(0, text.find(' '));
 }
 

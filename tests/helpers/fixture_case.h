@@ -25,8 +25,8 @@ struct FixtureCase {
 // format run too when their case.json names the same kind).
 std::vector<FixtureCase> LoadCases(const std::string& name);
 
-// The case's weights file: weights.safetensors in its folder, else the file its case.json "weights" names
-// (relative to the folder; the first word of the text).
+// The case's weights file: weights.safetensors in its folder, else the file its case.json "weights" (or
+// "config.weights" / "config.checkpoint") names (relative to the folder; the first word of the text).
 std::filesystem::path WeightsFile(const FixtureCase& c);
 
 // The tensors of WeightsFile(c) whose names start with `prefix`, with the prefix removed, converted to `dtype`

@@ -17,6 +17,20 @@ Shapes ManifestShapes(const std::string& file, const std::string& prefix) {
   return out;
 }
 
+engine::UNetConfig UNetConfigOf(const nlohmann::json& j) {
+  engine::UNetConfig config;
+  config.in_channels = j["in_channels"];
+  config.out_channels = j["out_channels"];
+  config.model_channels = j["model_channels"];
+  config.attention_resolutions = j["attention_resolutions"].get<std::vector<int>>();
+  config.num_res_blocks = j["num_res_blocks"];
+  config.channel_mult = j["channel_mult"].get<std::vector<int>>();
+  config.num_heads = j["num_heads"];
+  config.transformer_depth = j["transformer_depth"];
+  config.context_dim = j["context_dim"];
+  return config;
+}
+
 engine::VaeConfig VaeConfigOf(const FixtureCase& c) {
   const auto& dd = c.json["config"]["ddconfig"];
   engine::VaeConfig config;

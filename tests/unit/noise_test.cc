@@ -322,5 +322,20 @@ TEST(NoiseTest, CudaWithoutCudaIsAnError) {
   EXPECT_EQ(ImageRng::Create(o).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST(NoiseTest, JobSeedsFollowWebUi) {
+  const auto plain = engine::AllSeeds(42, 7, 0.0, 3);
+  EXPECT_EQ(plain.seeds, (std::vector<int64_t>{42, 43, 44}));
+  EXPECT_EQ(plain.subseeds, (std::vector<int64_t>{7, 8, 9}));
+  // With a variation strength every image keeps the seed; only the subseeds advance.
+  const auto varied = engine::AllSeeds(42, 7, 0.3, 3);
+  EXPECT_EQ(varied.seeds, (std::vector<int64_t>{42, 42, 42}));
+  EXPECT_EQ(varied.subseeds, (std::vector<int64_t>{7, 8, 9}));
+  const auto random = engine::AllSeeds(-1, -1, 0.0, 2);
+  EXPECT_GE(random.seeds[0], 0);
+  EXPECT_LE(random.seeds[0], 4294967293);
+  EXPECT_EQ(random.seeds[1], random.seeds[0] + 1);
+  EXPECT_EQ(engine::AllSeeds(-5, 0, 0.0, 1).seeds[0], -5);  // only -1 means random
+}
+
 }  // namespace
 }  // namespace atelier

@@ -58,20 +58,7 @@ TEST(UNetTest, InpaintingVariantDiffersOnlyInTheInputConvolution) {
   EXPECT_EQ(got, expected);
 }
 
-engine::UNetConfig ConfigOf(const testing::FixtureCase& c) {
-  const auto& j = c.json["config"];
-  engine::UNetConfig config;
-  config.in_channels = j["in_channels"];
-  config.out_channels = j["out_channels"];
-  config.model_channels = j["model_channels"];
-  config.attention_resolutions = j["attention_resolutions"].get<std::vector<int>>();
-  config.num_res_blocks = j["num_res_blocks"];
-  config.channel_mult = j["channel_mult"].get<std::vector<int>>();
-  config.num_heads = j["num_heads"];
-  config.transformer_depth = j["transformer_depth"];
-  config.context_dim = j["context_dim"];
-  return config;
-}
+engine::UNetConfig ConfigOf(const testing::FixtureCase& c) { return testing::UNetConfigOf(c.json["config"]); }
 
 engine::WeightMap TinyWeights(const testing::FixtureCase& c, at::ScalarType dtype = at::kFloat) {
   return testing::ReadWeights(c, "model.diffusion_model.", dtype);

@@ -1,0 +1,244 @@
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "engine/brownian_tree.h"
+#include "engine/nn_util.h"
+#include "engine/samplers.h"
+
+namespace atelier::engine {
+namespace {
+
+Sigmas ToSigmas(const at::Tensor& sigmas) {
+  const at::Tensor f = sigmas.to(at::kCPU, at::kFloat).contiguous();
+  return Sigmas(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+}
+
+bool Discards(const SamplingSettings& s) {
+  return s.choice.sampler->discard_next_to_last_sigma || s.schedule.discard_next_to_last_sigma;
+}
+
+double ResolvedEta(const SamplingSettings& s) {
+  if (s.eta) return *s.eta;
+  return s.choice.sampler->timesteps ? 0.0 : 1.0;  // WebUI's eta_ddim / eta_ancestral defaults
+}
+
+absl::Status NotFinite(const char* name, double v) {
+  return absl::InvalidArgumentError(absl::StrCat(name, " must be a finite number, got ", v));
+}
+
+}  // namespace
+
+absl::Status ValidateSamplingSettings(const SamplingSettings& s) {
+  if (s.choice.sampler == nullptr) return absl::InvalidArgumentError("no sampler chosen");
+  if (s.steps < 1 || s.steps > s.max_steps) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("steps must be between 1 and ", s.max_steps, " (the daemon's maximum), got ", s.steps));
+  }
+  if (!std::isfinite(s.cfg_scale)) return NotFinite("cfg_scale", s.cfg_scale);
+  if (!(s.denoising_strength >= 0 && s.denoising_strength <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("denoising_strength must be between 0 and 1, got ", s.denoising_strength));
+  }
+  if (s.eta && !(std::isfinite(*s.eta) && *s.eta >= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("eta must be a finite number >= 0, got ", *s.eta));
+  }
+  for (auto [name, v] : {std::pair<const char*, double>{"s_noise", s.s_noise}, {"s_churn", s.s_churn},
+                         {"s_tmin", s.s_tmin}, {"s_tmax", s.s_tmax}}) {
+    if (!std::isfinite(v) || v < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be a finite number >= 0, got ", v));
+    }
+  }
+  const auto& o = s.schedule;
+  for (auto [name, v] : {std::pair<const char*, double>{"sigma_min", o.sigma_min}, {"sigma_max", o.sigma_max},
+                         {"rho", o.rho}}) {
+    if (!std::isfinite(v) || v < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be a finite number >= 0 (0 = the model's "
+                                                           "default), got ",
+                                                     v));
+    }
+  }
+  if (s.unipc.order < 1 || s.unipc.order > 3) {
+    return absl::InvalidArgumentError(absl::StrCat("UniPC order must be 1, 2 or 3, got ", s.unipc.order));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> SamplerSigmas(const SamplingSettings& settings, const ModelSchedule& schedule) {
+  ScheduleOptions options = settings.schedule;
+  options.discard_next_to_last_sigma = Discards(settings);
+  const Scheduler scheduler = EffectiveScheduler(settings.choice).value_or(Scheduler::kUniform);
+  return BuildSigmas(scheduler, settings.steps, schedule, options);
+}
+
+std::vector<int> SamplerTimesteps(const SamplingSettings& settings) {
+  const int steps = settings.steps + (Discards(settings) ? 1 : 0);
+  const int stride = std::max(1000 / steps, 1);
+  std::vector<int> timesteps;
+  for (int t = 0; t < 1000; t += stride) timesteps.push_back(std::clamp(t + 1, 0, 999));
+  return timesteps;
+}
+
+std::pair<int, int> Img2ImgSteps(const SamplingSettings& s) {
+  const double strength = std::min(s.denoising_strength, 0.999);
+  if (s.img2img_fix_steps) {
+    const int steps = s.denoising_strength > 0 ? static_cast<int>(s.steps / strength) : 0;
+    return {steps, s.steps - 1};
+  }
+  return {s.steps, static_cast<int>(strength * s.steps)};
+}
+
+absl::StatusOr<SamplingResult> Sample(const SamplingSettings& settings_in, const ModelSchedule& base_schedule,
+                                      SamplingInputs inputs) {
+  if (absl::Status st = ValidateSamplingSettings(settings_in); !st.ok()) return st;
+  SamplingSettings settings = settings_in;
+  const SamplerInfo& sampler = *settings.choice.sampler;
+  const bool img2img = inputs.init_latent.defined();
+  int t_enc = 0;
+  if (img2img) std::tie(settings.steps, t_enc) = Img2ImgSteps(settings_in);
+  if (img2img && settings.steps < 1) {
+    return absl::InvalidArgumentError("denoising_strength 0 with img2img_fix_steps leaves no steps to run");
+  }
+  const int total_steps = img2img ? t_enc + 1 : settings.steps;
+
+  SamplingResult result;
+  result.eta = ResolvedEta(settings);
+  SamplerParams params;
+  params.eta = result.eta;
+  params.s_churn = settings.s_churn;
+  params.s_tmin = settings.s_tmin;
+  params.s_tmax = settings.s_tmax == 0 ? std::numeric_limits<double>::infinity() : settings.s_tmax;
+  params.s_noise = settings.s_noise;
+
+  try {
+    const ModelSchedule lcm_schedule =
+        sampler.id == SamplerId::kLcm ? ModelSchedule::Lcm(base_schedule.alphas_cumprod()) : base_schedule;
+    const ModelSchedule& schedule = lcm_schedule;
+
+    CfgDenoiserOptions options;
+    options.cfg_scale = settings.cfg_scale;
+    options.total_sampling_steps = total_steps;
+    options.interrupt = inputs.interrupt;
+    options.hooks = inputs.hooks;
+    CfgDenoiser denoiser(inputs.model, &schedule, std::move(inputs.conditioning), options);
+    if (denoiser.images() != inputs.noise.size(0)) {
+      return absl::InvalidArgumentError(absl::StrCat("conditioning for ", denoiser.images(), " images but noise for ",
+                                                     inputs.noise.size(0)));
+    }
+    int reported = 0;
+    denoiser.set_progress([&](const SamplingProgress& p) {
+      ++reported;
+      if (inputs.progress) inputs.progress(p);
+    });
+
+    KernelContext ctx{denoiser, inputs.step_noise, params};
+    at::Tensor x;
+    at::Tensor out;
+    try {
+      if (sampler.timesteps) {
+        std::vector<int> timesteps = SamplerTimesteps(settings);
+        if (img2img) {
+          const std::vector<int> all = timesteps;
+          const int clamped = std::min<int>(t_enc, static_cast<int>(all.size()) - 1);
+          timesteps.assign(all.begin(), all.begin() + clamped);
+          const double a = schedule.alphas_cumprod()[all[clamped]].item<double>();
+          x = inputs.init_latent * std::sqrt(a) + inputs.noise * std::sqrt(1 - a);
+        } else {
+          x = inputs.noise;
+        }
+        result.timesteps = timesteps;
+        const at::Tensor& ac = schedule.alphas_cumprod();
+        switch (sampler.id) {
+          case SamplerId::kDdim:
+            out = SampleDdim(ctx, x, timesteps, ac, false);
+            break;
+          case SamplerId::kDdimCfgpp:
+            out = SampleDdim(ctx, x, timesteps, ac, true);
+            break;
+          case SamplerId::kPlms:
+            out = SamplePlms(ctx, x, timesteps, ac);
+            break;
+          default:
+            out = SampleUniPc(ctx, x, timesteps, ac, settings.unipc, img2img);
+            break;
+        }
+      } else {
+        auto sigmas_or = SamplerSigmas(settings, schedule);
+        if (!sigmas_or.ok()) return sigmas_or.status();
+        const at::Tensor full = *sigmas_or;
+        at::Tensor sched = full;
+        if (img2img) {
+          // WebUI: sigma_sched = sigmas[steps - t_enc - 1:]
+          const int64_t start = std::clamp<int64_t>(settings.steps - t_enc - 1, 0, full.size(0) - 2);
+          sched = full.slice(0, start);
+        }
+        result.sigmas = sched;
+        const Sigmas sigmas = ToSigmas(sched);
+        if (img2img) {
+          x = inputs.init_latent + inputs.noise * sigmas[0];
+        } else if (settings.sgm_noise_multiplier) {
+          x = inputs.noise * std::sqrt(1.0 + static_cast<double>(static_cast<float>(sigmas[0] * sigmas[0])));
+        } else {
+          x = inputs.noise * sigmas[0];
+        }
+        if (sampler.brownian_noise) {
+          // Bounds from the full schedule: its smallest positive and its largest sigma.
+          const Sigmas all = ToSigmas(full);
+          double lo = std::numeric_limits<double>::infinity(), hi = 0;
+          for (double s : all) {
+            if (s > 0) lo = std::min(lo, s);
+            hi = std::max(hi, s);
+          }
+          if (inputs.brownian_noise) {
+            ctx.noise = inputs.brownian_noise(lo, hi);
+          } else {
+            auto tree = std::make_shared<BrownianTreeNoise>(
+                std::vector<int64_t>{x.size(1), x.size(2), x.size(3)}, inputs.seeds, lo, hi, x.device());
+            ctx.noise = [tree](double s, double s_next) { return (*tree)(s, s_next); };
+          }
+        }
+        // DPM fast / adaptive take the model's range (img2img: the used tail's range).
+        const double dpm_min = img2img ? sigmas[sigmas.size() - 2] : schedule.sigma_min();
+        const double dpm_max = img2img ? sigmas[0] : schedule.sigma_max();
+        switch (sampler.id) {
+          case SamplerId::kDpmpp2m: out = SampleDpmpp2m(ctx, x, sigmas); break;
+          case SamplerId::kDpmppSde: out = SampleDpmppSde(ctx, x, sigmas); break;
+          case SamplerId::kDpmpp2mSde: out = SampleDpmpp2mSde(ctx, x, sigmas, false); break;
+          case SamplerId::kDpmpp2mSdeHeun: out = SampleDpmpp2mSde(ctx, x, sigmas, true); break;
+          case SamplerId::kDpmpp2sAncestral: out = SampleDpmpp2sAncestral(ctx, x, sigmas); break;
+          case SamplerId::kDpmpp3mSde: out = SampleDpmpp3mSde(ctx, x, sigmas); break;
+          case SamplerId::kEulerAncestral: out = SampleEulerAncestral(ctx, x, sigmas); break;
+          case SamplerId::kEuler: out = SampleEuler(ctx, x, sigmas); break;
+          case SamplerId::kLms: out = SampleLms(ctx, x, sigmas); break;
+          case SamplerId::kHeun: out = SampleHeun(ctx, x, sigmas); break;
+          case SamplerId::kDpm2: out = SampleDpm2(ctx, x, sigmas); break;
+          case SamplerId::kDpm2Ancestral: out = SampleDpm2Ancestral(ctx, x, sigmas); break;
+          case SamplerId::kDpmFast:
+            out = SampleDpmFast(ctx, x, dpm_min, dpm_max,
+                                img2img ? static_cast<int>(sigmas.size()) - 1 : settings.steps);
+            break;
+          case SamplerId::kDpmAdaptive: out = SampleDpmAdaptive(ctx, x, dpm_min, dpm_max); break;
+          case SamplerId::kRestart: out = SampleRestart(ctx, x, sigmas); break;
+          case SamplerId::kLcm: out = SampleLcm(ctx, x, sigmas); break;
+          default: return absl::InternalError(absl::StrCat("sampler ", sampler.name, " has no k-diffusion loop"));
+        }
+      }
+    } catch (const SamplingStopped& stop) {
+      if (!stop.status.ok()) return stop.status;
+      result.interrupted = true;
+      out = denoiser.last_preview().defined() ? denoiser.last_preview() : x;
+    }
+    result.latent = out;
+    result.model_calls = denoiser.model_calls();
+    result.reported_steps = reported;
+    return result;
+  } catch (const std::exception& e) {
+    return StatusFromException(e, absl::StrCat("sampling with ", sampler.name));
+  }
+}
+
+}  // namespace atelier::engine

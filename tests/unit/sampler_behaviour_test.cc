@@ -1,0 +1,383 @@
+// Sampling behaviour beyond the per-sampler goldens: WebUI's sampler table and name resolution, the txt2img and
+// img2img starts (txt2img-tiny / img2img-tiny at the latent level), batches equal single images, AND weights,
+// interruption returning the last x0, plugin hook points, the NaN stop, the Brownian tree and bad settings.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include <ATen/ATen.h>
+
+#include "engine/brownian_tree.h"
+#include "engine/samplers.h"
+#include "engine/unet.h"
+#include "fixture_case.h"
+#include "model_configs.h"
+#include "test_support.h"
+
+namespace atelier {
+namespace {
+
+using engine::CfgConditioning;
+using engine::Scheduler;
+using engine::ScheduledCond;
+using engine::WeightedCond;
+using testing::AllClose;
+
+struct Tiny {
+  testing::FixtureCase c;
+  std::unique_ptr<engine::UNet> unet;
+  std::unique_ptr<engine::ModelSchedule> schedule;
+
+  engine::EpsModel Eps() const {
+    return [this](const at::Tensor& x, const at::Tensor& t, const at::Tensor& ctx) { return unet->Forward(x, t, ctx); };
+  }
+  CfgConditioning Conditioning(int images = 1) const {
+    CfgConditioning cond;
+    for (int i = 0; i < images; ++i) {
+      cond.cond.push_back({WeightedCond{ScheduledCond::Fixed(c.io.at("cond")[0]), 1.0}});
+      cond.uncond.push_back(ScheduledCond::Fixed(c.io.at("uncond")[0]));
+    }
+    return cond;
+  }
+};
+
+// A case with the tiny UNet and the cond/uncond inputs (txt2img-tiny, img2img-tiny, samplers).
+std::unique_ptr<Tiny> LoadTiny(const std::string& name) {
+  auto cases = testing::LoadCases(name);
+  if (cases.empty()) return nullptr;
+  auto t = std::make_unique<Tiny>();
+  t->c = cases.front();
+  auto unet = engine::UNet::Create(testing::UNetConfigOf(t->c.json["config"]["unet"]),
+                                   testing::ReadWeights(t->c, "model.diffusion_model."));
+  EXPECT_TRUE(unet.ok()) << unet.status();
+  if (!unet.ok()) return nullptr;
+  t->unet = *std::move(unet);
+  t->schedule = std::make_unique<engine::ModelSchedule>(testing::ReadWeights(t->c, "alphas_cumprod").at(""));
+  return t;
+}
+
+engine::SamplingSettings Settings(const std::string& sampler, const std::string& scheduler, int steps = 6) {
+  engine::SamplingSettings s;
+  auto choice = engine::ResolveSampler(sampler, scheduler);
+  EXPECT_TRUE(choice.ok()) << choice.status();
+  if (choice.ok()) s.choice = *choice;
+  s.steps = steps;
+  s.cfg_scale = 7;
+  return s;
+}
+
+engine::NoiseSampler Zeros() {
+  return [](double, double) { return at::zeros({1, 4, 16, 16}); };
+}
+
+TEST(SamplerTableTest, MatchesWebUisListAndOptions) {
+  const auto cases = testing::LoadCases("samplers");
+  ASSERT_FALSE(cases.empty());
+  const auto& values = cases.front().json["values"];
+  const auto& all = engine::AllSamplers();
+  ASSERT_EQ(all.size(), values["sampler_options"].size());
+  EXPECT_STREQ(all.front().name, "DPM++ 2M");  // WebUI's default sampler
+  for (const auto& s : all) {
+    SCOPED_TRACE(s.name);
+    ASSERT_TRUE(values["sampler_options"].contains(s.name));
+    const auto& o = values["sampler_options"][s.name];
+    if (o.contains("scheduler")) {
+      ASSERT_TRUE(s.default_scheduler.has_value());
+      EXPECT_STREQ(engine::SchedulerName(*s.default_scheduler), o["scheduler"].get<std::string>().c_str());
+    } else {
+      EXPECT_FALSE(s.default_scheduler.has_value());
+    }
+    EXPECT_EQ(s.discard_next_to_last_sigma, o.value("discard_next_to_last_sigma", false));
+    EXPECT_EQ(s.second_order, o.value("second_order", false));
+    EXPECT_EQ(s.brownian_noise, o.value("brownian_noise", false));
+    EXPECT_EQ(s.uses_ensd, o.value("uses_ensd", false));
+  }
+}
+
+TEST(SamplerTableTest, ResolvesNamesAliasesAndLegacyCombinedNames) {
+  struct Case {
+    const char* sampler;
+    const char* scheduler;
+    const char* want_sampler;
+    Scheduler want_scheduler;
+  };
+  const Case cases[] = {
+      {"DPM++ 2M", "", "DPM++ 2M", Scheduler::kAutomatic},
+      {"DPM++ 2M", "Karras", "DPM++ 2M", Scheduler::kAutomatic},  // the sampler's own default
+      {"DPM++ 2M Karras", "", "DPM++ 2M", Scheduler::kAutomatic},
+      {"DPM++ SDE Karras", "", "DPM++ SDE", Scheduler::kAutomatic},
+      {"DPM++ 2M SDE Karras", "", "DPM++ 2M SDE", Scheduler::kKarras},
+      {"DPM++ 2M SDE Exponential", "", "DPM++ 2M SDE", Scheduler::kAutomatic},
+      {"DPM++ 2M SDE Heun", "", "DPM++ 2M SDE Heun", Scheduler::kAutomatic},
+      {"Euler a", "", "Euler a", Scheduler::kAutomatic},
+      {"euler A", "", "Euler a", Scheduler::kAutomatic},
+      {"k_euler_ancestral", "", "Euler a", Scheduler::kAutomatic},
+      {"Euler Karras", "", "Euler", Scheduler::kKarras},
+      {"Euler", "sgm_uniform", "Euler", Scheduler::kSgmUniform},
+      {"Euler", "SGMUniform", "Euler", Scheduler::kSgmUniform},
+      {"DDIM", "", "DDIM", Scheduler::kAutomatic},
+      {"", "", "DPM++ 2M", Scheduler::kAutomatic},
+  };
+  for (const auto& k : cases) {
+    SCOPED_TRACE(std::string(k.sampler) + " / " + k.scheduler);
+    auto got = engine::ResolveSampler(k.sampler, k.scheduler);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_STREQ(got->sampler->name, k.want_sampler);
+    EXPECT_EQ(got->scheduler, k.want_scheduler);
+  }
+  auto bad = engine::ResolveSampler("Euler b", "");
+  ASSERT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("\"DPM++ 2M\""), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find("\"UniPC\""), std::string::npos) << bad.status();
+  auto bad_scheduler = engine::ResolveSampler("Euler", "Karas");
+  ASSERT_EQ(bad_scheduler.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad_scheduler.status().message().find("Karras"), std::string::npos) << bad_scheduler.status();
+}
+
+TEST(SamplingSettingsTest, BadValuesAreInvalidArgumentsNamingTheRange) {
+  auto check = [](engine::SamplingSettings s, const std::string& needle) {
+    const absl::Status st = engine::ValidateSamplingSettings(s);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << needle;
+    EXPECT_NE(st.message().find(needle), std::string::npos) << st;
+  };
+  const auto good = Settings("Euler a", "");
+  EXPECT_TRUE(engine::ValidateSamplingSettings(good).ok());
+  auto s = good;
+  s.steps = 0;
+  check(s, "between 1 and 1000");
+  s.steps = 1001;
+  check(s, "between 1 and 1000");
+  s = good;
+  s.cfg_scale = std::nan("");
+  check(s, "cfg_scale");
+  s.cfg_scale = std::numeric_limits<double>::infinity();
+  check(s, "cfg_scale");
+  s = good;
+  s.denoising_strength = -0.1;
+  check(s, "between 0 and 1");
+  s = good;
+  s.eta = -1;
+  check(s, "eta");
+  s = good;
+  s.s_noise = std::nan("");
+  check(s, "s_noise");
+}
+
+TEST(SamplingTest, Txt2ImgAndImg2ImgLatentsMatchWebUi) {
+  for (const char* name : {"txt2img-tiny", "img2img-tiny"}) {
+    SCOPED_TRACE(name);
+    auto tiny = LoadTiny(name);
+    ASSERT_TRUE(tiny) << "no " << name << " fixture under " << testing::FixturesDir();
+    const auto& c = tiny->c;
+    const bool img2img = c.io.count("init_latent") > 0;
+    auto settings = Settings("DPM++ 2M", "Karras", 6);
+    settings.denoising_strength = 0.6;
+    EXPECT_EQ(engine::Img2ImgSteps(settings), std::make_pair(6, 3));  // int(0.6 * 6) = 3
+    engine::SamplingInputs in;
+    in.model = tiny->Eps();
+    in.conditioning = tiny->Conditioning();
+    in.noise = c.io.at("noise");
+    in.step_noise = Zeros();
+    if (img2img) in.init_latent = c.io.at("init_latent");
+    auto result = engine::Sample(settings, *tiny->schedule, std::move(in));
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_TRUE(AllClose(result->sigmas, c.io.at(img2img ? "sigma_sched" : "sigmas"), 1e-6, 1e-5, "sigmas"));
+    EXPECT_TRUE(AllClose(result->latent, c.io.at("final_latent"), c.atol, c.rtol, "final_latent"));
+    EXPECT_EQ(result->reported_steps, img2img ? 4 : 6);
+  }
+}
+
+TEST(SamplingTest, BatchEqualsSingleImagesAndAndWeightsAddUp) {
+  auto tiny = LoadTiny("txt2img-tiny");
+  ASSERT_TRUE(tiny);
+  const at::Tensor n0 = tiny->c.io.at("noise");
+  const at::Tensor n1 = n0.flip({3}) * 0.5;
+  auto run = [&](CfgConditioning cond, at::Tensor noise) {
+    engine::SamplingInputs in;
+    in.model = tiny->Eps();
+    in.conditioning = std::move(cond);
+    in.noise = noise;
+    in.step_noise = Zeros();
+    auto r = engine::Sample(Settings("DPM++ 2M", "Karras", 4), *tiny->schedule, std::move(in));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->latent : at::Tensor();
+  };
+  const at::Tensor a = run(tiny->Conditioning(1), n0);
+  const at::Tensor b = run(tiny->Conditioning(1), n1);
+  const at::Tensor both = run(tiny->Conditioning(2), at::cat({n0, n1}, 0));
+  // Equal up to float summation order: the UNet at batch 4 blocks its GEMMs differently than at batch 2, and x0
+  // errors are amplified by sigma (up to 14.6) and the CFG scale.
+  EXPECT_TRUE(AllClose(both[0], a[0], 1e-3, 1e-4, "batch image 0"));
+  EXPECT_TRUE(AllClose(both[1], b[0], 1e-3, 1e-4, "batch image 1"));
+  EXPECT_FALSE(at::allclose(both[0], both[1]));
+
+  // "p AND p" with weights 0.5 and 0.5 guides like "p" with weight 1; weight 2 guides differently.
+  CfgConditioning halves = tiny->Conditioning(1);
+  halves.cond[0] = {WeightedCond{ScheduledCond::Fixed(tiny->c.io.at("cond")[0]), 0.5},
+                    WeightedCond{ScheduledCond::Fixed(tiny->c.io.at("cond")[0]), 0.5}};
+  EXPECT_TRUE(AllClose(run(halves, n0), a, 1e-4, 1e-5, "AND halves"));
+  CfgConditioning doubled = tiny->Conditioning(1);
+  doubled.cond[0][0].weight = 2;
+  EXPECT_FALSE(at::allclose(run(doubled, n0), a, 1e-3, 1e-3));
+}
+
+TEST(SamplingTest, InterruptReturnsTheLastX0AndStopsPromptly) {
+  auto tiny = LoadTiny("txt2img-tiny");
+  ASSERT_TRUE(tiny);
+  std::atomic<bool> interrupt{false};
+  at::Tensor preview_at_stop;
+  int calls = 0;
+  engine::SamplingInputs in;
+  in.model = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& ctx) {
+    ++calls;
+    return tiny->unet->Forward(x, t, ctx);
+  };
+  in.conditioning = tiny->Conditioning();
+  in.noise = tiny->c.io.at("noise");
+  in.step_noise = Zeros();
+  in.interrupt = &interrupt;
+  in.progress = [&](const engine::SamplingProgress& p) {
+    if (p.step == 2) {
+      interrupt = true;
+      preview_at_stop = p.preview->clone();
+    }
+  };
+  // Heun makes two model calls per step: the stop lands between them, before the step's second call.
+  auto result = engine::Sample(Settings("Heun", "", 6), *tiny->schedule, std::move(in));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->interrupted);
+  EXPECT_EQ(calls, 5);  // steps 0 and 1 (two calls each) and step 2's first call
+  ASSERT_TRUE(preview_at_stop.defined());
+  EXPECT_TRUE(at::equal(result->latent, preview_at_stop));
+}
+
+TEST(SamplingTest, NanFromTheModelStopsTheJobWithAClearError) {
+  auto tiny = LoadTiny("txt2img-tiny");
+  ASSERT_TRUE(tiny);
+  int calls = 0;
+  engine::SamplingInputs in;
+  in.model = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& ctx) -> absl::StatusOr<at::Tensor> {
+    auto eps = tiny->unet->Forward(x, t, ctx);
+    if (++calls != 3 || !eps.ok()) return eps;
+    at::Tensor poisoned = eps->clone();  // the UNet returns inference tensors
+    poisoned[0][0][0][0] = std::nan("");
+    return poisoned;
+  };
+  in.conditioning = tiny->Conditioning();
+  in.noise = tiny->c.io.at("noise");
+  in.step_noise = Zeros();
+  auto result = engine::Sample(Settings("Euler", "", 6), *tiny->schedule, std::move(in));
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInternal);
+  EXPECT_NE(result.status().message().find("NaN"), std::string::npos) << result.status();
+  EXPECT_NE(result.status().message().find("evaluation 3"), std::string::npos) << result.status();
+  EXPECT_EQ(calls, 3);
+
+  // A failing model call is the job's error, unchanged.
+  engine::SamplingInputs failing;
+  failing.model = [](const at::Tensor&, const at::Tensor&, const at::Tensor&) -> absl::StatusOr<at::Tensor> {
+    return absl::ResourceExhaustedError("out of memory");
+  };
+  failing.conditioning = tiny->Conditioning();
+  failing.noise = tiny->c.io.at("noise");
+  failing.step_noise = Zeros();
+  auto r2 = engine::Sample(Settings("DDIM", "", 6), *tiny->schedule, std::move(failing));
+  EXPECT_EQ(r2.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+// Records what the hooks see and replaces the guided prediction with zeros.
+class ZeroingHooks : public engine::CfgHooks {
+ public:
+  absl::Status BeforeModel(DenoiserInputs& in) override {
+    ++before;
+    EXPECT_EQ(in.cond_rows, 1);
+    EXPECT_EQ(in.x.size(0), 2);
+    EXPECT_EQ(in.sigma.size(0), 2);
+    EXPECT_EQ(in.text_cond.size(0), 1);
+    EXPECT_EQ(in.text_uncond.size(0), 1);
+    EXPECT_EQ(in.total_sampling_steps, 6);
+    steps_seen.push_back(in.sampling_step);
+    return absl::OkStatus();
+  }
+  absl::Status AfterModel(int, int, int cond_rows, at::Tensor& x) override {
+    ++after;
+    EXPECT_EQ(cond_rows, 1);
+    EXPECT_EQ(x.size(0), 2);
+    return absl::OkStatus();
+  }
+  absl::Status AfterCfg(int, int, at::Tensor& x) override {
+    EXPECT_EQ(x.size(0), 1);
+    x = at::zeros_like(x);
+    return fail_after_cfg ? absl::FailedPreconditionError("plugin refused") : absl::OkStatus();
+  }
+  int before = 0, after = 0;
+  bool fail_after_cfg = false;
+  std::vector<int> steps_seen;
+};
+
+TEST(SamplingTest, PluginHooksSeeWebUisBatchAndCanReplaceThePrediction) {
+  auto tiny = LoadTiny("txt2img-tiny");
+  ASSERT_TRUE(tiny);
+  ZeroingHooks hooks;
+  engine::SamplingInputs in;
+  in.model = tiny->Eps();
+  in.conditioning = tiny->Conditioning();
+  in.noise = tiny->c.io.at("noise");
+  in.step_noise = Zeros();
+  in.hooks = &hooks;
+  auto result = engine::Sample(Settings("DPM++ 2M", "Karras", 6), *tiny->schedule, std::move(in));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(hooks.before, 6);
+  EXPECT_EQ(hooks.after, 6);
+  EXPECT_EQ(hooks.steps_seen, (std::vector<int>{0, 0, 1, 2, 3, 4}));  // WebUI: the previous callback's index
+  // DPM++ 2M's last step returns the guided x0, which the hook zeroed.
+  EXPECT_EQ(result->latent.abs().max().item<float>(), 0.0f);
+
+  hooks.fail_after_cfg = true;
+  engine::SamplingInputs again;
+  again.model = tiny->Eps();
+  again.conditioning = tiny->Conditioning();
+  again.noise = tiny->c.io.at("noise");
+  again.step_noise = Zeros();
+  again.hooks = &hooks;
+  auto failed = engine::Sample(Settings("Euler a", "", 6), *tiny->schedule, std::move(again));
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(BrownianTreeTest, IncrementsAreConsistentAdditiveAndPerImage) {
+  const std::vector<int64_t> shape{4, 8, 8};
+  engine::BrownianTreeNoise tree(shape, {42, 7}, 0.03, 14.6, at::kCPU);
+  // Same query, same noise, whatever was asked in between.
+  const at::Tensor a = tree(14.6, 6.0);
+  tree(3.0, 1.0);
+  EXPECT_TRUE(at::equal(a, tree(14.6, 6.0)));
+  // W is one path: the normalised increments over [2, 6] and [6, 10] add up to the one over [2, 10].
+  const at::Tensor w1 = tree(10.0, 6.0) * std::sqrt(4.0), w2 = tree(6.0, 2.0) * std::sqrt(4.0);
+  EXPECT_TRUE(AllClose(w1 + w2, tree(10.0, 2.0) * std::sqrt(8.0), 1e-4, 1e-4, "additivity"));
+  // Per-image trees: image 1 of the batch equals a tree of its seed alone; images differ.
+  engine::BrownianTreeNoise alone(shape, {7}, 0.03, 14.6, at::kCPU);
+  EXPECT_TRUE(at::equal(a[1], alone(14.6, 6.0)[0]));
+  EXPECT_FALSE(at::allclose(a[0], a[1]));
+  // Unit variance increments.
+  const double var = tree(0.5, 0.4).var().item<double>();
+  EXPECT_GT(var, 0.6);
+  EXPECT_LT(var, 1.5);
+}
+
+TEST(SamplingTest, TimestepsAndSchedulesFollowWebUi) {
+  auto s = Settings("DDIM", "", 6);
+  EXPECT_EQ(engine::SamplerTimesteps(s), (std::vector<int>{1, 167, 333, 499, 665, 831, 997}));
+  s.steps = 1000;
+  EXPECT_EQ(engine::SamplerTimesteps(s).size(), 1000u);
+  s.steps = 2000 / 2;
+  auto fix = Settings("Euler", "", 10);
+  fix.img2img_fix_steps = true;
+  fix.denoising_strength = 0.5;
+  EXPECT_EQ(engine::Img2ImgSteps(fix), std::make_pair(20, 9));
+}
+
+}  // namespace
+}  // namespace atelier

@@ -1,0 +1,201 @@
+// Sampling: every WebUI sampler x schedule reproduces the `samplers` goldens on the tiny UNet (the recorded
+// random tensors are replayed in call order, so the results do not depend on an RNG), with WebUI's CFG batch
+// layout, per-step callbacks, interruption, plugin hook points and the NaN check.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <memory>
+
+#include <ATen/ATen.h>
+
+#include "engine/samplers.h"
+#include "engine/unet.h"
+#include "fixture_case.h"
+#include "model_configs.h"
+#include "test_support.h"
+
+namespace atelier {
+namespace {
+
+using engine::CfgConditioning;
+using engine::ScheduledCond;
+using testing::AllClose;
+
+// The tiny UNet and schedule of a samplers case.
+struct TinyModel {
+  std::unique_ptr<engine::UNet> unet;
+  std::unique_ptr<engine::ModelSchedule> schedule;
+  int calls = 0;
+
+  engine::EpsModel Eps() {
+    return [this](const at::Tensor& x, const at::Tensor& t, const at::Tensor& ctx) {
+      ++calls;
+      return unet->Forward(x, t, ctx);
+    };
+  }
+};
+
+TinyModel LoadTiny(const testing::FixtureCase& c) {
+  TinyModel m;
+  auto unet = engine::UNet::Create(testing::UNetConfigOf(c.json["config"]["unet"]),
+                                   testing::ReadWeights(c, "model.diffusion_model."));
+  EXPECT_TRUE(unet.ok()) << unet.status();
+  if (unet.ok()) m.unet = *std::move(unet);
+  const auto schedule_weights = testing::ReadWeights(c, "alphas_cumprod");
+  m.schedule = std::make_unique<engine::ModelSchedule>(schedule_weights.at(""));
+  return m;
+}
+
+CfgConditioning OnePrompt(const testing::FixtureCase& c) {
+  CfgConditioning cond;
+  cond.cond.push_back({engine::WeightedCond{ScheduledCond::Fixed(c.io.at("cond")[0]), 1.0}});
+  cond.uncond.push_back(ScheduledCond::Fixed(c.io.at("uncond")[0]));
+  return cond;
+}
+
+// Hands out the recorded tensors in order and remembers what was asked.
+struct Replay {
+  at::Tensor noises;  // [K, 1, 4, h, w] or undefined
+  int next = 0;
+  std::vector<std::pair<double, double>> calls;
+  engine::NoiseSampler Sampler() {
+    return [this](double s, double s_next) {
+      calls.emplace_back(s, s_next);
+      if (!noises.defined() || next >= noises.size(0)) {
+        ADD_FAILURE() << "the sampler drew more noise tensors than the reference (" << next + 1 << ")";
+        return at::zeros({1, 4, 16, 16});
+      }
+      return noises[next++];
+    };
+  }
+};
+
+TEST(SamplersTest, EverySamplerAndScheduleMatchesWebUi) {
+  const auto cases = testing::LoadCases("samplers");
+  ASSERT_FALSE(cases.empty()) << "no samplers fixture under " << testing::FixturesDir();
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.dir.string());
+    TinyModel model = LoadTiny(c);
+    ASSERT_TRUE(model.unet);
+    int runs = 0;
+    for (const auto& [key, run] : c.json["values"]["runs"].items()) {
+      SCOPED_TRACE(key);
+      const std::string prefix = run["tensor_prefix"];
+      auto choice = engine::ResolveSampler(run["sampler"].get<std::string>(), run["schedule_type"].get<std::string>());
+      ASSERT_TRUE(choice.ok()) << choice.status();
+
+      engine::SamplingSettings settings;
+      settings.choice = *choice;
+      settings.steps = c.json["config"]["steps"];
+      settings.cfg_scale = c.json["config"]["cfg_scale"];
+
+      Replay replay;
+      if (!run["noises_tensor"].is_null()) replay.noises = c.io.at(run["noises_tensor"].get<std::string>());
+      engine::SamplingInputs in;
+      in.model = model.Eps();
+      in.conditioning = OnePrompt(c);
+      in.noise = c.io.at("x_init");
+      in.step_noise = replay.Sampler();
+      in.brownian_noise = [&](double, double) { return replay.Sampler(); };
+      in.seeds = {1234};
+      int reported = 0;
+      std::vector<at::Tensor> preview_x, preview_denoised;
+      in.progress = [&](const engine::SamplingProgress& p) {
+        ++reported;
+        preview_x.push_back(p.x->clone());
+        preview_denoised.push_back(p.denoised->clone());
+      };
+      model.calls = 0;
+      auto result = engine::Sample(settings, *model.schedule, std::move(in));
+      ASSERT_TRUE(result.ok()) << result.status();
+      ++runs;
+
+      const double atol = run["tolerance"]["atol"], rtol = run["tolerance"]["rtol"];
+      if (c.io.count(prefix + ".sigmas")) {
+        EXPECT_TRUE(AllClose(result->sigmas, c.io.at(prefix + ".sigmas"), 1e-6, 1e-5, prefix + ".sigmas"));
+      }
+      if (c.io.count(prefix + ".timesteps")) {
+        const at::Tensor want = c.io.at(prefix + ".timesteps");
+        ASSERT_EQ(static_cast<int64_t>(result->timesteps.size()), want.numel());
+        for (int64_t i = 0; i < want.numel(); ++i) EXPECT_EQ(result->timesteps[i], want[i].item<int64_t>());
+      }
+      EXPECT_TRUE(AllClose(result->latent, c.io.at(prefix + ".final"), atol, rtol, prefix + ".final"));
+      EXPECT_EQ(model.calls, run["unet_calls"].get<int>());
+      EXPECT_EQ(result->model_calls, run["unet_calls"].get<int>());
+      EXPECT_EQ(replay.next, run["noise_draws"].get<int>()) << "noise tensors drawn";
+      if (run["sampler"] != "UniPC") {
+        EXPECT_EQ(reported, run["callback_steps"].get<int>());
+      }
+      const auto& brownian = run["brownian_calls"];
+      if (!brownian.empty()) {
+        ASSERT_EQ(replay.calls.size(), brownian.size());
+        for (size_t k = 0; k < brownian.size(); ++k) {
+          EXPECT_NEAR(replay.calls[k].first, brownian[k][0].get<double>(), 1e-5);
+          EXPECT_NEAR(replay.calls[k].second, brownian[k][1].get<double>(), 1e-5);
+        }
+      }
+      if (c.io.count(prefix + ".preview_x")) {
+        ASSERT_EQ(preview_x.size(), static_cast<size_t>(c.io.at(prefix + ".preview_x").size(0)));
+        for (size_t k = 0; k < preview_x.size(); ++k) {
+          EXPECT_TRUE(AllClose(preview_x[k], c.io.at(prefix + ".preview_x")[k], atol, rtol, prefix + ".preview_x"));
+          EXPECT_TRUE(AllClose(preview_denoised[k], c.io.at(prefix + ".preview_denoised")[k], atol, rtol,
+                               prefix + ".preview_denoised"));
+        }
+      }
+    }
+    EXPECT_EQ(runs, static_cast<int>(c.json["values"]["runs"].size()));
+  }
+}
+
+TEST(SamplersTest, CfgBatchLayoutAndSingleEvaluationsMatchWebUi) {
+  const auto cases = testing::LoadCases("samplers");
+  ASSERT_FALSE(cases.empty());
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.dir.string());
+    TinyModel model = LoadTiny(c);
+    ASSERT_TRUE(model.unet);
+    // The first UNet call of DPM++ 2M Karras: rows [cond, uncond], x * c_in, fractional t.
+    at::Tensor first_x, first_t, first_eps;
+    engine::EpsModel spy = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& ctx) {
+      auto eps = model.unet->Forward(x, t, ctx);
+      if (!first_x.defined() && eps.ok()) {
+        first_x = x.clone();
+        first_t = t.clone();
+        first_eps = eps->clone();
+        EXPECT_TRUE(at::equal(ctx[0], c.io.at("cond")[0])) << "conditional row first";
+        EXPECT_TRUE(at::equal(ctx[1], c.io.at("uncond")[0]));
+      }
+      return eps;
+    };
+    engine::CfgDenoiserOptions options;
+    options.cfg_scale = c.json["config"]["cfg_scale"];
+    engine::CfgDenoiser denoiser(spy, model.schedule.get(), OnePrompt(c), options);
+    auto choice = engine::ResolveSampler("DPM++ 2M", "Karras");
+    ASSERT_TRUE(choice.ok());
+    engine::SamplingSettings settings;
+    settings.choice = *choice;
+    settings.steps = 6;
+    auto sigmas = engine::SamplerSigmas(settings, *model.schedule);
+    ASSERT_TRUE(sigmas.ok()) << sigmas.status();
+    const double sigma0 = (*sigmas)[0].item<double>();
+    denoiser.Denoise(c.io.at("x_init") * sigma0, sigma0);
+    EXPECT_TRUE(AllClose(first_x, c.io.at("cfg_call0.unet_x"), 1e-5, 1e-5, "unet_x"));
+    EXPECT_TRUE(AllClose(first_t, c.io.at("cfg_call0.unet_t"), 1e-3, 1e-5, "unet_t"));
+    EXPECT_TRUE(AllClose(first_eps, c.io.at("cfg_call0.unet_eps"), 1e-4, 1e-4, "unet_eps"));
+
+    const at::Tensor x = c.io.at("cfg_single.x");
+    const at::Tensor s = c.io.at("cfg_single.sigmas");
+    for (int64_t k = 0; k < s.numel(); ++k) {
+      // x0 = x - sigma * eps: the UNet's float-order error (a few 1e-6 in eps) grows with sigma (up to 14.6).
+      const double sigma = s[k].item<double>();
+      const at::Tensor got = denoiser.Denoise(x, sigma);
+      EXPECT_TRUE(AllClose(got, c.io.at("cfg_single.denoised")[k], c.atol * std::max(1.0, sigma), c.rtol,
+                           "cfg_single.denoised"));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace atelier
