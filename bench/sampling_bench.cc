@@ -1,7 +1,7 @@
 // Sampler overhead: the time a sampling run spends outside the model (schedule, CFG batching and mix, the
 // sampler's arithmetic, step noise, progress bookkeeping, NaN check), as a fraction of the model's own time, for
-// the tiny SD1.x-architecture UNet (the fixtures' configuration, random weights) at 512x512 (latent 64x64),
-// 20 steps, batch 1 (cond + uncond rows). Counters: model_ms/eval, overhead_ms/eval and overhead_ratio
+// the tiny SD1.x-architecture UNet (the fixtures' configuration, random weights) at 128x128 (latent 16x16, the
+// fixtures' size) and 256x256, 20 steps, batch 1 (cond + uncond rows). Counters: model_ms/eval, overhead_ms/eval and overhead_ratio
 // (= overhead / model time, measured in the same run; the bound is 0.01).
 #include <benchmark/benchmark.h>
 
@@ -45,6 +45,7 @@ void BM_SamplerOverhead(benchmark::State& state) {
     return;
   }
   const char* name = kSamplers[state.range(0)];
+  const int64_t latent = state.range(1) / 8;
   state.SetLabel(name);
   auto choice = engine::ResolveSampler(name, "");
   engine::SamplingSettings settings;
@@ -57,7 +58,7 @@ void BM_SamplerOverhead(benchmark::State& state) {
   int evals = 0;
   for (auto _ : state) {
     engine::NoiseOptions noise_options;
-    noise_options.shape = {4, 64, 64};
+    noise_options.shape = {4, latent, latent};
     noise_options.seeds = {1234};
     noise_options.source = engine::NoiseSource::kCpu;
     auto rng = engine::ImageRng::Create(noise_options);
@@ -88,6 +89,51 @@ void BM_SamplerOverhead(benchmark::State& state) {
   state.counters["overhead_ms/eval"] = 1e3 * overhead / evals;
   state.counters["overhead_ratio"] = overhead / model_seconds;
 }
-BENCHMARK(BM_SamplerOverhead)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+BENCHMARK(BM_SamplerOverhead)
+    ->ArgsProduct({benchmark::CreateDenseRange(0, 6, 1), {128, 256}})
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(2)
+    ->UseRealTime();
 
 }  // namespace
+
+// The same loop with a model that returns at once: the sampler's own cost per evaluation, in microseconds.
+void BM_SamplerOnly(benchmark::State& state) {
+  const char* name = kSamplers[state.range(0)];
+  state.SetLabel(name);
+  auto choice = engine::ResolveSampler(name, "");
+  engine::SamplingSettings settings;
+  settings.choice = *choice;
+  settings.steps = 50;
+  const engine::ModelSchedule schedule(engine::ComputeAlphasCumprod(engine::ScheduleConfig()));
+  const at::Tensor cond = at::randn({77, 32}), uncond = at::randn({77, 32});
+  const at::Tensor eps = at::randn({2, 4, 16, 16}) * 0.1;
+  int evals = 0;
+  double total_seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    engine::NoiseOptions noise_options;
+    noise_options.shape = {4, 16, 16};
+    noise_options.seeds = {1234};
+    noise_options.source = engine::NoiseSource::kCpu;
+    auto rng = engine::ImageRng::Create(noise_options);
+    engine::SamplingInputs in;
+    in.model = [&](const at::Tensor&, const at::Tensor&, const at::Tensor&) -> absl::StatusOr<at::Tensor> {
+      ++evals;
+      return eps;
+    };
+    in.conditioning.cond.push_back({engine::WeightedCond{engine::ScheduledCond::Fixed(cond), 1.0}});
+    in.conditioning.uncond.push_back(engine::ScheduledCond::Fixed(uncond));
+    in.noise = *rng->First();
+    in.step_noise = engine::StepNoiseFrom(&*rng);
+    in.seeds = {1234};
+    auto result = engine::Sample(settings, schedule, std::move(in));
+    total_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!result.ok()) {
+      state.SkipWithError(std::string(result.status().message()).c_str());
+      return;
+    }
+  }
+  state.counters["us/eval"] = 1e6 * total_seconds / evals;
+}
+BENCHMARK(BM_SamplerOnly)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();

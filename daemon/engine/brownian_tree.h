@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -22,12 +24,12 @@ class BrownianTreeNoise {
 
  private:
   at::Tensor W(uint64_t seed, double t) const;  // one image's W(t), W(t0) = 0
-  at::Tensor Normal(uint64_t seed, uint64_t node) const;
 
   std::vector<int64_t> shape_;
   std::vector<uint64_t> seeds_;
   double t0_, t1_;
   at::Device device_;
+  mutable std::map<std::pair<uint64_t, double>, at::Tensor> cache_;  // recent W(t) per (seed, t)
 };
 
 }  // namespace atelier::engine

@@ -62,9 +62,11 @@ CfgDenoiser::CfgDenoiser(EpsModel model, const ModelSchedule* schedule, CfgCondi
     const at::Tensor a = schedule_->alphas_cumprod().to(at::kCPU, at::kDouble).contiguous();
     alphas_.assign(a.data_ptr<double>(), a.data_ptr<double>() + a.numel());
   }
+  single_parts_ = true;
   for (const auto& parts : conditioning_.cond) {
     first_cond_row_.push_back(cond_rows_);
     cond_rows_ += static_cast<int>(parts.size());
+    if (parts.size() != 1 || parts[0].weight != conditioning_.cond[0][0].weight) single_parts_ = false;
   }
 }
 
@@ -128,6 +130,7 @@ at::Tensor CfgDenoiser::Evaluate(const at::Tensor& x, double sigma_or_t, bool pr
                            .to(x.device());
     text_cond_ = StackPadded(cond_tensors).to(x.device());
     text_uncond_ = StackPadded(uncond_tensors).to(x.device());
+    text_both_ = at::Tensor();
     context_selection_ = std::move(selection);
   }
   const at::Tensor& index = row_index_;
@@ -138,18 +141,28 @@ at::Tensor CfgDenoiser::Evaluate(const at::Tensor& x, double sigma_or_t, bool pr
   in.cond_rows = cond_rows_;
   in.x = images_ == 1 ? x.expand({rows, x.size(1), x.size(2), x.size(3)}) : x.index_select(0, index);
   in.sigma = at::full({rows}, sigma_or_t, x.options().dtype(at::kFloat));
+  const at::TensorImpl* sigma_impl = in.sigma.unsafeGetTensorImpl();
   in.text_cond = text_cond_;
   in.text_uncond = text_uncond_;
   if (conditioning_.image_cond.defined()) in.image_cond = conditioning_.image_cond.index_select(0, index);
   if (options_.hooks != nullptr) Check(options_.hooks->BeforeModel(in));
 
   // CompVisDenoiser: eps = model(x * c_in, t(sigma)), x0 = x - sigma * eps. Timestep denoiser: eps = model(x, t).
+  // Unless a hook replaced sigma, every row has the same noise level: scalars, not per-row tensors.
+  const bool uniform_sigma = in.sigma.unsafeGetTensorImpl() == sigma_impl;
   at::Tensor model_in = in.x;
   at::Tensor t_in = in.sigma;
   if (predict_x0) {
-    const at::Tensor sigma = in.sigma.view({rows, 1, 1, 1});
-    model_in = in.x * (sigma * sigma + 1).rsqrt();
-    t_in = schedule_->SigmaToT(in.sigma).to(at::kFloat);
+    if (uniform_sigma) {
+      const double sigma = static_cast<float>(sigma_or_t);
+      model_in = in.x * (1.0 / std::sqrt(sigma * sigma + 1.0));
+      t_in = schedule_->is_lcm() ? schedule_->SigmaToT(in.sigma).to(at::kFloat)
+                                 : at::full({rows}, schedule_->SigmaToT(sigma), in.sigma.options());
+    } else {
+      const at::Tensor sigma = in.sigma.view({rows, 1, 1, 1});
+      model_in = in.x * (sigma * sigma + 1).rsqrt();
+      t_in = schedule_->SigmaToT(in.sigma).to(at::kFloat);
+    }
   }
   if (in.image_cond.defined()) model_in = at::cat({model_in, in.image_cond.to(model_in.dtype())}, 1);
 
@@ -160,7 +173,10 @@ at::Tensor CfgDenoiser::Evaluate(const at::Tensor& x, double sigma_or_t, bool pr
     return *std::move(eps);
   };
   if (in.text_cond.size(1) == in.text_uncond.size(1)) {
-    out = run(model_in, t_in, at::cat({in.text_cond, in.text_uncond}, 0));
+    const bool cached = in.text_cond.unsafeGetTensorImpl() == text_cond_.unsafeGetTensorImpl() &&
+                        in.text_uncond.unsafeGetTensorImpl() == text_uncond_.unsafeGetTensorImpl();
+    if (cached && !text_both_.defined()) text_both_ = at::cat({text_cond_, text_uncond_}, 0);
+    out = run(model_in, t_in, cached ? text_both_ : at::cat({in.text_cond, in.text_uncond}, 0));
   } else {  // token counts differ: WebUI runs the conditional and unconditional rows separately
     out = at::cat({run(model_in.slice(0, 0, cond_rows_), t_in.slice(0, 0, cond_rows_), in.text_cond),
                    run(model_in.slice(0, cond_rows_), t_in.slice(0, cond_rows_), in.text_uncond)},
@@ -168,7 +184,8 @@ at::Tensor CfgDenoiser::Evaluate(const at::Tensor& x, double sigma_or_t, bool pr
   }
   ++calls_;
   if (predict_x0) {
-    out = in.x - out * in.sigma.view({rows, 1, 1, 1});
+    out = uniform_sigma ? at::sub(in.x, out, static_cast<float>(sigma_or_t))
+                        : in.x - out * in.sigma.view({rows, 1, 1, 1});
     if (schedule_->is_lcm()) {
       // WebUI's LCMCompVisDenoiser: consistency-model scalings of x0 at the (quantized) timestep * 10.
       const at::Tensor ts = t_in.view({rows, 1, 1, 1}).to(at::kFloat) * 10.0;
@@ -180,22 +197,30 @@ at::Tensor CfgDenoiser::Evaluate(const at::Tensor& x, double sigma_or_t, bool pr
   if (options_.hooks != nullptr) {
     Check(options_.hooks->AfterModel(sampling_step_, options_.total_sampling_steps, cond_rows_, out));
   }
-  if (options_.check_nans && at::isnan(out).any().item<bool>()) {
+  // One reduction: NaN or infinity anywhere makes the sum non-finite (WebUI's test_for_nans, as an error).
+  if (options_.check_nans && !std::isfinite(out.sum().item<double>())) {
     Stop(absl::InternalError(absl::StrCat(
-        "the model produced NaN values at its evaluation ", calls_, " (around sampling step ", sampling_step_ + 1,
+        "the model produced NaN or infinite values at its evaluation ", calls_, " (around sampling step ",
+        sampling_step_ + 1,
         "): the precision is not enough for this checkpoint or setting (try --dtype float32), or the checkpoint "
         "is broken")));
   }
 
   // CFG mix: uncond + sum_k (cond_k - uncond) * (w_k * scale), as WebUI's combine_denoised.
   const at::Tensor uncond = out.slice(0, cond_rows_);
-  at::Tensor mixed = uncond.clone();
   const double scale = options_.cfg_scale * scale_multiplier_;
-  for (int i = 0; i < images_; ++i) {
-    at::Tensor target = mixed[i];
-    for (size_t k = 0; k < conditioning_.cond[i].size(); ++k) {
-      const int row = first_cond_row_[i] + static_cast<int>(k);
-      target.add_((out[row] - uncond[i]) * (conditioning_.cond[i][k].weight * scale));
+  at::Tensor mixed;
+  if (single_parts_) {
+    // One part per image, one weight: all images at once.
+    mixed = at::add(uncond, out.slice(0, 0, cond_rows_) - uncond, conditioning_.cond[0][0].weight * scale);
+  } else {
+    mixed = uncond.clone();
+    for (int i = 0; i < images_; ++i) {
+      at::Tensor target = mixed[i];
+      for (size_t k = 0; k < conditioning_.cond[i].size(); ++k) {
+        const int row = first_cond_row_[i] + static_cast<int>(k);
+        target.add_((out[row] - uncond[i]) * (conditioning_.cond[i][k].weight * scale));
+      }
     }
   }
   if (!predict_x0) last_uncond_ = uncond;

@@ -133,7 +133,8 @@ class CfgDenoiser {
   at::Tensor last_uncond_, last_preview_;
   // Built on the first evaluation and when a prompt-editing schedule switches tensors.
   std::vector<const at::TensorImpl*> context_selection_;
-  at::Tensor row_index_, first_row_index_, text_cond_, text_uncond_;
+  at::Tensor row_index_, first_row_index_, text_cond_, text_uncond_, text_both_;
+  bool single_parts_ = false;  // every image has one AND part, all with the same weight
   ProgressCallback progress_;
 };
 

@@ -20,45 +20,48 @@ std::vector<SamplerInfo> BuildTable() {
   add(S::kDpmpp2m, "DPM++ 2M", {"k_dpmpp_2m"}, Scheduler::kKarras);
   {
     auto& s = add(S::kDpmppSde, "DPM++ SDE", {"k_dpmpp_sde"}, Scheduler::kKarras);
-    s.second_order = s.brownian_noise = s.takes_eta = true;
+    s.second_order = s.brownian_noise = s.takes_eta = s.takes_s_noise = true;
   }
   {
     auto& s = add(S::kDpmpp2mSde, "DPM++ 2M SDE", {"k_dpmpp_2m_sde"}, Scheduler::kExponential);
-    s.brownian_noise = s.takes_eta = true;
+    s.brownian_noise = s.takes_eta = s.takes_s_noise = true;
   }
   {
     auto& s = add(S::kDpmpp2mSdeHeun, "DPM++ 2M SDE Heun", {"k_dpmpp_2m_sde_heun"}, Scheduler::kExponential);
-    s.brownian_noise = s.takes_eta = true;
+    s.brownian_noise = s.takes_eta = s.takes_s_noise = true;
   }
   {
     auto& s = add(S::kDpmpp2sAncestral, "DPM++ 2S a", {"k_dpmpp_2s_a"}, Scheduler::kKarras);
-    s.uses_ensd = s.second_order = s.takes_eta = true;
+    s.uses_ensd = s.second_order = s.takes_eta = s.takes_s_noise = true;
   }
   {
     auto& s = add(S::kDpmpp3mSde, "DPM++ 3M SDE", {"k_dpmpp_3m_sde"}, Scheduler::kExponential);
-    s.discard_next_to_last_sigma = s.brownian_noise = s.takes_eta = true;
+    s.discard_next_to_last_sigma = s.brownian_noise = s.takes_eta = s.takes_s_noise = true;
   }
   {
     auto& s = add(S::kEulerAncestral, "Euler a", {"k_euler_a", "k_euler_ancestral"}, std::nullopt);
     s.uses_ensd = s.takes_eta = true;
   }
-  add(S::kEuler, "Euler", {"k_euler"}, std::nullopt).takes_churn = true;
+  {
+    auto& s = add(S::kEuler, "Euler", {"k_euler"}, std::nullopt);
+    s.takes_churn = s.takes_s_noise = true;
+  }
   add(S::kLms, "LMS", {"k_lms"}, std::nullopt);
   {
     auto& s = add(S::kHeun, "Heun", {"k_heun"}, std::nullopt);
-    s.second_order = s.takes_churn = true;
+    s.second_order = s.takes_churn = s.takes_s_noise = true;
   }
   {
     auto& s = add(S::kDpm2, "DPM2", {"k_dpm_2"}, Scheduler::kKarras);
-    s.discard_next_to_last_sigma = s.second_order = s.takes_churn = true;
+    s.discard_next_to_last_sigma = s.second_order = s.takes_churn = s.takes_s_noise = true;
   }
   {
     auto& s = add(S::kDpm2Ancestral, "DPM2 a", {"k_dpm_2_a"}, Scheduler::kKarras);
-    s.discard_next_to_last_sigma = s.uses_ensd = s.second_order = s.takes_eta = true;
+    s.discard_next_to_last_sigma = s.uses_ensd = s.second_order = s.takes_eta = s.takes_s_noise = true;
   }
   {
     auto& s = add(S::kDpmFast, "DPM fast", {"k_dpm_fast"}, std::nullopt);
-    s.uses_ensd = s.takes_eta = true;
+    s.uses_ensd = s.takes_eta = s.takes_s_noise = true;
   }
   {
     auto& s = add(S::kDpmAdaptive, "DPM adaptive", {"k_dpm_ad"}, std::nullopt);

@@ -47,6 +47,7 @@ struct SamplerInfo {
   bool timesteps = false;       // DDIM/PLMS/UniPC/DDIM CFG++: integer timesteps, not sigmas
   bool takes_eta = false;       // WebUI passes eta (infotext "Eta"/"Eta DDIM" when not the default)
   bool takes_churn = false;     // s_churn/s_tmin/s_tmax
+  bool takes_s_noise = false;   // WebUI's sampler_extra_params pass s_noise (not to Euler a, DPM adaptive, ...)
 };
 
 // In WebUI's /samplers order.

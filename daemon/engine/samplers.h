@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "engine/cfg_denoiser.h"
 #include "engine/model_schedule.h"
+#include "engine/noise.h"
 #include "engine/sampler_kernels.h"
 #include "engine/sampler_table.h"
 #include "engine/schedulers.h"
@@ -41,6 +42,9 @@ struct SamplingSettings {
 // INVALID_ARGUMENT for steps outside [1, max_steps], non-finite CFG scale, denoising strength outside [0, 1],
 // negative or non-finite eta / s_noise / s_churn, with the valid range in the message.
 absl::Status ValidateSamplingSettings(const SamplingSettings& settings);
+
+// WebUI's randn_like during sampling: the next draw of the job's per-image generators (ENSD applied by the rng).
+NoiseSampler StepNoiseFrom(ImageRng* rng);
 
 // Brownian-tree noise for the SDE samplers over [sigma_min, sigma_max] of the full schedule.
 using BrownianNoiseFactory = std::function<NoiseSampler(double sigma_min, double sigma_max)>;

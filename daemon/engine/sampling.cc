@@ -33,6 +33,14 @@ absl::Status NotFinite(const char* name, double v) {
 
 }  // namespace
 
+NoiseSampler StepNoiseFrom(ImageRng* rng) {
+  return [rng](double, double) {
+    auto noise = rng->Next();
+    if (!noise.ok()) throw SamplingStopped{noise.status()};
+    return *std::move(noise);
+  };
+}
+
 absl::Status ValidateSamplingSettings(const SamplingSettings& s) {
   if (s.choice.sampler == nullptr) return absl::InvalidArgumentError("no sampler chosen");
   if (s.steps < 1 || s.steps > s.max_steps) {
@@ -109,10 +117,13 @@ absl::StatusOr<SamplingResult> Sample(const SamplingSettings& settings_in, const
   result.eta = ResolvedEta(settings);
   SamplerParams params;
   params.eta = result.eta;
-  params.s_churn = settings.s_churn;
-  params.s_tmin = settings.s_tmin;
-  params.s_tmax = settings.s_tmax == 0 ? std::numeric_limits<double>::infinity() : settings.s_tmax;
-  params.s_noise = settings.s_noise;
+  // WebUI passes the churn settings and s_noise only to the samplers that list them (sampler_extra_params).
+  if (sampler.takes_churn) {
+    params.s_churn = settings.s_churn;
+    params.s_tmin = settings.s_tmin;
+    params.s_tmax = settings.s_tmax == 0 ? std::numeric_limits<double>::infinity() : settings.s_tmax;
+  }
+  if (sampler.takes_s_noise) params.s_noise = settings.s_noise;
 
   try {
     const ModelSchedule lcm_schedule =

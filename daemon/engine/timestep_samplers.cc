@@ -188,9 +188,11 @@ at::Tensor SampleUniPc(KernelContext& c, at::Tensor x, const std::vector<int>& t
     return (xs - eps * ns.Std(t)) / ns.Alpha(t);
   };
 
+  // UniPC runs len(timesteps) = requested steps + 1 updates; the last one evaluates no model, and WebUI reports
+  // no x0 for it, so progress counts the requested steps.
   int callback_index = 0;
   auto after_update = [&](const at::Tensor& xs, const at::Tensor& model_x) {
-    c.model.ReportStep(callback_index++, steps, 0, xs, model_x);
+    if (model_x.defined()) c.model.ReportStep(callback_index++, steps - 1, 0, xs, model_x);
   };
 
   // One multistep UniPC update (B(h) variants) from the previous points to t; returns x_t and model(x_t) when
@@ -272,7 +274,7 @@ at::Tensor SampleUniPc(KernelContext& c, at::Tensor x, const std::vector<int>& t
     const bool use_corrector = step != steps;
     auto [x_next, model_x] = update(x, model_prev, t_prev, ts[step], step_order, use_corrector);
     x = x_next;
-    after_update(x, model_x.defined() ? model_x : x);
+    after_update(x, model_x);
     for (int i = 0; i + 1 < order; ++i) {
       t_prev[i] = t_prev[i + 1];
       model_prev[i] = model_prev[i + 1];

@@ -95,6 +95,14 @@ TEST(SamplerTableTest, MatchesWebUisListAndOptions) {
     EXPECT_EQ(s.brownian_noise, o.value("brownian_noise", false));
     EXPECT_EQ(s.uses_ensd, o.value("uses_ensd", false));
   }
+  // WebUI's sampler_extra_params: s_noise reaches Euler, Heun, DPM2, DPM fast and the ancestral/SDE samplers that
+  // list it, not Euler a or DPM adaptive; the churn settings only Euler, Heun and DPM2.
+  auto info = [](const char* name) { return *engine::ResolveSampler(name, "")->sampler; };
+  EXPECT_TRUE(info("Euler").takes_s_noise && info("Euler").takes_churn);
+  EXPECT_TRUE(info("DPM++ SDE").takes_s_noise && !info("DPM++ SDE").takes_churn);
+  EXPECT_TRUE(info("DPM fast").takes_s_noise);
+  EXPECT_FALSE(info("Euler a").takes_s_noise);
+  EXPECT_FALSE(info("DPM adaptive").takes_s_noise);
 }
 
 TEST(SamplerTableTest, ResolvesNamesAliasesAndLegacyCombinedNames) {
@@ -218,7 +226,7 @@ TEST(SamplingTest, BatchEqualsSingleImagesAndAndWeightsAddUp) {
   CfgConditioning halves = tiny->Conditioning(1);
   halves.cond[0] = {WeightedCond{ScheduledCond::Fixed(tiny->c.io.at("cond")[0]), 0.5},
                     WeightedCond{ScheduledCond::Fixed(tiny->c.io.at("cond")[0]), 0.5}};
-  EXPECT_TRUE(AllClose(run(halves, n0), a, 1e-4, 1e-5, "AND halves"));
+  EXPECT_TRUE(AllClose(run(halves, n0), a, 1e-3, 1e-4, "AND halves"));  // batch 3 vs 2: float order
   CfgConditioning doubled = tiny->Conditioning(1);
   doubled.cond[0][0].weight = 2;
   EXPECT_FALSE(at::allclose(run(doubled, n0), a, 1e-3, 1e-3));
