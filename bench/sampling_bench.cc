@@ -1,8 +1,10 @@
 // Sampler overhead: the time a sampling run spends outside the model (schedule, CFG batching and mix, the
-// sampler's arithmetic, step noise, progress bookkeeping, NaN check), as a fraction of the model's own time, for
-// the tiny SD1.x-architecture UNet (the fixtures' configuration, random weights) at 128x128 (latent 16x16, the
-// fixtures' size) and 256x256, 20 steps, batch 1 (cond + uncond rows). Counters: model_ms/eval, overhead_ms/eval and overhead_ratio
-// (= overhead / model time, measured in the same run; the bound is 0.01).
+// sampler's arithmetic, step noise, progress bookkeeping, NaN check).
+// - SamplerOverhead/<sampler>/<px>: with the tiny SD1.x-architecture UNet (the fixtures' configuration, random
+//   weights) at 128x128 (latent 16x16, the fixtures' size) and 256x256, 20 steps, batch 1 (cond + uncond rows).
+//   Counters: model_ms/eval, overhead_ms/eval and overhead_ratio (= overhead / model time, same run; the bound
+//   is 0.01).
+// - SamplerOnly/<sampler>: a model that returns at once, 50 steps at 16x16: the sampler's own cost per evaluation.
 #include <benchmark/benchmark.h>
 
 #include <ATen/ATen.h>
@@ -20,6 +22,7 @@
 namespace {
 
 namespace engine = atelier::engine;
+using Clock = std::chrono::steady_clock;
 
 const engine::UNet* TinyUNet() {
   static const std::unique_ptr<engine::UNet> unet = [] {
@@ -38,6 +41,38 @@ const engine::UNet* TinyUNet() {
 
 const char* const kSamplers[] = {"Euler a", "DPM++ 2M", "DPM++ 2M SDE", "Heun", "DDIM", "UniPC", "LMS"};
 
+double Seconds(Clock::time_point since) { return std::chrono::duration<double>(Clock::now() - since).count(); }
+
+// One txt2img sampling run with seeded CPU noise; returns its wall time, or an error.
+absl::StatusOr<double> TimedRun(const char* sampler, int steps, int64_t latent, engine::EpsModel model) {
+  static const engine::ModelSchedule schedule(engine::ComputeAlphasCumprod(engine::ScheduleConfig()));
+  static const at::Tensor cond = at::randn({77, 32}), uncond = at::randn({77, 32});
+  engine::SamplingSettings settings;
+  auto choice = engine::ResolveSampler(sampler, "");
+  if (!choice.ok()) return choice.status();
+  settings.choice = *choice;
+  settings.steps = steps;
+  const auto t0 = Clock::now();
+  engine::NoiseOptions noise;
+  noise.shape = {4, latent, latent};
+  noise.seeds = {1234};
+  noise.source = engine::NoiseSource::kCpu;
+  auto rng = engine::ImageRng::Create(noise);
+  if (!rng.ok()) return rng.status();
+  auto first = rng->First();
+  if (!first.ok()) return first.status();
+  engine::SamplingInputs in;
+  in.model = std::move(model);
+  in.conditioning.cond.push_back({engine::WeightedCond{engine::ScheduledCond::Fixed(cond), 1.0}});
+  in.conditioning.uncond.push_back(engine::ScheduledCond::Fixed(uncond));
+  in.noise = *first;
+  in.step_noise = engine::StepNoiseFrom(&*rng);
+  in.seeds = {1234};
+  auto result = engine::Sample(settings, schedule, std::move(in));
+  if (!result.ok()) return result.status();
+  return Seconds(t0);
+}
+
 void BM_SamplerOverhead(benchmark::State& state) {
   const engine::UNet* unet = TinyUNet();
   if (unet == nullptr) {
@@ -45,44 +80,23 @@ void BM_SamplerOverhead(benchmark::State& state) {
     return;
   }
   const char* name = kSamplers[state.range(0)];
-  const int64_t latent = state.range(1) / 8;
   state.SetLabel(name);
-  auto choice = engine::ResolveSampler(name, "");
-  engine::SamplingSettings settings;
-  settings.choice = *choice;
-  settings.steps = 20;
-  const engine::ModelSchedule schedule(engine::ComputeAlphasCumprod(engine::ScheduleConfig()));
-  const at::Tensor cond = at::randn({77, 32}), uncond = at::randn({77, 32});
-
   double model_seconds = 0, total_seconds = 0;
   int evals = 0;
   for (auto _ : state) {
-    engine::NoiseOptions noise_options;
-    noise_options.shape = {4, latent, latent};
-    noise_options.seeds = {1234};
-    noise_options.source = engine::NoiseSource::kCpu;
-    auto rng = engine::ImageRng::Create(noise_options);
-    const auto t0 = std::chrono::steady_clock::now();
-    engine::SamplingInputs in;
-    in.model = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& ctx) {
-      const auto m0 = std::chrono::steady_clock::now();
+    auto seconds = TimedRun(name, 20, state.range(1) / 8, [&](const at::Tensor& x, const at::Tensor& t,
+                                                               const at::Tensor& ctx) {
+      const auto m0 = Clock::now();
       auto eps = unet->Forward(x, t, ctx);
-      model_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - m0).count();
+      model_seconds += Seconds(m0);
       ++evals;
       return eps;
-    };
-    in.conditioning.cond.push_back({engine::WeightedCond{engine::ScheduledCond::Fixed(cond), 1.0}});
-    in.conditioning.uncond.push_back(engine::ScheduledCond::Fixed(uncond));
-    in.noise = *rng->First();
-    in.step_noise = [&](double, double) { return *rng->Next(); };
-    in.seeds = {1234};
-    auto result = engine::Sample(settings, schedule, std::move(in));
-    total_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!result.ok()) {
-      state.SkipWithError(std::string(result.status().message()).c_str());
+    });
+    if (!seconds.ok()) {
+      state.SkipWithError(std::string(seconds.status().message()).c_str());
       return;
     }
-    benchmark::DoNotOptimize(result->latent.data_ptr());
+    total_seconds += *seconds;
   }
   const double overhead = total_seconds - model_seconds;
   state.counters["model_ms/eval"] = 1e3 * model_seconds / evals;
@@ -95,45 +109,25 @@ BENCHMARK(BM_SamplerOverhead)
     ->Iterations(2)
     ->UseRealTime();
 
-}  // namespace
-
-// The same loop with a model that returns at once: the sampler's own cost per evaluation, in microseconds.
 void BM_SamplerOnly(benchmark::State& state) {
   const char* name = kSamplers[state.range(0)];
   state.SetLabel(name);
-  auto choice = engine::ResolveSampler(name, "");
-  engine::SamplingSettings settings;
-  settings.choice = *choice;
-  settings.steps = 50;
-  const engine::ModelSchedule schedule(engine::ComputeAlphasCumprod(engine::ScheduleConfig()));
-  const at::Tensor cond = at::randn({77, 32}), uncond = at::randn({77, 32});
   const at::Tensor eps = at::randn({2, 4, 16, 16}) * 0.1;
   int evals = 0;
   double total_seconds = 0;
   for (auto _ : state) {
-    const auto t0 = std::chrono::steady_clock::now();
-    engine::NoiseOptions noise_options;
-    noise_options.shape = {4, 16, 16};
-    noise_options.seeds = {1234};
-    noise_options.source = engine::NoiseSource::kCpu;
-    auto rng = engine::ImageRng::Create(noise_options);
-    engine::SamplingInputs in;
-    in.model = [&](const at::Tensor&, const at::Tensor&, const at::Tensor&) -> absl::StatusOr<at::Tensor> {
+    auto seconds = TimedRun(name, 50, 16, [&](const at::Tensor&, const at::Tensor&, const at::Tensor&) {
       ++evals;
-      return eps;
-    };
-    in.conditioning.cond.push_back({engine::WeightedCond{engine::ScheduledCond::Fixed(cond), 1.0}});
-    in.conditioning.uncond.push_back(engine::ScheduledCond::Fixed(uncond));
-    in.noise = *rng->First();
-    in.step_noise = engine::StepNoiseFrom(&*rng);
-    in.seeds = {1234};
-    auto result = engine::Sample(settings, schedule, std::move(in));
-    total_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!result.ok()) {
-      state.SkipWithError(std::string(result.status().message()).c_str());
+      return absl::StatusOr<at::Tensor>(eps);
+    });
+    if (!seconds.ok()) {
+      state.SkipWithError(std::string(seconds.status().message()).c_str());
       return;
     }
+    total_seconds += *seconds;
   }
   state.counters["us/eval"] = 1e6 * total_seconds / evals;
 }
 BENCHMARK(BM_SamplerOnly)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace

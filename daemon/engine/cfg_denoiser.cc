@@ -157,11 +157,11 @@ at::Tensor CfgDenoiser::Evaluate(const at::Tensor& x, double sigma_or_t, bool pr
       const double sigma = static_cast<float>(sigma_or_t);
       model_in = in.x * (1.0 / std::sqrt(sigma * sigma + 1.0));
       t_in = schedule_->is_lcm() ? schedule_->SigmaToT(in.sigma).to(at::kFloat)
-                                 : at::full({rows}, schedule_->SigmaToT(sigma), in.sigma.options());
+                                 : at::full({rows}, schedule_->SigmaToT(sigma, options_.quantize), in.sigma.options());
     } else {
       const at::Tensor sigma = in.sigma.view({rows, 1, 1, 1});
       model_in = in.x * (sigma * sigma + 1).rsqrt();
-      t_in = schedule_->SigmaToT(in.sigma).to(at::kFloat);
+      t_in = schedule_->SigmaToT(in.sigma, options_.quantize).to(at::kFloat);
     }
   }
   if (in.image_cond.defined()) model_in = at::cat({model_in, in.image_cond.to(model_in.dtype())}, 1);

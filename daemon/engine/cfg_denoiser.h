@@ -87,6 +87,8 @@ struct CfgDenoiserOptions {
   const std::atomic<bool>* interrupt = nullptr;  // set -> stop at the next evaluation, keep the last x0
   CfgHooks* hooks = nullptr;
   bool check_nans = true;
+  // k-diffusion's quantize (WebUI option enable_quantization): sigma -> the nearest integer timestep.
+  bool quantize = false;
 };
 
 class CfgDenoiser {

@@ -48,6 +48,24 @@ double Churn(KernelContext& c, at::Tensor& x, const Sigmas& sigmas, int i) {
   return sigma_hat;
 }
 
+// The first half of an Euler/Heun/DPM2 step: churn, the model at sigma_hat, the step report; returns d.
+at::Tensor ChurnedDerivative(KernelContext& c, at::Tensor& x, const Sigmas& sigmas, int i, double& sigma_hat) {
+  sigma_hat = Churn(c, x, sigmas, i);
+  const at::Tensor denoised = c.model.Denoise(x, sigma_hat);
+  const at::Tensor d = ToD(x, sigma_hat, denoised);
+  c.model.ReportStep(i, static_cast<int>(sigmas.size()) - 1, sigmas[i], x, denoised);
+  return d;
+}
+
+// Heun's step from sigma to sigma_next given the derivative d at sigma (Euler when sigma_next is 0).
+at::Tensor HeunUpdate(KernelContext& c, const at::Tensor& x, const at::Tensor& d, double sigma, double sigma_next) {
+  const double dt = sigma_next - sigma;
+  if (sigma_next == 0) return x + d * dt;
+  const at::Tensor x_2 = x + d * dt;
+  const at::Tensor d_2 = ToD(x_2, sigma_next, c.model.Denoise(x_2, sigma_next));
+  return x + (d + d_2) / 2 * dt;
+}
+
 double TFromSigma(double sigma) { return -std::log(sigma); }
 double SigmaFromT(double t) { return std::exp(-t); }
 
@@ -93,10 +111,8 @@ Sigmas KarrasSigmas(int n, double sigma_min, double sigma_max, double rho) {
 
 at::Tensor SampleEuler(KernelContext& c, at::Tensor x, const Sigmas& sigmas) {
   for (int i = 0; i < Steps(sigmas); ++i) {
-    const double sigma_hat = Churn(c, x, sigmas, i);
-    const at::Tensor denoised = c.model.Denoise(x, sigma_hat);
-    const at::Tensor d = ToD(x, sigma_hat, denoised);
-    c.model.ReportStep(i, Steps(sigmas), sigmas[i], x, denoised);
+    double sigma_hat = 0;
+    const at::Tensor d = ChurnedDerivative(c, x, sigmas, i, sigma_hat);
     x = x + d * (sigmas[i + 1] - sigma_hat);
   }
   return x;
@@ -115,28 +131,17 @@ at::Tensor SampleEulerAncestral(KernelContext& c, at::Tensor x, const Sigmas& si
 
 at::Tensor SampleHeun(KernelContext& c, at::Tensor x, const Sigmas& sigmas) {
   for (int i = 0; i < Steps(sigmas); ++i) {
-    const double sigma_hat = Churn(c, x, sigmas, i);
-    const at::Tensor denoised = c.model.Denoise(x, sigma_hat);
-    const at::Tensor d = ToD(x, sigma_hat, denoised);
-    c.model.ReportStep(i, Steps(sigmas), sigmas[i], x, denoised);
-    const double dt = sigmas[i + 1] - sigma_hat;
-    if (sigmas[i + 1] == 0) {
-      x = x + d * dt;
-    } else {
-      const at::Tensor x_2 = x + d * dt;
-      const at::Tensor d_2 = ToD(x_2, sigmas[i + 1], c.model.Denoise(x_2, sigmas[i + 1]));
-      x = x + (d + d_2) / 2 * dt;
-    }
+    double sigma_hat = 0;
+    const at::Tensor d = ChurnedDerivative(c, x, sigmas, i, sigma_hat);
+    x = HeunUpdate(c, x, d, sigma_hat, sigmas[i + 1]);
   }
   return x;
 }
 
 at::Tensor SampleDpm2(KernelContext& c, at::Tensor x, const Sigmas& sigmas) {
   for (int i = 0; i < Steps(sigmas); ++i) {
-    const double sigma_hat = Churn(c, x, sigmas, i);
-    const at::Tensor denoised = c.model.Denoise(x, sigma_hat);
-    const at::Tensor d = ToD(x, sigma_hat, denoised);
-    c.model.ReportStep(i, Steps(sigmas), sigmas[i], x, denoised);
+    double sigma_hat = 0;
+    const at::Tensor d = ChurnedDerivative(c, x, sigmas, i, sigma_hat);
     if (sigmas[i + 1] == 0) {
       x = x + d * (sigmas[i + 1] - sigma_hat);
     } else {
@@ -400,14 +405,7 @@ at::Tensor SampleRestart(KernelContext& c, at::Tensor x, const Sigmas& given) {
     const at::Tensor denoised = c.model.Denoise(x, old_sigma);
     const at::Tensor d = ToD(x, old_sigma, denoised);
     c.model.ReportStep(step_id, total, new_sigma, x, denoised);
-    const double dt = new_sigma - old_sigma;
-    if (new_sigma == 0) {
-      x = x + d * dt;
-    } else {
-      const at::Tensor x_2 = x + d * dt;
-      const at::Tensor d_2 = ToD(x_2, new_sigma, c.model.Denoise(x_2, new_sigma));
-      x = x + (d + d_2) / 2 * dt;
-    }
+    x = HeunUpdate(c, x, d, old_sigma, new_sigma);
     ++step_id;
     last_sigma = new_sigma;
   }

@@ -135,6 +135,7 @@ absl::StatusOr<SamplingResult> Sample(const SamplingSettings& settings_in, const
     options.total_sampling_steps = total_steps;
     options.interrupt = inputs.interrupt;
     options.hooks = inputs.hooks;
+    options.quantize = settings.quantize;
     CfgDenoiser denoiser(inputs.model, &schedule, std::move(inputs.conditioning), options);
     if (denoiser.images() != inputs.noise.size(0)) {
       return absl::InvalidArgumentError(absl::StrCat("conditioning for ", denoiser.images(), " images but noise for ",

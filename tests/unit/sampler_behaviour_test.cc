@@ -375,6 +375,33 @@ TEST(BrownianTreeTest, IncrementsAreConsistentAdditiveAndPerImage) {
   EXPECT_LT(var, 1.5);
 }
 
+TEST(SamplingTest, QuantizeSendsIntegerTimesteps) {
+  auto tiny = LoadTiny("txt2img-tiny");
+  ASSERT_TRUE(tiny);
+  for (bool quantize : {false, true}) {
+    std::vector<float> seen;
+    engine::SamplingInputs in;
+    in.model = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& ctx) {
+      seen.push_back(t[0].item<float>());
+      return tiny->unet->Forward(x, t, ctx);
+    };
+    in.conditioning = tiny->Conditioning();
+    in.noise = tiny->c.io.at("noise");
+    in.step_noise = Zeros();
+    auto settings = Settings("DPM++ 2M", "Karras", 4);
+    settings.quantize = quantize;
+    ASSERT_TRUE(engine::Sample(settings, *tiny->schedule, std::move(in)).ok());
+    ASSERT_EQ(seen.size(), 4u);
+    int fractional = 0;
+    for (float t : seen) fractional += t != std::round(t);
+    if (quantize) {
+      EXPECT_EQ(fractional, 0);
+    } else {
+      EXPECT_GT(fractional, 0);  // k-diffusion's default: continuous timesteps
+    }
+  }
+}
+
 TEST(SamplingTest, TimestepsAndSchedulesFollowWebUi) {
   auto s = Settings("DDIM", "", 6);
   EXPECT_EQ(engine::SamplerTimesteps(s), (std::vector<int>{1, 167, 333, 499, 665, 831, 997}));

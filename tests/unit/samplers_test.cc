@@ -55,6 +55,17 @@ CfgConditioning OnePrompt(const testing::FixtureCase& c) {
   return cond;
 }
 
+// A run's sampler and schedule with the case's steps and CFG scale.
+::testing::AssertionResult RunSettings(const testing::FixtureCase& c, const nlohmann::json& run,
+                                       engine::SamplingSettings& settings) {
+  auto choice = engine::ResolveSampler(run["sampler"].get<std::string>(), run["schedule_type"].get<std::string>());
+  if (!choice.ok()) return ::testing::AssertionFailure() << choice.status();
+  settings.choice = *choice;
+  settings.steps = c.json["config"]["steps"];
+  settings.cfg_scale = c.json["config"]["cfg_scale"];
+  return ::testing::AssertionSuccess();
+}
+
 // Hands out the recorded tensors in order and remembers what was asked.
 struct Replay {
   at::Tensor noises;  // [K, 1, 4, h, w] or undefined
@@ -83,13 +94,8 @@ TEST(SamplersTest, EverySamplerAndScheduleMatchesWebUi) {
     for (const auto& [key, run] : c.json["values"]["runs"].items()) {
       SCOPED_TRACE(key);
       const std::string prefix = run["tensor_prefix"];
-      auto choice = engine::ResolveSampler(run["sampler"].get<std::string>(), run["schedule_type"].get<std::string>());
-      ASSERT_TRUE(choice.ok()) << choice.status();
-
       engine::SamplingSettings settings;
-      settings.choice = *choice;
-      settings.steps = c.json["config"]["steps"];
-      settings.cfg_scale = c.json["config"]["cfg_scale"];
+      ASSERT_TRUE(RunSettings(c, run, settings));
 
       Replay replay;
       if (!run["noises_tensor"].is_null()) replay.noises = c.io.at(run["noises_tensor"].get<std::string>());
@@ -169,12 +175,8 @@ TEST(SamplersTest, SeededCpuGeneratorReproducesTheAncestralRuns) {
       ASSERT_TRUE(first.ok());
       EXPECT_TRUE(at::equal(*first, c.io.at("x_init")));
 
-      auto choice = engine::ResolveSampler(run["sampler"].get<std::string>(), run["schedule_type"].get<std::string>());
-      ASSERT_TRUE(choice.ok());
       engine::SamplingSettings settings;
-      settings.choice = *choice;
-      settings.steps = c.json["config"]["steps"];
-      settings.cfg_scale = c.json["config"]["cfg_scale"];
+      ASSERT_TRUE(RunSettings(c, run, settings));
       engine::SamplingInputs in;
       in.model = model.Eps();
       in.conditioning = OnePrompt(c);
