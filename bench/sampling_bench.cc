@@ -5,6 +5,7 @@
 //   Counters: model_ms/eval, overhead_ms/eval and overhead_ratio (= overhead / model time, same run; the bound
 //   is 0.01).
 // - SamplerOnly/<sampler>: a model that returns at once, 50 steps at 16x16: the sampler's own cost per evaluation.
+// - BrownianQuery: one Brownian-tree increment (the SDE samplers' noise) per step, 16x16.
 #include <benchmark/benchmark.h>
 
 #include <ATen/ATen.h>
@@ -13,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/brownian_tree.h"
 #include "engine/noise.h"
 #include "engine/runtime.h"
 #include "engine/samplers.h"
@@ -130,4 +132,26 @@ void BM_SamplerOnly(benchmark::State& state) {
 }
 BENCHMARK(BM_SamplerOnly)->DenseRange(0, 6)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+}  // namespace
+
+namespace {
+// One Brownian-tree query per step along a 50-step Karras-like schedule, 16x16 latent: the SDE samplers' noise.
+void BM_BrownianQuery(benchmark::State& state) {
+  int queries = 0;
+  double seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    engine::BrownianTreeNoise tree({4, 16, 16}, {1234}, 0.0292, 14.6146, at::kCPU);
+    double sigma = 14.6146;
+    for (int i = 0; i < 50; ++i) {
+      const double next = sigma * 0.9;
+      benchmark::DoNotOptimize(tree(sigma, next).data_ptr());
+      sigma = next;
+      ++queries;
+    }
+    seconds += Seconds(t0);
+  }
+  state.counters["us/query"] = 1e6 * seconds / queries;
+}
+BENCHMARK(BM_BrownianQuery)->Unit(benchmark::kMillisecond)->UseRealTime();
 }  // namespace

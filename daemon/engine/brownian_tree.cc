@@ -35,6 +35,17 @@ BrownianTreeNoise::BrownianTreeNoise(std::vector<int64_t> image_shape, std::vect
       t1_(std::max(sigma_min, sigma_max)),
       device_(device) {}
 
+const at::Tensor& BrownianTreeNoise::NodeNormal(uint64_t seed, uint64_t node) const {
+  const auto key = std::make_pair(seed, node);
+  if (auto it = node_cache_.find(key); it != node_cache_.end()) return it->second;
+  // Nearby query points share their upper nodes: keep a few paths' worth (bounded memory).
+  if (node_cache_.size() >= 64 * seeds_.size()) node_cache_.clear();
+  auto gen = at::detail::createCPUGenerator(Mix(Mix(seed) ^ node));
+  at::Tensor z = at::empty(shape_, at::TensorOptions().dtype(at::kFloat));
+  z.normal_(0, 1, gen);
+  return node_cache_.emplace(key, std::move(z)).first->second;
+}
+
 at::Tensor BrownianTreeNoise::W(uint64_t seed, double t) const {
   t = std::clamp(t, t0_, t1_);
   const auto key = std::make_pair(seed, t);
@@ -77,12 +88,14 @@ at::Tensor BrownianTreeNoise::W(uint64_t seed, double t) const {
     }
   }
 
+  // Accumulated in a plain loop: ~20 small tensors, where per-op dispatch would cost more than the arithmetic.
   at::Tensor result = at::zeros(shape_, at::TensorOptions().dtype(at::kFloat));
-  at::Tensor z = at::empty(shape_, at::TensorOptions().dtype(at::kFloat));
+  float* out = result.data_ptr<float>();
+  const int64_t n = result.numel();
   for (const auto& [node, coefficient] : w) {
-    auto gen = at::detail::createCPUGenerator(Mix(Mix(seed) ^ node));
-    z.normal_(0, 1, gen);
-    result.add_(z, coefficient);
+    const float* z = NodeNormal(seed, node).data_ptr<float>();
+    const float c = static_cast<float>(coefficient);
+    for (int64_t j = 0; j < n; ++j) out[j] += c * z[j];
   }
   // Consecutive steps share an end point: keep the recent values.
   if (cache_.size() >= 8 * seeds_.size()) cache_.clear();

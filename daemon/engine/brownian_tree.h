@@ -24,12 +24,14 @@ class BrownianTreeNoise {
 
  private:
   at::Tensor W(uint64_t seed, double t) const;  // one image's W(t), W(t0) = 0
+  const at::Tensor& NodeNormal(uint64_t seed, uint64_t node) const;  // the node's standard normal Z
 
   std::vector<int64_t> shape_;
   std::vector<uint64_t> seeds_;
   double t0_, t1_;
   at::Device device_;
-  mutable std::map<std::pair<uint64_t, double>, at::Tensor> cache_;  // recent W(t) per (seed, t)
+  mutable std::map<std::pair<uint64_t, double>, at::Tensor> cache_;         // recent W(t) per (seed, t)
+  mutable std::map<std::pair<uint64_t, uint64_t>, at::Tensor> node_cache_;  // recent Z per (seed, node)
 };
 
 }  // namespace atelier::engine
