@@ -48,7 +48,7 @@ const at::Tensor& ScheduledCond::At(int call) const {
   for (size_t i = 0; i < end_at_step.size(); ++i) {
     if (call <= end_at_step[i]) return tensors[i];
   }
-  return tensors.back();
+  return tensors.front();  // past every entry (DPM adaptive can be): WebUI's target_index stays 0
 }
 
 CfgDenoiser::CfgDenoiser(EpsModel model, const ModelSchedule* schedule, CfgConditioning conditioning,
@@ -156,12 +156,12 @@ at::Tensor CfgDenoiser::Evaluate(const at::Tensor& x, double sigma_or_t, bool pr
     if (uniform_sigma) {
       const double sigma = static_cast<float>(sigma_or_t);
       model_in = in.x * (1.0 / std::sqrt(sigma * sigma + 1.0));
-      t_in = schedule_->is_lcm() ? schedule_->SigmaToT(in.sigma).to(at::kFloat)
-                                 : at::full({rows}, schedule_->SigmaToT(sigma, options_.quantize), in.sigma.options());
+      t_in = at::full({rows}, schedule_->SigmaToT(sigma, options_.quantize), in.sigma.options());
     } else {
       const at::Tensor sigma = in.sigma.view({rows, 1, 1, 1});
       model_in = in.x * (sigma * sigma + 1).rsqrt();
-      t_in = schedule_->SigmaToT(in.sigma, options_.quantize).to(at::kFloat);
+      // The schedule's tables live on the CPU; only a hook's per-row sigmas take this path.
+      t_in = schedule_->SigmaToT(in.sigma.to(at::kCPU), options_.quantize).to(in.sigma.options());
     }
   }
   if (in.image_cond.defined()) model_in = at::cat({model_in, in.image_cond.to(model_in.dtype())}, 1);
@@ -198,7 +198,7 @@ at::Tensor CfgDenoiser::Evaluate(const at::Tensor& x, double sigma_or_t, bool pr
     Check(options_.hooks->AfterModel(sampling_step_, options_.total_sampling_steps, cond_rows_, out));
   }
   // One reduction: NaN or infinity anywhere makes the sum non-finite (WebUI's test_for_nans, as an error).
-  if (options_.check_nans && !std::isfinite(out.sum().item<double>())) {
+  if (options_.check_nans && !std::isfinite(out.sum(at::kFloat).item<double>())) {
     Stop(absl::InternalError(absl::StrCat(
         "the model produced NaN or infinite values at its evaluation ", calls_, " (around sampling step ",
         sampling_step_ + 1,

@@ -28,7 +28,8 @@ using EpsModel =
     std::function<absl::StatusOr<at::Tensor>(const at::Tensor& x_in, const at::Tensor& t_in, const at::Tensor& context)>;
 
 // A prompt's conditioning over the steps (WebUI's ScheduledPromptConditioning list): at denoiser call k the
-// first entry with k <= end_at_step is used. A single entry with a large end_at_step is a fixed prompt.
+// first entry with k <= end_at_step is used, and the first entry when k is past them all (as WebUI does). A
+// single entry with a large end_at_step is a fixed prompt. end_at_step and tensors have the same, non-zero size.
 struct ScheduledCond {
   std::vector<int> end_at_step;
   std::vector<at::Tensor> tensors;  // [tokens, dim] each
@@ -48,7 +49,8 @@ struct CfgConditioning {
 };
 
 // What the plugin hooks see (WebUI's on_cfg_denoiser / on_cfg_denoised / on_cfg_after_cfg). Implemented by the
-// host's job hooks; tensors may be replaced in place.
+// host's job hooks. A hook changes a tensor by assigning a new one (as the host does with a plugin's *_out
+// tensors), never by writing into the one it was given: that may be a view of the sampler's state.
 class CfgHooks {
  public:
   virtual ~CfgHooks() = default;

@@ -42,9 +42,9 @@ double Gamma(const KernelContext& c, const Sigmas& sigmas, int i) {
 // The churn prologue shared by Euler, Heun and DPM2: k-diffusion draws the noise every step even when gamma is 0.
 double Churn(KernelContext& c, at::Tensor& x, const Sigmas& sigmas, int i) {
   const double gamma = Gamma(c, sigmas, i);
-  const at::Tensor eps = c.noise(sigmas[i], sigmas[i + 1]) * c.params.s_noise;
+  const at::Tensor eps = c.noise(sigmas[i], sigmas[i + 1]);  // drawn even when unused: the RNG stream stays WebUI's
   const double sigma_hat = sigmas[i] * (gamma + 1);
-  if (gamma > 0) x = x + eps * std::sqrt(sigma_hat * sigma_hat - sigmas[i] * sigmas[i]);
+  if (gamma > 0) x = x + eps * (c.params.s_noise * std::sqrt(sigma_hat * sigma_hat - sigmas[i] * sigmas[i]));
   return sigma_hat;
 }
 
@@ -168,8 +168,9 @@ at::Tensor SampleDpm2Ancestral(KernelContext& c, at::Tensor x, const Sigmas& sig
       const at::Tensor x_2 = x + d * (sigma_mid - sigmas[i]);
       const at::Tensor d_2 = ToD(x_2, sigma_mid, c.model.Denoise(x_2, sigma_mid));
       x = x + d_2 * (step.down - sigmas[i]);
+      // k-diffusion adds the noise in this branch only (sigma_down can be 0 with sigma_next > 0 when eta > 1).
+      AddNoise(c, x, sigmas[i], sigmas[i + 1], step.up);
     }
-    if (sigmas[i + 1] > 0) AddNoise(c, x, sigmas[i], sigmas[i + 1], step.up);
   }
   return x;
 }

@@ -3,7 +3,8 @@
 // samplers.h is the entry point. The loops throw SamplingStopped (from the denoiser) to stop.
 //
 // Scalars (sigmas, step sizes) are doubles computed from the float32 schedule values; tensors stay on the
-// latent's device and the loops never copy them to the host.
+// latent's device. The only reads back to the host: DPM adaptive's error estimate (its step-size control) and the
+// denoiser's NaN check (one scalar per evaluation).
 #pragma once
 
 #include <functional>

@@ -32,8 +32,8 @@ struct SamplingSettings {
   double s_churn = 0, s_tmin = 0, s_tmax = 0 /* 0 = infinity */, s_noise = 1.0;
   ScheduleOptions schedule;  // sigma_min/max/rho overrides, discard_next_to_last_sigma, Beta parameters
   UniPcOptions unipc;
-  bool sgm_noise_multiplier = false;
-  bool quantize = false;  // WebUI's enable_quantization: integer timesteps for the k-diffusion samplers  // txt2img start x * sqrt(1 + sigma0^2) instead of x * sigma0
+  bool sgm_noise_multiplier = false;  // txt2img start x * sqrt(1 + sigma0^2) instead of x * sigma0
+  bool quantize = false;              // WebUI's enable_quantization: integer timesteps for k-diffusion samplers
   // img2img (init_latent given): denoising strength and WebUI's "img2img_fix_steps".
   double denoising_strength = 0.75;
   bool img2img_fix_steps = false;

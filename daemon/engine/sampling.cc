@@ -27,6 +27,41 @@ double ResolvedEta(const SamplingSettings& s) {
   return s.choice.sampler->timesteps ? 0.0 : 1.0;  // WebUI's eta_ddim / eta_ancestral defaults
 }
 
+absl::Status ValidSchedule(const ScheduledCond& c, const char* what, size_t image) {
+  if (c.tensors.empty() || c.tensors.size() != c.end_at_step.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("image ", image, ": ", what,
+                                                   " needs one or more conditioning tensors, one per end step"));
+  }
+  for (const auto& t : c.tensors) {
+    if (!t.defined() || t.dim() != 2 || t.size(0) < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("image ", image, ": ", what, " must be [tokens, dim] tensors"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// One AND-part list and one negative per image, each a valid schedule; image_cond one row per image.
+absl::Status ValidateConditioning(const CfgConditioning& c, const at::Tensor& noise) {
+  if (!noise.defined() || noise.dim() != 4) return absl::InvalidArgumentError("noise must be [images, 4, h, w]");
+  const size_t images = static_cast<size_t>(noise.size(0));
+  if (images == 0 || c.cond.size() != images || c.uncond.size() != images) {
+    return absl::InvalidArgumentError(absl::StrCat("conditioning for ", c.cond.size(), " prompts and ",
+                                                   c.uncond.size(), " negative prompts, but noise for ", images,
+                                                   " images: one of each per image"));
+  }
+  for (size_t i = 0; i < images; ++i) {
+    if (c.cond[i].empty()) return absl::InvalidArgumentError(absl::StrCat("image ", i, " has no prompt part"));
+    for (const auto& part : c.cond[i]) {
+      if (absl::Status st = ValidSchedule(part.cond, "the prompt", i); !st.ok()) return st;
+    }
+    if (absl::Status st = ValidSchedule(c.uncond[i], "the negative prompt", i); !st.ok()) return st;
+  }
+  if (c.image_cond.defined() && c.image_cond.size(0) != noise.size(0)) {
+    return absl::InvalidArgumentError("image_cond must have one row per image");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status NotFinite(const char* name, double v) {
   return absl::InvalidArgumentError(absl::StrCat(name, " must be a finite number, got ", v));
 }
@@ -94,8 +129,9 @@ std::vector<int> SamplerTimesteps(const SamplingSettings& settings) {
 std::pair<int, int> Img2ImgSteps(const SamplingSettings& s) {
   const double strength = std::min(s.denoising_strength, 0.999);
   if (s.img2img_fix_steps) {
-    const int steps = s.denoising_strength > 0 ? static_cast<int>(s.steps / strength) : 0;
-    return {steps, s.steps - 1};
+    // In double first: a tiny strength would overflow int (Sample refuses more than max_steps).
+    const double steps = s.denoising_strength > 0 ? std::floor(s.steps / strength) : 0.0;
+    return {static_cast<int>(std::min(steps, 1e9)), s.steps - 1};
   }
   return {s.steps, static_cast<int>(strength * s.steps)};
 }
@@ -110,6 +146,21 @@ absl::StatusOr<SamplingResult> Sample(const SamplingSettings& settings_in, const
   if (img2img) std::tie(settings.steps, t_enc) = Img2ImgSteps(settings_in);
   if (img2img && settings.steps < 1) {
     return absl::InvalidArgumentError("denoising_strength 0 with img2img_fix_steps leaves no steps to run");
+  }
+  if (settings.steps > settings.max_steps) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "img2img_fix_steps with denoising_strength ", settings_in.denoising_strength, " needs a schedule of ",
+        settings.steps, " steps; the maximum is ", settings.max_steps, " (raise the strength or lower the steps)"));
+  }
+  if (absl::Status st = ValidateConditioning(inputs.conditioning, inputs.noise); !st.ok()) return st;
+  if (img2img && !inputs.init_latent.sizes().equals(inputs.noise.sizes())) {
+    return absl::InvalidArgumentError("the init latent and the noise differ in shape");
+  }
+  if (sampler.brownian_noise && !inputs.brownian_noise &&
+      static_cast<int64_t>(inputs.seeds.size()) != inputs.noise.size(0)) {
+    return absl::InvalidArgumentError(absl::StrCat(sampler.name, " needs one seed per image for its Brownian noise: ",
+                                                   inputs.seeds.size(), " seeds for ", inputs.noise.size(0),
+                                                   " images"));
   }
   const int total_steps = img2img ? t_enc + 1 : settings.steps;
 
@@ -137,10 +188,6 @@ absl::StatusOr<SamplingResult> Sample(const SamplingSettings& settings_in, const
     options.hooks = inputs.hooks;
     options.quantize = settings.quantize;
     CfgDenoiser denoiser(inputs.model, &schedule, std::move(inputs.conditioning), options);
-    if (denoiser.images() != inputs.noise.size(0)) {
-      return absl::InvalidArgumentError(absl::StrCat("conditioning for ", denoiser.images(), " images but noise for ",
-                                                     inputs.noise.size(0)));
-    }
     int reported = 0;
     denoiser.set_progress([&](const SamplingProgress& p) {
       ++reported;
@@ -242,7 +289,12 @@ absl::StatusOr<SamplingResult> Sample(const SamplingSettings& settings_in, const
     } catch (const SamplingStopped& stop) {
       if (!stop.status.ok()) return stop.status;
       result.interrupted = true;
-      out = denoiser.last_preview().defined() ? denoiser.last_preview() : x;
+      // Before any evaluation WebUI's last_latent is the start: the init latent for img2img, else the noise.
+      if (denoiser.last_preview().defined()) {
+        out = denoiser.last_preview();
+      } else {
+        out = img2img ? inputs.init_latent : x;
+      }
     }
     result.latent = out;
     result.model_calls = denoiser.model_calls();

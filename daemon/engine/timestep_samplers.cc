@@ -157,6 +157,7 @@ at::Tensor SampleUniPc(KernelContext& c, at::Tensor x, const std::vector<int>& t
                        const at::Tensor& alphas_cumprod, const UniPcOptions& options, bool img2img) {
   const DiscreteVpSchedule ns(alphas_cumprod);
   const int steps = static_cast<int>(timesteps.size());
+  if (steps == 0) return x;  // img2img with t_enc 0: nothing to run (DDIM and PLMS return their start too)
   const int order = std::max(1, std::min(options.order, steps));
   const double t_0 = 1.0 / ns.total_n();
   const double t_T = img2img ? timesteps.back() / 1000.0 + 1 / 1000.0 : 1.0;

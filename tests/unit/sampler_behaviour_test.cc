@@ -402,6 +402,83 @@ TEST(SamplingTest, QuantizeSendsIntegerTimesteps) {
   }
 }
 
+TEST(SamplingTest, PromptEditingSchedulesSwitchByDenoiserCall) {
+  ScheduledCond c;
+  const at::Tensor a = at::zeros({77, 8}), b = at::ones({77, 8});
+  c.end_at_step = {2, 5};
+  c.tensors = {a, b};
+  for (int call : {0, 1, 2}) EXPECT_TRUE(c.At(call).is_same(a)) << call;
+  for (int call : {3, 4, 5}) EXPECT_TRUE(c.At(call).is_same(b)) << call;
+  EXPECT_TRUE(c.At(6).is_same(a));  // past every entry: WebUI falls back to the first
+}
+
+TEST(SamplingTest, InconsistentInputsAreInvalidArgumentsNotCrashes) {
+  auto tiny = LoadTiny("img2img-tiny");
+  ASSERT_TRUE(tiny);
+  const auto& c = tiny->c;
+  auto base = [&]() {
+    engine::SamplingInputs in;
+    in.model = tiny->Eps();
+    in.conditioning = tiny->Conditioning();
+    in.noise = c.io.at("noise");
+    in.step_noise = Zeros();
+    return in;
+  };
+  auto code = [&](engine::SamplingSettings settings, engine::SamplingInputs in) {
+    return engine::Sample(settings, *tiny->schedule, std::move(in)).status().code();
+  };
+  const auto euler = Settings("Euler", "", 6);
+  {
+    auto in = base();
+    in.conditioning = tiny->Conditioning(2);  // two prompts, one noise row
+    EXPECT_EQ(code(euler, std::move(in)), absl::StatusCode::kInvalidArgument);
+  }
+  {
+    auto in = base();
+    in.conditioning.cond[0].clear();
+    EXPECT_EQ(code(euler, std::move(in)), absl::StatusCode::kInvalidArgument);
+  }
+  {
+    auto in = base();
+    in.conditioning.uncond[0].end_at_step.push_back(3);  // more end steps than tensors
+    EXPECT_EQ(code(euler, std::move(in)), absl::StatusCode::kInvalidArgument);
+  }
+  {
+    auto in = base();
+    in.seeds = {};  // the default Brownian tree needs one seed per image
+    EXPECT_EQ(code(Settings("DPM++ 2M SDE", "", 6), std::move(in)), absl::StatusCode::kInvalidArgument);
+  }
+  {
+    auto in = base();
+    in.init_latent = c.io.at("init_latent");
+    auto fix = euler;
+    fix.img2img_fix_steps = true;
+    fix.denoising_strength = 1e-9;  // would need billions of steps
+    EXPECT_EQ(code(fix, std::move(in)), absl::StatusCode::kInvalidArgument);
+  }
+  // img2img with t_enc 0 (strength < 1/steps) on a timestep sampler runs nothing and returns its noised start.
+  for (const char* sampler : {"UniPC", "DDIM", "PLMS"}) {
+    auto in = base();
+    in.init_latent = c.io.at("init_latent");
+    auto settings = Settings(sampler, "", 6);
+    settings.denoising_strength = 0.1;
+    auto result = engine::Sample(settings, *tiny->schedule, std::move(in));
+    ASSERT_TRUE(result.ok()) << sampler << ": " << result.status();
+    EXPECT_TRUE(at::isfinite(result->latent).all().item<bool>()) << sampler;
+  }
+  // Interrupted before the first evaluation, img2img returns the init latent (WebUI's last_latent).
+  {
+    std::atomic<bool> stop{true};
+    auto in = base();
+    in.init_latent = c.io.at("init_latent");
+    in.interrupt = &stop;
+    auto result = engine::Sample(euler, *tiny->schedule, std::move(in));
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_TRUE(result->interrupted);
+    EXPECT_TRUE(at::equal(result->latent, c.io.at("init_latent")));
+  }
+}
+
 TEST(SamplingTest, TimestepsAndSchedulesFollowWebUi) {
   auto s = Settings("DDIM", "", 6);
   EXPECT_EQ(engine::SamplerTimesteps(s), (std::vector<int>{1, 167, 333, 499, 665, 831, 997}));
