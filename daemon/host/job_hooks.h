@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "atelier/plugin.h"
+#include "engine/cfg_denoiser.h"
 #include "host/job_sink.h"
 #include "host/plugin_registry.h"
 
@@ -29,12 +30,10 @@ struct JobHookInfo {
 };
 
 // Inputs of WebUI's on_cfg_denoiser; plugins may replace x, sigma and the conditioning.
-struct CfgDenoiserTensors {
-  int sampling_step = 0, total_sampling_steps = 0, cond_rows = 0;
-  at::Tensor x, sigma, text_cond, text_uncond, image_cond;
-};
+using CfgDenoiserTensors = engine::CfgHooks::DenoiserInputs;
 
-class JobHooks {
+// Also the sampler's CfgHooks: pass it to engine::Sample when HasCfgHooks() (else nullptr: no cost).
+class JobHooks : public engine::CfgHooks {
  public:
   // Calls `process` of every plugin that has it, with the JSON of its alwayson_scripts value ("null" when absent).
   // `args_by_plugin` is keyed by lower-case plugin name. The first plugin error fails the job (plugins that had
@@ -43,7 +42,7 @@ class JobHooks {
                                                          const JobHookInfo& info,
                                                          const std::map<std::string, std::string>& args_by_plugin);
   // Calls job_end of every participant.
-  ~JobHooks();
+  ~JobHooks() override;
   JobHooks(const JobHooks&) = delete;
   JobHooks& operator=(const JobHooks&) = delete;
 
@@ -59,6 +58,15 @@ class JobHooks {
   absl::Status CfgDenoiser(CfgDenoiserTensors& tensors);
   absl::Status CfgDenoised(int sampling_step, int total_sampling_steps, int cond_rows, at::Tensor& x);
   absl::Status CfgAfterCfg(int sampling_step, int total_sampling_steps, at::Tensor& x);
+
+  // engine::CfgHooks
+  absl::Status BeforeModel(DenoiserInputs& inputs) override { return CfgDenoiser(inputs); }
+  absl::Status AfterModel(int sampling_step, int total_sampling_steps, int cond_rows, at::Tensor& x) override {
+    return CfgDenoised(sampling_step, total_sampling_steps, cond_rows, x);
+  }
+  absl::Status AfterCfg(int sampling_step, int total_sampling_steps, at::Tensor& x) override {
+    return CfgAfterCfg(sampling_step, total_sampling_steps, x);
+  }
   // Adds every participant's residuals into `residuals` (undefined entries mean zero).
   absl::Status UnetResiduals(int sampling_step, int total_sampling_steps, int cond_rows, const at::Tensor& x,
                              const at::Tensor& timesteps, const at::Tensor& context,

@@ -6,7 +6,9 @@
 #include <ATen/ATen.h>
 
 #include "atelier/plugin_tensor.hpp"
+#include "engine/checkpoint_loader.h"
 #include "engine/image_codec.h"
+#include "engine/samplers.h"
 #include "host/job_hooks.h"
 #include "test_support.h"
 
@@ -77,6 +79,35 @@ TEST_F(JobHooksTest, TemplateHonoursStrengthAndStridedInput) {
   at::Tensor frames = input;
   ASSERT_TRUE((*hooks)->PostprocessFrames(frames).ok());
   EXPECT_TRUE(at::allclose(frames, input + 0.25 * (1 - 2 * input)));
+}
+
+// The sampler drives the plugin's three CFG hooks: hook_probe doubles x before the model, adds 1 to its
+// prediction and negates the guided result. With a zero-eps model and DPM++ 2M over one step (the result is the
+// guided x0), the sample is -(2 * start + 1).
+TEST_F(JobHooksTest, SamplerCallsTheCfgHooksAtTheirPlaces) {
+  auto hooks = Begin({{"hook_probe", "{}"}});
+  ASSERT_TRUE(hooks.ok()) << hooks.status();
+  const engine::ModelSchedule schedule(engine::ComputeAlphasCumprod(engine::ScheduleConfig()));
+  engine::SamplingSettings settings;
+  settings.choice = *engine::ResolveSampler("DPM++ 2M", "Karras");
+  settings.steps = 1;
+  engine::SamplingInputs in;
+  int calls = 0;
+  in.model = [&](const at::Tensor& x, const at::Tensor&, const at::Tensor&) -> absl::StatusOr<at::Tensor> {
+    ++calls;
+    return at::zeros_like(x);
+  };
+  in.conditioning.cond.push_back({engine::WeightedCond{engine::ScheduledCond::Fixed(at::rand({77, 768})), 1.0}});
+  in.conditioning.uncond.push_back(engine::ScheduledCond::Fixed(at::rand({77, 768})));
+  in.noise = at::randn({1, 4, 8, 8});
+  in.step_noise = [](double, double) { return at::zeros({1, 4, 8, 8}); };
+  in.hooks = hooks->get();
+  const at::Tensor noise = in.noise;
+  auto result = engine::Sample(settings, schedule, std::move(in));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(calls, 1);
+  const double sigma0 = result->sigmas[0].item<double>();
+  EXPECT_TRUE(at::allclose(result->latent, -(2 * noise * sigma0 + 1), 1e-5, 1e-5));
 }
 
 TEST_F(JobHooksTest, BadArgumentsFailTheJobWithThePluginsMessage) {
