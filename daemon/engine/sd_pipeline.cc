@@ -1,0 +1,136 @@
+#include "engine/sd_pipeline.h"
+
+#include <utility>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "engine/latent_preview.h"
+#include "engine/nn_util.h"
+
+namespace atelier::engine {
+namespace {
+
+ScheduledCond ToScheduled(const std::vector<ScheduledConditioning>& schedule) {
+  ScheduledCond out;
+  for (const auto& entry : schedule) {
+    out.end_at_step.push_back(entry.end_at_step);
+    out.tensors.push_back(entry.cond);
+  }
+  return out;
+}
+
+absl::Status ValidateTxt2Img(const Txt2ImgParams& p) {
+  if (absl::Status st = CheckImageSize(p.width, p.height); !st.ok()) return st;
+  if (p.batch_size < 1 || p.n_iter < 1 || static_cast<int64_t>(p.batch_size) * p.n_iter > p.max_images) {
+    return absl::InvalidArgumentError(absl::StrCat("batch_size (", p.batch_size, ") and n_iter (", p.n_iter,
+                                                   ") must be >= 1 and make at most ", p.max_images, " images"));
+  }
+  return ValidateSamplingSettings(p.sampling);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Sd1Pipeline>> Sd1Pipeline::Create(std::shared_ptr<const Sd1Weights> weights,
+                                                                  const ClipTokenizer& tokenizer,
+                                                                  const EmbeddingDatabase* embeddings) {
+  std::unique_ptr<Sd1Pipeline> p(new Sd1Pipeline());
+  p->weights_ = std::move(weights);
+  const Sd1Weights& w = *p->weights_;
+  auto clip = ClipTextModel::Create(w.config.clip, w.text_encoder);
+  if (!clip.ok()) return clip.status();
+  p->clip_ = *std::move(clip);
+  p->text_ = std::make_unique<TextConditioner>(tokenizer, *p->clip_, embeddings);
+  auto unet = UNet::Create(w.config.unet, w.unet);
+  if (!unet.ok()) return unet.status();
+  p->unet_ = *std::move(unet);
+  auto vae = Vae::Create(w.config.vae, w.vae);
+  if (!vae.ok()) return vae.status();
+  p->vae_ = *std::move(vae);
+  try {
+    p->device_ = at::Device(w.device.empty() ? std::string("cpu") : w.device);
+    p->schedule_ = std::make_unique<ModelSchedule>(w.alphas_cumprod.to(at::kCPU, at::kFloat));
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "building the noise schedule");
+  }
+  return p;
+}
+
+absl::StatusOr<Txt2ImgResult> Txt2Img(const Sd1Pipeline& pipeline, const Txt2ImgParams& params,
+                                      const GenerationControl& control) {
+  if (absl::Status st = ValidateTxt2Img(params); !st.ok()) return st;
+  const int images = params.batch_size * params.n_iter;
+  const JobSeeds seeds = AllSeeds(params.seed, params.subseed, params.subseed_strength, images);
+  // Prompt-editing schedules count denoiser calls: second-order samplers make two per step.
+  const int schedule_steps = params.sampling.steps * (params.sampling.choice.sampler->second_order ? 2 : 1);
+  const at::Device device = pipeline.device();
+
+  Txt2ImgResult result;
+  for (int batch = 0; batch < params.n_iter; ++batch) {
+    if (control.interrupt != nullptr && control.interrupt->load()) {
+      result.interrupted = true;
+      break;
+    }
+    if (control.batch_started) control.batch_started(batch, params.n_iter);
+    const std::vector<std::string> prompts(params.batch_size, params.prompt);
+    const std::vector<std::string> negatives(params.batch_size, params.negative_prompt);
+    auto cond = GetMulticondLearnedConditioning(pipeline.text(), prompts, schedule_steps, params.text);
+    if (!cond.ok()) return cond.status();
+    auto uncond = GetLearnedConditioning(pipeline.text(), negatives, schedule_steps, params.text);
+    if (!uncond.ok()) return uncond.status();
+
+    SamplingInputs in;
+    for (int i = 0; i < params.batch_size; ++i) {
+      std::vector<WeightedCond> parts;
+      for (const auto& part : cond->batch[i]) parts.push_back({ToScheduled(cond->schedules[part.schedule]), part.weight});
+      in.conditioning.cond.push_back(std::move(parts));
+      in.conditioning.uncond.push_back(ToScheduled((*uncond)[i]));
+    }
+
+    NoiseOptions noise;
+    noise.shape = {4, params.height / 8, params.width / 8};
+    const auto first = seeds.seeds.begin() + batch * params.batch_size;
+    const auto first_sub = seeds.subseeds.begin() + batch * params.batch_size;
+    noise.seeds.assign(first, first + params.batch_size);
+    noise.subseeds.assign(first_sub, first_sub + params.batch_size);
+    noise.subseed_strength = params.subseed_strength;
+    noise.seed_resize_from_w = params.seed_resize_from_w;
+    noise.seed_resize_from_h = params.seed_resize_from_h;
+    noise.eta_noise_seed_delta = params.eta_noise_seed_delta;
+    noise.source = params.noise_source;
+    noise.device = device;
+    auto rng = ImageRng::Create(noise);
+    if (!rng.ok()) return rng.status();
+    auto x = rng->First();
+    if (!x.ok()) return x.status();
+
+    const UNet& unet = pipeline.unet();
+    in.model = [&unet](const at::Tensor& xs, const at::Tensor& t, const at::Tensor& ctx) {
+      return unet.Forward(xs, t, ctx);
+    };
+    in.noise = *x;
+    in.step_noise = StepNoiseFrom(&*rng);
+    in.seeds.assign(noise.seeds.begin(), noise.seeds.end());
+    in.interrupt = control.interrupt;
+    in.hooks = control.hooks;
+    in.progress = control.progress;
+    auto sampled = Sample(params.sampling, pipeline.schedule(), std::move(in));
+    if (!sampled.ok()) return sampled.status();
+    result.eta = sampled->eta;
+
+    auto decoded = pipeline.vae().Decode(sampled->latent / pipeline.weights().config.scale_factor);
+    if (!decoded.ok()) return decoded.status();
+    const at::Tensor rgb = WebUiToUint8(*decoded).to(at::kCPU);
+    for (int i = 0; i < params.batch_size; ++i) {
+      const int index = batch * params.batch_size + i;
+      result.images.push_back({rgb[i], sampled->latent[i], seeds.seeds[index], seeds.subseeds[index], index});
+    }
+    if (sampled->interrupted) {
+      result.interrupted = true;
+      break;
+    }
+  }
+  return result;
+}
+
+}  // namespace atelier::engine

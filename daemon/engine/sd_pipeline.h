@@ -1,0 +1,94 @@
+// WebUI's txt2img for a loaded SD1.x checkpoint (processing.py process_images): per batch the prompts'
+// conditioning (prompt-editing schedules, AND), one noise generator per image, the sampler over the CFG denoiser,
+// and the VAE decode to 8-bit RGB as WebUI quantises it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+#include "engine/checkpoint_loader.h"
+#include "engine/clip_text_model.h"
+#include "engine/clip_tokenizer.h"
+#include "engine/embeddings.h"
+#include "engine/model_schedule.h"
+#include "engine/noise.h"
+#include "engine/samplers.h"
+#include "engine/text_conditioning.h"
+#include "engine/unet.h"
+#include "engine/vae.h"
+
+namespace atelier::engine {
+
+// The models of one loaded checkpoint, built once and shared by jobs (read-only).
+class Sd1Pipeline {
+ public:
+  // `tokenizer` (and `embeddings`, may be null) must outlive the pipeline.
+  static absl::StatusOr<std::unique_ptr<Sd1Pipeline>> Create(std::shared_ptr<const Sd1Weights> weights,
+                                                             const ClipTokenizer& tokenizer,
+                                                             const EmbeddingDatabase* embeddings);
+
+  const Sd1Weights& weights() const { return *weights_; }
+  const TextConditioner& text() const { return *text_; }
+  const UNet& unet() const { return *unet_; }
+  const Vae& vae() const { return *vae_; }
+  const ModelSchedule& schedule() const { return *schedule_; }
+  const at::Device& device() const { return device_; }
+
+ private:
+  Sd1Pipeline() = default;
+  std::shared_ptr<const Sd1Weights> weights_;
+  std::unique_ptr<ClipTextModel> clip_;
+  std::unique_ptr<TextConditioner> text_;
+  std::unique_ptr<UNet> unet_;
+  std::unique_ptr<Vae> vae_;
+  std::unique_ptr<ModelSchedule> schedule_;
+  at::Device device_ = at::kCPU;
+};
+
+// A txt2img request with WebUI's parameter meanings.
+struct Txt2ImgParams {
+  std::string prompt, negative_prompt;
+  int width = 512, height = 512;
+  int batch_size = 1, n_iter = 1;
+  int64_t seed = -1, subseed = -1;
+  double subseed_strength = 0;
+  int seed_resize_from_w = 0, seed_resize_from_h = 0;
+  SamplingSettings sampling;  // sampler, scheduler, steps, CFG scale, eta, ...
+  ConditioningOptions text;   // clip skip, emphasis, comma padding
+  NoiseSource noise_source = NoiseSource::kGpu;
+  int64_t eta_noise_seed_delta = 0;
+  int max_images = 100;  // batch_size * n_iter allowed
+};
+
+struct GenerationControl {
+  ProgressCallback progress;  // per sampler step of the current batch
+  std::function<void(int batch, int batches)> batch_started;
+  const std::atomic<bool>* interrupt = nullptr;  // stop: keep the current batch's last x0, skip the rest
+  CfgHooks* hooks = nullptr;
+};
+
+struct GeneratedImage {
+  at::Tensor rgb;  // uint8 [height, width, 3]
+  at::Tensor latent;  // [4, height / 8, width / 8], UNet space
+  int64_t seed = 0, subseed = 0;
+  int index = 0;  // in the job (batch * batch_size + position)
+};
+
+struct Txt2ImgResult {
+  std::vector<GeneratedImage> images;
+  bool interrupted = false;
+  double eta = 0;  // the eta the sampler used
+};
+
+// INVALID_ARGUMENT for sizes the VAE cannot take, batch_size / n_iter < 1 or above max_images, and bad sampling
+// or noise settings (each naming the valid range).
+absl::StatusOr<Txt2ImgResult> Txt2Img(const Sd1Pipeline& pipeline, const Txt2ImgParams& params,
+                                      const GenerationControl& control = {});
+
+}  // namespace atelier::engine

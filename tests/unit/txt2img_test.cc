@@ -1,0 +1,133 @@
+// txt2img through the engine pipeline from the tiny-sd checkpoint file: prompt -> WebUI conditioning -> seeded CPU
+// noise -> DPM++ 2M Karras -> VAE -> 8-bit RGB equals txt2img-tiny's image (+-1 where WebUI's truncation sits on
+// a boundary); a batch of 3 equals three single runs with seeds s, s+1, s+2; bad requests are INVALID_ARGUMENT.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include <ATen/ATen.h>
+
+#include "engine/model_folders.h"
+#include "engine/model_manager.h"
+#include "engine/sd_pipeline.h"
+#include "fixture_case.h"
+#include "test_support.h"
+
+namespace atelier {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TinyPipeline {
+  testing::FixtureCase c;
+  testing::TempDir root;
+  std::unique_ptr<engine::ClipTokenizer> tokenizer;
+  std::unique_ptr<engine::Sd1Pipeline> pipeline;
+};
+
+// tiny-sd as a user would install it: the checkpoint and its yaml in models/Stable-diffusion, loaded by the model
+// manager.
+std::unique_ptr<TinyPipeline> Load() {
+  auto cases = testing::LoadCases("txt2img-tiny");
+  if (cases.empty()) return nullptr;
+  auto t = std::make_unique<TinyPipeline>();
+  t->c = cases.front();
+  fs::create_directories(t->root.path() / "models/Stable-diffusion");
+  fs::copy_file(testing::WeightsFile(t->c), t->root.path() / "models/Stable-diffusion/tiny.safetensors");
+  fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/tiny-sd/tiny-sd.yaml",
+                t->root.path() / "models/Stable-diffusion/tiny.yaml");
+  auto folders = engine::ModelFolders::Open(t->root.path());
+  EXPECT_TRUE(folders.ok()) << folders.status();
+  if (!folders.ok()) return nullptr;
+  engine::ModelManager manager(&*folders, "", engine::LoadOptions());
+  auto weights = manager.Load("tiny", "None");
+  EXPECT_TRUE(weights.ok()) << weights.status();
+  if (!weights.ok()) return nullptr;
+  auto tokenizer = engine::ClipTokenizer::Load(fs::path(ATELIER_SOURCE_DIR) / "assets" / "clip");
+  EXPECT_TRUE(tokenizer.ok()) << tokenizer.status();
+  if (!tokenizer.ok()) return nullptr;
+  t->tokenizer = *std::move(tokenizer);
+  auto pipeline = engine::Sd1Pipeline::Create(*weights, *t->tokenizer, nullptr);
+  EXPECT_TRUE(pipeline.ok()) << pipeline.status();
+  if (!pipeline.ok()) return nullptr;
+  t->pipeline = *std::move(pipeline);
+  return t;
+}
+
+engine::Txt2ImgParams CaseParams(const testing::FixtureCase& c) {
+  const auto& v = c.json["values"];
+  engine::Txt2ImgParams p;
+  p.prompt = v["prompt"];
+  p.negative_prompt = v["negative_prompt"];
+  p.width = v["width"];
+  p.height = v["height"];
+  p.seed = v["seed"];
+  p.sampling.choice = *engine::ResolveSampler(v["sampler"].get<std::string>(), v["schedule_type"].get<std::string>());
+  p.sampling.steps = v["steps"];
+  p.sampling.cfg_scale = v["cfg_scale"];
+  p.text.clip_skip = v["clip_skip"];
+  p.noise_source = *engine::ParseNoiseSource(v["randn_source"].get<std::string>());
+  return p;
+}
+
+TEST(Txt2ImgTest, TinyCheckpointMakesWebUisImage) {
+  auto t = Load();
+  ASSERT_TRUE(t) << "no txt2img-tiny fixture under " << testing::FixturesDir();
+  const auto& c = t->c;
+  int steps_seen = 0;
+  engine::GenerationControl control;
+  control.progress = [&](const engine::SamplingProgress&) { ++steps_seen; };
+  auto result = engine::Txt2Img(*t->pipeline, CaseParams(c), control);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->images.size(), 1u);
+  const auto& image = result->images[0];
+  EXPECT_EQ(image.seed, 42);
+  EXPECT_EQ(steps_seen, 6);
+  EXPECT_TRUE(testing::AllClose(image.latent.unsqueeze(0), c.io.at("final_latent"), c.atol, c.rtol, "final_latent"));
+  const at::Tensor want = c.io.at("image_uint8");
+  ASSERT_EQ(image.rgb.sizes(), want.sizes());
+  const int64_t max_diff = (image.rgb.to(at::kInt) - want.to(at::kInt)).abs().max().item<int64_t>();
+  EXPECT_LE(max_diff, 1) << "uint8 image differs by " << max_diff;
+}
+
+TEST(Txt2ImgTest, BatchOfThreeEqualsThreeSingleRuns) {
+  auto t = Load();
+  ASSERT_TRUE(t);
+  auto params = CaseParams(t->c);
+  params.sampling.steps = 3;
+  params.batch_size = 3;
+  params.seed = 100;
+  auto batch = engine::Txt2Img(*t->pipeline, params);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->images.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    auto single_params = params;
+    single_params.batch_size = 1;
+    single_params.seed = 100 + i;
+    auto single = engine::Txt2Img(*t->pipeline, single_params);
+    ASSERT_TRUE(single.ok()) << single.status();
+    EXPECT_EQ(batch->images[i].seed, 100 + i);
+    EXPECT_TRUE(testing::AllClose(batch->images[i].latent, single->images[0].latent, 1e-3, 1e-4, "batch vs single"));
+  }
+  EXPECT_FALSE(at::equal(batch->images[0].rgb, batch->images[1].rgb));
+}
+
+TEST(Txt2ImgTest, BadRequestsAreInvalidArguments) {
+  auto t = Load();
+  ASSERT_TRUE(t);
+  auto p = CaseParams(t->c);
+  p.width = 100;  // not a multiple of 8
+  EXPECT_EQ(engine::Txt2Img(*t->pipeline, p).status().code(), absl::StatusCode::kInvalidArgument);
+  p = CaseParams(t->c);
+  p.batch_size = 10000;
+  EXPECT_EQ(engine::Txt2Img(*t->pipeline, p).status().code(), absl::StatusCode::kInvalidArgument);
+  p = CaseParams(t->c);
+  p.sampling.steps = -1;
+  EXPECT_EQ(engine::Txt2Img(*t->pipeline, p).status().code(), absl::StatusCode::kInvalidArgument);
+  p = CaseParams(t->c);
+  p.subseed_strength = 2;
+  EXPECT_EQ(engine::Txt2Img(*t->pipeline, p).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace atelier
