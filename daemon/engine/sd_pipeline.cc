@@ -20,11 +20,17 @@ ScheduledCond ToScheduled(const std::vector<ScheduledConditioning>& schedule) {
   return out;
 }
 
-absl::Status ValidateTxt2Img(const Txt2ImgParams& p) {
+absl::Status ValidateParams(const GenerationParams& p) {
   if (absl::Status st = CheckImageSize(p.width, p.height); !st.ok()) return st;
   if (p.batch_size < 1 || p.n_iter < 1 || static_cast<int64_t>(p.batch_size) * p.n_iter > p.max_images) {
     return absl::InvalidArgumentError(absl::StrCat("batch_size (", p.batch_size, ") and n_iter (", p.n_iter,
                                                    ") must be >= 1 and make at most ", p.max_images, " images"));
+  }
+  if (p.init_image.defined() &&
+      (p.init_image.dim() != 3 || p.init_image.size(0) != p.height || p.init_image.size(1) != p.width ||
+       p.init_image.size(2) != 3 || p.init_image.scalar_type() != at::kByte)) {
+    return absl::InvalidArgumentError(absl::StrCat("the init image must be ", p.width, "x", p.height,
+                                                   " 8-bit RGB (resizing it is not built yet)"));
   }
   return ValidateSamplingSettings(p.sampling);
 }
@@ -56,16 +62,41 @@ absl::StatusOr<std::unique_ptr<Sd1Pipeline>> Sd1Pipeline::Create(std::shared_ptr
   return p;
 }
 
-absl::StatusOr<Txt2ImgResult> Txt2Img(const Sd1Pipeline& pipeline, const Txt2ImgParams& params,
-                                      const GenerationControl& control) {
-  if (absl::Status st = ValidateTxt2Img(params); !st.ok()) return st;
+absl::StatusOr<at::Tensor> EncodeInitImage(const Sd1Pipeline& pipeline, const at::Tensor& image_uint8,
+                                           const at::Tensor& posterior_noise) {
+  try {
+    const at::Tensor image =
+        (image_uint8.to(at::kFloat) / 255.0).permute({2, 0, 1}).unsqueeze(0).mul(2).sub(1).to(pipeline.device());
+    auto posterior = pipeline.vae().Encode(image);
+    if (!posterior.ok()) return posterior.status();
+    return posterior->Sample(posterior_noise.to(posterior->mean.device())) * pipeline.weights().config.scale_factor;
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "encoding the init image");
+  }
+}
+
+absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const GenerationParams& params,
+                                          const GenerationControl& control) {
+  if (absl::Status st = ValidateParams(params); !st.ok()) return st;
   const int images = params.batch_size * params.n_iter;
   const JobSeeds seeds = AllSeeds(params.seed, params.subseed, params.subseed_strength, images);
   // Prompt-editing schedules count denoiser calls: second-order samplers make two per step.
   const int schedule_steps = params.sampling.steps * (params.sampling.choice.sampler->second_order ? 2 : 1);
   const at::Device device = pipeline.device();
 
-  Txt2ImgResult result;
+  GenerationResult result;
+  const bool img2img = params.init_image.defined();
+  if (img2img) {
+    at::Tensor eps = params.posterior_noise;
+    if (!eps.defined()) {
+      auto gen = CreateNoiseGenerator(NoiseSource::kCpu, static_cast<uint64_t>(seeds.seeds[0]), at::kCPU);
+      if (!gen.ok()) return gen.status();
+      eps = (*gen)->Randn({1, 4, params.height / 8, params.width / 8});
+    }
+    auto init = EncodeInitImage(pipeline, params.init_image, eps);
+    if (!init.ok()) return init.status();
+    result.init_latent = *init;
+  }
   for (int batch = 0; batch < params.n_iter; ++batch) {
     if (control.interrupt != nullptr && control.interrupt->load()) {
       result.interrupted = true;
@@ -114,6 +145,7 @@ absl::StatusOr<Txt2ImgResult> Txt2Img(const Sd1Pipeline& pipeline, const Txt2Img
     in.interrupt = control.interrupt;
     in.hooks = control.hooks;
     in.progress = control.progress;
+    if (img2img) in.init_latent = result.init_latent.expand({params.batch_size, -1, -1, -1}).contiguous();
     auto sampled = Sample(params.sampling, pipeline.schedule(), std::move(in));
     if (!sampled.ok()) return sampled.status();
     result.eta = sampled->eta;

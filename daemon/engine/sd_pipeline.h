@@ -1,6 +1,7 @@
-// WebUI's txt2img for a loaded SD1.x checkpoint (processing.py process_images): per batch the prompts'
-// conditioning (prompt-editing schedules, AND), one noise generator per image, the sampler over the CFG denoiser,
-// and the VAE decode to 8-bit RGB as WebUI quantises it.
+// WebUI's txt2img and img2img for a loaded SD1.x checkpoint (processing.py process_images): per batch the
+// prompts' conditioning (prompt-editing schedules, AND), one noise generator per image, the sampler over the CFG
+// denoiser (img2img: from the encoded init image, WebUI's t_enc rule), and the VAE decode to 8-bit RGB as WebUI
+// quantises it.
 #pragma once
 
 #include <atomic>
@@ -51,8 +52,8 @@ class Sd1Pipeline {
   at::Device device_ = at::kCPU;
 };
 
-// A txt2img request with WebUI's parameter meanings.
-struct Txt2ImgParams {
+// A txt2img or img2img request with WebUI's parameter meanings.
+struct GenerationParams {
   std::string prompt, negative_prompt;
   int width = 512, height = 512;
   int batch_size = 1, n_iter = 1;
@@ -64,6 +65,12 @@ struct Txt2ImgParams {
   NoiseSource noise_source = NoiseSource::kGpu;
   int64_t eta_noise_seed_delta = 0;
   int max_images = 100;  // batch_size * n_iter allowed
+  // img2img when defined: the init image, uint8 [height, width, 3] RGB (resizing to another size is not built
+  // yet); sampling.denoising_strength applies.
+  at::Tensor init_image;
+  // The eps of the VAE posterior sample [1, 4, height / 8, width / 8]. WebUI draws it from the global torch RNG
+  // (history dependent); undefined here means a CPU generator seeded with the first image's seed.
+  at::Tensor posterior_noise;
 };
 
 struct GenerationControl {
@@ -80,15 +87,20 @@ struct GeneratedImage {
   int index = 0;  // in the job (batch * batch_size + position)
 };
 
-struct Txt2ImgResult {
+struct GenerationResult {
   std::vector<GeneratedImage> images;
   bool interrupted = false;
+  at::Tensor init_latent;  // img2img
   double eta = 0;  // the eta the sampler used
 };
 
 // INVALID_ARGUMENT for sizes the VAE cannot take, batch_size / n_iter < 1 or above max_images, and bad sampling
 // or noise settings (each naming the valid range).
-absl::StatusOr<Txt2ImgResult> Txt2Img(const Sd1Pipeline& pipeline, const Txt2ImgParams& params,
-                                      const GenerationControl& control = {});
+absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const GenerationParams& params,
+                                          const GenerationControl& control = {});
+
+// The img2img start: 0.18215 * (posterior mean + std * eps) of the init image (uint8 HWC -> [-1, 1]).
+absl::StatusOr<at::Tensor> EncodeInitImage(const Sd1Pipeline& pipeline, const at::Tensor& image_uint8,
+                                           const at::Tensor& posterior_noise);
 
 }  // namespace atelier::engine

@@ -1,6 +1,7 @@
-// txt2img through the engine pipeline from the tiny-sd checkpoint file: prompt -> WebUI conditioning -> seeded CPU
-// noise -> DPM++ 2M Karras -> VAE -> 8-bit RGB equals txt2img-tiny's image (+-1 where WebUI's truncation sits on
-// a boundary); a batch of 3 equals three single runs with seeds s, s+1, s+2; bad requests are INVALID_ARGUMENT.
+// txt2img and img2img through the engine pipeline from the tiny-sd checkpoint file: prompt -> WebUI conditioning ->
+// seeded CPU noise -> DPM++ 2M Karras -> VAE -> 8-bit RGB equals txt2img-tiny's / img2img-tiny's image (+-1 where
+// WebUI's truncation sits on a boundary); a batch of 3 equals three single runs with seeds s, s+1, s+2; bad
+// requests are INVALID_ARGUMENT.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -27,8 +28,8 @@ struct TinyPipeline {
 
 // tiny-sd as a user would install it: the checkpoint and its yaml in models/Stable-diffusion, loaded by the model
 // manager.
-std::unique_ptr<TinyPipeline> Load() {
-  auto cases = testing::LoadCases("txt2img-tiny");
+std::unique_ptr<TinyPipeline> Load(const std::string& case_name = "txt2img-tiny") {
+  auto cases = testing::LoadCases(case_name);
   if (cases.empty()) return nullptr;
   auto t = std::make_unique<TinyPipeline>();
   t->c = cases.front();
@@ -54,9 +55,9 @@ std::unique_ptr<TinyPipeline> Load() {
   return t;
 }
 
-engine::Txt2ImgParams CaseParams(const testing::FixtureCase& c) {
+engine::GenerationParams CaseParams(const testing::FixtureCase& c) {
   const auto& v = c.json["values"];
-  engine::Txt2ImgParams p;
+  engine::GenerationParams p;
   p.prompt = v["prompt"];
   p.negative_prompt = v["negative_prompt"];
   p.width = v["width"];
@@ -77,7 +78,7 @@ TEST(Txt2ImgTest, TinyCheckpointMakesWebUisImage) {
   int steps_seen = 0;
   engine::GenerationControl control;
   control.progress = [&](const engine::SamplingProgress&) { ++steps_seen; };
-  auto result = engine::Txt2Img(*t->pipeline, CaseParams(c), control);
+  auto result = engine::Generate(*t->pipeline, CaseParams(c), control);
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_EQ(result->images.size(), 1u);
   const auto& image = result->images[0];
@@ -90,6 +91,34 @@ TEST(Txt2ImgTest, TinyCheckpointMakesWebUisImage) {
   EXPECT_LE(max_diff, 1) << "uint8 image differs by " << max_diff;
 }
 
+// img2img-tiny: the init image encoded with the case's posterior eps (WebUI draws it from its global RNG), strength
+// 0.6 over 6 steps runs the last 4 sigmas.
+TEST(Txt2ImgTest, Img2ImgFromTheInitImageMakesWebUisImage) {
+  auto t = Load("img2img-tiny");
+  ASSERT_TRUE(t) << "no img2img-tiny fixture under " << testing::FixturesDir();
+  const auto& c = t->c;
+  auto params = CaseParams(c);
+  params.init_image = c.io.at("init_image_uint8");
+  params.posterior_noise = c.io.at("posterior_eps");
+  params.sampling.denoising_strength = c.json["values"]["denoising_strength"];
+  int steps_seen = 0;
+  engine::GenerationControl control;
+  control.progress = [&](const engine::SamplingProgress&) { ++steps_seen; };
+  auto result = engine::Generate(*t->pipeline, params, control);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(steps_seen, c.json["values"]["steps_run"].get<int>());
+  EXPECT_TRUE(testing::AllClose(result->init_latent, c.io.at("init_latent"), c.atol, c.rtol, "init_latent"));
+  ASSERT_EQ(result->images.size(), 1u);
+  EXPECT_TRUE(testing::AllClose(result->images[0].latent.unsqueeze(0), c.io.at("final_latent"), c.atol, c.rtol,
+                                "final_latent"));
+  const at::Tensor want = c.io.at("image_uint8");
+  const int64_t max_diff = (result->images[0].rgb.to(at::kInt) - want.to(at::kInt)).abs().max().item<int64_t>();
+  EXPECT_LE(max_diff, 1) << "uint8 image differs by " << max_diff;
+
+  params.init_image = params.init_image.slice(0, 0, 64);  // not the requested size
+  EXPECT_EQ(engine::Generate(*t->pipeline, params).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(Txt2ImgTest, BatchOfThreeEqualsThreeSingleRuns) {
   auto t = Load();
   ASSERT_TRUE(t);
@@ -97,14 +126,14 @@ TEST(Txt2ImgTest, BatchOfThreeEqualsThreeSingleRuns) {
   params.sampling.steps = 3;
   params.batch_size = 3;
   params.seed = 100;
-  auto batch = engine::Txt2Img(*t->pipeline, params);
+  auto batch = engine::Generate(*t->pipeline, params);
   ASSERT_TRUE(batch.ok()) << batch.status();
   ASSERT_EQ(batch->images.size(), 3u);
   for (int i = 0; i < 3; ++i) {
     auto single_params = params;
     single_params.batch_size = 1;
     single_params.seed = 100 + i;
-    auto single = engine::Txt2Img(*t->pipeline, single_params);
+    auto single = engine::Generate(*t->pipeline, single_params);
     ASSERT_TRUE(single.ok()) << single.status();
     EXPECT_EQ(batch->images[i].seed, 100 + i);
     EXPECT_TRUE(testing::AllClose(batch->images[i].latent, single->images[0].latent, 1e-3, 1e-4, "batch vs single"));
@@ -117,16 +146,16 @@ TEST(Txt2ImgTest, BadRequestsAreInvalidArguments) {
   ASSERT_TRUE(t);
   auto p = CaseParams(t->c);
   p.width = 100;  // not a multiple of 8
-  EXPECT_EQ(engine::Txt2Img(*t->pipeline, p).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine::Generate(*t->pipeline, p).status().code(), absl::StatusCode::kInvalidArgument);
   p = CaseParams(t->c);
   p.batch_size = 10000;
-  EXPECT_EQ(engine::Txt2Img(*t->pipeline, p).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine::Generate(*t->pipeline, p).status().code(), absl::StatusCode::kInvalidArgument);
   p = CaseParams(t->c);
   p.sampling.steps = -1;
-  EXPECT_EQ(engine::Txt2Img(*t->pipeline, p).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine::Generate(*t->pipeline, p).status().code(), absl::StatusCode::kInvalidArgument);
   p = CaseParams(t->c);
   p.subseed_strength = 2;
-  EXPECT_EQ(engine::Txt2Img(*t->pipeline, p).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine::Generate(*t->pipeline, p).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
