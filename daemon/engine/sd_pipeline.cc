@@ -1,5 +1,6 @@
 #include "engine/sd_pipeline.h"
 
+#include <filesystem>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -60,6 +61,40 @@ absl::StatusOr<std::unique_ptr<Sd1Pipeline>> Sd1Pipeline::Create(std::shared_ptr
     return StatusFromException(e, "building the noise schedule");
   }
   return p;
+}
+
+InfotextFields GenerationInfotext(const Sd1Pipeline& pipeline, const GenerationParams& params,
+                                  const GeneratedImage& image, double eta) {
+  const SamplerInfo& sampler = *params.sampling.choice.sampler;
+  const Sd1Weights& w = pipeline.weights();
+  InfotextFields f;
+  f.prompt = params.prompt;
+  f.negative_prompt = params.negative_prompt;
+  f.steps = params.sampling.steps;
+  f.sampler = sampler.name;
+  const auto scheduler = EffectiveScheduler(params.sampling.choice);
+  f.schedule_type = scheduler ? SchedulerLabel(*scheduler) : "Automatic";
+  f.cfg_scale = params.sampling.cfg_scale;
+  f.seed = image.seed;
+  f.width = params.width;
+  f.height = params.height;
+  f.model_hash = w.sha256.substr(0, 10);
+  f.model = std::filesystem::path(w.filename).stem().string();
+  f.subseed = image.subseed;
+  f.subseed_strength = params.subseed_strength;
+  f.seed_resize_from_w = params.seed_resize_from_w;
+  f.seed_resize_from_h = params.seed_resize_from_h;
+  f.img2img = params.init_image.defined();
+  f.denoising_strength = params.sampling.denoising_strength;
+  f.clip_skip = params.text.clip_skip;
+  f.eta_noise_seed_delta = params.eta_noise_seed_delta;
+  f.sampler_uses_ensd = sampler.uses_ensd;
+  f.eta = eta;
+  f.rng = NoiseSourceName(params.noise_source);
+  // WebUI records eta when it differs from the option's default (eta_ancestral 1.0 / eta_ddim 0.0).
+  const double eta_default = sampler.timesteps ? 0.0 : 1.0;
+  if (sampler.takes_eta && eta != eta_default) f.extra.emplace_back(sampler.timesteps ? "Eta DDIM" : "Eta", PythonFloat(eta));
+  return f;
 }
 
 absl::StatusOr<at::Tensor> EncodeInitImage(const Sd1Pipeline& pipeline, const at::Tensor& image_uint8,

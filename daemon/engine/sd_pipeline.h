@@ -17,6 +17,7 @@
 #include "engine/clip_text_model.h"
 #include "engine/clip_tokenizer.h"
 #include "engine/embeddings.h"
+#include "engine/infotext.h"
 #include "engine/model_schedule.h"
 #include "engine/noise.h"
 #include "engine/samplers.h"
@@ -98,6 +99,10 @@ struct GenerationResult {
 // or noise settings (each naming the valid range).
 absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const GenerationParams& params,
                                           const GenerationControl& control = {});
+
+// The infotext WebUI would write for image `index` of this job (the eta the sampler used decides "Eta"/"ENSD").
+InfotextFields GenerationInfotext(const Sd1Pipeline& pipeline, const GenerationParams& params,
+                                  const GeneratedImage& image, double eta);
 
 // The img2img start: 0.18215 * (posterior mean + std * eps) of the init image (uint8 HWC -> [-1, 1]).
 absl::StatusOr<at::Tensor> EncodeInitImage(const Sd1Pipeline& pipeline, const at::Tensor& image_uint8,

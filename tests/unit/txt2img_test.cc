@@ -89,6 +89,12 @@ TEST(Txt2ImgTest, TinyCheckpointMakesWebUisImage) {
   ASSERT_EQ(image.rgb.sizes(), want.sizes());
   const int64_t max_diff = (image.rgb.to(at::kInt) - want.to(at::kInt)).abs().max().item<int64_t>();
   EXPECT_LE(max_diff, 1) << "uint8 image differs by " << max_diff;
+
+  const std::string infotext =
+      engine::CreateInfotext(engine::GenerationInfotext(*t->pipeline, CaseParams(c), image, result->eta));
+  EXPECT_EQ(infotext, "a red circle\nSteps: 6, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.0, Seed: 42, "
+                      "Size: 128x128, Model hash: " + t->pipeline->weights().sha256.substr(0, 10) +
+                      ", Model: tiny, RNG: CPU");
 }
 
 // img2img-tiny: the init image encoded with the case's posterior eps (WebUI draws it from its global RNG), strength
@@ -114,6 +120,9 @@ TEST(Txt2ImgTest, Img2ImgFromTheInitImageMakesWebUisImage) {
   const at::Tensor want = c.io.at("image_uint8");
   const int64_t max_diff = (result->images[0].rgb.to(at::kInt) - want.to(at::kInt)).abs().max().item<int64_t>();
   EXPECT_LE(max_diff, 1) << "uint8 image differs by " << max_diff;
+  const std::string infotext =
+      engine::CreateInfotext(engine::GenerationInfotext(*t->pipeline, params, result->images[0], result->eta));
+  EXPECT_NE(infotext.find(", Denoising strength: 0.6, RNG: CPU"), std::string::npos) << infotext;
 
   params.init_image = params.init_image.slice(0, 0, 64);  // not the requested size
   EXPECT_EQ(engine::Generate(*t->pipeline, params).status().code(), absl::StatusCode::kInvalidArgument);
