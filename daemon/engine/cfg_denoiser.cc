@@ -71,7 +71,7 @@ CfgDenoiser::CfgDenoiser(EpsModel model, const ModelSchedule* schedule, CfgCondi
 }
 
 void CfgDenoiser::CheckInterrupt() const {
-  if (options_.interrupt != nullptr && options_.interrupt->load(std::memory_order_relaxed)) {
+  if (options_.interrupt && options_.interrupt()) {
     Stop(absl::OkStatus());
   }
 }

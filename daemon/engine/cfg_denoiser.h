@@ -86,7 +86,8 @@ struct CfgDenoiserOptions {
   // WebUI's sampling-step bookkeeping for hooks and progress: steps requested, and whether the sampler evaluates
   // twice per step (prompt-editing schedules count every call).
   int total_sampling_steps = 0;
-  const std::atomic<bool>* interrupt = nullptr;  // set -> stop at the next evaluation, keep the last x0
+  // Polled before every evaluation; true -> stop there and keep the last x0. Must be cheap (an atomic read).
+  std::function<bool()> interrupt;
   CfgHooks* hooks = nullptr;
   bool check_nans = true;
   // k-diffusion's quantize (WebUI option enable_quantization): sigma -> the nearest integer timestep.

@@ -59,7 +59,7 @@ struct SamplingInputs {
   BrownianNoiseFactory brownian_noise;
   std::vector<uint64_t> seeds;  // per image
   at::Tensor init_latent;       // img2img: the encoded image [images, 4, h, w]; undefined for txt2img
-  const std::atomic<bool>* interrupt = nullptr;
+  std::function<bool()> interrupt;  // polled before every model evaluation (see CfgDenoiserOptions)
   CfgHooks* hooks = nullptr;
   ProgressCallback progress;
 };

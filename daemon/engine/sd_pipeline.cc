@@ -133,7 +133,7 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
     result.init_latent = *init;
   }
   for (int batch = 0; batch < params.n_iter; ++batch) {
-    if (control.interrupt != nullptr && control.interrupt->load()) {
+    if (control.interrupt && control.interrupt()) {
       result.interrupted = true;
       break;
     }
@@ -177,7 +177,12 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
     in.noise = *x;
     in.step_noise = StepNoiseFrom(&*rng);
     in.seeds.assign(noise.seeds.begin(), noise.seeds.end());
-    in.interrupt = control.interrupt;
+    bool skipped = false;  // latched: a skip request is consumed once
+    in.interrupt = [&control, &skipped] {
+      if (skipped) return true;
+      if (control.skip && control.skip()) return skipped = true;
+      return control.interrupt && control.interrupt();
+    };
     in.hooks = control.hooks;
     in.progress = control.progress;
     if (img2img) in.init_latent = result.init_latent.expand({params.batch_size, -1, -1, -1}).contiguous();
@@ -193,8 +198,11 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
       result.images.push_back({rgb[i], sampled->latent[i], seeds.seeds[index], seeds.subseeds[index], index});
     }
     if (sampled->interrupted) {
-      result.interrupted = true;
-      break;
+      if (!skipped) {
+        result.interrupted = true;
+        break;
+      }
+      ++result.skipped_batches;
     }
   }
   return result;

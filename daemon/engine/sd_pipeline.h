@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -77,7 +78,10 @@ struct GenerationParams {
 struct GenerationControl {
   ProgressCallback progress;  // per sampler step of the current batch
   std::function<void(int batch, int batches)> batch_started;
-  const std::atomic<bool>* interrupt = nullptr;  // stop: keep the current batch's last x0, skip the rest
+  // Polled before every model evaluation. interrupt (WebUI's Interrupt): the current batch keeps its last x0 and
+  // the remaining batches are not run. skip (WebUI's Skip; consumed when it returns true): the current batch
+  // keeps its last x0 and the next batch runs.
+  std::function<bool()> interrupt, skip;
   CfgHooks* hooks = nullptr;
 };
 
@@ -90,7 +94,8 @@ struct GeneratedImage {
 
 struct GenerationResult {
   std::vector<GeneratedImage> images;
-  bool interrupted = false;
+  bool interrupted = false;  // Interrupt stopped the job (its images so far are in `images`)
+  int skipped_batches = 0;
   at::Tensor init_latent;  // img2img
   double eta = 0;  // the eta the sampler used
 };

@@ -246,7 +246,7 @@ TEST(SamplingTest, InterruptReturnsTheLastX0AndStopsPromptly) {
   in.conditioning = tiny->Conditioning();
   in.noise = tiny->c.io.at("noise");
   in.step_noise = Zeros();
-  in.interrupt = &interrupt;
+  in.interrupt = [&] { return interrupt.load(); };
   in.progress = [&](const engine::SamplingProgress& p) {
     if (p.step == 2) {
       interrupt = true;
@@ -471,7 +471,7 @@ TEST(SamplingTest, InconsistentInputsAreInvalidArgumentsNotCrashes) {
     std::atomic<bool> stop{true};
     auto in = base();
     in.init_latent = c.io.at("init_latent");
-    in.interrupt = &stop;
+    in.interrupt = [&] { return stop.load(); };
     auto result = engine::Sample(euler, *tiny->schedule, std::move(in));
     ASSERT_TRUE(result.ok()) << result.status();
     EXPECT_TRUE(result->interrupted);

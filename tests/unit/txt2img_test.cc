@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <utility>
 
 #include <ATen/ATen.h>
 
@@ -148,6 +149,43 @@ TEST(Txt2ImgTest, BatchOfThreeEqualsThreeSingleRuns) {
     EXPECT_TRUE(testing::AllClose(batch->images[i].latent, single->images[0].latent, 1e-3, 1e-4, "batch vs single"));
   }
   EXPECT_FALSE(at::equal(batch->images[0].rgb, batch->images[1].rgb));
+}
+
+// Skip ends the current batch early (its image is its last x0) and the next batch runs in full; Interrupt ends
+// the job after the current batch.
+TEST(Txt2ImgTest, SkipEndsOneBatchAndInterruptEndsTheJob) {
+  auto t = Load();
+  ASSERT_TRUE(t);
+  auto params = CaseParams(t->c);
+  params.sampling.steps = 4;
+  params.n_iter = 3;
+  std::vector<int> steps_per_batch;
+  bool skip_now = false, stop_now = false;
+  engine::GenerationControl control;
+  control.batch_started = [&](int, int) { steps_per_batch.push_back(0); };
+  control.progress = [&](const engine::SamplingProgress& p) {
+    ++steps_per_batch.back();
+    if (steps_per_batch.size() == 1 && p.step == 1) skip_now = true;
+  };
+  control.skip = [&] { return std::exchange(skip_now, false); };
+  control.interrupt = [&] { return stop_now; };
+  auto result = engine::Generate(*t->pipeline, params, control);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(steps_per_batch, (std::vector<int>{2, 4, 4}));
+  EXPECT_EQ(result->images.size(), 3u);
+  EXPECT_EQ(result->skipped_batches, 1);
+  EXPECT_FALSE(result->interrupted);
+
+  steps_per_batch.clear();
+  control.progress = [&](const engine::SamplingProgress& p) {
+    ++steps_per_batch.back();
+    if (steps_per_batch.size() == 2 && p.step == 0) stop_now = true;
+  };
+  result = engine::Generate(*t->pipeline, params, control);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(steps_per_batch, (std::vector<int>{4, 1}));
+  EXPECT_EQ(result->images.size(), 2u);  // the interrupted batch keeps its last x0, as WebUI
+  EXPECT_TRUE(result->interrupted);
 }
 
 TEST(Txt2ImgTest, BadRequestsAreInvalidArguments) {
