@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include "engine/sampler_kernels.h"
+#include "engine/schedulers.h"
 
 namespace atelier::engine {
 namespace {
@@ -95,16 +96,10 @@ double LinearMultistepCoeff(int order, const Sigmas& t, int i, int j) {
   return 0.5 * (b - a) * sum;
 }
 
-// k-diffusion's get_sigmas_karras(n, sigma_min, sigma_max, rho) with the trailing 0 (for Restart's segments).
-Sigmas KarrasSigmas(int n, double sigma_min, double sigma_max, double rho) {
-  Sigmas out;
-  const double min_inv_rho = std::pow(sigma_min, 1 / rho), max_inv_rho = std::pow(sigma_max, 1 / rho);
-  for (int i = 0; i < n; ++i) {
-    const double ramp = n == 1 ? 0.0 : static_cast<double>(i) / (n - 1);
-    out.push_back(static_cast<float>(std::pow(max_inv_rho + ramp * (min_inv_rho - max_inv_rho), rho)));
-  }
-  out.push_back(0.0);
-  return out;
+// get_sigmas_karras as doubles, for Restart's segments.
+Sigmas KarrasList(int n, double sigma_min, double sigma_max) {
+  const at::Tensor t = KarrasSigmas(n, sigma_min, sigma_max, 7.0);
+  return Sigmas(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
 }
 
 }  // namespace
@@ -357,7 +352,7 @@ at::Tensor SampleRestart(KernelContext& c, at::Tensor x, const Sigmas& given) {
       restart_steps = steps / 4;
       restart_times = 2;
     }
-    sigmas = KarrasSigmas(steps - restart_steps * restart_times, sigmas[sigmas.size() - 2], sigmas[0], 7.0);
+    sigmas = KarrasList(steps - restart_steps * restart_times, sigmas[sigmas.size() - 2], sigmas[0]);
     // {0.1: [restart_steps + 1, restart_times, 2]}, keyed by the index of the sigma closest to 0.1.
     auto nearest = [&](double value) {
       int best = 0;
@@ -376,7 +371,7 @@ at::Tensor SampleRestart(KernelContext& c, at::Tensor x, const Sigmas& given) {
       if (it == restart.end()) continue;
       const int min_idx = i + 1, max_idx = nearest(it->second[2]);
       if (max_idx < min_idx) {
-        Sigmas sigma_restart = KarrasSigmas(it->second[0], sigmas[min_idx], sigmas[max_idx], 7.0);
+        Sigmas sigma_restart = KarrasList(it->second[0], sigmas[min_idx], sigmas[max_idx]);
         sigma_restart.pop_back();
         for (int times = it->second[1]; times > 0; --times) {
           for (size_t k = 0; k + 1 < sigma_restart.size(); ++k) {

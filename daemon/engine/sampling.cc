@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -177,9 +178,9 @@ absl::StatusOr<SamplingResult> Sample(const SamplingSettings& settings_in, const
   if (sampler.takes_s_noise) params.s_noise = settings.s_noise;
 
   try {
-    const ModelSchedule lcm_schedule =
-        sampler.id == SamplerId::kLcm ? ModelSchedule::Lcm(base_schedule.alphas_cumprod()) : base_schedule;
-    const ModelSchedule& schedule = lcm_schedule;
+    std::optional<ModelSchedule> lcm_schedule;
+    if (sampler.id == SamplerId::kLcm) lcm_schedule.emplace(ModelSchedule::Lcm(base_schedule.alphas_cumprod()));
+    const ModelSchedule& schedule = lcm_schedule ? *lcm_schedule : base_schedule;
 
     CfgDenoiserOptions options;
     options.cfg_scale = settings.cfg_scale;

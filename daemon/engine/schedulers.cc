@@ -45,13 +45,6 @@ double NumpyInterp(double x, const std::vector<double>& xs, const std::vector<do
   return slope * (x - xs[j]) + ys[j];
 }
 
-// k_diffusion.sampling.get_sigmas_karras: float32 ramp, the 1/rho powers in double.
-at::Tensor Karras(int n, double sigma_min, double sigma_max, double rho) {
-  const at::Tensor ramp = at::linspace(0.0, 1.0, n, at::kFloat);
-  const double min_inv_rho = std::pow(sigma_min, 1 / rho);
-  const double max_inv_rho = std::pow(sigma_max, 1 / rho);
-  return AppendZero((ramp * (min_inv_rho - max_inv_rho) + max_inv_rho).pow(rho));
-}
 
 at::Tensor Exponential(int n, double sigma_min, double sigma_max) {
   return AppendZero(at::linspace(std::log(sigma_max), std::log(sigma_min), n, at::kFloat).exp());
@@ -151,6 +144,14 @@ std::string Lower(absl::string_view s) { return absl::AsciiStrToLower(s); }
 
 }  // namespace
 
+at::Tensor KarrasSigmas(int n, double sigma_min, double sigma_max, double rho) {
+  // float32 ramp, the 1/rho powers in double, as k-diffusion.
+  const at::Tensor ramp = at::linspace(0.0, 1.0, n, at::kFloat);
+  const double min_inv_rho = std::pow(sigma_min, 1 / rho);
+  const double max_inv_rho = std::pow(sigma_max, 1 / rho);
+  return AppendZero((ramp * (min_inv_rho - max_inv_rho) + max_inv_rho).pow(rho));
+}
+
 const std::vector<SchedulerInfo>& AllSchedulers() {
   static const std::vector<SchedulerInfo> kAll = {
       {Scheduler::kAutomatic, "automatic", "Automatic", nullptr, -1, false},
@@ -218,7 +219,7 @@ absl::StatusOr<at::Tensor> BuildSigmas(Scheduler scheduler, int steps, const Mod
   switch (scheduler) {
     case Scheduler::kAutomatic:
     case Scheduler::kUniform: sigmas = model.UniformSigmas(n); break;
-    case Scheduler::kKarras: sigmas = Karras(n, sigma_min, sigma_max, rho); break;
+    case Scheduler::kKarras: sigmas = KarrasSigmas(n, sigma_min, sigma_max, rho); break;
     case Scheduler::kExponential: sigmas = Exponential(n, sigma_min, sigma_max); break;
     case Scheduler::kPolyexponential: sigmas = Polyexponential(n, sigma_min, sigma_max, rho); break;
     case Scheduler::kSgmUniform: sigmas = Normal(n, sigma_min, sigma_max, model, /*sgm=*/true); break;

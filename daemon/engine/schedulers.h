@@ -63,6 +63,10 @@ struct ScheduleOptions {
   bool use_old_karras_scheduler_sigmas = false;
 };
 
+// k_diffusion.sampling.get_sigmas_karras(n, sigma_min, sigma_max, rho): n values and a trailing 0, float32 on the
+// CPU (also what WebUI's Restart sampler builds its segments with).
+at::Tensor KarrasSigmas(int n, double sigma_min, double sigma_max, double rho = 7.0);
+
 // The schedule for `steps` sampling steps: float32 on the CPU, normally steps + 1 values ending in 0 (DDIM's
 // length depends on whether steps divides the model's timestep count; KL Optimal ends in sigma_min). kAutomatic is
 // the model's own get_sigmas (= kUniform); resolving a sampler's default schedule happens in the sampler table.

@@ -119,6 +119,21 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
   const int schedule_steps = params.sampling.steps * (params.sampling.choice.sampler->second_order ? 2 : 1);
   const at::Device device = pipeline.device();
 
+  // Every batch has the same prompts: condition them once (WebUI caches them across batches too).
+  const std::vector<std::string> prompts(params.batch_size, params.prompt);
+  const std::vector<std::string> negatives(params.batch_size, params.negative_prompt);
+  auto cond = GetMulticondLearnedConditioning(pipeline.text(), prompts, schedule_steps, params.text);
+  if (!cond.ok()) return cond.status();
+  auto uncond = GetLearnedConditioning(pipeline.text(), negatives, schedule_steps, params.text);
+  if (!uncond.ok()) return uncond.status();
+  CfgConditioning conditioning;
+  for (int i = 0; i < params.batch_size; ++i) {
+    std::vector<WeightedCond> parts;
+    for (const auto& part : cond->batch[i]) parts.push_back({ToScheduled(cond->schedules[part.schedule]), part.weight});
+    conditioning.cond.push_back(std::move(parts));
+    conditioning.uncond.push_back(ToScheduled((*uncond)[i]));
+  }
+
   GenerationResult result;
   const bool img2img = params.init_image.defined();
   if (img2img) {
@@ -138,20 +153,8 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
       break;
     }
     if (control.batch_started) control.batch_started(batch, params.n_iter);
-    const std::vector<std::string> prompts(params.batch_size, params.prompt);
-    const std::vector<std::string> negatives(params.batch_size, params.negative_prompt);
-    auto cond = GetMulticondLearnedConditioning(pipeline.text(), prompts, schedule_steps, params.text);
-    if (!cond.ok()) return cond.status();
-    auto uncond = GetLearnedConditioning(pipeline.text(), negatives, schedule_steps, params.text);
-    if (!uncond.ok()) return uncond.status();
-
     SamplingInputs in;
-    for (int i = 0; i < params.batch_size; ++i) {
-      std::vector<WeightedCond> parts;
-      for (const auto& part : cond->batch[i]) parts.push_back({ToScheduled(cond->schedules[part.schedule]), part.weight});
-      in.conditioning.cond.push_back(std::move(parts));
-      in.conditioning.uncond.push_back(ToScheduled((*uncond)[i]));
-    }
+    in.conditioning = conditioning;
 
     NoiseOptions noise;
     noise.shape = {4, params.height / 8, params.width / 8};

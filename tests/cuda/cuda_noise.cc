@@ -11,7 +11,8 @@ using namespace atelier::engine;
 
 int main() {
   int failures = 0;
-  auto report = [&](const char* what, const at::Tensor& a, const at::Tensor& b) {
+  // Each check prints its error and counts a failure; any failure makes the program (and run.sh) exit 1.
+  auto expect_close = [&](const char* what, const at::Tensor& a, const at::Tensor& b) {
     const double err = (a.to(at::kCPU) - b.to(at::kCPU)).abs().max().item<double>();
     const bool ok = err <= 1e-5;
     std::printf("%-48s max abs %.3g %s\n", what, err, ok ? "ok" : "FAIL");
@@ -25,7 +26,7 @@ int main() {
     for (int call = 0; call < 3; ++call) {
       char what[96];
       std::snprintf(what, sizeof what, "seed %llu call %d [4,112,76]", static_cast<unsigned long long>(seed), call);
-      report(what, (*gpu)->Randn({4, 112, 76}), (*nv)->Randn({4, 112, 76}));
+      expect_close(what, (*gpu)->Randn({4, 112, 76}), (*nv)->Randn({4, 112, 76}));
     }
   }
   NoiseOptions o;
@@ -39,8 +40,8 @@ int main() {
   o.device = cuda;
   auto on_cuda = ImageRng::Create(o);
   if (!on_cpu.ok() || !on_cuda.ok()) return std::printf("FAIL creating ImageRng\n"), 1;
-  report("ImageRng first (GPU source, CUDA vs CPU)", *on_cuda->First(), *on_cpu->First());
-  report("ImageRng step1 (GPU source, CUDA vs CPU)", *on_cuda->Next(), *on_cpu->Next());
+  expect_close("ImageRng first (GPU source, CUDA vs CPU)", *on_cuda->First(), *on_cpu->First());
+  expect_close("ImageRng step1 (GPU source, CUDA vs CPU)", *on_cuda->Next(), *on_cpu->Next());
   std::printf("%s\n", failures == 0 ? "noise: all ok" : "noise: FAILED");
   return failures == 0 ? 0 : 1;
 }

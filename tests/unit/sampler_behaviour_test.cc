@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 
 #include "engine/brownian_tree.h"
+#include "engine/checkpoint_loader.h"
 #include "engine/samplers.h"
 #include "engine/unet.h"
 #include "fixture_case.h"
@@ -477,6 +478,32 @@ TEST(SamplingTest, InconsistentInputsAreInvalidArgumentsNotCrashes) {
     EXPECT_TRUE(result->interrupted);
     EXPECT_TRUE(at::equal(result->latent, c.io.at("init_latent")));
   }
+}
+
+// Restart from 20 steps on (WebUI's sd_samplers_extra): a Karras schedule of 20 - 9 = 11 Heun steps (10 with two
+// evaluations, the last to 0 with one) plus one restart segment back up to sigma 2 (Karras of 10 values without
+// its 0: 9 Heun steps of two evaluations), entered with one noise draw.
+TEST(SamplingTest, RestartAddsItsSegmentFromTwentySteps) {
+  const engine::ModelSchedule schedule(engine::ComputeAlphasCumprod(engine::ScheduleConfig()));
+  int calls = 0, draws = 0;
+  engine::SamplingInputs in;
+  in.model = [&](const at::Tensor& x, const at::Tensor&, const at::Tensor&) -> absl::StatusOr<at::Tensor> {
+    ++calls;
+    return at::zeros_like(x);
+  };
+  in.conditioning.cond.push_back({WeightedCond{ScheduledCond::Fixed(at::rand({77, 32})), 1.0}});
+  in.conditioning.uncond.push_back(ScheduledCond::Fixed(at::rand({77, 32})));
+  in.noise = at::randn({1, 4, 8, 8});
+  in.step_noise = [&](double, double) {
+    ++draws;
+    return at::zeros({1, 4, 8, 8});
+  };
+  auto result = engine::Sample(Settings("Restart", "", 20), schedule, std::move(in));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(calls, 21 + 18);
+  EXPECT_EQ(draws, 1);
+  EXPECT_EQ(result->reported_steps, 11 + 9);
+  EXPECT_TRUE(at::isfinite(result->latent).all().item<bool>());
 }
 
 TEST(SamplingTest, TimestepsAndSchedulesFollowWebUi) {

@@ -218,18 +218,11 @@ TEST(SchedulersTest, InvalidArgumentsAreErrors) {
   EXPECT_TRUE(engine::BuildSigmas(Scheduler::kKarras, 1, model, {}).ok());
 }
 
-// The samplers fixture runs on the tiny model's alphas_cumprod (config.weights names its checkpoint, relative to
-// the case folder, as the first word).
+// The samplers fixture runs on the tiny model's alphas_cumprod (its checkpoint is named by config.weights).
 at::Tensor SamplerAlphas(const testing::FixtureCase& c) {
-  const std::string weights = c.json["config"].value("weights", "");
-  auto set = engine::ReadTensorSet(c.dir / weights.substr(0, weights.find(' ')));
-  EXPECT_TRUE(set.ok()) << set.status();
-  if (!set.ok()) return at::Tensor();
-  for (const auto& [name, tensor] : set->tensors) {
-    if (name == "alphas_cumprod") return tensor.to(at::kFloat);
-  }
-  ADD_FAILURE() << "no alphas_cumprod in " << weights;
-  return at::Tensor();
+  const auto weights = testing::ReadWeights(c, "alphas_cumprod");
+  EXPECT_TRUE(weights.count("")) << "no alphas_cumprod in " << testing::WeightsFile(c);
+  return weights.count("") ? weights.at("") : at::Tensor();
 }
 
 TEST(SchedulersTest, LcmScheduleMatchesWebUi) {
