@@ -506,6 +506,32 @@ TEST(SamplingTest, RestartAddsItsSegmentFromTwentySteps) {
   EXPECT_TRUE(at::isfinite(result->latent).all().item<bool>());
 }
 
+// s_churn reaches Euler (its churn noise then enters the result) and s_noise reaches DPM2 a, but not Euler a:
+// WebUI's sampler_extra_params.
+TEST(SamplingTest, ChurnAndNoiseSettingsReachOnlyTheSamplersWebUiPassesThemTo) {
+  auto tiny = LoadTiny("txt2img-tiny");
+  ASSERT_TRUE(tiny);
+  auto run = [&](engine::SamplingSettings settings) {
+    engine::SamplingInputs in;
+    in.model = tiny->Eps();
+    in.conditioning = tiny->Conditioning();
+    in.noise = tiny->c.io.at("noise");
+    in.step_noise = [](double, double) { return at::ones({1, 4, 16, 16}); };
+    auto r = engine::Sample(settings, *tiny->schedule, std::move(in));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->latent : at::Tensor();
+  };
+  auto with = [](engine::SamplingSettings s, double churn, double noise) {
+    s.s_churn = churn;
+    s.s_noise = noise;
+    return s;
+  };
+  const auto euler = Settings("Euler", "", 4), euler_a = Settings("Euler a", "", 4), dpm2_a = Settings("DPM2 a", "", 4);
+  EXPECT_FALSE(at::allclose(run(with(euler, 1.0, 1.0)), run(euler)));
+  EXPECT_TRUE(at::equal(run(with(euler_a, 0, 0.5)), run(euler_a)));
+  EXPECT_FALSE(at::allclose(run(with(dpm2_a, 0, 0.5)), run(dpm2_a)));
+}
+
 TEST(SamplingTest, TimestepsAndSchedulesFollowWebUi) {
   auto s = Settings("DDIM", "", 6);
   EXPECT_EQ(engine::SamplerTimesteps(s), (std::vector<int>{1, 167, 333, 499, 665, 831, 997}));
