@@ -21,6 +21,7 @@
 #include "atelier/v1/models.grpc.pb.h"
 #include "atelier/v1/plugins.grpc.pb.h"
 #include "event_printer.h"
+#include "generate_command.h"
 #include "exit_codes.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "version.h"
@@ -310,11 +311,26 @@ int main(int argc, char** argv) {
   auto* skip = app.add_subcommand("skip", "end a job's current image early and go on with its batch");
   skip->add_option("job_id", job_id, "job id")->required();
 
+  cli::GenerateFlags txt2img_flags;
+  auto* txt2img = app.add_subcommand("txt2img", "generate images from a prompt, with live progress");
+  cli::AddGenerateFlags(txt2img, txt2img_flags);
+  cli::GenerateFlags img2img_flags;
+  img2img_flags.img2img = true;
+  auto* img2img = app.add_subcommand("img2img", "generate from an init image (--init-image) and a prompt");
+  cli::AddGenerateFlags(img2img, img2img_flags);
+  std::vector<std::string> info_files;
+  auto* info = app.add_subcommand("info", "print the generation parameters (infotext) stored in images (local)");
+  info->add_option("files", info_files, "PNG, JPEG or WebP files")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? cli::kExitOk : cli::kExitUsage;
   }
+  auto fail = [&options](const grpc::Status& status) { return Fail(options, status); };
+  if (*txt2img) return cli::RunGenerate(Connect(options), txt2img_flags, fail);
+  if (*img2img) return cli::RunGenerate(Connect(options), img2img_flags, fail);
+  if (*info) return cli::PrintInfo(info_files);
   if (*health) return Health(options, service);
   if (*version) return Version(options);
   if (*plugins) return Plugins(options, verbose);

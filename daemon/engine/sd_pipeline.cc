@@ -1,6 +1,8 @@
 #include "engine/sd_pipeline.h"
 
+#include <chrono>
 #include <filesystem>
+#include <optional>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -11,6 +13,23 @@
 
 namespace atelier::engine {
 namespace {
+
+// Reports a stage's wall time to control.timing when it ends.
+class StageClock {
+ public:
+  StageClock(const GenerationControl& control, const char* stage)
+      : control_(control), stage_(stage), start_(std::chrono::steady_clock::now()) {}
+  ~StageClock() {
+    if (control_.timing) {
+      control_.timing(stage_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+    }
+  }
+
+ private:
+  const GenerationControl& control_;
+  const char* stage_;
+  std::chrono::steady_clock::time_point start_;
+};
 
 ScheduledCond ToScheduled(const std::vector<ScheduledConditioning>& schedule) {
   ScheduledCond out;
@@ -27,11 +46,18 @@ absl::Status ValidateParams(const GenerationParams& p) {
     return absl::InvalidArgumentError(absl::StrCat("batch_size (", p.batch_size, ") and n_iter (", p.n_iter,
                                                    ") must be >= 1 and make at most ", p.max_images, " images"));
   }
-  if (p.init_image.defined() &&
-      (p.init_image.dim() != 3 || p.init_image.size(0) != p.height || p.init_image.size(1) != p.width ||
-       p.init_image.size(2) != 3 || p.init_image.scalar_type() != at::kByte)) {
-    return absl::InvalidArgumentError(absl::StrCat("the init image must be ", p.width, "x", p.height,
-                                                   " 8-bit RGB (resizing it is not built yet)"));
+  if (p.init_image.defined()) {
+    const at::Tensor& image = p.init_image;
+    if (image.dim() != 3 || image.size(2) != 3 || image.scalar_type() != at::kByte) {
+      return absl::InvalidArgumentError("the init image must be 8-bit RGB [height, width, 3]");
+    }
+    if (p.latent_upscale) {
+      if (absl::Status st = CheckImageSize(image.size(1), image.size(0)); !st.ok()) return st;
+    } else if (image.size(0) != p.height || image.size(1) != p.width) {
+      return absl::InvalidArgumentError(absl::StrCat("the init image is ", image.size(1), "x", image.size(0),
+                                                     ", not the job's ", p.width, "x", p.height,
+                                                     " (resize it with ResizeInitImage)"));
+    }
   }
   return ValidateSamplingSettings(p.sampling);
 }
@@ -80,6 +106,7 @@ InfotextFields GenerationInfotext(const Sd1Pipeline& pipeline, const GenerationP
   f.height = params.height;
   f.model_hash = w.sha256.substr(0, 10);
   f.model = std::filesystem::path(w.filename).stem().string();
+  if (w.vae_source != "checkpoint") f.vae = std::filesystem::path(w.vae_source).filename().string();
   f.subseed = image.subseed;
   f.subseed_strength = params.subseed_strength;
   f.seed_resize_from_w = params.seed_resize_from_w;
@@ -91,6 +118,10 @@ InfotextFields GenerationInfotext(const Sd1Pipeline& pipeline, const GenerationP
   f.sampler_uses_ensd = sampler.uses_ensd;
   f.eta = eta;
   f.rng = NoiseSourceName(params.noise_source);
+  // img2img's init() records the noise multiplier before the sampler records eta (extra_generation_params order).
+  if (f.img2img && params.initial_noise_multiplier != 1.0) {
+    f.extra.emplace_back("Noise multiplier", PythonFloat(params.initial_noise_multiplier));
+  }
   // WebUI records eta when it differs from the option's default (eta_ancestral 1.0 / eta_ddim 0.0).
   const double eta_default = sampler.timesteps ? 0.0 : 1.0;
   if (sampler.takes_eta && eta != eta_default) f.extra.emplace_back(sampler.timesteps ? "Eta DDIM" : "Eta", PythonFloat(eta));
@@ -122,10 +153,12 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
   // Every batch has the same prompts: condition them once (WebUI caches them across batches too).
   const std::vector<std::string> prompts(params.batch_size, params.prompt);
   const std::vector<std::string> negatives(params.batch_size, params.negative_prompt);
+  std::optional<StageClock> text_clock(std::in_place, control, "text");
   auto cond = GetMulticondLearnedConditioning(pipeline.text(), prompts, schedule_steps, params.text);
   if (!cond.ok()) return cond.status();
   auto uncond = GetLearnedConditioning(pipeline.text(), negatives, schedule_steps, params.text);
   if (!uncond.ok()) return uncond.status();
+  text_clock.reset();
   CfgConditioning conditioning;
   for (int i = 0; i < params.batch_size; ++i) {
     std::vector<WeightedCond> parts;
@@ -137,15 +170,24 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
   GenerationResult result;
   const bool img2img = params.init_image.defined();
   if (img2img) {
+    StageClock clock(control, "encode");
     at::Tensor eps = params.posterior_noise;
     if (!eps.defined()) {
       auto gen = CreateNoiseGenerator(NoiseSource::kCpu, static_cast<uint64_t>(seeds.seeds[0]), at::kCPU);
       if (!gen.ok()) return gen.status();
-      eps = (*gen)->Randn({1, 4, params.height / 8, params.width / 8});
+      eps = (*gen)->Randn({1, 4, params.init_image.size(0) / 8, params.init_image.size(1) / 8});
     }
     auto init = EncodeInitImage(pipeline, params.init_image, eps);
     if (!init.ok()) return init.status();
     result.init_latent = *init;
+    if (params.latent_upscale) {
+      try {
+        result.init_latent = at::upsample_bilinear2d(result.init_latent, {params.height / 8, params.width / 8},
+                                                     /*align_corners=*/false);
+      } catch (const std::exception& e) {
+        return StatusFromException(e, "resizing the init latent");
+      }
+    }
   }
   for (int batch = 0; batch < params.n_iter; ++batch) {
     if (control.interrupt && control.interrupt()) {
@@ -174,10 +216,16 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
     if (!x.ok()) return x.status();
 
     const UNet& unet = pipeline.unet();
-    in.model = [&unet](const at::Tensor& xs, const at::Tensor& t, const at::Tensor& ctx) {
-      return unet.Forward(xs, t, ctx);
+    UNetCallHooks* unet_hooks = control.unet_hooks;
+    in.model = [&unet, unet_hooks](const at::Tensor& xs, const at::Tensor& t,
+                                   const at::Tensor& ctx) -> absl::StatusOr<at::Tensor> {
+      if (unet_hooks == nullptr) return unet.Forward(xs, t, ctx);
+      std::array<at::Tensor, kUNetResiduals> residuals;
+      UNetCallOptions options;
+      if (absl::Status st = unet_hooks->Prepare(xs, t, ctx, residuals, options); !st.ok()) return st;
+      return unet.Forward(xs, t, ctx, options);
     };
-    in.noise = *x;
+    in.noise = img2img && params.initial_noise_multiplier != 1.0 ? *x * params.initial_noise_multiplier : *x;
     in.step_noise = StepNoiseFrom(&*rng);
     in.seeds.assign(noise.seeds.begin(), noise.seeds.end());
     bool skipped = false;  // latched: a skip request is consumed once
@@ -189,16 +237,25 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
     in.hooks = control.hooks;
     in.progress = control.progress;
     if (img2img) in.init_latent = result.init_latent.expand({params.batch_size, -1, -1, -1}).contiguous();
+    std::optional<StageClock> sampling_clock(std::in_place, control, "sampling");
     auto sampled = Sample(params.sampling, pipeline.schedule(), std::move(in));
     if (!sampled.ok()) return sampled.status();
+    sampling_clock.reset();
     result.eta = sampled->eta;
 
+    std::optional<StageClock> decode_clock(std::in_place, control, "decode");
     auto decoded = pipeline.vae().Decode(sampled->latent / pipeline.weights().config.scale_factor);
     if (!decoded.ok()) return decoded.status();
     const at::Tensor rgb = WebUiToUint8(*decoded).to(at::kCPU);
+    decode_clock.reset();
     for (int i = 0; i < params.batch_size; ++i) {
       const int index = batch * params.batch_size + i;
-      result.images.push_back({rgb[i], sampled->latent[i], seeds.seeds[index], seeds.subseeds[index], index});
+      result.images.push_back(
+          {rgb[i], sampled->latent[i], seeds.seeds[index], seeds.subseeds[index], index, sampled->interrupted,
+           sampled->eta});
+      if (control.image_ready) {
+        if (absl::Status st = control.image_ready(result.images.back()); !st.ok()) return st;
+      }
     }
     if (sampled->interrupted) {
       if (!skipped) {

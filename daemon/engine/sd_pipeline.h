@@ -4,6 +4,7 @@
 // quantises it.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -54,6 +55,15 @@ class Sd1Pipeline {
   at::Device device_ = at::kCPU;
 };
 
+struct GeneratedImage {
+  at::Tensor rgb;  // uint8 [height, width, 3]
+  at::Tensor latent;  // [4, height / 8, width / 8], UNet space
+  int64_t seed = 0, subseed = 0;
+  int index = 0;  // in the job (batch * batch_size + position)
+  bool interrupted = false;  // the last x0 of an interrupted or skipped batch
+  double eta = 0;            // the eta its sampler used (infotext)
+};
+
 // A txt2img or img2img request with WebUI's parameter meanings.
 struct GenerationParams {
   std::string prompt, negative_prompt;
@@ -67,29 +77,42 @@ struct GenerationParams {
   NoiseSource noise_source = NoiseSource::kGpu;
   int64_t eta_noise_seed_delta = 0;
   int max_images = 100;  // batch_size * n_iter allowed
-  // img2img when defined: the init image, uint8 [height, width, 3] RGB (resizing to another size is not built
-  // yet); sampling.denoising_strength applies.
+  // img2img when defined: the init image, uint8 [height, width, 3] RGB (see ResizeInitImage);
+  // sampling.denoising_strength applies.
   at::Tensor init_image;
-  // The eps of the VAE posterior sample [1, 4, height / 8, width / 8]. WebUI draws it from the global torch RNG
+  // WebUI's resize mode 3, "Just resize (latent upscale)": init_image has its own size (multiples of 8) and its
+  // latent is resized to the job's (bilinear).
+  bool latent_upscale = false;
+  // img2img: the initial noise is multiplied by this (WebUI initial_noise_multiplier, infotext "Noise multiplier").
+  double initial_noise_multiplier = 1.0;
+  // The eps of the VAE posterior sample [1, 4, h / 8, w / 8] of the init image's size. WebUI draws it from the global torch RNG
   // (history dependent); undefined here means a CPU generator seeded with the first image's seed.
   at::Tensor posterior_noise;
+};
+
+// Per UNet call: the plugins' residuals and block hooks (the host's job hooks implement this). Prepare is called
+// right after the CFG denoiser's BeforeModel hook of the same evaluation.
+class UNetCallHooks {
+ public:
+  virtual ~UNetCallHooks() = default;
+  // Sets `options` for one call on these rows; `residuals` is storage options.residuals may point at.
+  virtual absl::Status Prepare(const at::Tensor& x, const at::Tensor& t, const at::Tensor& context,
+                               std::array<at::Tensor, kUNetResiduals>& residuals, UNetCallOptions& options) = 0;
 };
 
 struct GenerationControl {
   ProgressCallback progress;  // per sampler step of the current batch
   std::function<void(int batch, int batches)> batch_started;
+  // Called with each image as soon as its batch is decoded; an error ends the job with it.
+  std::function<absl::Status(const GeneratedImage&)> image_ready;
+  // Wall time of each stage as it ends: "text", "encode" (img2img), "sampling", "decode".
+  std::function<void(const char* stage, double seconds)> timing;
   // Polled before every model evaluation. interrupt (WebUI's Interrupt): the current batch keeps its last x0 and
   // the remaining batches are not run. skip (WebUI's Skip; consumed when it returns true): the current batch
   // keeps its last x0 and the next batch runs.
   std::function<bool()> interrupt, skip;
   CfgHooks* hooks = nullptr;
-};
-
-struct GeneratedImage {
-  at::Tensor rgb;  // uint8 [height, width, 3]
-  at::Tensor latent;  // [4, height / 8, width / 8], UNet space
-  int64_t seed = 0, subseed = 0;
-  int index = 0;  // in the job (batch * batch_size + position)
+  UNetCallHooks* unet_hooks = nullptr;
 };
 
 struct GenerationResult {

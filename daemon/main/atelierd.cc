@@ -21,7 +21,8 @@
 #include "engine/runtime.h"
 #include "host/plugin_registry.h"
 #include "server/daemon_server.h"
-#include "server/unavailable_runner.h"
+#include "engine/clip_tokenizer.h"
+#include "server/generation_runner.h"
 #include "util/limits.h"
 #include "util/log.h"
 #include "version.h"
@@ -39,10 +40,20 @@ fs::path DefaultCacheDir() {
   return fs::temp_directory_path() / "atelier-cache";
 }
 
-fs::path DefaultPluginsDir() {
+fs::path ExecutableDir() {
   std::error_code ec;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? fs::path("plugins") : exe.parent_path() / "plugins";
+  return ec ? fs::path(".") : exe.parent_path();
+}
+
+fs::path DefaultPluginsDir() { return ExecutableDir() / "plugins"; }
+
+// The files the daemon ships (CLIP vocabulary, the embedded model): installed beside the executable's prefix, else
+// the source tree it was built from.
+fs::path DefaultAssetsDir() {
+  const fs::path installed = ExecutableDir().parent_path() / "share" / "atelier" / "assets";
+  if (fs::exists(installed / "clip")) return installed;
+  return fs::path(ATELIER_SOURCE_ASSETS_DIR);
 }
 
 int Run(int argc, char** argv) {
@@ -60,6 +71,8 @@ int Run(int argc, char** argv) {
   std::string checkpoint;
   std::string vae = "Automatic";
   std::string dtype = "auto";
+  std::string assets_dir = DefaultAssetsDir().string();
+  bool no_default_model = false;
   app.add_option("--listen", listen, "host:port to serve gRPC on (port 0 picks a free one)")->capture_default_str();
   app.add_option("--models-dir", models_dir,
                  "WebUI models folder (Stable-diffusion/, VAE/, ControlNet/, AnimateDiff/, ...) or a WebUI install "
@@ -84,6 +97,10 @@ int Run(int argc, char** argv) {
   app.add_option("--checkpoint", checkpoint,
                  "checkpoint to load at start (title, filename or name); default: the first one found");
   app.add_option("--vae", vae, "VAE for that checkpoint: Automatic, None or a file in models/VAE")->capture_default_str();
+  app.add_option("--assets-dir", assets_dir, "the files atelierd ships: clip/ (tokenizer) and models/ (embedded model)")
+      ->capture_default_str();
+  app.add_flag("--no-default-model", no_default_model,
+               "do not serve the embedded tiny model when --models-dir has no checkpoint");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -119,12 +136,32 @@ int Run(int argc, char** argv) {
                             "libopenblas.so.0 to .../openblas-openmp/)"));
   }
 
+  auto tokenizer = engine::ClipTokenizer::Load(fs::path(assets_dir) / "clip");
+  if (!tokenizer.ok()) {
+    LogError(absl::StrCat("the CLIP tokenizer: ", tokenizer.status().message(), " (set --assets-dir)"));
+    return 1;
+  }
+
   std::optional<engine::ModelFolders> folders;
   if (auto opened = engine::ModelFolders::Open(models_dir); opened.ok()) {
     folders = *std::move(opened);
     LogInfo(absl::StrCat("models directory: ", fs::absolute(models_dir).string()));
   } else {
     LogWarning(absl::StrCat(opened.status().message(), "; serving without model files"));
+  }
+  // Without any checkpoint the daemon still generates: it serves the embedded tiny model.
+  if (checkpoint.empty() && !no_default_model &&
+      (!folders || folders->List(engine::ModelFolder::kCheckpoint).empty())) {
+    auto embedded = engine::ModelFolders::Open(fs::path(assets_dir) / "models");
+    if (embedded.ok() && !embedded->List(engine::ModelFolder::kCheckpoint).empty()) {
+      folders = *std::move(embedded);
+      LogInfo(absl::StrCat(
+          "no checkpoint in ", fs::absolute(models_dir).string(), "/Stable-diffusion: serving the embedded model ",
+          (folders->FolderPath(engine::ModelFolder::kCheckpoint) / "tiny-sd.safetensors").string(),
+          " (a 9 MB SD1.x-architecture test model with random weights: it makes abstract patterns, not pictures). "
+          "Put a real SD1.x checkpoint (.safetensors or .ckpt) in <models-dir>/Stable-diffusion and restart, or "
+          "pass --models-dir to a WebUI install"));
+    }
   }
 
   host::PluginLoaderOptions plugin_options;
@@ -166,7 +203,7 @@ int Run(int argc, char** argv) {
     LogInfo("no checkpoint found; put .safetensors/.ckpt files in <models-dir>/Stable-diffusion");
   }
 
-  server::UnavailableRunner runner;
+  server::GenerationRunner runner(models, *plugins, **tokenizer);
   server::DaemonServerOptions options;
   options.listen = listen;
   options.max_queue = max_queue;

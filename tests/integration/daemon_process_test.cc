@@ -14,9 +14,16 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 
+#include <ATen/ATen.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "engine/image_formats.h"
+#include "fixture_case.h"
 #include "test_support.h"
 
 namespace atelier {
@@ -153,7 +160,7 @@ TEST(DaemonProcessTest, LoadsCheckpointsAndKeepsTheOldOneOnFailure) {
   const fs::path sd = daemon.dir().path() / "models" / "Stable-diffusion";
   fs::create_directories(sd);
   fs::copy_file(testing::FixturesDir() / "tiny-sd" / "weights.safetensors", sd / "tiny.safetensors");
-  fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/tiny-sd/tiny-sd.yaml", sd / "tiny.yaml");
+  fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/models/Stable-diffusion/tiny-sd.yaml", sd / "tiny.yaml");
   std::ofstream(sd / "zz-broken.safetensors") << "garbage";
   ASSERT_TRUE(daemon.Start({"--cache-dir", (daemon.dir().path() / "cache").string()})) << daemon.Log();
   EXPECT_THAT(daemon.Log(), HasSubstr("loaded tiny.safetensors ["));
@@ -178,6 +185,112 @@ TEST(DaemonProcessTest, LoadsCheckpointsAndKeepsTheOldOneOnFailure) {
   out = daemon.Client("load tiny", &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_THAT(out, HasSubstr("weights:"));
+  EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+}
+
+std::string ReadAll(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The first line of the client's stdout that names a written file.
+std::string SavedPath(const std::string& output, const std::string& dir) {
+  std::istringstream lines(output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind(dir, 0) == 0) return line;
+  }
+  return "";
+}
+
+// The README's main job: the real daemon, the real client, the fixture's request; the PNG the client writes has
+// the fixture's pixels (+-1) and the request's infotext, which `atelier info` reads back.
+TEST(DaemonProcessTest, Txt2ImgThroughTheClientMakesTheFixtureImage) {
+  namespace fs = std::filesystem;
+  const auto cases = testing::LoadCases("txt2img-tiny");
+  if (cases.empty()) GTEST_SKIP() << "no txt2img-tiny case under " << testing::FixturesDir();
+  for (const auto& c : cases) {
+    DaemonProcess daemon;
+    const fs::path sd = daemon.dir().path() / "models" / "Stable-diffusion";
+    fs::create_directories(sd);
+    fs::copy_file(testing::WeightsFile(c), sd / "tiny.safetensors");
+    fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/models/Stable-diffusion/tiny-sd.yaml", sd / "tiny.yaml");
+    ASSERT_TRUE(daemon.Start({"--cache-dir", (daemon.dir().path() / "cache").string()})) << daemon.Log();
+    const auto& v = c.json["values"];
+    const fs::path out_dir = daemon.dir().path() / "out";
+    const std::string args = absl::StrCat(
+        "txt2img --prompt '", v["prompt"].get<std::string>(), "' --negative-prompt '",
+        v["negative_prompt"].get<std::string>(), "' --seed ", v["seed"].get<int64_t>(), " --steps ",
+        v["steps"].get<int>(), " --sampler '", v["sampler"].get<std::string>(), "' --scheduler '",
+        v["schedule_type"].get<std::string>(), "' --cfg-scale ", v["cfg_scale"].get<double>(), " -W ",
+        v["width"].get<int>(), " -H ", v["height"].get<int>(), " --clip-skip ", v["clip_skip"].get<int>(),
+        " --rng ", v["randn_source"].get<std::string>(), " --previews ", (out_dir / "previews").string(), " -o ",
+        out_dir.string());
+    int code = -1;
+    const std::string out = daemon.Client(args, &code);
+    ASSERT_EQ(code, 0) << out << daemon.Log();
+    EXPECT_THAT(out, HasSubstr("progress 100%"));  // not a terminal: plain progress lines
+    const std::string saved = SavedPath(out, out_dir.string());
+    ASSERT_EQ(fs::path(saved).filename().string(), absl::StrCat("00000-", v["seed"].get<int64_t>(), ".png")) << out;
+    auto image = engine::DecodeImageRgb(ReadAll(saved));
+    ASSERT_TRUE(image.ok()) << image.status();
+    const at::Tensor got = at::from_blob(image->pixels.data(), {image->height, image->width, 3}, at::kByte);
+    const at::Tensor want = c.io.at("image_uint8");
+    ASSERT_EQ(got.sizes(), want.sizes());
+    EXPECT_LE((got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>(), 1);
+    const std::string settings = absl::StrCat("Steps: ", v["steps"].get<int>(), ", Sampler: ",
+                                              v["sampler"].get<std::string>(), ", Schedule type: ",
+                                              v["schedule_type"].get<std::string>(), ", CFG scale: 7.0, Seed: ",
+                                              v["seed"].get<int64_t>());
+    EXPECT_THAT(out, HasSubstr(settings));
+    EXPECT_FALSE(fs::is_empty(out_dir / "previews"));
+    const Result info = RunCommand(testing::ClientBinary().string() + " info " + saved);
+    EXPECT_EQ(info.exit_code, 0) << info.output;
+    EXPECT_THAT(info.output, HasSubstr(v["prompt"].get<std::string>() + "\n" + settings));
+    // The next image continues WebUI's numbering.
+    const std::string again = daemon.Client(args + " -q", &code);
+    EXPECT_EQ(code, 0) << again;
+    EXPECT_EQ(fs::path(SavedPath(again, out_dir.string())).filename().string(),
+              absl::StrCat("00001-", v["seed"].get<int64_t>(), ".png"));
+    EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+  }
+}
+
+// With no checkpoint at all the daemon serves the embedded tiny model; the client takes a WebUI API payload as is
+// (base64 init image with a data: prefix) and reports bad requests with their exit codes.
+TEST(DaemonProcessTest, EmbeddedModelAndWebUiPayloads) {
+  namespace fs = std::filesystem;
+  DaemonProcess daemon;
+  ASSERT_TRUE(daemon.Start({"--cache-dir", (daemon.dir().path() / "cache").string()})) << daemon.Log();
+  EXPECT_THAT(daemon.Log(), HasSubstr("serving the embedded model"));
+  int code = -1;
+  const fs::path out_dir = daemon.dir().path() / "out";
+  std::string out = daemon.Client("txt2img -p 'a cat' -W 64 -H 64 --steps 2 --seed 5 -o " + out_dir.string(), &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("Model: tiny-sd"));
+  const std::string png = ReadAll(SavedPath(out, out_dir.string()));
+
+  const fs::path payload = daemon.dir().path() / "img2img.json";
+  std::ofstream(payload) << R"({"prompt": "a dog", "negative_prompt": null, "steps": 3, "width": 64, "height": 64,
+    "seed": 8, "sampler_index": "Euler a", "denoising_strength": 0.6, "send_images": true, "save_images": false,
+    "override_settings": {"CLIP_stop_at_last_layers": 2}, "init_images": ["data:image/png;base64,)"
+                         << absl::Base64Escape(png) << R"("]})";
+  out = daemon.Client("img2img --json " + payload.string() + " -o " + out_dir.string(), &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("a dog\nSteps: 3, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7.0, Seed: 8"));
+  EXPECT_THAT(out, HasSubstr("Denoising strength: 0.6, Clip skip: 2"));
+
+  out = daemon.Client("txt2img -p x --sampler 'Euler z'", &code);
+  EXPECT_EQ(code, 5) << out;
+  EXPECT_THAT(out, HasSubstr("INVALID_ARGUMENT"));
+  EXPECT_THAT(out, HasSubstr("DPM++ 2M"));
+  out = daemon.Client("txt2img -p x --checkpoint nope", &code);
+  EXPECT_EQ(code, 4) << out;
+  out = daemon.Client("img2img -p x --init-image " + payload.string(), &code);
+  EXPECT_EQ(code, 5) << out;
+  EXPECT_THAT(out, HasSubstr("init_images[0]: not a PNG, JPEG or WebP image"));
+  out = daemon.Client("txt2img -p x --override enable_hr=true --json /no/such.json", &code);
+  EXPECT_EQ(code, 4) << out;
   EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
 }
 

@@ -20,6 +20,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "server/daemon_server.h"
 #include "test_job_runner.h"
+#include "event_stream.h"
 #include "test_support.h"
 #include "util/limits.h"
 
@@ -32,84 +33,8 @@ using ::testing::HasSubstr;
 using namespace std::chrono_literals;
 
 using Clock = std::chrono::steady_clock;
-
-// One Generate or Watch call read on its own thread, so tests can wait for conditions on its events.
-class Stream {
- public:
-  using Events = std::vector<v1::GenerateEvent>;
-
-  void Start(std::unique_ptr<grpc::ClientReader<v1::GenerateEvent>> reader,
-             std::chrono::milliseconds delay_per_read = 0ms) {
-    reader_ = std::move(reader);
-    thread_ = std::thread([this, delay_per_read] {
-      v1::GenerateEvent event;
-      while (true) {
-        if (paused_.load()) {
-          std::this_thread::sleep_for(1ms);
-          continue;
-        }
-        if (!reader_->Read(&event)) break;
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          events_.push_back(event);
-        }
-        cv_.notify_all();
-        if (delay_per_read.count() > 0) std::this_thread::sleep_for(delay_per_read);
-      }
-      grpc::Status status = reader_->Finish();
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        status_ = status;
-        done_ = true;
-      }
-      cv_.notify_all();
-    });
-  }
-  ~Stream() {
-    paused_ = false;
-    context.TryCancel();
-    if (thread_.joinable()) thread_.join();
-  }
-
-  bool WaitFor(const std::function<bool(const Events&)>& condition, std::chrono::milliseconds timeout = 10s) {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return condition(events_); });
-  }
-  // Waits for the end of the stream and returns its status (DEADLINE_EXCEEDED if it does not end in time).
-  grpc::Status Wait(std::chrono::milliseconds timeout = 20s) {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!cv_.wait_for(lock, timeout, [&] { return done_; })) {
-      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "stream did not end in the test's time");
-    }
-    return status_;
-  }
-  Events events() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return events_;
-  }
-  std::string job_id() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return events_.empty() ? "" : events_[0].job_id();
-  }
-  void Pause(bool paused) { paused_ = paused; }
-
-  grpc::ClientContext context;
-
- private:
-  std::unique_ptr<grpc::ClientReader<v1::GenerateEvent>> reader_;
-  std::thread thread_;
-  std::atomic<bool> paused_{false};
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  Events events_;
-  bool done_ = false;
-  grpc::Status status_;
-};
-
-int Count(const Stream::Events& events, v1::GenerateEvent::EventCase kind) {
-  return static_cast<int>(std::count_if(events.begin(), events.end(),
-                                        [kind](const auto& e) { return e.event_case() == kind; }));
-}
+using testing::Count;
+using testing::Stream;
 
 bool HasProgress(const Stream::Events& events) { return Count(events, v1::GenerateEvent::kProgress) > 0; }
 

@@ -8,7 +8,8 @@
  *   model_loaded   remembers "title|file|in_channels" (refuses titles containing "reject"); a job whose
  *                  arguments contain "report_model" gets it back as artifact "model.txt" from process
  * It joins a job when its arguments are not null. Arguments containing "fail_process", "fail_postprocess" or
- * "bad_shape" make the matching hook misbehave. */
+ * "bad_shape" make the matching hook misbehave; "no_residuals" leaves the residuals out (their shapes follow x, so
+ * a real UNet refuses them: the generation tests use that to see them arrive). */
 #include <atelier/plugin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@ typedef struct {
   atelier_job* job;
   int fail_postprocess;
   int bad_shape;
+  int no_residuals;
 } probe_job;
 
 typedef struct {
@@ -121,6 +123,7 @@ static atelier_status probe_process(atelier_plugin_state* state, atelier_job* jo
   j->job = job;
   j->fail_postprocess = strstr(args, "fail_postprocess") != NULL;
   j->bad_shape = strstr(args, "bad_shape") != NULL;
+  j->no_residuals = strstr(args, "no_residuals") != NULL;
   *job_state = (atelier_job_state*)j;
   return ATELIER_OK;
 }
@@ -169,8 +172,8 @@ static atelier_status probe_cfg_after_cfg(atelier_plugin_state* state, atelier_j
 static atelier_status probe_unet_residuals(atelier_plugin_state* state, atelier_job_state* job_state,
                                            atelier_unet_residuals_params* p, atelier_error* err) {
   (void)state;
-  (void)job_state;
   (void)err;
+  if (((const probe_job*)job_state)->no_residuals) return ATELIER_OK;
   p->residual_out[0] = affine(p->x, 0.0f, 1.0f);
   p->residual_out[12] = affine(p->x, 3.0f, 0.0f);
   return ATELIER_OK;

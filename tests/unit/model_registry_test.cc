@@ -32,7 +32,7 @@ using ::testing::HasSubstr;
 using testing::TempDir;
 
 fs::path TinySd() { return testing::FixturesDir() / "tiny-sd" / "weights.safetensors"; }
-fs::path TinyYaml() { return fs::path(ATELIER_SOURCE_DIR) / "assets" / "tiny-sd" / "tiny-sd.yaml"; }
+fs::path TinyYaml() { return fs::path(ATELIER_SOURCE_DIR) / "assets" / "models" / "Stable-diffusion" / "tiny-sd.yaml"; }
 
 std::string Shell(const std::string& command) {
   std::string out;

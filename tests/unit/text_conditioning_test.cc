@@ -207,7 +207,7 @@ TEST(CheckpointConditioningTest, TinySdCheckpointConditionsLikeWebUi) {
   testing::TempDir root;
   fs::create_directories(root.path() / "models/Stable-diffusion");
   fs::copy_file(c.dir / "weights.safetensors", root.path() / "models/Stable-diffusion/tiny.safetensors");
-  fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/tiny-sd/tiny-sd.yaml", root.path() / "models/Stable-diffusion/tiny.yaml");
+  fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/models/Stable-diffusion/tiny-sd.yaml", root.path() / "models/Stable-diffusion/tiny.yaml");
   auto folders = engine::ModelFolders::Open(root.path());
   ASSERT_TRUE(folders.ok());
   engine::ModelManager manager(&*folders, "", engine::LoadOptions());

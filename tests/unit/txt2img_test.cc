@@ -36,7 +36,7 @@ std::unique_ptr<TinyPipeline> Load(const std::string& case_name = "txt2img-tiny"
   t->c = cases.front();
   fs::create_directories(t->root.path() / "models/Stable-diffusion");
   fs::copy_file(testing::WeightsFile(t->c), t->root.path() / "models/Stable-diffusion/tiny.safetensors");
-  fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/tiny-sd/tiny-sd.yaml",
+  fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/models/Stable-diffusion/tiny-sd.yaml",
                 t->root.path() / "models/Stable-diffusion/tiny.yaml");
   auto folders = engine::ModelFolders::Open(t->root.path());
   EXPECT_TRUE(folders.ok()) << folders.status();

@@ -1,0 +1,312 @@
+#include "server/generation_settings.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <set>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "engine/nn_util.h"
+#include "engine/prompt_chunker.h"
+#include "engine/sampler_table.h"
+#include "util/limits.h"
+
+namespace atelier::server {
+namespace {
+
+using google::protobuf::Value;
+
+absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
+
+// The API's float fields hold what the client typed (0.6) as the nearest float (0.60000002384...). WebUI keeps the
+// typed decimal (a Python float): take the shortest decimal that reads back to the same float, as a double, so
+// the infotext says "0.6" and the arithmetic uses 0.6.
+double Decimal(float value) {
+  char text[32];
+  const auto end = std::to_chars(text, text + sizeof(text), value).ptr;
+  *end = '\0';
+  return std::strtod(text, nullptr);
+}
+
+absl::Status NotBuilt(const std::string& what) {
+  return absl::UnimplementedError(absl::StrCat(what, " is not built yet in this version of atelierd"));
+}
+
+// override_settings values, typed, with messages that name the key and what it takes.
+class Options {
+ public:
+  explicit Options(const google::protobuf::Struct& s) : fields_(s.fields()) {}
+
+  bool Has(const std::string& key) const { return fields_.count(key) > 0; }
+
+  absl::StatusOr<std::optional<double>> Number(const std::string& key, double lo, double hi) {
+    used_.insert(key);
+    const auto it = fields_.find(key);
+    if (it == fields_.end()) return std::optional<double>();
+    double v = 0;
+    if (it->second.kind_case() == Value::kNumberValue) {
+      v = it->second.number_value();
+    } else if (it->second.kind_case() == Value::kStringValue && absl::SimpleAtod(it->second.string_value(), &v)) {
+    } else {
+      return Invalid(absl::StrCat("override_settings.", key, " must be a number from ", lo, " to ", hi));
+    }
+    if (!std::isfinite(v) || v < lo || v > hi) {
+      return Invalid(absl::StrCat("override_settings.", key, " ", v, " is outside [", lo, ", ", hi, "]"));
+    }
+    return std::optional<double>(v);
+  }
+  absl::StatusOr<std::optional<int64_t>> Integer(const std::string& key, double lo, double hi) {
+    auto v = Number(key, lo, hi);
+    if (!v.ok()) return v.status();
+    if (!v->has_value()) return std::optional<int64_t>();
+    if (**v != std::floor(**v)) return Invalid(absl::StrCat("override_settings.", key, " must be a whole number"));
+    return std::optional<int64_t>(static_cast<int64_t>(**v));
+  }
+  absl::StatusOr<std::optional<bool>> Bool(const std::string& key) {
+    used_.insert(key);
+    const auto it = fields_.find(key);
+    if (it == fields_.end()) return std::optional<bool>();
+    if (it->second.kind_case() != Value::kBoolValue) {
+      return Invalid(absl::StrCat("override_settings.", key, " must be true or false"));
+    }
+    return std::optional<bool>(it->second.bool_value());
+  }
+  absl::StatusOr<std::optional<std::string>> Text(const std::string& key) {
+    used_.insert(key);
+    const auto it = fields_.find(key);
+    if (it == fields_.end()) return std::optional<std::string>();
+    if (it->second.kind_case() != Value::kStringValue) {
+      return Invalid(absl::StrCat("override_settings.", key, " must be a string"));
+    }
+    return std::optional<std::string>(it->second.string_value());
+  }
+  std::vector<std::string> Unused() const {
+    std::vector<std::string> out;
+    for (const auto& [key, value] : fields_) {
+      if (used_.count(key) == 0) out.push_back(key);
+    }
+    return out;
+  }
+
+ private:
+  const google::protobuf::Map<std::string, Value>& fields_;
+  std::set<std::string> used_;
+};
+
+#define ASSIGN_OR_RETURN_OPT(lhs, expr)  \
+  auto lhs = (expr);                     \
+  if (!lhs.ok()) return lhs.status()
+
+absl::StatusOr<engine::ImageFileFormat> SamplesFormat(const std::string& name) {
+  const std::string lower = absl::AsciiStrToLower(name);
+  if (lower == "png") return engine::ImageFileFormat::kPng;
+  if (lower == "jpg" || lower == "jpeg") return engine::ImageFileFormat::kJpeg;
+  if (lower == "webp") return engine::ImageFileFormat::kWebp;
+  return Invalid(absl::StrCat("override_settings.samples_format '", name, "' is not one of png, jpg, jpeg, webp"));
+}
+
+}  // namespace
+
+engine::ImageFileFormat FileFormatOf(v1::ImageFormat format, engine::ImageFileFormat fallback) {
+  switch (format) {
+    case v1::IMAGE_FORMAT_PNG: return engine::ImageFileFormat::kPng;
+    case v1::IMAGE_FORMAT_JPEG: return engine::ImageFileFormat::kJpeg;
+    case v1::IMAGE_FORMAT_WEBP: return engine::ImageFileFormat::kWebp;
+    default: return fallback;
+  }
+}
+
+absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r) {
+  // WebUI features that belong to later work: refuse clearly instead of ignoring them.
+  if (!r.mask().empty()) return NotBuilt("inpainting (img2img with a mask)");
+  if (r.has_enable_hr() && r.enable_hr()) return NotBuilt("hires fix (enable_hr)");
+  if (!r.infotext().empty()) return NotBuilt("starting a job from an infotext");
+  if (!r.script_name().empty()) {
+    return absl::NotFoundError(absl::StrCat("selectable script '", r.script_name(),
+                                            "' not found: this daemon has no selectable scripts (plugins are "
+                                            "always-on: pass them in alwayson_scripts)"));
+  }
+  if (r.styles_size() > 0) {
+    return absl::NotFoundError(absl::StrCat("style '", r.styles(0), "' not found: no prompt styles are defined"));
+  }
+  if (r.has_s_min_uncond() && r.s_min_uncond() != 0.0f) return NotBuilt("negative guidance minimum sigma (s_min_uncond)");
+
+  JobSettings out;
+  engine::GenerationParams& p = out.params;
+  p.prompt = r.prompt();
+  p.negative_prompt = r.negative_prompt();
+  p.width = r.width();
+  p.height = r.height();
+  p.batch_size = r.batch_size();
+  p.n_iter = r.n_iter();
+  p.max_images = kMaxImagesPerJob;
+  p.seed = r.seed();
+  p.subseed = r.subseed();
+  p.subseed_strength = Decimal(r.subseed_strength());
+  p.seed_resize_from_w = std::max(0, r.seed_resize_from_w());
+  p.seed_resize_from_h = std::max(0, r.seed_resize_from_h());
+
+  // Sampler and scheduler, WebUI's API default "Euler" and legacy combined names.
+  auto choice = engine::ResolveSampler(r.sampler_name().empty() ? "Euler" : r.sampler_name(),
+                                       r.scheduler().empty() ? "Automatic" : r.scheduler());
+  if (!choice.ok()) return choice.status();
+  engine::SamplingSettings& s = p.sampling;
+  s.choice = *choice;
+  s.steps = r.steps();
+  s.max_steps = kMaxSteps;
+  s.cfg_scale = Decimal(r.cfg_scale());
+  s.denoising_strength = Decimal(r.denoising_strength());
+
+  Options o(r.override_settings());
+  ASSIGN_OR_RETURN_OPT(clip_skip, o.Integer("CLIP_stop_at_last_layers", 1, 12));
+  p.text.clip_skip = static_cast<int>(clip_skip->value_or(1));
+  ASSIGN_OR_RETURN_OPT(ensd, o.Integer("eta_noise_seed_delta", 0, 4294967295.0));
+  p.eta_noise_seed_delta = ensd->value_or(0);
+  ASSIGN_OR_RETURN_OPT(rng, o.Text("randn_source"));
+  if (rng->has_value()) {
+    auto source = engine::ParseNoiseSource(**rng);
+    if (!source.ok()) return Invalid(absl::StrCat("override_settings.randn_source: ", source.status().message()));
+    p.noise_source = *source;
+  }
+  ASSIGN_OR_RETURN_OPT(emphasis, o.Text("emphasis"));
+  if (emphasis->has_value()) {
+    auto parsed = engine::ParseEmphasis(**emphasis);
+    if (!parsed.ok()) return Invalid(absl::StrCat("override_settings.emphasis: ", parsed.status().message()));
+    p.text.chunking.emphasis = *parsed;
+  }
+  ASSIGN_OR_RETURN_OPT(backtrack, o.Integer("comma_padding_backtrack", 0, 74));
+  if (backtrack->has_value()) p.text.chunking.comma_padding_backtrack = static_cast<int>(**backtrack);
+  ASSIGN_OR_RETURN_OPT(checkpoint, o.Text("sd_model_checkpoint"));
+  out.checkpoint = checkpoint->value_or("");
+  ASSIGN_OR_RETURN_OPT(vae, o.Text("sd_vae"));
+  out.vae = *vae;
+
+  // Eta: the request's, else the option for the sampler's kind, else WebUI's defaults (left to the sampler).
+  ASSIGN_OR_RETURN_OPT(eta_ancestral, o.Number("eta_ancestral", 0, 100));
+  ASSIGN_OR_RETURN_OPT(eta_ddim, o.Number("eta_ddim", 0, 100));
+  if (r.has_eta()) {
+    s.eta = Decimal(r.eta());
+  } else if (s.choice.sampler->timesteps ? eta_ddim->has_value() : eta_ancestral->has_value()) {
+    s.eta = s.choice.sampler->timesteps ? **eta_ddim : **eta_ancestral;
+  }
+  // Churn and noise: the request's, else the option, else the default.
+  struct Extra {
+    const char* key;
+    bool has;
+    float value;
+    double* target;
+  };
+  const Extra extras[] = {{"s_churn", r.has_s_churn(), r.s_churn(), &s.s_churn},
+                          {"s_tmin", r.has_s_tmin(), r.s_tmin(), &s.s_tmin},
+                          {"s_tmax", r.has_s_tmax(), r.s_tmax(), &s.s_tmax},
+                          {"s_noise", r.has_s_noise(), r.s_noise(), &s.s_noise}};
+  for (const Extra& e : extras) {
+    ASSIGN_OR_RETURN_OPT(option, o.Number(e.key, 0, 1e6));
+    if (e.has) {
+      *e.target = Decimal(e.value);
+    } else if (option->has_value()) {
+      *e.target = **option;
+    }
+  }
+  ASSIGN_OR_RETURN_OPT(sigma_min, o.Number("sigma_min", 0, 1e4));
+  ASSIGN_OR_RETURN_OPT(sigma_max, o.Number("sigma_max", 0, 1e4));
+  ASSIGN_OR_RETURN_OPT(rho, o.Number("rho", 0, 100));
+  s.schedule.sigma_min = sigma_min->value_or(0);
+  s.schedule.sigma_max = sigma_max->value_or(0);
+  s.schedule.rho = rho->value_or(0);
+  ASSIGN_OR_RETURN_OPT(beta_alpha, o.Number("beta_dist_alpha", 0.01, 100));
+  ASSIGN_OR_RETURN_OPT(beta_beta, o.Number("beta_dist_beta", 0.01, 100));
+  s.schedule.beta_alpha = beta_alpha->value_or(0.6);
+  s.schedule.beta_beta = beta_beta->value_or(0.6);
+  ASSIGN_OR_RETURN_OPT(discard, o.Bool("always_discard_next_to_last_sigma"));
+  if (discard->value_or(false)) s.schedule.discard_next_to_last_sigma = true;
+  ASSIGN_OR_RETURN_OPT(old_karras, o.Bool("use_old_karras_scheduler_sigmas"));
+  s.schedule.use_old_karras_scheduler_sigmas = old_karras->value_or(false);
+  ASSIGN_OR_RETURN_OPT(sgm, o.Bool("sgm_noise_multiplier"));
+  s.sgm_noise_multiplier = sgm->value_or(false);
+  ASSIGN_OR_RETURN_OPT(quantize, o.Bool("enable_quantization"));
+  s.quantize = quantize->value_or(false);
+  ASSIGN_OR_RETURN_OPT(fix_steps, o.Bool("img2img_fix_steps"));
+  s.img2img_fix_steps = fix_steps->value_or(false);
+  if (absl::Status st = engine::ValidateSamplingSettings(s); !st.ok()) return st;
+
+  // img2img.
+  out.resize_mode = static_cast<engine::ResizeMode>(r.resize_mode());
+  p.latent_upscale = out.resize_mode == engine::ResizeMode::kLatentUpscale;
+  if (r.has_initial_noise_multiplier()) {
+    if (!std::isfinite(r.initial_noise_multiplier()) || r.initial_noise_multiplier() < 0 ||
+        r.initial_noise_multiplier() > 10) {
+      return Invalid(absl::StrCat("initial_noise_multiplier ", r.initial_noise_multiplier(), " is outside [0, 10]"));
+    }
+    p.initial_noise_multiplier = Decimal(r.initial_noise_multiplier());
+  } else {
+    ASSIGN_OR_RETURN_OPT(multiplier, o.Number("initial_noise_multiplier", 0, 10));
+    p.initial_noise_multiplier = multiplier->value_or(1.0);
+  }
+
+  // Previews: the request's, else WebUI's options, else cheap approximation every step as JPEG at most 512 px.
+  const v1::PreviewOptions& preview = r.preview();
+  ASSIGN_OR_RETURN_OPT(progress_type, o.Text("show_progress_type"));
+  ASSIGN_OR_RETURN_OPT(every_n, o.Integer("show_progress_every_n_steps", -1, 1000));
+  ASSIGN_OR_RETURN_OPT(live_previews, o.Bool("live_previews_enable"));
+  switch (preview.method()) {
+    case v1::PREVIEW_METHOD_NONE: out.preview.method = engine::PreviewMethod::kNone; break;
+    case v1::PREVIEW_METHOD_APPROX_CHEAP: out.preview.method = engine::PreviewMethod::kApproxCheap; break;
+    case v1::PREVIEW_METHOD_APPROX_COMFYUI: out.preview.method = engine::PreviewMethod::kApproxComfy; break;
+    case v1::PREVIEW_METHOD_TAESD: out.preview.method = engine::PreviewMethod::kTaesd; break;
+    case v1::PREVIEW_METHOD_FULL: out.preview.method = engine::PreviewMethod::kFull; break;
+    default:
+      if (progress_type->has_value()) {
+        auto method = engine::ParsePreviewMethod(**progress_type);
+        if (!method.ok()) return Invalid(absl::StrCat("override_settings.show_progress_type: ", method.status().message()));
+        out.preview.method = *method;
+      }
+      break;
+  }
+  if (!live_previews->value_or(true)) out.preview.method = engine::PreviewMethod::kNone;
+  out.preview.format = FileFormatOf(preview.format(), engine::ImageFileFormat::kJpeg);
+  if (preview.every_n_steps() > 0) {
+    out.preview.every_n_steps = preview.every_n_steps();
+  } else if (every_n->has_value()) {
+    // WebUI: -1 = only at the end of a batch; 0 = never.
+    if (**every_n == 0) out.preview.method = engine::PreviewMethod::kNone;
+    out.preview.every_n_steps = **every_n < 0 ? -1 : static_cast<int>(**every_n);
+  }
+  out.preview.max_size = preview.max_size() > 0 ? preview.max_size() : 512;
+
+  // Results: the request's format, else samples_format; infotext unless omitted (or enable_pnginfo false).
+  ASSIGN_OR_RETURN_OPT(samples_format, o.Text("samples_format"));
+  engine::ImageFileFormat fallback = engine::ImageFileFormat::kPng;
+  if (samples_format->has_value()) {
+    auto format = SamplesFormat(**samples_format);
+    if (!format.ok()) return format.status();
+    fallback = *format;
+  }
+  out.output.format = FileFormatOf(r.output().format(), fallback);
+  out.output.quality = r.output().quality() > 0 ? r.output().quality() : 95;
+  ASSIGN_OR_RETURN_OPT(pnginfo, o.Bool("enable_pnginfo"));
+  out.output.omit_infotext = r.output().omit_infotext() || !pnginfo->value_or(true);
+
+  out.ignored_settings = o.Unused();
+  return out;
+}
+
+absl::StatusOr<at::Tensor> DecodeInitImage(const std::string& bytes, const JobSettings& settings) {
+  auto image = engine::DecodeImageRgb(bytes);
+  if (!image.ok()) return Invalid(absl::StrCat("init_images[0]: ", image.status().message()));
+  try {
+    const at::Tensor pixels =
+        at::from_blob(image->pixels.data(), {image->height, image->width, 3}, at::kByte).clone();
+    return engine::ResizeInitImage(pixels, settings.resize_mode, settings.params.width, settings.params.height);
+  } catch (const std::exception& e) {
+    return engine::StatusFromException(e, "reading the init image");
+  }
+}
+
+}  // namespace atelier::server

@@ -1,0 +1,477 @@
+// The real gRPC server running the real generation runner on the tiny checkpoint (fixtures' tiny-sd as a user
+// installs it): the fixture's image through Generate, previews, batches equal single runs, cancel mid-run, two
+// clients and a watcher, a reader that never reads, the template plugin's post-processing, JPEG/WebP results with
+// their infotext, img2img resizing, per-job checkpoint switching, and bad requests with their status codes.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "atelier/v1/generation.grpc.pb.h"
+#include "atelier/v1/models.grpc.pb.h"
+#include "engine/clip_tokenizer.h"
+#include "engine/image_formats.h"
+#include "engine/model_folders.h"
+#include "engine/model_manager.h"
+#include "event_stream.h"
+#include "fixture_case.h"
+#include "server/daemon_server.h"
+#include "server/generation_runner.h"
+#include "test_support.h"
+
+namespace atelier {
+namespace {
+
+namespace fs = std::filesystem;
+namespace v1 = ::atelier::v1;
+using ::testing::HasSubstr;
+using testing::Count;
+using testing::Stream;
+using namespace std::chrono_literals;
+
+void SetOption(v1::GenerateRequest& r, const std::string& key, const std::string& value) {
+  (*r.mutable_override_settings()->mutable_fields())[key].set_string_value(value);
+}
+void SetOption(v1::GenerateRequest& r, const std::string& key, double value) {
+  (*r.mutable_override_settings()->mutable_fields())[key].set_number_value(value);
+}
+
+// A small, fast job: 64x64, Euler, CPU noise.
+v1::GenerateRequest SmallRequest(int64_t seed, int steps = 3) {
+  v1::GenerateRequest r;
+  r.set_prompt("a red circle");
+  r.set_seed(seed);
+  r.set_steps(steps);
+  r.set_width(64);
+  r.set_height(64);
+  r.set_sampler_name("Euler");
+  SetOption(r, "randn_source", "CPU");
+  return r;
+}
+
+std::vector<v1::Result> Results(const Stream::Events& events) {
+  std::vector<v1::Result> out;
+  for (const auto& e : events) {
+    if (e.has_result()) out.push_back(e.result());
+  }
+  return out;
+}
+
+at::Tensor Pixels(const std::string& bytes) {
+  auto image = engine::DecodeImageRgb(bytes);
+  EXPECT_TRUE(image.ok()) << image.status();
+  if (!image.ok()) return at::Tensor();
+  return at::from_blob(image->pixels.data(), {image->height, image->width, 3}, at::kByte).clone();
+}
+
+class GenerationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto cases = testing::LoadCases("txt2img-tiny");
+    if (cases.empty()) GTEST_SKIP() << "no txt2img-tiny case under " << testing::FixturesDir();
+    case_ = cases.front();
+    const fs::path sd = root_.path() / "models/Stable-diffusion";
+    fs::create_directories(sd);
+    fs::create_directories(root_.path() / "models/VAE");
+    fs::copy_file(testing::WeightsFile(case_), sd / "tiny.safetensors");
+    fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/models/Stable-diffusion/tiny-sd.yaml", sd / "tiny.yaml");
+    auto folders = engine::ModelFolders::Open(root_.path());
+    ASSERT_TRUE(folders.ok()) << folders.status();
+    folders_ = std::make_unique<engine::ModelFolders>(*std::move(folders));
+    models_ = std::make_unique<engine::ModelManager>(folders_.get(), "", engine::LoadOptions());
+    ASSERT_TRUE(models_->Load("tiny", "Automatic").ok());
+    auto tokenizer = engine::ClipTokenizer::Load(fs::path(ATELIER_SOURCE_DIR) / "assets" / "clip");
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    tokenizer_ = *std::move(tokenizer);
+
+    testing::CopyPlugin(testing::BuiltPlugin("invert"), plugins_dir_.path(), "invert.so");
+    testing::CopyPlugin(testing::TestPlugin("hook_probe"), plugins_dir_.path(), "hook_probe.so");
+    host::PluginLoaderOptions options;
+    options.environment.host_version = "test";
+    options.environment.device = "cpu";
+    plugins_ = host::PluginRegistry::LoadDirectory(plugins_dir_.path(), std::move(options));
+    runner_ = std::make_unique<server::GenerationRunner>(*models_, *plugins_, *tokenizer_);
+    server::DaemonServerOptions server_options;
+    server_options.listen = "127.0.0.1:0";
+    server::DaemonFacts facts;
+    facts.version = "test";
+    facts.runtime.device = "cpu";
+    facts.started_at = absl::Now();
+    auto started = server::DaemonServer::Start(server_options, *runner_, *plugins_, *models_, facts);
+    ASSERT_TRUE(started.ok()) << started.status();
+    server_ = *std::move(started);
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    args.SetMaxSendMessageSize(64 << 20);
+    channel_ = grpc::CreateCustomChannel(server_->address(), grpc::InsecureChannelCredentials(), args);
+    generation_ = v1::Generation::NewStub(channel_);
+  }
+  void TearDown() override {
+    if (server_) server_->Shutdown(absl::Seconds(1));
+  }
+
+  std::unique_ptr<Stream> Submit(const v1::GenerateRequest& request, const std::string& client = "client-a") {
+    auto stream = std::make_unique<Stream>();
+    stream->context.AddMetadata("atelier-client", client);
+    stream->Start(generation_->Generate(&stream->context, request));
+    return stream;
+  }
+
+  // Runs a job to its end; its events and final status.
+  Stream::Events Run(const v1::GenerateRequest& request, grpc::Status* status) {
+    auto stream = Submit(request);
+    *status = stream->Wait(60s);
+    return stream->events();
+  }
+
+  testing::FixtureCase case_;
+  testing::TempDir root_, plugins_dir_;
+  std::unique_ptr<engine::ModelFolders> folders_;
+  std::unique_ptr<engine::ModelManager> models_;
+  std::unique_ptr<engine::ClipTokenizer> tokenizer_;
+  std::unique_ptr<host::PluginRegistry> plugins_;
+  std::unique_ptr<server::GenerationRunner> runner_;
+  std::unique_ptr<server::DaemonServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Generation::Stub> generation_;
+};
+
+TEST_F(GenerationTest, FixtureImageThroughGenerateWithProgressAndPreviews) {
+  const auto& v = case_.json["values"];
+  v1::GenerateRequest r;
+  r.set_prompt(v["prompt"].get<std::string>());
+  r.set_negative_prompt(v["negative_prompt"].get<std::string>());
+  r.set_seed(v["seed"].get<int64_t>());
+  r.set_steps(v["steps"].get<int>());
+  r.set_width(v["width"].get<int>());
+  r.set_height(v["height"].get<int>());
+  r.set_sampler_name(v["sampler"].get<std::string>());
+  r.set_scheduler(v["schedule_type"].get<std::string>());
+  r.set_cfg_scale(v["cfg_scale"].get<float>());
+  SetOption(r, "CLIP_stop_at_last_layers", v["clip_skip"].get<double>());
+  SetOption(r, "randn_source", v["randn_source"].get<std::string>());
+  r.mutable_preview()->set_method(v1::PREVIEW_METHOD_FULL);
+  r.mutable_preview()->set_format(v1::IMAGE_FORMAT_PNG);
+  r.mutable_preview()->set_max_size(64);
+  grpc::Status status;
+  const auto events = Run(r, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+
+  ASSERT_EQ(Count(events, v1::GenerateEvent::kStarted), 1);
+  const auto started = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.has_started(); });
+  EXPECT_EQ(started->started().all_seeds(0), v["seed"].get<int64_t>());
+  EXPECT_EQ(started->started().image_count(), 1);
+  // Lossy progress: the last step always arrives; the previews are the full VAE decode shrunk to 64 px.
+  int last_step = 0, previews = 0;
+  for (const auto& e : events) {
+    if (!e.has_progress()) continue;
+    EXPECT_EQ(e.progress().pass(), "txt2img");
+    EXPECT_EQ(e.progress().sampling_steps(), v["steps"].get<int>());
+    last_step = e.progress().sampling_step();
+    if (e.progress().has_preview()) {
+      ++previews;
+      EXPECT_EQ(e.progress().preview().mime_type(), "image/png");
+      const at::Tensor preview = Pixels(e.progress().preview().data());
+      EXPECT_EQ(preview.size(0), 64);
+      EXPECT_EQ(preview.size(1), 64);
+    }
+  }
+  EXPECT_EQ(last_step, v["steps"].get<int>());
+  EXPECT_GE(previews, 1);
+
+  const auto results = Results(events);
+  ASSERT_EQ(results.size(), 1u);
+  const v1::Result& result = results[0];
+  EXPECT_EQ(result.image().mime_type(), "image/png");
+  const at::Tensor got = Pixels(result.image().data());
+  const at::Tensor want = case_.io.at("image_uint8");
+  ASSERT_EQ(got.sizes(), want.sizes());
+  const int max_diff = (got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>();
+  EXPECT_LE(max_diff, 1);
+  EXPECT_THAT(result.infotext(),
+              HasSubstr("Steps: 6, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.0, Seed: 42, Size: 128x128, "
+                        "Model hash: "));
+  EXPECT_THAT(result.infotext(), HasSubstr("Model: tiny, RNG: CPU"));
+  // The same text is in the PNG.
+  auto embedded = engine::ReadInfotext(result.image().data());
+  ASSERT_TRUE(embedded.ok());
+  EXPECT_EQ(*embedded, result.infotext());
+
+  const v1::Finished& finished = events.back().finished();
+  EXPECT_EQ(finished.state(), v1::JOB_STATE_SUCCEEDED);
+  std::vector<std::string> stages;
+  for (const auto& t : finished.timings()) stages.push_back(t.stage());
+  EXPECT_THAT(stages, ::testing::IsSupersetOf({"text", "sampling", "decode", "preview", "save"}));
+}
+
+TEST_F(GenerationTest, BatchOfThreeEqualsThreeSingleRuns) {
+  v1::GenerateRequest batch = SmallRequest(7);
+  batch.set_batch_size(3);
+  grpc::Status status;
+  const auto results = Results(Run(batch, &status));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(results.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(results[i].index(), i);
+    EXPECT_EQ(results[i].seed(), 7 + i);
+    const auto single = Results(Run(SmallRequest(7 + i), &status));
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(single.size(), 1u);
+    // Batched convolutions sum in another order: latents agree to float precision, so pixels within 1 level.
+    const at::Tensor diff = (Pixels(results[i].image().data()).to(at::kInt) - Pixels(single[0].image().data())).abs();
+    EXPECT_LE(diff.max().item<int>(), 1) << "image " << i;
+    EXPECT_LT(diff.gt(0).sum().item<int64_t>(), diff.numel() / 100) << "image " << i;
+    EXPECT_THAT(single[0].infotext(), HasSubstr(absl::StrCat("Seed: ", 7 + i, ",")));
+  }
+}
+
+TEST_F(GenerationTest, CancelMidRunStopsPromptlyAndTheNextJobRuns) {
+  v1::GenerateRequest slow = SmallRequest(1, 1000);
+  slow.set_width(128);
+  slow.set_height(128);
+  auto stream = Submit(slow);
+  ASSERT_TRUE(stream->WaitFor([](const auto& e) { return Count(e, v1::GenerateEvent::kProgress) > 0; }, 30s));
+  grpc::ClientContext context;
+  v1::CancelRequest cancel;
+  cancel.set_job_id(stream->job_id());
+  v1::CancelResponse response;
+  const auto asked = std::chrono::steady_clock::now();
+  ASSERT_TRUE(generation_->Cancel(&context, cancel, &response).ok());
+  const grpc::Status status = stream->Wait(30s);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
+  EXPECT_LT(seconds, 5.0);
+  // As WebUI's interrupt: the last prediction comes back, marked.
+  const auto results = Results(stream->events());
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_TRUE(results[0].interrupted());
+  EXPECT_EQ(stream->events().back().finished().state(), v1::JOB_STATE_CANCELLED);
+
+  grpc::Status next;
+  EXPECT_EQ(Results(Run(SmallRequest(2), &next)).size(), 1u);
+  EXPECT_TRUE(next.ok()) << next.error_message();
+}
+
+TEST_F(GenerationTest, TwoClientsBothCompleteWhileAThirdWatches) {
+  v1::GenerateRequest a = SmallRequest(11, 8), b = SmallRequest(22, 8);
+  auto first = Submit(a, "client-a");
+  ASSERT_TRUE(first->WaitFor([](const auto& e) { return !e.empty(); }));
+  auto second = Submit(b, "client-b");
+  auto watcher = std::make_unique<Stream>();
+  v1::WatchRequest watch;
+  watch.set_job_id(first->job_id());
+  watcher->Start(generation_->Watch(&watcher->context, watch));
+  ASSERT_TRUE(first->Wait(60s).ok());
+  ASSERT_TRUE(second->Wait(60s).ok());
+  ASSERT_TRUE(watcher->Wait(60s).ok());
+  const auto ra = Results(first->events()), rb = Results(second->events()), rw = Results(watcher->events());
+  ASSERT_EQ(ra.size(), 1u);
+  ASSERT_EQ(rb.size(), 1u);
+  ASSERT_EQ(rw.size(), 1u);
+  EXPECT_EQ(ra[0].seed(), 11);
+  EXPECT_EQ(rb[0].seed(), 22);
+  EXPECT_EQ(rw[0].image().data(), ra[0].image().data());
+  // Each equals the same request run alone.
+  grpc::Status status;
+  EXPECT_TRUE(at::equal(Pixels(Results(Run(a, &status))[0].image().data()), Pixels(ra[0].image().data())));
+  EXPECT_TRUE(at::equal(Pixels(Results(Run(b, &status))[0].image().data()), Pixels(rb[0].image().data())));
+}
+
+TEST_F(GenerationTest, AClientThatNeverReadsDoesNotHoldOthersUp) {
+  v1::GenerateRequest stalled = SmallRequest(5, 4);
+  stalled.set_batch_size(2);
+  auto sleeper = std::make_unique<Stream>();
+  sleeper->Pause(true);
+  sleeper->Start(generation_->Generate(&sleeper->context, stalled));
+  grpc::Status status;
+  const auto other = Results(Run(SmallRequest(6), &status));
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(other.size(), 1u);
+  sleeper->Pause(false);
+  EXPECT_TRUE(sleeper->Wait(60s).ok());
+  EXPECT_EQ(Results(sleeper->events()).size(), 2u);  // results are never dropped
+}
+
+TEST_F(GenerationTest, TemplatePluginPostprocessesTheResults) {
+  grpc::Status status;
+  const auto plain = Results(Run(SmallRequest(3), &status));
+  ASSERT_TRUE(status.ok());
+  v1::GenerateRequest inverted = SmallRequest(3);
+  google::protobuf::Value args;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(R"({"args": [true, 1.0]})", &args).ok());
+  (*inverted.mutable_alwayson_scripts()->mutable_fields())["invert"] = args;
+  const auto events = Run(inverted, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const auto results = Results(events);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_TRUE(at::equal(Pixels(results[0].image().data()), 255 - Pixels(plain[0].image().data())));
+  std::vector<std::string> stages;
+  for (const auto& t : events.back().finished().timings()) stages.push_back(t.stage());
+  EXPECT_THAT(stages, ::testing::Contains("postprocess"));
+}
+
+// hook_probe implements every hook with a visible effect: its residuals (shaped like x, wrong for a real UNet)
+// reach the UNet, which names them; without them the sampler, block and post-processing hooks all run inside a
+// real job (it doubles the frames and exports an artifact naming the first infotext).
+TEST_F(GenerationTest, EveryPluginHookRunsInAJob) {
+  grpc::Status status;
+  const auto plain = Results(Run(SmallRequest(3), &status));
+  ASSERT_TRUE(status.ok());
+  v1::GenerateRequest probed = SmallRequest(3);
+  auto& args = (*probed.mutable_alwayson_scripts()->mutable_fields())["hook_probe"];
+  args.mutable_struct_value();
+  Run(probed, &status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("UNet residual"));
+
+  (*args.mutable_struct_value()->mutable_fields())["no_residuals"].set_bool_value(true);
+  const auto events = Run(probed, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const auto results = Results(events);
+  ASSERT_EQ(results.size(), 2u);  // postprocess_frames doubled the one image
+  EXPECT_EQ(results[1].index(), 1);
+  EXPECT_FALSE(at::equal(Pixels(results[0].image().data()), Pixels(plain[0].image().data())));
+  const auto artifact = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.has_artifact(); });
+  ASSERT_NE(artifact, events.end());
+  EXPECT_EQ(artifact->artifact().name(), "probe.txt");
+  EXPECT_EQ(artifact->artifact().data(), "frames=2 first=" + results[0].infotext());
+  EXPECT_EQ(Count(events, v1::GenerateEvent::kFrame), 1);
+}
+
+TEST_F(GenerationTest, JpegAndWebpResultsCarryTheInfotextInExif) {
+  for (const auto format : {v1::IMAGE_FORMAT_JPEG, v1::IMAGE_FORMAT_WEBP}) {
+    v1::GenerateRequest r = SmallRequest(4);
+    r.set_prompt("ein Fuchs, 狐, \"quoted\"");
+    r.mutable_output()->set_format(format);
+    r.mutable_output()->set_quality(90);
+    grpc::Status status;
+    const auto results = Results(Run(r, &status));
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(results.size(), 1u);
+    EXPECT_EQ(results[0].image().mime_type(), format == v1::IMAGE_FORMAT_JPEG ? "image/jpeg" : "image/webp");
+    auto infotext = engine::ReadInfotext(results[0].image().data());
+    ASSERT_TRUE(infotext.ok()) << infotext.status();
+    EXPECT_EQ(*infotext, results[0].infotext());
+    EXPECT_THAT(*infotext, HasSubstr("ein Fuchs, 狐"));
+    EXPECT_EQ(Pixels(results[0].image().data()).size(0), 64);
+  }
+  // omit_infotext leaves it out of the file but still reports it.
+  v1::GenerateRequest r = SmallRequest(4);
+  r.mutable_output()->set_omit_infotext(true);
+  grpc::Status status;
+  const auto results = Results(Run(r, &status));
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(*engine::ReadInfotext(results[0].image().data()), "");
+  EXPECT_THAT(results[0].infotext(), HasSubstr("Seed: 4,"));
+}
+
+TEST_F(GenerationTest, Img2ImgResizesTheInitImage) {
+  engine::PixelImage init;
+  init.width = 96;
+  init.height = 64;
+  init.pixels.resize(96 * 64 * 3);
+  for (size_t i = 0; i < init.pixels.size(); ++i) init.pixels[i] = static_cast<uint8_t>(i * 7 % 251);
+  const std::string png = *engine::EncodePng(init);
+  for (int mode = 0; mode <= 3; ++mode) {
+    v1::GenerateRequest r = SmallRequest(9, 4);
+    r.add_init_images(png);
+    r.set_resize_mode(mode);
+    r.set_denoising_strength(0.5f);
+    grpc::Status status;
+    const auto results = Results(Run(r, &status));
+    ASSERT_TRUE(status.ok()) << "mode " << mode << ": " << status.error_message();
+    ASSERT_EQ(results.size(), 1u);
+    const at::Tensor pixels = Pixels(results[0].image().data());
+    EXPECT_EQ(pixels.size(0), 64) << mode;
+    EXPECT_EQ(pixels.size(1), 64) << mode;
+    EXPECT_THAT(results[0].infotext(), HasSubstr("Size: 64x64, Model hash: "));
+    EXPECT_THAT(results[0].infotext(), HasSubstr("Denoising strength: 0.5"));
+  }
+}
+
+TEST_F(GenerationTest, AJobNamingAnotherCheckpointSwitchesToIt) {
+  fs::copy_file(root_.path() / "models/Stable-diffusion/tiny.safetensors",
+                root_.path() / "models/Stable-diffusion/other.safetensors");
+  fs::copy_file(root_.path() / "models/Stable-diffusion/tiny.yaml", root_.path() / "models/Stable-diffusion/other.yaml");
+  v1::GenerateRequest r = SmallRequest(12);
+  SetOption(r, "sd_model_checkpoint", "other");
+  grpc::Status status;
+  const auto events = Run(r, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const auto results = Results(events);
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_THAT(results[0].infotext(), HasSubstr("Model: other"));
+  EXPECT_EQ(models_->current()->filename, "other.safetensors");
+  std::vector<std::string> stages;
+  for (const auto& t : events.back().finished().timings()) stages.push_back(t.stage());
+  EXPECT_THAT(stages, ::testing::Contains("load"));
+  // Same weights: the same image as the first checkpoint gives.
+  v1::GenerateRequest back = SmallRequest(12);
+  SetOption(back, "sd_model_checkpoint", "tiny.safetensors");
+  const auto again = Results(Run(back, &status));
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_TRUE(at::equal(Pixels(again[0].image().data()), Pixels(results[0].image().data())));
+}
+
+TEST_F(GenerationTest, BadRequestsGetClearStatusesAndTheDaemonKeepsServing) {
+  struct Case {
+    std::string name;
+    std::function<void(v1::GenerateRequest&)> edit;
+    grpc::StatusCode code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"unknown sampler", [](auto& r) { r.set_sampler_name("Euler z"); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "DPM++ 2M"},
+      {"unknown scheduler", [](auto& r) { r.set_scheduler("Karass"); }, grpc::StatusCode::INVALID_ARGUMENT, "Karras"},
+      {"unknown checkpoint", [](auto& r) { SetOption(r, "sd_model_checkpoint", "sd_xl_base_1.0"); },
+       grpc::StatusCode::NOT_FOUND, "tiny.safetensors"},
+      {"unknown VAE", [](auto& r) { SetOption(r, "sd_vae", "kl-f8-anime2.ckpt"); }, grpc::StatusCode::NOT_FOUND,
+       "kl-f8-anime2"},
+      {"huge width", [](auto& r) { r.set_width(100000); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "multiple of 8 from 64 to 4096"},
+      {"negative steps", [](auto& r) { r.set_steps(-1); }, grpc::StatusCode::INVALID_ARGUMENT, "use 1 to"},
+      {"huge batch", [](auto& r) { r.set_batch_size(10000); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "images per job"},
+      {"corrupt init image", [](auto& r) { r.add_init_images(std::string("\x89PNG\r\n\x1a\nbroken", 14)); },
+       grpc::StatusCode::INVALID_ARGUMENT, "init_images[0]"},
+      {"5 MB prompt", [](auto& r) { r.set_prompt(std::string(5 << 20, 'a')); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "the limit is"},
+      {"unknown RNG", [](auto& r) { SetOption(r, "randn_source", "TPU"); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "CPU"},
+      {"clip skip 13", [](auto& r) { SetOption(r, "CLIP_stop_at_last_layers", 13.0); },
+       grpc::StatusCode::INVALID_ARGUMENT, "CLIP_stop_at_last_layers"},
+      {"unknown plugin", [](auto& r) { (*r.mutable_alwayson_scripts()->mutable_fields())["controlnet"]; },
+       grpc::StatusCode::INVALID_ARGUMENT, "loaded plugins: hook_probe, invert"},
+      {"mask", [](auto& r) { r.add_init_images("x"); r.set_mask("m"); }, grpc::StatusCode::UNIMPLEMENTED,
+       "inpainting"},
+      {"TAESD without a decoder", [](auto& r) { r.mutable_preview()->set_method(v1::PREVIEW_METHOD_TAESD); },
+       grpc::StatusCode::FAILED_PRECONDITION, "VAE-approx"},
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest r = SmallRequest(1);
+    c.edit(r);
+    grpc::Status status;
+    const auto events = Run(r, &status);
+    EXPECT_EQ(status.error_code(), c.code) << c.name << ": " << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(c.message)) << c.name;
+    EXPECT_TRUE(events.empty()) << c.name << ": refused at admission";
+  }
+  // An empty prompt is valid.
+  v1::GenerateRequest empty = SmallRequest(1);
+  empty.set_prompt("");
+  grpc::Status status;
+  EXPECT_EQ(Results(Run(empty, &status)).size(), 1u);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
+}  // namespace
+}  // namespace atelier
