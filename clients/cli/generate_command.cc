@@ -13,6 +13,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "atelier/v1/generation.grpc.pb.h"
@@ -120,7 +121,10 @@ int NextImageNumber(const fs::path& dir) {
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     std::smatch m;
     const std::string name = entry.path().filename().string();
-    if (std::regex_match(name, m, kNumbered)) next = std::max(next, std::stoi(m[1].str()) + 1);
+    int number = 0;
+    if (std::regex_match(name, m, kNumbered) && absl::SimpleAtoi(m[1].str(), &number) && number < 99999999) {
+      next = std::max(next, number + 1);
+    }
   }
   return next;
 }

@@ -102,13 +102,25 @@ absl::StatusOr<std::string> EncodePng(const PixelImage& image, const std::vector
   return out;
 }
 
-absl::StatusOr<PixelImage> DecodePng(absl::string_view bytes) {
+absl::Status CheckDecodedSize(std::int64_t width, std::int64_t height, std::int64_t max_pixels) {
+  if (width <= 0 || height <= 0 || width > max_pixels / height) {
+    return absl::InvalidArgumentError(absl::StrCat("the image is ", width, "x", height, " pixels; at most ",
+                                                   max_pixels / 1000000, " megapixels are accepted"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<PixelImage> DecodePng(absl::string_view bytes, std::int64_t max_pixels) {
   png_image image{};
   image.version = PNG_IMAGE_VERSION;
   if (!png_image_begin_read_from_memory(&image, bytes.data(), bytes.size())) {
     std::string message = image.message;
     png_image_free(&image);
     return absl::InvalidArgumentError(absl::StrCat("not a readable PNG: ", message));
+  }
+  if (absl::Status st = CheckDecodedSize(image.width, image.height, max_pixels); !st.ok()) {
+    png_image_free(&image);
+    return st;
   }
   const bool alpha = (image.format & PNG_FORMAT_FLAG_ALPHA) != 0;
   image.format = alpha ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB;

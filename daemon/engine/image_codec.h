@@ -28,8 +28,14 @@ struct PngText {
 absl::StatusOr<std::string> EncodePng(const PixelImage& image, const std::vector<PngText>& text = {},
                                       int compression_level = 6);
 
+// Largest image a decoder accepts, in pixels (a few MB of compressed file can otherwise ask for GBs).
+inline constexpr std::int64_t kMaxDecodedPixels = 8192LL * 8192;
+
+// INVALID_ARGUMENT naming the size when width x height exceeds `max_pixels`.
+absl::Status CheckDecodedSize(std::int64_t width, std::int64_t height, std::int64_t max_pixels);
+
 // Decodes any PNG into 8-bit RGB (channels = 3) or RGBA (channels = 4, when the file has alpha).
-absl::StatusOr<PixelImage> DecodePng(absl::string_view bytes);
+absl::StatusOr<PixelImage> DecodePng(absl::string_view bytes, std::int64_t max_pixels = kMaxDecodedPixels);
 
 // Text chunks (tEXt, zTXt, iTXt) of a PNG, values as UTF-8.
 absl::StatusOr<std::vector<PngText>> ReadPngText(absl::string_view bytes);

@@ -96,6 +96,11 @@ void OnJpegError(j_common_ptr cinfo) {
 }
 
 absl::StatusOr<std::string> EncodeJpeg(const PixelImage& image, int quality, const std::string& exif) {
+  // Everything with a destructor is made before setjmp: a libjpeg error longjmps back here.
+  const std::string app1 = exif.empty() ? std::string() : std::string(kExifJpegPrefix, sizeof(kExifJpegPrefix)) + exif;
+  if (app1.size() > 65533) {
+    return absl::InvalidArgumentError("the infotext is too long for a JPEG EXIF block (64 KiB); use PNG");
+  }
   jpeg_compress_struct cinfo;
   JpegError error;
   cinfo.err = jpeg_std_error(&error.mgr);
@@ -116,13 +121,7 @@ absl::StatusOr<std::string> EncodeJpeg(const PixelImage& image, int quality, con
   jpeg_set_defaults(&cinfo);
   jpeg_set_quality(&cinfo, quality, TRUE);
   jpeg_start_compress(&cinfo, TRUE);
-  if (!exif.empty()) {
-    const std::string app1 = std::string(kExifJpegPrefix, sizeof(kExifJpegPrefix)) + exif;
-    if (app1.size() > 65533) {
-      jpeg_destroy_compress(&cinfo);
-      std::free(buffer);
-      return absl::InvalidArgumentError("the infotext is too long for a JPEG EXIF block (64 KiB); use PNG");
-    }
+  if (!app1.empty()) {
     jpeg_write_marker(&cinfo, JPEG_APP0 + 1, reinterpret_cast<const JOCTET*>(app1.data()),
                       static_cast<unsigned int>(app1.size()));
   }
@@ -138,8 +137,10 @@ absl::StatusOr<std::string> EncodeJpeg(const PixelImage& image, int quality, con
   return out;
 }
 
-// Decodes a JPEG to RGB; `exif` (may be null) receives the EXIF block of its APP1 marker.
-absl::StatusOr<PixelImage> DecodeJpeg(absl::string_view bytes, std::string* exif) {
+// Decodes a JPEG to RGB; `exif` (may be null) receives the EXIF block of its APP1 marker. Without `pixels` only
+// the header is read (the image comes back empty).
+absl::StatusOr<PixelImage> DecodeJpeg(absl::string_view bytes, std::string* exif, int64_t max_pixels,
+                                      bool pixels = true) {
   jpeg_decompress_struct cinfo;
   JpegError error;
   cinfo.err = jpeg_std_error(&error.mgr);
@@ -162,6 +163,14 @@ absl::StatusOr<PixelImage> DecodeJpeg(absl::string_view bytes, std::string* exif
         break;
       }
     }
+  }
+  if (!pixels) {
+    jpeg_destroy_decompress(&cinfo);
+    return image;
+  }
+  if (absl::Status st = CheckDecodedSize(cinfo.image_width, cinfo.image_height, max_pixels); !st.ok()) {
+    jpeg_destroy_decompress(&cinfo);
+    return st;
   }
   cinfo.out_color_space = JCS_RGB;
   jpeg_start_decompress(&cinfo);
@@ -214,10 +223,11 @@ std::optional<std::string> WebpExif(absl::string_view bytes) {
   return exif;
 }
 
-absl::StatusOr<PixelImage> DecodeWebp(absl::string_view bytes) {
+absl::StatusOr<PixelImage> DecodeWebp(absl::string_view bytes, int64_t max_pixels) {
   WebPBitstreamFeatures features;
   const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
   if (WebPGetFeatures(data, bytes.size(), &features) != VP8_STATUS_OK) return Corrupt("WebP", "bad header");
+  if (absl::Status st = CheckDecodedSize(features.width, features.height, max_pixels); !st.ok()) return st;
   PixelImage image;
   image.channels = features.has_alpha ? 4 : 3;
   uint8_t* pixels = features.has_alpha ? WebPDecodeRGBA(data, bytes.size(), &image.width, &image.height)
@@ -278,7 +288,7 @@ std::optional<ImageFileFormat> SniffImageFormat(absl::string_view b) {
   return std::nullopt;
 }
 
-absl::StatusOr<PixelImage> DecodeImageRgb(absl::string_view bytes) {
+absl::StatusOr<PixelImage> DecodeImageRgb(absl::string_view bytes, int64_t max_pixels) {
   const auto format = SniffImageFormat(bytes);
   if (!format) {
     return absl::InvalidArgumentError(
@@ -287,11 +297,12 @@ absl::StatusOr<PixelImage> DecodeImageRgb(absl::string_view bytes) {
   absl::StatusOr<PixelImage> image;
   switch (*format) {
     case ImageFileFormat::kPng:
-      image = DecodePng(bytes);
+      image = DecodePng(bytes, max_pixels);
+      if (!image.ok() && absl::StrContains(image.status().message(), "megapixels")) return image.status();
       if (!image.ok()) return Corrupt("PNG", std::string(image.status().message()));
       break;
-    case ImageFileFormat::kJpeg: image = DecodeJpeg(bytes, nullptr); break;
-    case ImageFileFormat::kWebp: image = DecodeWebp(bytes); break;
+    case ImageFileFormat::kJpeg: image = DecodeJpeg(bytes, nullptr, max_pixels); break;
+    case ImageFileFormat::kWebp: image = DecodeWebp(bytes, max_pixels); break;
   }
   if (!image.ok()) return image.status();
   return ToRgb(*std::move(image));
@@ -335,7 +346,7 @@ absl::StatusOr<std::string> ReadInfotext(absl::string_view bytes) {
     }
     case ImageFileFormat::kJpeg: {
       std::string exif;
-      auto image = DecodeJpeg(bytes, &exif);
+      auto image = DecodeJpeg(bytes, &exif, kMaxDecodedPixels, /*pixels=*/false);
       if (!image.ok()) return image.status();
       comment = UserCommentFromExif(exif);
       break;

@@ -23,7 +23,8 @@ std::optional<ImageFileFormat> SniffImageFormat(absl::string_view bytes);
 
 // Decodes a PNG, JPEG or WebP file to 8-bit RGB: transparency is flattened onto white (WebUI's img2img
 // background colour), grey is expanded. INVALID_ARGUMENT naming the problem for anything else or a corrupt file.
-absl::StatusOr<PixelImage> DecodeImageRgb(absl::string_view bytes);
+// Images above `max_pixels` are refused before any pixel memory is allocated.
+absl::StatusOr<PixelImage> DecodeImageRgb(absl::string_view bytes, int64_t max_pixels = kMaxDecodedPixels);
 
 struct ImageEncodeOptions {
   ImageFileFormat format = ImageFileFormat::kPng;

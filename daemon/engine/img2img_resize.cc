@@ -33,7 +33,7 @@ absl::StatusOr<at::Tensor> ResizeInitImage(const at::Tensor& image, ResizeMode m
       case ResizeMode::kLatentUpscale: {
         const int64_t w8 = iw / 8 * 8, h8 = ih / 8 * 8;
         if (w8 < 8 || h8 < 8) return absl::InvalidArgumentError("the init image is smaller than 8x8 pixels");
-        return Resample(image, w8, h8);
+        return image.slice(0, 0, h8).slice(1, 0, w8).contiguous();
       }
       case ResizeMode::kCropAndResize: {
         const int64_t src_w = ratio > src_ratio ? width : iw * height / ih;

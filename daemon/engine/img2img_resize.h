@@ -15,7 +15,7 @@ enum class ResizeMode : int {
 };
 
 // The image (uint8 [h, w, 3]) as the VAE encoder gets it for a job of width x height. kLatentUpscale returns the
-// image at its own size rounded down to multiples of 8 (the encoder's granularity). The resampling is
+// image at its own size, cropped to multiples of 8 (what the VAE encoder's strided convolutions keep). The resampling is
 // antialiased bicubic (WebUI uses PIL's Lanczos: edges can differ by a few levels). INVALID_ARGUMENT for a bad
 // mode or an empty image.
 absl::StatusOr<at::Tensor> ResizeInitImage(const at::Tensor& image, ResizeMode mode, int width, int height);

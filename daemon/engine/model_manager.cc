@@ -233,6 +233,11 @@ void ModelManager::Unload() {
   current_vae_request_.clear();
 }
 
+std::string ModelManager::current_vae_request() const {
+  std::lock_guard<std::mutex> lock(current_mu_);
+  return current_vae_request_;
+}
+
 std::shared_ptr<const Sd1Weights> ModelManager::current() const {
   std::lock_guard<std::mutex> lock(current_mu_);
   return current_;

@@ -49,6 +49,8 @@ class ModelManager {
   absl::StatusOr<std::shared_ptr<const Sd1Weights>> Load(const std::string& checkpoint, const std::string& sd_vae);
   void Unload();
   std::shared_ptr<const Sd1Weights> current() const;
+  // The sd_vae request the current model was loaded with ("Automatic", "None", a file); empty when none is loaded.
+  std::string current_vae_request() const;
   const LoadOptions& options() const { return options_; }
   const ModelFolders* folders() const { return folders_; }
 

@@ -125,6 +125,14 @@ InfotextFields GenerationInfotext(const Sd1Pipeline& pipeline, const GenerationP
   // WebUI records eta when it differs from the option's default (eta_ancestral 1.0 / eta_ddim 0.0).
   const double eta_default = sampler.timesteps ? 0.0 : 1.0;
   if (sampler.takes_eta && eta != eta_default) f.extra.emplace_back(sampler.timesteps ? "Eta DDIM" : "Eta", PythonFloat(eta));
+  // The text encoder's note, merged after sampling: a non-default emphasis mode when a prompt uses brackets.
+  const Emphasis emphasis = params.text.chunking.emphasis;
+  const auto brackets = [](const std::string& t) { return t.find_first_of("([") != std::string::npos; };
+  if (emphasis != Emphasis::kOriginal && (brackets(params.prompt) || brackets(params.negative_prompt))) {
+    f.extra.emplace_back("Emphasis", emphasis == Emphasis::kNone     ? "None"
+                                     : emphasis == Emphasis::kIgnore ? "Ignore"
+                                                                     : "No norm");
+  }
   return f;
 }
 

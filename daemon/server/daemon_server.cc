@@ -33,7 +33,7 @@ absl::StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonSe
   server->jobs_ = std::make_unique<JobManager>(
       runner, JobManagerOptions{options.max_queue, options.max_message_bytes});
   server->generation_ = std::make_unique<GenerationService>(*server->jobs_, runner, plugins);
-  server->models_ = std::make_unique<ModelsService>(models, *server->jobs_, plugins, server->facts_);
+  server->models_ = std::make_unique<ModelsService>(models, *server->jobs_, runner, plugins, server->facts_);
   server->plugins_ = std::make_unique<PluginsService>(plugins);
   server->daemon_ = std::make_unique<DaemonService>(server->facts_);
 

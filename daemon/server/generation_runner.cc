@@ -132,8 +132,17 @@ GenerationRunner::GenerationRunner(engine::ModelManager& models, const host::Plu
 GenerationRunner::~GenerationRunner() = default;
 
 absl::Status GenerationRunner::Prepare(v1::GenerateRequest& request) const {
+  try {
+    return Check(request);
+  } catch (const std::exception& e) {  // e.g. bad_alloc decoding an image: refuse the request, keep serving
+    return absl::ResourceExhaustedError(absl::StrCat("cannot take this request: ", e.what()));
+  }
+}
+
+absl::Status GenerationRunner::Check(const v1::GenerateRequest& request) const {
   auto settings = JobSettingsFromRequest(request);
   if (!settings.ok()) return settings.status();
+  const std::shared_ptr<const engine::Sd1Weights> current = models_.current();
   std::optional<engine::ModelFileEntry> checkpoint;
   if (!settings->checkpoint.empty()) {
     auto found = models_.FindCheckpoint(settings->checkpoint);
@@ -142,14 +151,14 @@ absl::Status GenerationRunner::Prepare(v1::GenerateRequest& request) const {
                           absl::StrCat("override_settings.sd_model_checkpoint: ", found.status().message()));
     }
     checkpoint = *found;
-  } else if (models_.current() == nullptr) {
+  } else if (current == nullptr) {
     return absl::FailedPreconditionError(
         "no checkpoint is loaded: put an SD1.x .safetensors/.ckpt in <models-dir>/Stable-diffusion and load it "
         "(atelier load NAME), or name one in override_settings.sd_model_checkpoint");
   }
   if (settings->vae.has_value()) {
     if (!checkpoint) {
-      auto found = models_.FindCheckpoint(models_.current()->filename);
+      auto found = models_.FindCheckpoint(current->filename);
       if (!found.ok()) return found.status();
       checkpoint = *found;
     }
@@ -183,16 +192,28 @@ absl::StatusOr<const engine::Sd1Pipeline*> GenerationRunner::PipelineFor(const s
                                                                          JobContext& context) {
   std::shared_ptr<const engine::Sd1Weights> weights = models_.current();
   if (!checkpoint.empty() || vae.has_value()) {
-    // A job naming another checkpoint or VAE switches to it (it stays loaded: loading is the expensive part).
+    // A job naming another checkpoint or VAE switches to it (it stays loaded: loading is the expensive part). The
+    // VAE choice the model was loaded with carries over unless the job names one (sd_vae is its own option).
     const auto start = std::chrono::steady_clock::now();
     const std::string wanted = !checkpoint.empty() ? checkpoint : weights ? weights->filename : std::string();
-    auto loaded = models_.Load(wanted, vae.value_or("Automatic"));
-    if (!loaded.ok()) return loaded.status();
-    if (*loaded != weights) {
-      plugins_.NotifyModelLoaded((*loaded)->title, (*loaded)->filename, (*loaded)->layout.unet_in_channels);
-      context.AddTiming("load", SecondsSince(start));
+    std::string vae_request = vae.value_or(models_.current_vae_request());
+    const engine::Sd1Weights* previous = weights.get();
+    if (vae_request.empty()) vae_request = "Automatic";
+    auto entry = models_.FindCheckpoint(wanted);
+    if (!entry.ok()) return entry.status();
+    const bool same = weights != nullptr && entry->filename == weights->filename &&
+                      vae_request == models_.current_vae_request();
+    if (!same) {
+      weights.reset();
+      ReleaseModel();  // a switch must not hold two pipelines' worth of memory
+      auto loaded = models_.Load(wanted, vae_request);
+      if (!loaded.ok()) return loaded.status();
+      if (loaded->get() != previous) {
+        plugins_.NotifyModelLoaded((*loaded)->title, (*loaded)->filename, (*loaded)->layout.unet_in_channels);
+        context.AddTiming("load", SecondsSince(start));
+      }
+      weights = *loaded;
     }
-    weights = *loaded;
   }
   if (weights == nullptr) {
     return absl::FailedPreconditionError("no checkpoint is loaded (it was unloaded after the job was queued)");
@@ -209,6 +230,12 @@ absl::StatusOr<const engine::Sd1Pipeline*> GenerationRunner::PipelineFor(const s
     pipeline_weights_ = weights;
   }
   return pipeline_.get();
+}
+
+void GenerationRunner::ReleaseModel() {
+  pipeline_.reset();
+  embeddings_.reset();
+  pipeline_weights_.reset();
 }
 
 absl::StatusOr<const engine::Taesd*> GenerationRunner::TaesdDecoder() {
@@ -310,8 +337,8 @@ absl::Status GenerationRunner::Run(JobContext& context) {
     progress.set_progress(static_cast<float>((batch_no + static_cast<double>(step) / std::max(1, p.total_steps)) /
                                              params.n_iter));
     progress.set_pass(pass);
-    const int every = settings.preview.every_n_steps;
-    const bool due = every < 0 ? step == p.total_steps : (step % every == 0 || step == p.total_steps);
+    const int every = settings.preview.every_n_steps;  // -1: only a batch's last step
+    const bool due = every <= 0 ? step == p.total_steps : (step % every == 0 || step == p.total_steps);
     if (settings.preview.method != engine::PreviewMethod::kNone && due && p.preview != nullptr) {
       const auto start = std::chrono::steady_clock::now();
       auto rendered = previewer.Render(settings.preview.method, *p.preview);

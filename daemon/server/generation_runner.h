@@ -28,8 +28,10 @@ class GenerationRunner final : public JobRunner {
   // TAESD decoder for TAESD previews (FAILED_PRECONDITION naming the folder).
   absl::Status Prepare(v1::GenerateRequest& request) const override;
   absl::Status Run(JobContext& context) override;
+  void ReleaseModel() override;
 
  private:
+  absl::Status Check(const v1::GenerateRequest& request) const;
   // The pipeline of the current (or the requested) checkpoint, rebuilt only when the weights changed.
   absl::StatusOr<const engine::Sd1Pipeline*> PipelineFor(const std::string& checkpoint,
                                                          const std::optional<std::string>& vae, JobContext& context);

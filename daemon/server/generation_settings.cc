@@ -132,6 +132,9 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
                                             "' not found: this daemon has no selectable scripts (plugins are "
                                             "always-on: pass them in alwayson_scripts)"));
   }
+  if (r.init_images_size() > 1) {
+    return NotBuilt(absl::StrCat("img2img with ", r.init_images_size(), " init images (one per batch item)"));
+  }
   if (r.styles_size() > 0) {
     return absl::NotFoundError(absl::StrCat("style '", r.styles(0), "' not found: no prompt styles are defined"));
   }
@@ -264,6 +267,9 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
     default:
       if (progress_type->has_value()) {
         auto method = engine::ParsePreviewMethod(**progress_type);
+        // WebUI's default "Approx NN" (a network this daemon does not ship) falls back to the cheap approximation,
+        // so clients that forward all of WebUI's options still run.
+        if (method.status().code() == absl::StatusCode::kUnimplemented) method = engine::PreviewMethod::kApproxCheap;
         if (!method.ok()) return Invalid(absl::StrCat("override_settings.show_progress_type: ", method.status().message()));
         out.preview.method = *method;
       }
@@ -274,9 +280,8 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   if (preview.every_n_steps() > 0) {
     out.preview.every_n_steps = preview.every_n_steps();
   } else if (every_n->has_value()) {
-    // WebUI: -1 = only at the end of a batch; 0 = never.
-    if (**every_n == 0) out.preview.method = engine::PreviewMethod::kNone;
-    out.preview.every_n_steps = **every_n < 0 ? -1 : static_cast<int>(**every_n);
+    // WebUI: -1 = only at the end of a batch; 0 and 1 = every step (it previews when step - last >= N).
+    out.preview.every_n_steps = **every_n < 0 ? -1 : std::max<int>(1, static_cast<int>(**every_n));
   }
   out.preview.max_size = preview.max_size() > 0 ? preview.max_size() : 512;
 
@@ -289,7 +294,8 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
     fallback = *format;
   }
   out.output.format = FileFormatOf(r.output().format(), fallback);
-  out.output.quality = r.output().quality() > 0 ? r.output().quality() : 95;
+  ASSIGN_OR_RETURN_OPT(jpeg_quality, o.Integer("jpeg_quality", 1, 100));
+  out.output.quality = r.output().quality() > 0 ? r.output().quality() : static_cast<int>(jpeg_quality->value_or(95));
   ASSIGN_OR_RETURN_OPT(pnginfo, o.Bool("enable_pnginfo"));
   out.output.omit_infotext = r.output().omit_infotext() || !pnginfo->value_or(true);
 

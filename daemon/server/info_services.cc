@@ -94,6 +94,7 @@ grpc::ServerUnaryReactor* ModelsService::LoadModel(grpc::CallbackServerContext* 
   Detach([this, reactor, response, checkpoint, vae] {
     const absl::Time start = absl::Now();
     const absl::Status status = jobs_.RunExclusive([&]() -> absl::Status {
+      runner_.ReleaseModel();
       auto loaded = models_.Load(checkpoint, vae);
       if (!loaded.ok()) return loaded.status();
       plugins_.NotifyModelLoaded((*loaded)->title, (*loaded)->filename, (*loaded)->layout.unet_in_channels);
@@ -111,6 +112,7 @@ grpc::ServerUnaryReactor* ModelsService::UnloadModel(grpc::CallbackServerContext
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Detach([this, reactor, response] {
     const absl::Status status = jobs_.RunExclusive([&] {
+      runner_.ReleaseModel();
       models_.Unload();
       return absl::OkStatus();
     });

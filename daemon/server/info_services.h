@@ -11,6 +11,7 @@
 #include "engine/runtime.h"
 #include "host/plugin_registry.h"
 #include "server/job_manager.h"
+#include "server/job_runner.h"
 
 #include <condition_variable>
 #include <mutex>
@@ -30,9 +31,9 @@ class ModelsService final : public v1::Models::CallbackService {
  public:
   // Loads and unloads run on the executor between jobs (JobManager::RunExclusive), on a helper thread so no
   // gRPC thread blocks; plugins hear of a new model through their model_loaded hook.
-  ModelsService(engine::ModelManager& models, JobManager& jobs, const host::PluginRegistry& plugins,
+  ModelsService(engine::ModelManager& models, JobManager& jobs, JobRunner& runner, const host::PluginRegistry& plugins,
                 const DaemonFacts& facts)
-      : models_(models), jobs_(jobs), plugins_(plugins), facts_(facts) {}
+      : models_(models), jobs_(jobs), runner_(runner), plugins_(plugins), facts_(facts) {}
   // Waits for load/unload helper threads still finishing.
   ~ModelsService();
 
@@ -52,6 +53,7 @@ class ModelsService final : public v1::Models::CallbackService {
 
   engine::ModelManager& models_;
   JobManager& jobs_;
+  JobRunner& runner_;
   const host::PluginRegistry& plugins_;
   const DaemonFacts& facts_;
   std::mutex helpers_mu_;

@@ -17,6 +17,9 @@ class JobRunner {
   // Runs one job on the executor thread (the only thread that uses the device). Must call
   // context.ShouldStop() at every step boundary and return CANCELLED promptly when it is true.
   virtual absl::Status Run(JobContext& context) = 0;
+  // The loaded model is about to change or go away (Models.LoadModel / UnloadModel, run on the executor between
+  // jobs): drop whatever was built from it so its memory can be freed.
+  virtual void ReleaseModel() {}
 };
 
 }  // namespace atelier::server

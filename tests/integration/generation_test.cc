@@ -72,6 +72,24 @@ at::Tensor Pixels(const std::string& bytes) {
   return at::from_blob(image->pixels.data(), {image->height, image->width, 3}, at::kByte).clone();
 }
 
+// A small JPEG whose header claims 60000x60000 pixels (JPEG has no checksum): decoders must refuse it before
+// allocating 10 GB.
+std::string HugeJpeg() {
+  engine::PixelImage image;
+  image.width = image.height = 16;
+  image.pixels.assign(16 * 16 * 3, 100);
+  engine::ImageEncodeOptions options;
+  options.format = engine::ImageFileFormat::kJpeg;
+  std::string jpeg = *engine::EncodeImage(image, options);
+  const size_t sof = jpeg.find("\xFF\xC0");
+  if (sof == std::string::npos) return jpeg;
+  for (size_t at : {sof + 5, sof + 7}) {  // height, width (big-endian)
+    jpeg[at] = static_cast<char>(60000 >> 8);
+    jpeg[at + 1] = static_cast<char>(60000 & 0xFF);
+  }
+  return jpeg;
+}
+
 class GenerationTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -281,13 +299,21 @@ TEST_F(GenerationTest, TwoClientsBothCompleteWhileAThirdWatches) {
   EXPECT_EQ(rw[0].image().data(), ra[0].image().data());
   // Each equals the same request run alone.
   grpc::Status status;
-  EXPECT_TRUE(at::equal(Pixels(Results(Run(a, &status))[0].image().data()), Pixels(ra[0].image().data())));
-  EXPECT_TRUE(at::equal(Pixels(Results(Run(b, &status))[0].image().data()), Pixels(rb[0].image().data())));
+  const auto alone_a = Results(Run(a, &status)), alone_b = Results(Run(b, &status));
+  ASSERT_EQ(alone_a.size(), 1u);
+  ASSERT_EQ(alone_b.size(), 1u);
+  EXPECT_TRUE(at::equal(Pixels(alone_a[0].image().data()), Pixels(ra[0].image().data())));
+  EXPECT_TRUE(at::equal(Pixels(alone_b[0].image().data()), Pixels(rb[0].image().data())));
 }
 
 TEST_F(GenerationTest, AClientThatNeverReadsDoesNotHoldOthersUp) {
-  v1::GenerateRequest stalled = SmallRequest(5, 4);
+  // Large enough to overflow the transport's flow-control window: full-VAE PNG previews every step, 2 results.
+  v1::GenerateRequest stalled = SmallRequest(5, 10);
+  stalled.set_width(128);
+  stalled.set_height(128);
   stalled.set_batch_size(2);
+  stalled.mutable_preview()->set_method(v1::PREVIEW_METHOD_FULL);
+  stalled.mutable_preview()->set_format(v1::IMAGE_FORMAT_PNG);
   auto sleeper = std::make_unique<Stream>();
   sleeper->Pause(true);
   sleeper->Start(generation_->Generate(&sleeper->context, stalled));
@@ -369,7 +395,9 @@ TEST_F(GenerationTest, JpegAndWebpResultsCarryTheInfotextInExif) {
   grpc::Status status;
   const auto results = Results(Run(r, &status));
   ASSERT_EQ(results.size(), 1u);
-  EXPECT_EQ(*engine::ReadInfotext(results[0].image().data()), "");
+  auto omitted = engine::ReadInfotext(results[0].image().data());
+  ASSERT_TRUE(omitted.ok()) << omitted.status();
+  EXPECT_EQ(*omitted, "");
   EXPECT_THAT(results[0].infotext(), HasSubstr("Seed: 4,"));
 }
 
@@ -380,6 +408,7 @@ TEST_F(GenerationTest, Img2ImgResizesTheInitImage) {
   init.pixels.resize(96 * 64 * 3);
   for (size_t i = 0; i < init.pixels.size(); ++i) init.pixels[i] = static_cast<uint8_t>(i * 7 % 251);
   const std::string png = *engine::EncodePng(init);
+  std::vector<at::Tensor> outputs;
   for (int mode = 0; mode <= 3; ++mode) {
     v1::GenerateRequest r = SmallRequest(9, 4);
     r.add_init_images(png);
@@ -394,6 +423,11 @@ TEST_F(GenerationTest, Img2ImgResizesTheInitImage) {
     EXPECT_EQ(pixels.size(1), 64) << mode;
     EXPECT_THAT(results[0].infotext(), HasSubstr("Size: 64x64, Model hash: "));
     EXPECT_THAT(results[0].infotext(), HasSubstr("Denoising strength: 0.5"));
+    outputs.push_back(pixels);
+  }
+  // Each mode starts from a different picture: stretched, centre crop, letterboxed, latent-resized.
+  for (int a = 0; a < 4; ++a) {
+    for (int b = a + 1; b < 4; ++b) EXPECT_FALSE(at::equal(outputs[a], outputs[b])) << "modes " << a << " and " << b;
   }
 }
 
@@ -421,6 +455,43 @@ TEST_F(GenerationTest, AJobNamingAnotherCheckpointSwitchesToIt) {
   EXPECT_TRUE(at::equal(Pixels(again[0].image().data()), Pixels(results[0].image().data())));
 }
 
+// Unloading frees the model: nothing the runner built from it keeps the weights alive.
+TEST_F(GenerationTest, UnloadFreesTheWeightsTheRunnerUsed) {
+  grpc::Status status;
+  ASSERT_EQ(Results(Run(SmallRequest(1), &status)).size(), 1u);
+  std::weak_ptr<const engine::Sd1Weights> used = models_->current();
+  ASSERT_FALSE(used.expired());
+  auto stub = v1::Models::NewStub(channel_);
+  grpc::ClientContext context;
+  v1::UnloadModelResponse response;
+  ASSERT_TRUE(stub->UnloadModel(&context, v1::UnloadModelRequest(), &response).ok());
+  EXPECT_TRUE(used.expired());
+  Run(SmallRequest(1), &status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("no checkpoint is loaded"));
+}
+
+// WebUI's show_progress_every_n_steps: -1 previews only a batch's last step, 0 (like 1) every step; its default
+// show_progress_type "Approx NN" (a network not shipped) falls back to the cheap approximation.
+TEST_F(GenerationTest, PreviewCadenceFollowsWebUisOptions) {
+  for (const double every : {-1.0, 0.0}) {
+    v1::GenerateRequest r = SmallRequest(2, 5);
+    SetOption(r, "show_progress_every_n_steps", every);
+    SetOption(r, "show_progress_type", "Approx NN");
+    grpc::Status status;
+    const auto events = Run(r, &status);
+    ASSERT_TRUE(status.ok()) << every << ": " << status.error_message();
+    int previews = 0;
+    for (const auto& e : events) {
+      if (!e.has_progress() || !e.progress().has_preview()) continue;
+      ++previews;
+      if (every < 0) EXPECT_EQ(e.progress().sampling_step(), 5);
+      EXPECT_EQ(Pixels(e.progress().preview().data()).size(0), 8);  // approx cheap: one pixel per latent pixel
+    }
+    EXPECT_GE(previews, 1) << every;
+  }
+}
+
 TEST_F(GenerationTest, BadRequestsGetClearStatusesAndTheDaemonKeepsServing) {
   struct Case {
     std::string name;
@@ -443,6 +514,10 @@ TEST_F(GenerationTest, BadRequestsGetClearStatusesAndTheDaemonKeepsServing) {
        "images per job"},
       {"corrupt init image", [](auto& r) { r.add_init_images(std::string("\x89PNG\r\n\x1a\nbroken", 14)); },
        grpc::StatusCode::INVALID_ARGUMENT, "init_images[0]"},
+      {"60000x60000 init image", [](auto& r) { r.add_init_images(HugeJpeg()); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "megapixels"},
+      {"two init images", [](auto& r) { r.add_init_images(HugeJpeg()); r.add_init_images(HugeJpeg()); },
+       grpc::StatusCode::UNIMPLEMENTED, "2 init images"},
       {"5 MB prompt", [](auto& r) { r.set_prompt(std::string(5 << 20, 'a')); }, grpc::StatusCode::INVALID_ARGUMENT,
        "the limit is"},
       {"unknown RNG", [](auto& r) { SetOption(r, "randn_source", "TPU"); }, grpc::StatusCode::INVALID_ARGUMENT,

@@ -58,6 +58,21 @@ TEST(ImageFormatsTest, ReadsLittleEndianAsciiUserComments) {
   EXPECT_EQ(engine::UserCommentFromExif(tiff), "hello");
   EXPECT_EQ(engine::UserCommentFromExif(tiff.substr(0, 30)), std::nullopt);  // truncated
   EXPECT_EQ(engine::UserCommentFromExif("garbage"), std::nullopt);
+  // Offsets and counts pointing outside the block, an IFD at its very end: nothing is read out of bounds.
+  std::string bad_offset = tiff;
+  bad_offset[26 + 2 + 8] = '\x7f';  // UserComment data offset far beyond the end
+  EXPECT_EQ(engine::UserCommentFromExif(bad_offset), std::nullopt);
+  std::string bad_count = tiff;
+  bad_count[26 + 2 + 4] = '\x7f';  // count larger than the block
+  EXPECT_EQ(engine::UserCommentFromExif(bad_count), std::nullopt);
+  std::string ifd_at_end = tiff.substr(0, 8);
+  ifd_at_end[4] = 8;  // IFD0 at offset 8 = the end of the block
+  EXPECT_EQ(engine::UserCommentFromExif(ifd_at_end), std::nullopt);
+  std::string huge_ifd = tiff;
+  huge_ifd[8] = '\xff';
+  huge_ifd[9] = '\xff';   // 65535 entries claimed,
+  huge_ifd[10] = '\x00';  // none of them the Exif pointer: the scan stops at the end of the block
+  EXPECT_EQ(engine::UserCommentFromExif(huge_ifd), std::nullopt);
 }
 
 TEST(ImageFormatsTest, EveryFormatRoundTripsPixelsAndInfotext) {
@@ -80,9 +95,13 @@ TEST(ImageFormatsTest, EveryFormatRoundTripsPixelsAndInfotext) {
     } else {
       EXPECT_LT(MeanAbsDiff(*decoded, image), 3.0) << engine::ImageMimeType(format);
     }
-    EXPECT_EQ(*engine::ReadInfotext(*data), kInfotext) << engine::ImageMimeType(format);
+    auto infotext = engine::ReadInfotext(*data);
+    ASSERT_TRUE(infotext.ok()) << infotext.status();
+    EXPECT_EQ(*infotext, kInfotext) << engine::ImageMimeType(format);
     options.infotext.clear();
-    EXPECT_EQ(*engine::ReadInfotext(*engine::EncodeImage(image, options)), "");
+    infotext = engine::ReadInfotext(*engine::EncodeImage(image, options));
+    ASSERT_TRUE(infotext.ok()) << infotext.status();
+    EXPECT_EQ(*infotext, "");
   }
 }
 
@@ -136,6 +155,15 @@ TEST(Img2ImgResizeTest, ResizeAndFillStretchesTheEdgesIntoTheBands) {
   EXPECT_TRUE(at::equal(out->slice(0, 75), image.slice(0, 49, 50).expand({25, 100, 3})));
 }
 
+TEST(Img2ImgResizeTest, ResizeAndFillStretchesTheSideColumnsForTallImages) {
+  const at::Tensor image = Image(50, 100);
+  auto out = engine::ResizeInitImage(image, engine::ResizeMode::kResizeAndFill, 100, 100);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(at::equal(out->slice(1, 25, 75), image));
+  EXPECT_TRUE(at::equal(out->slice(1, 0, 25), image.slice(1, 0, 1).expand({100, 25, 3})));
+  EXPECT_TRUE(at::equal(out->slice(1, 75), image.slice(1, 49, 50).expand({100, 25, 3})));
+}
+
 TEST(Img2ImgResizeTest, JustResizeAndLatentUpscaleSizes) {
   const at::Tensor image = Image(100, 60);
   auto stretched = engine::ResizeInitImage(image, engine::ResizeMode::kJustResize, 64, 128);
@@ -146,7 +174,7 @@ TEST(Img2ImgResizeTest, JustResizeAndLatentUpscaleSizes) {
   EXPECT_TRUE(flat->eq(77).all().item<bool>());
   auto latent = engine::ResizeInitImage(image, engine::ResizeMode::kLatentUpscale, 512, 512);
   ASSERT_TRUE(latent.ok());
-  EXPECT_EQ(latent->sizes(), (std::vector<int64_t>{56, 96, 3}));
+  EXPECT_TRUE(at::equal(*latent, image.slice(0, 0, 56).slice(1, 0, 96)));  // cropped to multiples of 8
   EXPECT_EQ(engine::ResizeInitImage(image, static_cast<engine::ResizeMode>(7), 64, 64).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(engine::ResizeInitImage(at::zeros({4, 4}, at::kByte), engine::ResizeMode::kJustResize, 64, 64)

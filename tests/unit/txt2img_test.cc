@@ -96,6 +96,17 @@ TEST(Txt2ImgTest, TinyCheckpointMakesWebUisImage) {
   EXPECT_EQ(infotext, "a red circle\nSteps: 6, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.0, Seed: 42, "
                       "Size: 128x128, Model hash: " + t->pipeline->weights().sha256.substr(0, 10) +
                       ", Model: tiny, RNG: CPU");
+
+  // WebUI notes a non-default emphasis mode when a prompt uses brackets (after the sampler's keys), and img2img's
+  // noise multiplier.
+  auto params = CaseParams(c);
+  params.text.chunking.emphasis = engine::Emphasis::kNoNorm;
+  EXPECT_EQ(engine::CreateInfotext(engine::GenerationInfotext(*t->pipeline, params, image, 1.0)).find("Emphasis"),
+            std::string::npos);
+  params.prompt = "a (red:1.2) circle";
+  EXPECT_NE(engine::CreateInfotext(engine::GenerationInfotext(*t->pipeline, params, image, 1.0))
+                .find(", RNG: CPU, Emphasis: No norm"),
+            std::string::npos);
 }
 
 // img2img-tiny: the init image encoded with the case's posterior eps (WebUI draws it from its global RNG), strength
