@@ -278,6 +278,36 @@ TEST_F(GenerationTest, CancelMidRunStopsPromptlyAndTheNextJobRuns) {
   EXPECT_TRUE(next.ok()) << next.error_message();
 }
 
+// WebUI's Skip, per job: the current batch ends with its last prediction, the next batch runs in full.
+TEST_F(GenerationTest, SkipEndsTheCurrentBatchOnly) {
+  v1::GenerateRequest r = SmallRequest(30, 400);
+  r.set_n_iter(2);
+  auto stream = Submit(r);
+  ASSERT_TRUE(stream->WaitFor([](const auto& e) { return Count(e, v1::GenerateEvent::kProgress) > 0; }, 30s));
+  grpc::ClientContext context;
+  v1::SkipRequest skip;
+  skip.set_job_id(stream->job_id());
+  v1::SkipResponse response;
+  ASSERT_TRUE(generation_->Skip(&context, skip, &response).ok());
+  // The second batch would take long at 400 steps: cancel it once it runs.
+  ASSERT_TRUE(stream->WaitFor([](const auto& e) { return Count(e, v1::GenerateEvent::kResult) == 1; }, 30s));
+  const auto first = Results(stream->events());
+  EXPECT_TRUE(first[0].interrupted());
+  EXPECT_EQ(first[0].seed(), 30);
+  ASSERT_TRUE(stream->WaitFor([](const auto& e) {
+    return std::any_of(e.begin(), e.end(), [](const auto& x) { return x.has_progress() && x.progress().job_no() == 1; });
+  }, 30s));
+  grpc::ClientContext cancel_context;
+  v1::CancelRequest cancel;
+  cancel.set_job_id(stream->job_id());
+  v1::CancelResponse cancelled;
+  ASSERT_TRUE(generation_->Cancel(&cancel_context, cancel, &cancelled).ok());
+  EXPECT_EQ(stream->Wait(30s).error_code(), grpc::StatusCode::CANCELLED);
+  const auto results = Results(stream->events());
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[1].seed(), 31);  // the second batch ran (and was then cancelled)
+}
+
 TEST_F(GenerationTest, TwoClientsBothCompleteWhileAThirdWatches) {
   v1::GenerateRequest a = SmallRequest(11, 8), b = SmallRequest(22, 8);
   auto first = Submit(a, "client-a");
