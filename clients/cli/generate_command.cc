@@ -157,6 +157,8 @@ void AddGenerateFlags(CLI::App* c, GenerateFlags& f) {
     return option;
   };
   add("--json", f.json_file, "a WebUI /sdapi/v1/txt2img or img2img payload (JSON file); flags given too override it");
+  add("--from", f.from_image,
+      "re-run an image: its infotext (PNG/JPEG/WebP, NovelAI PNGs too) fills every setting the flags leave unset");
   add("-p,--prompt", f.prompt, "the prompt (WebUI syntax)");
   add("-n,--negative-prompt", f.negative_prompt, "the negative prompt");
   add("--steps", f.steps, "sampling steps (default 20)");
@@ -204,7 +206,18 @@ absl::StatusOr<v1::GenerateRequest> BuildRequest(const GenerateFlags& f) {
     r = *std::move(parsed);
   }
   if (r.mode() == v1::MODE_UNSPECIFIED) r.set_mode(f.img2img ? v1::MODE_IMG2IMG : v1::MODE_TXT2IMG);
-  if (!f.Given("--json") && !f.Given("--steps")) r.set_steps(20);  // the UI's default, not the API's 50
+  if (f.Given("--from")) {
+    auto image = ReadFile(f.from_image);
+    if (!image.ok()) return image.status();
+    auto infotext = engine::ReadInfotext(*image);
+    if (!infotext.ok()) return absl::InvalidArgumentError(absl::StrCat(f.from_image, ": ", infotext.status().message()));
+    if (infotext->empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(f.from_image, " has no generation parameters to re-run"));
+    }
+    r.set_infotext(*infotext);
+  }
+  // The UI's default steps, not the API's 50 (an infotext or payload brings its own).
+  if (!f.Given("--json") && !f.Given("--from") && !f.Given("--steps")) r.set_steps(20);
   if (f.Given("--prompt")) r.set_prompt(f.prompt);
   if (f.Given("--negative-prompt")) r.set_negative_prompt(f.negative_prompt);
   if (f.Given("--steps")) r.set_steps(f.steps);

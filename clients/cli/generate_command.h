@@ -19,6 +19,7 @@ namespace atelier::cli {
 struct GenerateFlags {
   bool img2img = false;
   std::string json_file;
+  std::string from_image;  // --from: an image whose infotext fills what the flags leave unset
   std::string prompt, negative_prompt, sampler, scheduler, init_image, checkpoint, vae, randn_source, job_id;
   int steps = 0, width = 0, height = 0, batch_size = 0, n_iter = 0, clip_skip = 0, resize_mode = 0;
   long long seed = -1, subseed = -1, ensd = 0;

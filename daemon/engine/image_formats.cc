@@ -8,8 +8,11 @@
 #include <webp/encode.h>
 #include <webp/mux.h>
 
+#include <nlohmann/json.hpp>
+
 #include <csetjmp>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -261,6 +264,35 @@ PixelImage ToRgb(PixelImage image) {
   return out;
 }
 
+// WebUI's reading of NovelAI PNGs (images.read_info_from_image): Description is the prompt, the Comment JSON has
+// the negative prompt (uc), steps, sampler, scale and seed; Clip skip 2 and ENSD 31337 are NovelAI's settings.
+std::string NovelAiInfotext(const std::map<std::string, std::string>& text, absl::string_view png) {
+  const auto comment = text.find("Comment");
+  if (comment == text.end()) return "";
+  const nlohmann::json info = nlohmann::json::parse(comment->second, nullptr, /*allow_exceptions=*/false);
+  if (!info.is_object()) return "";
+  static const std::map<std::string, std::string> kSamplers = {
+      {"k_euler_ancestral", "Euler a"}, {"k_euler", "Euler"},        {"k_lms", "LMS"},
+      {"k_heun", "Heun"},               {"k_dpm_2", "DPM2"},         {"k_dpm_2_ancestral", "DPM2 a"},
+      {"k_dpmpp_2s_ancestral", "DPM++ 2S a"}, {"k_dpmpp_2m", "DPM++ 2M"}, {"k_dpmpp_sde", "DPM++ SDE"},
+      {"k_dpm_fast", "DPM fast"},       {"k_dpm_ad", "DPM adaptive"}, {"ddim", "DDIM"},
+      {"plms", "PLMS"}};
+  auto value = [&info](const char* key) -> std::string {
+    if (!info.contains(key)) return "";
+    const auto& v = info[key];
+    return v.is_string() ? v.get<std::string>() : v.dump();
+  };
+  const auto sampler = kSamplers.find(value("sampler"));
+  const auto decoded = DecodePng(png);
+  const std::string size = decoded.ok() ? absl::StrCat(decoded->width, "x", decoded->height) : "0x0";
+  const auto description = text.find("Description");
+  return absl::StrCat(description == text.end() ? "" : description->second, "\nNegative prompt: ", value("uc"),
+                      "\nSteps: ", value("steps"),
+                      ", Sampler: ", sampler == kSamplers.end() ? "Euler a" : sampler->second,
+                      ", CFG scale: ", value("scale"), ", Seed: ", value("seed"), ", Size: ", size,
+                      ", Clip skip: 2, ENSD: 31337");
+}
+
 }  // namespace
 
 const char* ImageMimeType(ImageFileFormat format) {
@@ -339,9 +371,10 @@ absl::StatusOr<std::string> ReadInfotext(absl::string_view bytes) {
     case ImageFileFormat::kPng: {
       auto chunks = ReadPngText(bytes);
       if (!chunks.ok()) return Corrupt("PNG", std::string(chunks.status().message()));
-      for (const PngText& chunk : *chunks) {
-        if (chunk.key == "parameters") return chunk.value;
-      }
+      std::map<std::string, std::string> text;
+      for (const PngText& chunk : *chunks) text.emplace(chunk.key, chunk.value);
+      if (text.count("parameters") > 0) return text["parameters"];
+      if (text["Software"] == "NovelAI") return NovelAiInfotext(text, bytes);
       return std::string();
     }
     case ImageFileFormat::kJpeg: {

@@ -91,8 +91,12 @@ absl::StatusOr<std::unique_ptr<Sd1Pipeline>> Sd1Pipeline::Create(std::shared_ptr
 
 InfotextFields GenerationInfotext(const Sd1Pipeline& pipeline, const GenerationParams& params,
                                   const GeneratedImage& image, double eta) {
+  return GenerationInfotext(pipeline.weights(), params, image, eta);
+}
+
+InfotextFields GenerationInfotext(const Sd1Weights& w, const GenerationParams& params, const GeneratedImage& image,
+                                  double eta) {
   const SamplerInfo& sampler = *params.sampling.choice.sampler;
-  const Sd1Weights& w = pipeline.weights();
   InfotextFields f;
   f.prompt = params.prompt;
   f.negative_prompt = params.negative_prompt;

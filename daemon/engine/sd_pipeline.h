@@ -131,6 +131,9 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
 // The infotext WebUI would write for image `index` of this job (the eta the sampler used decides "Eta"/"ENSD").
 InfotextFields GenerationInfotext(const Sd1Pipeline& pipeline, const GenerationParams& params,
                                   const GeneratedImage& image, double eta);
+// The same from the checkpoint's identity alone (file name, hash, VAE source).
+InfotextFields GenerationInfotext(const Sd1Weights& weights, const GenerationParams& params,
+                                  const GeneratedImage& image, double eta);
 
 // The img2img start: 0.18215 * (posterior mean + std * eps) of the init image (uint8 HWC -> [-1, 1]).
 absl::StatusOr<at::Tensor> EncodeInitImage(const Sd1Pipeline& pipeline, const at::Tensor& image_uint8,

@@ -126,7 +126,6 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   // WebUI features that belong to later work: refuse clearly instead of ignoring them.
   if (!r.mask().empty()) return NotBuilt("inpainting (img2img with a mask)");
   if (r.has_enable_hr() && r.enable_hr()) return NotBuilt("hires fix (enable_hr)");
-  if (!r.infotext().empty()) return NotBuilt("starting a job from an infotext");
   if (!r.script_name().empty()) {
     return absl::NotFoundError(absl::StrCat("selectable script '", r.script_name(),
                                             "' not found: this daemon has no selectable scripts (plugins are "

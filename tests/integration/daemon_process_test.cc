@@ -268,7 +268,16 @@ TEST(DaemonProcessTest, EmbeddedModelAndWebUiPayloads) {
   std::string out = daemon.Client("txt2img -p 'a cat' -W 64 -H 64 --steps 2 --seed 5 -o " + out_dir.string(), &code);
   ASSERT_EQ(code, 0) << out;
   EXPECT_THAT(out, HasSubstr("Model: tiny-sd"));
-  const std::string png = ReadAll(SavedPath(out, out_dir.string()));
+  const std::string first = SavedPath(out, out_dir.string());
+  const std::string png = ReadAll(first);
+  // Re-running an image from its infotext makes the same image.
+  out = daemon.Client("txt2img --from " + first + " -o " + out_dir.string(), &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("a cat\nSteps: 2, Sampler: Euler, Schedule type: Automatic, CFG scale: 7.0, Seed: 5, "
+                             "Size: 64x64"));
+  auto a = engine::DecodeImageRgb(png), b = engine::DecodeImageRgb(ReadAll(SavedPath(out, out_dir.string())));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->pixels, b->pixels);
 
   const fs::path payload = daemon.dir().path() / "img2img.json";
   std::ofstream(payload) << R"({"prompt": "a dog", "negative_prompt": null, "steps": 3, "width": 64, "height": 64,

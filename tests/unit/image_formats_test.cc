@@ -105,6 +105,20 @@ TEST(ImageFormatsTest, EveryFormatRoundTripsPixelsAndInfotext) {
   }
 }
 
+// NovelAI PNGs carry no "parameters": WebUI builds the infotext from Description and the Comment JSON.
+TEST(ImageFormatsTest, NovelAiPngsReadAsWebUiInfotext) {
+  const std::string png = *engine::EncodePng(
+      Gradient(64, 48),
+      {{"Software", "NovelAI"},
+       {"Description", "1girl, {silver hair}"},
+       {"Comment", R"({"steps": 28, "sampler": "k_euler_ancestral", "seed": 123, "scale": 11, "uc": "lowres"})"}});
+  auto infotext = engine::ReadInfotext(png);
+  ASSERT_TRUE(infotext.ok()) << infotext.status();
+  EXPECT_EQ(*infotext,
+            "1girl, {silver hair}\nNegative prompt: lowres\nSteps: 28, Sampler: Euler a, CFG scale: 11, Seed: 123, "
+            "Size: 64x48, Clip skip: 2, ENSD: 31337");
+}
+
 TEST(ImageFormatsTest, TransparencyIsFlattenedOntoWhite) {
   engine::PixelImage rgba;
   rgba.width = 2;

@@ -1,0 +1,173 @@
+#include "server/infotext_request.h"
+
+#include <cmath>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "engine/infotext_parse.h"
+
+namespace atelier::server {
+namespace {
+
+class Filler {
+ public:
+  explicit Filler(const engine::ParsedInfotext& p) : p_(p) {}
+
+  const std::string* Text(const char* key) const { return p_.Find(key); }
+
+  // Calls set(value) when the key is there; a value that is not a number is an error naming the key.
+  template <typename T, typename Set>
+  absl::Status Number(const char* key, Set set) {
+    const std::string* text = p_.Find(key);
+    if (text == nullptr) return absl::OkStatus();
+    double value = 0;
+    if (!absl::SimpleAtod(*text, &value) || !std::isfinite(value)) {
+      return absl::InvalidArgumentError(absl::StrCat("infotext: \"", key, ": ", *text, "\" is not a number"));
+    }
+    set(static_cast<T>(value));
+    return absl::OkStatus();
+  }
+
+ private:
+  const engine::ParsedInfotext& p_;
+};
+
+#define RETURN_IF_ERROR_INFO(expr)       \
+  do {                                   \
+    absl::Status _st = (expr);           \
+    if (!_st.ok()) return _st;           \
+  } while (0)
+
+}  // namespace
+
+absl::Status ApplyInfotext(v1::GenerateRequest& r) {
+  if (r.infotext().empty()) return absl::OkStatus();
+  const engine::ParsedInfotext parsed = engine::ParseInfotext(r.infotext());
+  Filler f(parsed);
+  const bool img2img = r.mode() == v1::MODE_IMG2IMG || (r.mode() == v1::MODE_UNSPECIFIED && r.init_images_size() > 0);
+
+  if (r.prompt().empty()) r.set_prompt(parsed.prompt);
+  if (r.negative_prompt().empty()) r.set_negative_prompt(parsed.negative_prompt);
+  if (r.sampler_name().empty()) {
+    if (const std::string* v = f.Text("Sampler")) r.set_sampler_name(*v);
+  }
+  if (r.scheduler().empty()) {
+    if (const std::string* v = f.Text("Schedule type")) r.set_scheduler(*v);
+  }
+  if (!r.has_steps()) RETURN_IF_ERROR_INFO(f.Number<int>("Steps", [&](int v) { r.set_steps(v); }));
+  if (!r.has_cfg_scale()) RETURN_IF_ERROR_INFO(f.Number<float>("CFG scale", [&](float v) { r.set_cfg_scale(v); }));
+  if (!r.has_seed()) RETURN_IF_ERROR_INFO(f.Number<int64_t>("Seed", [&](int64_t v) { r.set_seed(v); }));
+  if (!r.has_width()) RETURN_IF_ERROR_INFO(f.Number<int>("Size-1", [&](int v) { r.set_width(v); }));
+  if (!r.has_height()) RETURN_IF_ERROR_INFO(f.Number<int>("Size-2", [&](int v) { r.set_height(v); }));
+  if (!r.has_subseed()) RETURN_IF_ERROR_INFO(f.Number<int64_t>("Variation seed", [&](int64_t v) { r.set_subseed(v); }));
+  if (!r.has_subseed_strength()) {
+    RETURN_IF_ERROR_INFO(f.Number<float>("Variation seed strength", [&](float v) { r.set_subseed_strength(v); }));
+  }
+  // WebUI's paste fields swap these two (Seed resize from-1 -> seed_resize_from_h); the written order is WxH and
+  // reading it back the same way keeps write -> read -> write the identity.
+  if (!r.has_seed_resize_from_w()) {
+    RETURN_IF_ERROR_INFO(f.Number<int>("Seed resize from-1", [&](int v) { r.set_seed_resize_from_w(v); }));
+  }
+  if (!r.has_seed_resize_from_h()) {
+    RETURN_IF_ERROR_INFO(f.Number<int>("Seed resize from-2", [&](int v) { r.set_seed_resize_from_h(v); }));
+  }
+  if (!r.has_denoising_strength()) {
+    RETURN_IF_ERROR_INFO(f.Number<float>("Denoising strength", [&](float v) { r.set_denoising_strength(v); }));
+  }
+
+  if (!img2img) {
+    // Hires fix: WebUI turns it on when the infotext has a denoising strength and hires keys.
+    // ("Hires resize-1" counts only when written: the parser's default 0 stands for "not given").
+    const std::string* resize = f.Text("Hires resize-1");
+    if (!r.has_enable_hr() && f.Text("Denoising strength") != nullptr &&
+        (f.Text("Hires upscale") != nullptr || f.Text("Hires upscaler") != nullptr ||
+         (resize != nullptr && *resize != "0"))) {
+      r.set_enable_hr(true);
+    }
+    if (!r.has_hr_scale()) RETURN_IF_ERROR_INFO(f.Number<float>("Hires upscale", [&](float v) { r.set_hr_scale(v); }));
+    if (r.hr_upscaler().empty()) {
+      if (const std::string* v = f.Text("Hires upscaler")) r.set_hr_upscaler(*v);
+    }
+    if (!r.has_hr_second_pass_steps()) {
+      RETURN_IF_ERROR_INFO(f.Number<int>("Hires steps", [&](int v) { r.set_hr_second_pass_steps(v); }));
+    }
+    if (!r.has_hr_resize_x()) RETURN_IF_ERROR_INFO(f.Number<int>("Hires resize-1", [&](int v) { r.set_hr_resize_x(v); }));
+    if (!r.has_hr_resize_y()) RETURN_IF_ERROR_INFO(f.Number<int>("Hires resize-2", [&](int v) { r.set_hr_resize_y(v); }));
+    const std::string* hr_sampler = f.Text("Hires sampler");
+    if (r.hr_sampler_name().empty() && hr_sampler != nullptr && *hr_sampler != "Use same sampler") {
+      r.set_hr_sampler_name(*hr_sampler);
+    }
+    const std::string* hr_scheduler = f.Text("Hires schedule type");
+    if (r.hr_scheduler().empty() && hr_scheduler != nullptr && *hr_scheduler != "Use same scheduler") {
+      r.set_hr_scheduler(*hr_scheduler);
+    }
+    if (r.hr_prompt().empty()) {
+      if (const std::string* v = f.Text("Hires prompt")) r.set_hr_prompt(*v);
+    }
+    if (r.hr_negative_prompt().empty()) {
+      if (const std::string* v = f.Text("Hires negative prompt")) r.set_hr_negative_prompt(*v);
+    }
+  } else {
+    if (!r.has_mask_blur()) RETURN_IF_ERROR_INFO(f.Number<int>("Mask blur", [&](int v) { r.set_mask_blur(v); }));
+    if (!r.has_inpainting_fill()) {
+      if (const std::string* v = f.Text("Masked content")) {
+        const char* const kFills[] = {"fill", "original", "latent noise", "latent nothing"};
+        for (int i = 0; i < 4; ++i) {
+          if (*v == kFills[i]) r.set_inpainting_fill(i);
+        }
+      }
+    }
+    if (!r.has_inpaint_full_res()) {
+      if (const std::string* v = f.Text("Inpaint area")) r.set_inpaint_full_res(*v == "Only masked");
+    }
+    if (!r.has_inpaint_full_res_padding()) {
+      RETURN_IF_ERROR_INFO(f.Number<int>("Masked area padding", [&](int v) { r.set_inpaint_full_res_padding(v); }));
+    }
+    if (!r.has_inpainting_mask_invert()) {
+      if (const std::string* v = f.Text("Mask mode")) r.set_inpainting_mask_invert(*v == "Inpaint not masked" ? 1 : 0);
+    }
+  }
+
+  // Settings: the infotext's value when it differs from the option's default and the request sets no override.
+  auto& overrides = *r.mutable_override_settings()->mutable_fields();
+  struct Setting {
+    const char* key;
+    const char* option;
+    double default_value;
+  };
+  const Setting numbers[] = {
+      {"Clip skip", "CLIP_stop_at_last_layers", 1},  {"ENSD", "eta_noise_seed_delta", 0},
+      {"Eta", "eta_ancestral", 1},                   {"Eta DDIM", "eta_ddim", 0},
+      {"Schedule max sigma", "sigma_max", 0},        {"Schedule min sigma", "sigma_min", 0},
+      {"Schedule rho", "rho", 0},                    {"Noise multiplier", "initial_noise_multiplier", 1},
+      {"Sigma churn", "s_churn", 0},                 {"Sigma tmin", "s_tmin", 0},
+      {"Sigma tmax", "s_tmax", 0},                   {"Sigma noise", "s_noise", 1},
+  };
+  for (const Setting& s : numbers) {
+    const std::string* text = f.Text(s.key);
+    double value = 0;
+    if (text == nullptr || overrides.count(s.option) > 0) continue;
+    if (!absl::SimpleAtod(*text, &value) || !std::isfinite(value)) {
+      return absl::InvalidArgumentError(absl::StrCat("infotext: \"", s.key, ": ", *text, "\" is not a number"));
+    }
+    if (value != s.default_value) overrides[s.option].set_number_value(value);
+  }
+  const std::pair<const char*, const char*> texts[][2] = {
+      {{"RNG", "randn_source"}, {"GPU", ""}},
+      {{"Emphasis", "emphasis"}, {"Original", ""}},
+  };
+  for (const auto& entry : texts) {
+    const auto [key, option] = entry[0];
+    const std::string* text = f.Text(key);
+    if (text != nullptr && overrides.count(option) == 0 && *text != entry[1].first) {
+      overrides[option].set_string_value(*text);
+    }
+  }
+  if (const std::string* discard = f.Text("Discard penultimate sigma");
+      discard != nullptr && *discard == "True" && overrides.count("always_discard_next_to_last_sigma") == 0) {
+    overrides["always_discard_next_to_last_sigma"].set_bool_value(true);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace atelier::server

@@ -1,0 +1,16 @@
+// WebUI's API `infotext` field (api.py apply_infotext): the infotext is parsed and its values fill the request
+// fields the client did not set (WebUI's paste fields for the txt2img/img2img tab), and its settings keys ("Clip
+// skip", "ENSD", "RNG", "Eta", ...) become override_settings the request does not already carry, when they differ
+// from the defaults. "Model hash" does not switch checkpoints (WebUI's disable_weights_auto_swap, on by default).
+#pragma once
+
+#include "absl/status/status.h"
+#include "atelier/v1/generation.pb.h"
+
+namespace atelier::server {
+
+// Fills `request` from request.infotext() (nothing when it is empty). INVALID_ARGUMENT when a value the request
+// would take is not a number where one is needed, naming the key.
+absl::Status ApplyInfotext(v1::GenerateRequest& request);
+
+}  // namespace atelier::server
