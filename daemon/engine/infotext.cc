@@ -31,7 +31,10 @@ std::string PythonFloat(double value) {
 }
 
 std::string QuoteInfotextValue(const std::string& value) {
-  if (value.find_first_of(",:\n") == std::string::npos) return value;
+  // WebUI quotes only values with ',', ':' or a newline; a value that itself looks quoted ("x") would then read
+  // back without its quotes, so it is quoted too (the one place this writer differs, for a lossless round trip).
+  const bool looks_quoted = value.size() >= 2 && value.front() == '"' && value.back() == '"';
+  if (!looks_quoted && value.find_first_of(",:\n") == std::string::npos) return value;
   return nlohmann::json(value).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 

@@ -43,7 +43,8 @@ std::string CreateInfotext(const InfotextFields& fields);
 // Python's str() of a float: the shortest text that reads back to the same double, with ".0" for whole numbers.
 std::string PythonFloat(double value);
 
-// WebUI's quote(): JSON string (non-ASCII kept) when the value contains ',', ':' or '\n', else unchanged.
+// WebUI's quote(): JSON string (non-ASCII kept) when the value contains ',', ':' or '\n', else unchanged; also
+// when the value starts and ends with '"' (WebUI leaves those bare and loses the quotes when reading them back).
 std::string QuoteInfotextValue(const std::string& value);
 
 }  // namespace atelier::engine

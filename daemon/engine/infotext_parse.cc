@@ -122,8 +122,11 @@ ParsedInfotext ParseInfotext(absl::string_view text) {
     if (SplitSize(value, &a, &b)) {
       out.params[key + "-1"] = a;
       out.params[key + "-2"] = b;
+      out.written.insert(key + "-1");
+      out.written.insert(key + "-2");
     } else {
       out.params[key] = value;
+      out.written.insert(key);
     }
   }
   // WebUI's defaults for keys an infotext leaves out.

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +18,8 @@ struct ParsedInfotext {
   std::string prompt, negative_prompt;
   // Every parsed and defaulted key ("Steps", "Size-1", "Size-2", "Clip skip", ...); values are text, as in WebUI.
   std::map<std::string, std::string> params;
+  // The keys the text itself has (before defaults were added).
+  std::set<std::string> written;
 
   const std::string* Find(const std::string& key) const {
     const auto it = params.find(key);

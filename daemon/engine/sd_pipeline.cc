@@ -9,7 +9,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/latent_preview.h"
+#include "engine/hires_fix.h"
 #include "engine/nn_util.h"
+#include "util/limits.h"
 
 namespace atelier::engine {
 namespace {
@@ -40,11 +42,35 @@ ScheduledCond ToScheduled(const std::vector<ScheduledConditioning>& schedule) {
   return out;
 }
 
+// The CFG conditioning of a prompt and negative prompt for a batch (prompt-editing schedules over `steps` denoiser
+// calls; with hires_steps, the hires pass's schedules).
+absl::StatusOr<CfgConditioning> Condition(const Sd1Pipeline& pipeline, const std::string& prompt,
+                                          const std::string& negative, int batch_size, int steps,
+                                          std::optional<int> hires_steps, const ConditioningOptions& options) {
+  const std::vector<std::string> prompts(batch_size, prompt);
+  const std::vector<std::string> negatives(batch_size, negative);
+  auto cond = GetMulticondLearnedConditioning(pipeline.text(), prompts, steps, options, hires_steps);
+  if (!cond.ok()) return cond.status();
+  auto uncond = GetLearnedConditioning(pipeline.text(), negatives, steps, options, hires_steps);
+  if (!uncond.ok()) return uncond.status();
+  CfgConditioning conditioning;
+  for (int i = 0; i < batch_size; ++i) {
+    std::vector<WeightedCond> parts;
+    for (const auto& part : cond->batch[i]) parts.push_back({ToScheduled(cond->schedules[part.schedule]), part.weight});
+    conditioning.cond.push_back(std::move(parts));
+    conditioning.uncond.push_back(ToScheduled((*uncond)[i]));
+  }
+  return conditioning;
+}
+
 absl::Status ValidateParams(const GenerationParams& p) {
   if (absl::Status st = CheckImageSize(p.width, p.height); !st.ok()) return st;
   if (p.batch_size < 1 || p.n_iter < 1 || static_cast<int64_t>(p.batch_size) * p.n_iter > p.max_images) {
     return absl::InvalidArgumentError(absl::StrCat("batch_size (", p.batch_size, ") and n_iter (", p.n_iter,
                                                    ") must be >= 1 and make at most ", p.max_images, " images"));
+  }
+  if (p.init_image.defined() && p.hires.enabled) {
+    return absl::InvalidArgumentError("hires fix (enable_hr) is a txt2img feature; img2img takes no enable_hr");
   }
   if (p.init_image.defined()) {
     const at::Tensor& image = p.init_image;
@@ -60,6 +86,45 @@ absl::Status ValidateParams(const GenerationParams& p) {
     }
   }
   return ValidateSamplingSettings(p.sampling);
+}
+
+// The first pass's latents [B, 4, h, w] brought to the hires target: a latent upscaler interpolates; an image
+// upscaler decodes (8-bit, as WebUI), resizes and encodes again (posterior noise seeded per image). Then the
+// overflow of a "Hires resize" to another aspect is cropped, centred.
+absl::StatusOr<at::Tensor> HiresUpscale(const Sd1Pipeline& pipeline, const at::Tensor& latent,
+                                        const HiresUpscaler& upscaler, const HiresTarget& target,
+                                        const std::vector<int64_t>& seeds, const GenerationControl& control) {
+  StageClock clock(control, "upscale");
+  const int64_t th = target.height / 8, tw = target.width / 8;
+  at::Tensor up;
+  if (upscaler.kind == HiresUpscaleKind::kLatent) {
+    auto scaled = UpscaleLatent(latent, upscaler, th, tw);
+    if (!scaled.ok()) return scaled.status();
+    up = *scaled;
+  } else {
+    auto decoded = pipeline.vae().Decode(latent / pipeline.weights().config.scale_factor);
+    if (!decoded.ok()) return decoded.status();
+    auto images = UpscaleImages(WebUiToUint8(*decoded).to(at::kCPU), upscaler, th * 8, tw * 8);
+    if (!images.ok()) return images.status();
+    std::vector<at::Tensor> latents;
+    for (int64_t i = 0; i < images->size(0); ++i) {
+      auto gen = CreateNoiseGenerator(NoiseSource::kCpu, static_cast<uint64_t>(seeds[static_cast<size_t>(i)]), at::kCPU);
+      if (!gen.ok()) return gen.status();
+      auto encoded = EncodeInitImage(pipeline, (*images)[i], (*gen)->Randn({1, 4, th, tw}));
+      if (!encoded.ok()) return encoded.status();
+      latents.push_back(*encoded);
+    }
+    try {
+      up = at::cat(latents, 0);
+    } catch (const std::exception& e) {
+      return StatusFromException(e, "joining the upscaled latents");
+    }
+  }
+  if (target.truncate_x > 0 || target.truncate_y > 0) {
+    const int64_t ty = target.truncate_y, tx = target.truncate_x;
+    up = up.slice(2, ty / 2, up.size(2) - (ty + 1) / 2).slice(3, tx / 2, up.size(3) - (tx + 1) / 2).contiguous();
+  }
+  return up;
 }
 
 }  // namespace
@@ -115,13 +180,36 @@ InfotextFields GenerationInfotext(const Sd1Weights& w, const GenerationParams& p
   f.subseed_strength = params.subseed_strength;
   f.seed_resize_from_w = params.seed_resize_from_w;
   f.seed_resize_from_h = params.seed_resize_from_h;
-  f.img2img = params.init_image.defined();
+  f.img2img = params.init_image.defined() || params.hires.enabled;  // both print "Denoising strength"
   f.denoising_strength = params.sampling.denoising_strength;
   f.clip_skip = params.text.clip_skip;
   f.eta_noise_seed_delta = params.eta_noise_seed_delta;
   f.sampler_uses_ensd = sampler.uses_ensd;
   f.eta = eta;
   f.rng = NoiseSourceName(params.noise_source);
+  // Hires fix's keys, in the order its init() records them.
+  if (params.hires.enabled) {
+    const HiresFix& hr = params.hires;
+    if (hr.sampler_named && hr.sampler && hr.sampler->sampler != params.sampling.choice.sampler) {
+      f.extra.emplace_back("Hires sampler", hr.sampler->sampler->name);
+    }
+    if (!hr.prompt.empty() && hr.prompt != params.prompt) f.extra.emplace_back("Hires prompt", hr.prompt);
+    if (!hr.negative_prompt.empty() && hr.negative_prompt != params.negative_prompt) {
+      f.extra.emplace_back("Hires negative prompt", hr.negative_prompt);
+    }
+    if (hr.scheduler_named && hr.sampler) {
+      const auto second = EffectiveScheduler(*hr.sampler);
+      const std::string label = second ? SchedulerLabel(*second) : "Automatic";
+      if (label != f.schedule_type) f.extra.emplace_back("Hires schedule type", label);
+    }
+    if (hr.resize_x == 0 && hr.resize_y == 0) {
+      f.extra.emplace_back("Hires upscale", PythonFloat(hr.scale));
+    } else {
+      f.extra.emplace_back("Hires resize", absl::StrCat(hr.resize_x, "x", hr.resize_y));
+    }
+    if (hr.second_pass_steps != 0) f.extra.emplace_back("Hires steps", std::to_string(hr.second_pass_steps));
+    if (!hr.upscaler.empty()) f.extra.emplace_back("Hires upscaler", hr.upscaler);
+  }
   // img2img's init() records the noise multiplier before the sampler records eta (extra_generation_params order).
   if (f.img2img && params.initial_noise_multiplier != 1.0) {
     f.extra.emplace_back("Noise multiplier", PythonFloat(params.initial_noise_multiplier));
@@ -163,21 +251,38 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
   const at::Device device = pipeline.device();
 
   // Every batch has the same prompts: condition them once (WebUI caches them across batches too).
-  const std::vector<std::string> prompts(params.batch_size, params.prompt);
-  const std::vector<std::string> negatives(params.batch_size, params.negative_prompt);
   std::optional<StageClock> text_clock(std::in_place, control, "text");
-  auto cond = GetMulticondLearnedConditioning(pipeline.text(), prompts, schedule_steps, params.text);
-  if (!cond.ok()) return cond.status();
-  auto uncond = GetLearnedConditioning(pipeline.text(), negatives, schedule_steps, params.text);
-  if (!uncond.ok()) return uncond.status();
-  text_clock.reset();
-  CfgConditioning conditioning;
-  for (int i = 0; i < params.batch_size; ++i) {
-    std::vector<WeightedCond> parts;
-    for (const auto& part : cond->batch[i]) parts.push_back({ToScheduled(cond->schedules[part.schedule]), part.weight});
-    conditioning.cond.push_back(std::move(parts));
-    conditioning.uncond.push_back(ToScheduled((*uncond)[i]));
+  auto conditioning_or = Condition(pipeline, params.prompt, params.negative_prompt, params.batch_size, schedule_steps,
+                                   std::nullopt, params.text);
+  if (!conditioning_or.ok()) return conditioning_or.status();
+  const CfgConditioning conditioning = *std::move(conditioning_or);
+
+  // Hires fix: the second pass's size, upscaler, sampling settings and prompts' conditioning (WebUI counts their
+  // prompt-editing steps from the end of the first pass).
+  std::optional<HiresTarget> hr_target;
+  HiresUpscaler hr_upscaler;
+  SamplingSettings hr_settings = params.sampling;
+  CfgConditioning hr_conditioning;
+  if (params.hires.enabled) {
+    auto target = HiresTargetSize(params.width, params.height, params.hires, kMaxImageSide);
+    if (!target.ok()) return target.status();
+    hr_target = *target;
+    auto upscaler = FindHiresUpscaler(params.hires.upscaler);
+    if (!upscaler.ok()) return upscaler.status();
+    hr_upscaler = *upscaler;
+    if (params.hires.sampler) hr_settings.choice = *params.hires.sampler;
+    if (params.hires.second_pass_steps > 0) hr_settings.steps = params.hires.second_pass_steps;
+    hr_settings.img2img_fix_steps = true;  // the second pass runs exactly its steps
+    if (absl::Status st = ValidateSamplingSettings(hr_settings); !st.ok()) return st;
+    const int hr_total = hr_settings.steps * (hr_settings.choice.sampler->second_order ? 2 : 1);
+    auto hr_cond = Condition(pipeline, params.hires.prompt.empty() ? params.prompt : params.hires.prompt,
+                             params.hires.negative_prompt.empty() ? params.negative_prompt
+                                                                  : params.hires.negative_prompt,
+                             params.batch_size, schedule_steps, hr_total, params.text);
+    if (!hr_cond.ok()) return hr_cond.status();
+    hr_conditioning = *std::move(hr_cond);
   }
+  text_clock.reset();
 
   GenerationResult result;
   const bool img2img = params.init_image.defined();
@@ -207,9 +312,6 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
       break;
     }
     if (control.batch_started) control.batch_started(batch, params.n_iter);
-    SamplingInputs in;
-    in.conditioning = conditioning;
-
     NoiseOptions noise;
     noise.shape = {4, params.height / 8, params.width / 8};
     const auto first = seeds.seeds.begin() + batch * params.batch_size;
@@ -227,33 +329,63 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
     auto x = rng->First();
     if (!x.ok()) return x.status();
 
-    const UNet& unet = pipeline.unet();
-    UNetCallHooks* unet_hooks = control.unet_hooks;
-    in.model = [&unet, unet_hooks](const at::Tensor& xs, const at::Tensor& t,
-                                   const at::Tensor& ctx) -> absl::StatusOr<at::Tensor> {
-      if (unet_hooks == nullptr) return unet.Forward(xs, t, ctx);
-      std::array<at::Tensor, kUNetResiduals> residuals;
-      UNetCallOptions options;
-      if (absl::Status st = unet_hooks->Prepare(xs, t, ctx, residuals, options); !st.ok()) return st;
-      return unet.Forward(xs, t, ctx, options);
-    };
-    in.noise = img2img && params.initial_noise_multiplier != 1.0 ? *x * params.initial_noise_multiplier : *x;
-    in.step_noise = StepNoiseFrom(&*rng);
-    in.seeds.assign(noise.seeds.begin(), noise.seeds.end());
     bool skipped = false;  // latched: a skip request is consumed once
-    in.interrupt = [&control, &skipped] {
-      if (skipped) return true;
-      if (control.skip && control.skip()) return skipped = true;
-      return control.interrupt && control.interrupt();
+    // One sampling pass over this batch's images.
+    auto sample_pass = [&](const SamplingSettings& settings, const CfgConditioning& cond, ImageRng& pass_rng,
+                           const at::Tensor& start_noise, const at::Tensor& init) -> absl::StatusOr<SamplingResult> {
+      SamplingInputs in;
+      in.conditioning = cond;
+      const UNet& unet = pipeline.unet();
+      UNetCallHooks* unet_hooks = control.unet_hooks;
+      in.model = [&unet, unet_hooks](const at::Tensor& xs, const at::Tensor& t,
+                                     const at::Tensor& ctx) -> absl::StatusOr<at::Tensor> {
+        if (unet_hooks == nullptr) return unet.Forward(xs, t, ctx);
+        std::array<at::Tensor, kUNetResiduals> residuals;
+        UNetCallOptions options;
+        if (absl::Status st = unet_hooks->Prepare(xs, t, ctx, residuals, options); !st.ok()) return st;
+        return unet.Forward(xs, t, ctx, options);
+      };
+      in.noise = start_noise;
+      in.step_noise = StepNoiseFrom(&pass_rng);
+      in.seeds.assign(noise.seeds.begin(), noise.seeds.end());
+      in.interrupt = [&control, &skipped] {
+        if (skipped) return true;
+        if (control.skip && control.skip()) return skipped = true;
+        return control.interrupt && control.interrupt();
+      };
+      in.hooks = control.hooks;
+      in.progress = control.progress;
+      in.init_latent = init;
+      StageClock sampling_clock(control, "sampling");
+      return Sample(settings, pipeline.schedule(), std::move(in));
     };
-    in.hooks = control.hooks;
-    in.progress = control.progress;
-    if (img2img) in.init_latent = result.init_latent.expand({params.batch_size, -1, -1, -1}).contiguous();
-    std::optional<StageClock> sampling_clock(std::in_place, control, "sampling");
-    auto sampled = Sample(params.sampling, pipeline.schedule(), std::move(in));
+
+    if (control.pass_started) control.pass_started(img2img ? "img2img" : "txt2img");
+    at::Tensor init;
+    if (img2img) init = result.init_latent.expand({params.batch_size, -1, -1, -1}).contiguous();
+    auto sampled = sample_pass(params.sampling, conditioning, *rng,
+                               img2img && params.initial_noise_multiplier != 1.0
+                                   ? *x * params.initial_noise_multiplier
+                                   : *x,
+                               init);
     if (!sampled.ok()) return sampled.status();
-    sampling_clock.reset();
     result.eta = sampled->eta;
+
+    if (hr_target && !sampled->interrupted) {
+      if (control.pass_started) control.pass_started("hires");
+      auto upscaled = HiresUpscale(pipeline, sampled->latent, hr_upscaler, *hr_target, noise.seeds, control);
+      if (!upscaled.ok()) return upscaled.status();
+      // The second pass's noise: the same seeds (and variation) at the new size.
+      NoiseOptions hr_noise = noise;
+      hr_noise.shape = {4, upscaled->size(2), upscaled->size(3)};
+      auto hr_rng = ImageRng::Create(hr_noise);
+      if (!hr_rng.ok()) return hr_rng.status();
+      auto hr_x = hr_rng->First();
+      if (!hr_x.ok()) return hr_x.status();
+      auto second = sample_pass(hr_settings, hr_conditioning, *hr_rng, *hr_x, *upscaled);
+      if (!second.ok()) return second.status();
+      sampled = *std::move(second);
+    }
 
     std::optional<StageClock> decode_clock(std::in_place, control, "decode");
     auto decoded = pipeline.vae().Decode(sampled->latent / pipeline.weights().config.scale_factor);

@@ -19,6 +19,7 @@
 #include "engine/clip_text_model.h"
 #include "engine/clip_tokenizer.h"
 #include "engine/embeddings.h"
+#include "engine/hires_fix.h"
 #include "engine/infotext.h"
 #include "engine/model_schedule.h"
 #include "engine/noise.h"
@@ -83,6 +84,8 @@ struct GenerationParams {
   // WebUI's resize mode 3, "Just resize (latent upscale)": init_image has its own size (multiples of 8) and its
   // latent is resized to the job's (bilinear).
   bool latent_upscale = false;
+  // txt2img's hires fix: a second, upscaled img2img pass (sampling.denoising_strength applies to it).
+  HiresFix hires;
   // img2img: the initial noise is multiplied by this (WebUI initial_noise_multiplier, infotext "Noise multiplier").
   double initial_noise_multiplier = 1.0;
   // The eps of the VAE posterior sample [1, 4, h / 8, w / 8] of the init image's size. WebUI draws it from the global torch RNG
@@ -103,6 +106,8 @@ class UNetCallHooks {
 struct GenerationControl {
   ProgressCallback progress;  // per sampler step of the current batch
   std::function<void(int batch, int batches)> batch_started;
+  // A sampling pass begins: "txt2img", "img2img" or "hires".
+  std::function<void(const char* pass)> pass_started;
   // Called with each image as soon as its batch is decoded; an error ends the job with it.
   std::function<absl::Status(const GeneratedImage&)> image_ready;
   // Wall time of each stage as it ends: "text", "encode" (img2img), "sampling", "decode".

@@ -315,11 +315,13 @@ absl::Status GenerationRunner::Run(JobContext& context) {
   preview_encoding.quality = 80;
   double preview_seconds = 0;
 
-  const std::string pass = img2img ? "img2img" : "txt2img";
+  std::string pass = img2img ? "img2img" : "txt2img";
+  const bool hires = params.hires.enabled;
   int batch_no = 0;
   absl::Status hook_error;
   engine::GenerationControl control;
   control.batch_started = [&batch_no](int batch, int) { batch_no = batch; };
+  control.pass_started = [&pass](const char* name) { pass = name; };
   control.interrupt = [&context] { return context.ShouldStop(); };
   control.skip = [&context] { return context.TakeSkip(); };
   control.timing = [&context](const char* stage, double seconds) { context.AddTiming(stage, seconds); };
@@ -334,8 +336,10 @@ absl::Status GenerationRunner::Run(JobContext& context) {
     progress.set_job_count(params.n_iter);
     progress.set_sampling_step(step);
     progress.set_sampling_steps(p.total_steps);
-    progress.set_progress(static_cast<float>((batch_no + static_cast<double>(step) / std::max(1, p.total_steps)) /
-                                             params.n_iter));
+    // With hires fix each batch is two passes, as WebUI's job count doubles.
+    const double within = static_cast<double>(step) / std::max(1, p.total_steps);
+    const double batch_part = !hires ? within : pass == "hires" ? 0.5 + 0.5 * within : 0.5 * within;
+    progress.set_progress(static_cast<float>((batch_no + batch_part) / params.n_iter));
     progress.set_pass(pass);
     const int every = settings.preview.every_n_steps;  // -1: only a batch's last step
     const bool due = every <= 0 ? step == p.total_steps : (step % every == 0 || step == p.total_steps);

@@ -125,7 +125,9 @@ engine::ImageFileFormat FileFormatOf(v1::ImageFormat format, engine::ImageFileFo
 absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r) {
   // WebUI features that belong to later work: refuse clearly instead of ignoring them.
   if (!r.mask().empty()) return NotBuilt("inpainting (img2img with a mask)");
-  if (r.has_enable_hr() && r.enable_hr()) return NotBuilt("hires fix (enable_hr)");
+  if (!r.hr_checkpoint_name().empty() && r.hr_checkpoint_name() != "Use same checkpoint") {
+    return NotBuilt("a separate hires-fix checkpoint (hr_checkpoint_name)");
+  }
   if (!r.script_name().empty()) {
     return absl::NotFoundError(absl::StrCat("selectable script '", r.script_name(),
                                             "' not found: this daemon has no selectable scripts (plugins are "
@@ -237,6 +239,43 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   ASSIGN_OR_RETURN_OPT(fix_steps, o.Bool("img2img_fix_steps"));
   s.img2img_fix_steps = fix_steps->value_or(false);
   if (absl::Status st = engine::ValidateSamplingSettings(s); !st.ok()) return st;
+
+  // Hires fix (txt2img).
+  if (r.enable_hr() && r.mode() == v1::MODE_TXT2IMG) {
+    engine::HiresFix& hr = p.hires;
+    hr.enabled = true;
+    // Legacy firstphase_width/height: the first pass's size, the request's size being the old target.
+    if (r.firstphase_width() > 0 || r.firstphase_height() > 0) {
+      p.width = r.firstphase_width();
+      p.height = r.firstphase_height();
+    }
+    hr.scale = r.has_hr_scale() ? Decimal(r.hr_scale()) : 2.0;
+    hr.resize_x = r.hr_resize_x();
+    hr.resize_y = r.hr_resize_y();
+    hr.upscaler = r.hr_upscaler();
+    if (auto u = engine::FindHiresUpscaler(hr.upscaler); !u.ok()) return u.status();
+    if (r.hr_second_pass_steps() < 0 || r.hr_second_pass_steps() > kMaxSteps) {
+      return Invalid(absl::StrCat("hr_second_pass_steps ", r.hr_second_pass_steps(), " is not allowed: use 0 (same as "
+                                  "steps) to ", kMaxSteps));
+    }
+    hr.second_pass_steps = r.hr_second_pass_steps();
+    const bool same_sampler = r.hr_sampler_name().empty() || r.hr_sampler_name() == "Use same sampler";
+    const bool same_scheduler = r.hr_scheduler().empty() || r.hr_scheduler() == "Use same scheduler";
+    if (!same_sampler || !same_scheduler) {
+      auto hr_choice = engine::ResolveSampler(same_sampler ? std::string(s.choice.sampler->name) : r.hr_sampler_name(),
+                                              same_scheduler ? engine::SchedulerLabel(s.choice.scheduler)
+                                                             : r.hr_scheduler());
+      if (!hr_choice.ok()) {
+        return Invalid(absl::StrCat("hires fix: ", hr_choice.status().message()));
+      }
+      hr.sampler = *hr_choice;
+      hr.sampler_named = !same_sampler;
+      hr.scheduler_named = !same_scheduler;
+    }
+    hr.prompt = r.hr_prompt();
+    hr.negative_prompt = r.hr_negative_prompt();
+    if (auto t = engine::HiresTargetSize(p.width, p.height, hr, kMaxImageSide); !t.ok()) return t.status();
+  }
 
   // img2img.
   out.resize_mode = static_cast<engine::ResizeMode>(r.resize_mode());

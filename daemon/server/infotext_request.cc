@@ -77,11 +77,11 @@ absl::Status ApplyInfotext(v1::GenerateRequest& r) {
 
   if (!img2img) {
     // Hires fix: WebUI turns it on when the infotext has a denoising strength and hires keys.
-    // ("Hires resize-1" counts only when written: the parser's default 0 stands for "not given").
-    const std::string* resize = f.Text("Hires resize-1");
-    if (!r.has_enable_hr() && f.Text("Denoising strength") != nullptr &&
-        (f.Text("Hires upscale") != nullptr || f.Text("Hires upscaler") != nullptr ||
-         (resize != nullptr && *resize != "0"))) {
+    // (the keys as written: the parser's default "Hires resize-1" stands for "not given").
+    const auto& written = parsed.written;
+    if (!r.has_enable_hr() && written.count("Denoising strength") > 0 &&
+        (written.count("Hires upscale") > 0 || written.count("Hires upscaler") > 0 ||
+         written.count("Hires resize-1") > 0)) {
       r.set_enable_hr(true);
     }
     if (!r.has_hr_scale()) RETURN_IF_ERROR_INFO(f.Number<float>("Hires upscale", [&](float v) { r.set_hr_scale(v); }));

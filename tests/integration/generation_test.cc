@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -485,6 +486,68 @@ TEST_F(GenerationTest, AJobNamingAnotherCheckpointSwitchesToIt) {
   EXPECT_TRUE(at::equal(Pixels(again[0].image().data()), Pixels(results[0].image().data())));
 }
 
+// Hires fix: the second pass's size (scale, or resize with WebUI's cover-and-crop), each upscaler kind, progress
+// over both passes, and WebUI's infotext keys (Size stays the first pass's).
+TEST_F(GenerationTest, HiresFixUpscalesAndSaysSoInTheInfotext) {
+  struct Case {
+    std::function<void(v1::GenerateRequest&)> edit;
+    int width, height;
+    std::string keys;
+  };
+  const std::vector<Case> cases = {
+      {[](auto& r) { r.set_hr_scale(2.0f); }, 128, 128, "Denoising strength: 0.5, RNG: CPU, Hires upscale: 2.0, Hires steps: 2"},
+      {[](auto& r) { r.set_hr_resize_x(96); r.set_hr_resize_y(128); r.set_hr_upscaler("Latent (nearest-exact)"); },
+       96, 128, "Hires resize: 96x128, Hires steps: 2, Hires upscaler: Latent (nearest-exact)"},
+      {[](auto& r) { r.set_hr_scale(1.5f); r.set_hr_upscaler("Lanczos"); r.set_hr_sampler_name("DPM++ 2M");
+                     r.set_hr_scheduler("Karras"); r.set_hr_prompt("a blue square"); },
+       96, 96,
+       "Hires sampler: DPM++ 2M, Hires prompt: a blue square, Hires schedule type: Karras, Hires upscale: 1.5, "
+       "Hires steps: 2, Hires upscaler: Lanczos"},
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest r = SmallRequest(8, 3);
+    r.set_enable_hr(true);
+    r.set_hr_second_pass_steps(2);
+    r.set_denoising_strength(0.5f);
+    c.edit(r);
+    grpc::Status status;
+    const auto events = Run(r, &status);
+    ASSERT_TRUE(status.ok()) << c.keys << ": " << status.error_message();
+    const auto results = Results(events);
+    ASSERT_EQ(results.size(), 1u);
+    const at::Tensor pixels = Pixels(results[0].image().data());
+    EXPECT_EQ(pixels.size(1), c.width) << c.keys;
+    EXPECT_EQ(pixels.size(0), c.height) << c.keys;
+    EXPECT_THAT(results[0].infotext(), HasSubstr("Size: 64x64, "));
+    EXPECT_THAT(results[0].infotext(), HasSubstr(c.keys));
+    std::set<std::string> passes;
+    float last = 0;
+    for (const auto& e : events) {
+      if (!e.has_progress()) continue;
+      passes.insert(e.progress().pass());
+      EXPECT_GE(e.progress().progress(), last);
+      last = e.progress().progress();
+    }
+    EXPECT_TRUE(passes.count("hires")) << c.keys;
+    EXPECT_FLOAT_EQ(last, 1.0f);
+  }
+  // Re-running the hires image from its infotext repeats it.
+  v1::GenerateRequest r = SmallRequest(8, 3);
+  r.set_enable_hr(true);
+  r.set_hr_second_pass_steps(2);
+  r.set_denoising_strength(0.5f);
+  grpc::Status status;
+  const auto original = Results(Run(r, &status));
+  ASSERT_EQ(original.size(), 1u);
+  v1::GenerateRequest again;
+  again.set_infotext(original[0].infotext());
+  const auto rerun = Results(Run(again, &status));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(rerun.size(), 1u);
+  EXPECT_EQ(rerun[0].infotext(), original[0].infotext());
+  EXPECT_TRUE(at::equal(Pixels(rerun[0].image().data()), Pixels(original[0].image().data())));
+}
+
 // Unloading frees the model: nothing the runner built from it keeps the weights alive.
 TEST_F(GenerationTest, UnloadFreesTheWeightsTheRunnerUsed) {
   grpc::Status status;
@@ -556,8 +619,10 @@ TEST_F(GenerationTest, BadRequestsGetClearStatusesAndTheDaemonKeepsServing) {
        grpc::StatusCode::INVALID_ARGUMENT, "CLIP_stop_at_last_layers"},
       {"unknown plugin", [](auto& r) { (*r.mutable_alwayson_scripts()->mutable_fields())["controlnet"]; },
        grpc::StatusCode::INVALID_ARGUMENT, "loaded plugins: hook_probe, invert"},
-      {"mask", [](auto& r) { r.add_init_images("x"); r.set_mask("m"); }, grpc::StatusCode::UNIMPLEMENTED,
-       "inpainting"},
+      {"unknown hires upscaler", [](auto& r) { r.set_enable_hr(true); r.set_hr_upscaler("R-ESRGAN 4x+"); },
+       grpc::StatusCode::INVALID_ARGUMENT, "Latent (nearest-exact)"},
+      {"hires too large", [](auto& r) { r.set_enable_hr(true); r.set_hr_scale(100.0f); },
+       grpc::StatusCode::INVALID_ARGUMENT, "hr_scale 100 is outside"},
       {"TAESD without a decoder", [](auto& r) { r.mutable_preview()->set_method(v1::PREVIEW_METHOD_TAESD); },
        grpc::StatusCode::FAILED_PRECONDITION, "VAE-approx"},
   };

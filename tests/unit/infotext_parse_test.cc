@@ -169,10 +169,30 @@ TEST(InfotextParseTest, WriteParseWriteIsTheIdentity) {
     if (pick(3) == 0) o["eta_noise_seed_delta"].set_number_value(pick(2) ? 31337 : 0);
     if (pick(3) == 0) o["randn_source"].set_string_value(pick(2) ? "CPU" : "NV");
     if (pick(4) == 0) o["emphasis"].set_string_value(pick(2) ? "No norm" : "Ignore");
+    const char* const kUpscalers[] = {"", "Latent", "Latent (bicubic antialiased)", "Lanczos", "None"};
     if (pick(3) == 0) {
+      r.set_enable_hr(true);
+      r.set_denoising_strength(static_cast<float>(pick(101)) / 100.0f);
+      if (pick(2) == 0) {
+        r.set_hr_scale(1.0f + static_cast<float>(pick(8)) / 4.0f);
+      } else {
+        r.set_hr_resize_x(pick(2) ? 64 + 8 * pick(60) : 0);
+        r.set_hr_resize_y(64 + 8 * pick(60));
+      }
+      r.set_hr_second_pass_steps(pick(30));
+      r.set_hr_upscaler(kUpscalers[pick(5)]);
+      if (pick(3) == 0) r.set_hr_sampler_name(samplers[pick(static_cast<int>(samplers.size()))].name);
+      if (pick(3) == 0) r.set_hr_scheduler(schedulers[pick(static_cast<int>(schedulers.size()))].label);
+      if (pick(3) == 0) r.set_hr_prompt(text(3));
+      if (pick(3) == 0) r.set_hr_negative_prompt(text(2));
+    } else if (pick(3) == 0) {
       r.add_init_images("not decoded by this test");
       r.set_denoising_strength(static_cast<float>(pick(101)) / 100.0f);
       if (pick(2) == 0) r.set_initial_noise_multiplier(static_cast<float>(pick(20)) / 10.0f);
+    }
+    {
+      v1::GenerateRequest probe = r;  // random hires sizes can exceed the limits: such requests are refused, skip
+      if (!server::ValidateAndFillDefaults(probe).ok() || !server::JobSettingsFromRequest(probe).ok()) continue;
     }
     const std::string first = InfotextOf(r);
     v1::GenerateRequest again;

@@ -26,6 +26,7 @@ TEST(InfotextTest, PythonFloatFormatting) {
 TEST(InfotextTest, QuotesOnlyValuesWithSeparators) {
   EXPECT_EQ(engine::QuoteInfotextValue("Latent"), "Latent");
   EXPECT_EQ(engine::QuoteInfotextValue("a, b"), "\"a, b\"");
+  EXPECT_EQ(engine::QuoteInfotextValue("\"quoted\""), "\"\\\"quoted\\\"\"");  // would read back unquoted
   EXPECT_EQ(engine::QuoteInfotextValue("model: x \"y\""), "\"model: x \\\"y\\\"\"");
   EXPECT_EQ(engine::QuoteInfotextValue("line\nbreak"), "\"line\\nbreak\"");
   EXPECT_EQ(engine::QuoteInfotextValue("ü: é"), "\"ü: é\"");  // ensure_ascii=False
