@@ -1,0 +1,297 @@
+"""A small client of atelierd's gRPC API (atelier.v1): generation with typed, streamed events, and the listings.
+
+    from atelier_client import Client
+    client = Client("127.0.0.1:50051")
+    job = client.txt2img("1girl, cherry blossoms", steps=20, sampler_name="DPM++ 2M", scheduler="Karras", seed=1234)
+    for event in job:
+        if isinstance(event, Progress): print(event.sampling_step, "/", event.sampling_steps)
+        if isinstance(event, Result): open(f"{event.seed}.png", "wb").write(event.image)
+
+Keyword arguments are the API's field names, which are WebUI's (/sdapi/v1/txt2img): prompt, negative_prompt, steps,
+sampler_name, scheduler, cfg_scale, seed, width, height, batch_size, n_iter, denoising_strength,
+override_settings (a dict), alwayson_scripts (a dict), preview (a dict such as {"method": "PREVIEW_METHOD_TAESD"}),
+output, infotext, ...
+"""
+
+import base64
+import dataclasses
+import os
+import sys
+from typing import Iterator, List, Optional
+
+
+def _import_stubs():
+    """The generated stubs: importable as `atelier.v1`, else from the build tree next to this checkout."""
+    try:
+        from atelier.v1 import generation_pb2  # noqa: F401
+    except ImportError:
+        here = os.path.dirname(os.path.abspath(__file__))
+        candidates = [os.environ.get("ATELIER_PYTHON_STUBS", ""),
+                      os.path.join(here, "..", "..", "..", "build", "python")]
+        for path in candidates:
+            if path and os.path.isfile(os.path.join(path, "atelier", "v1", "generation_pb2.py")):
+                sys.path.insert(0, os.path.abspath(path))
+                break
+    from atelier.v1 import common_pb2, daemon_pb2, daemon_pb2_grpc, generation_pb2, generation_pb2_grpc
+    from atelier.v1 import models_pb2, models_pb2_grpc, plugins_pb2, plugins_pb2_grpc
+    return (common_pb2, daemon_pb2, daemon_pb2_grpc, generation_pb2, generation_pb2_grpc, models_pb2,
+            models_pb2_grpc, plugins_pb2, plugins_pb2_grpc)
+
+
+import grpc  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+
+(common_pb2, daemon_pb2, daemon_pb2_grpc, generation_pb2, generation_pb2_grpc, models_pb2, models_pb2_grpc,
+ plugins_pb2, plugins_pb2_grpc) = _import_stubs()
+
+
+class AtelierError(Exception):
+    """A failed call: `code` is the grpc.StatusCode, `details` the daemon's message (it names the valid choices)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+# ---- Typed events ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Image:
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+
+
+@dataclasses.dataclass
+class Queued:
+    job_id: str
+    position: int
+    queue_length: int
+
+
+@dataclasses.dataclass
+class Started:
+    job_id: str
+    seeds: List[int]
+    subseeds: List[int]
+    image_count: int
+
+
+@dataclasses.dataclass
+class Progress:
+    job_id: str
+    job_no: int
+    job_count: int
+    sampling_step: int
+    sampling_steps: int
+    progress: float
+    eta_seconds: float
+    pass_name: str
+    preview: Optional[Image]
+
+
+@dataclasses.dataclass
+class Frame:
+    job_id: str
+    index: int
+    image: Image
+    plugin: str
+
+
+@dataclasses.dataclass
+class Result:
+    job_id: str
+    index: int
+    image: bytes
+    mime_type: str
+    infotext: str
+    seed: int
+    subseed: int
+    interrupted: bool
+
+
+@dataclasses.dataclass
+class Artifact:
+    job_id: str
+    name: str
+    mime_type: str
+    data: bytes
+    plugin: str
+
+
+@dataclasses.dataclass
+class Finished:
+    job_id: str
+    state: str  # "JOB_STATE_SUCCEEDED", "JOB_STATE_CANCELLED", "JOB_STATE_FAILED"
+    message: str
+    timings: dict
+    dropped_events: int
+
+
+def _image(message) -> Image:
+    return Image(message.data, message.mime_type, message.width, message.height)
+
+
+def to_event(e):
+    """A GenerateEvent as one of the dataclasses above."""
+    kind = e.WhichOneof("event")
+    if kind == "queued":
+        return Queued(e.job_id, e.queued.position, e.queued.queue_length)
+    if kind == "started":
+        return Started(e.job_id, list(e.started.all_seeds), list(e.started.all_subseeds), e.started.image_count)
+    if kind == "progress":
+        p = e.progress
+        return Progress(e.job_id, p.job_no, p.job_count, p.sampling_step, p.sampling_steps, p.progress,
+                        p.eta_seconds, getattr(p, "pass"), _image(p.preview) if p.HasField("preview") else None)
+    if kind == "frame":
+        return Frame(e.job_id, e.frame.index, _image(e.frame.image), e.frame.plugin)
+    if kind == "result":
+        r = e.result
+        return Result(e.job_id, r.index, r.image.data, r.image.mime_type, r.infotext, r.seed, r.subseed, r.interrupted)
+    if kind == "artifact":
+        a = e.artifact
+        return Artifact(e.job_id, a.name, a.mime_type, a.data, a.plugin)
+    if kind == "finished":
+        f = e.finished
+        return Finished(e.job_id, common_pb2.JobState.Name(f.state), f.message,
+                        {t.stage: t.seconds for t in f.timings}, f.dropped_events)
+    return None
+
+
+class Job:
+    """A running job's event stream. Iterate it for events; raises AtelierError when the job fails or is cancelled
+    (after yielding what came before, e.g. the last prediction of a cancelled job)."""
+
+    def __init__(self, client: "Client", call):
+        self._client = client
+        self._call = call
+        self.id: Optional[str] = None
+        self.results: List[Result] = []
+
+    def __iter__(self) -> Iterator:
+        try:
+            for message in self._call:
+                if self.id is None:
+                    self.id = message.job_id
+                event = to_event(message)
+                if isinstance(event, Result):
+                    self.results.append(event)
+                yield event
+        except grpc.RpcError as error:
+            raise AtelierError(error.code(), error.details()) from None
+
+    def wait(self) -> List[Result]:
+        """Runs the stream to its end and returns the results."""
+        for _ in self:
+            pass
+        return self.results
+
+    def cancel(self):
+        if self.id is not None:
+            self._client.cancel(self.id)
+
+
+def _strip_data_uri(value):
+    if isinstance(value, str) and value.startswith("data:") and "," in value:
+        return value.split(",", 1)[1]
+    return value
+
+
+class Client:
+    def __init__(self, address: Optional[str] = None, client_id: str = "atelier-python", max_message_mb: int = 256):
+        self.address = address or os.environ.get("ATELIER_SERVER", "127.0.0.1:50051")
+        limit = max_message_mb * 1024 * 1024
+        self._channel = grpc.insecure_channel(self.address, options=[("grpc.max_receive_message_length", limit),
+                                                                     ("grpc.max_send_message_length", limit)])
+        self._metadata = (("atelier-client", client_id),)
+        self._generation = generation_pb2_grpc.GenerationStub(self._channel)
+        self._models = models_pb2_grpc.ModelsStub(self._channel)
+        self._plugins = plugins_pb2_grpc.PluginsStub(self._channel)
+        self._daemon = daemon_pb2_grpc.DaemonStub(self._channel)
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _unary(self, method, request, timeout=30.0):
+        try:
+            return method(request, metadata=self._metadata, timeout=timeout)
+        except grpc.RpcError as error:
+            raise AtelierError(error.code(), error.details()) from None
+
+    # ---- Generation ----
+    @staticmethod
+    def request(fields: dict, mode, ignore_unknown: bool = False):
+        """A GenerateRequest from API field names (WebUI's); images as bytes, or base64 / data URIs as WebUI takes."""
+        payload = {k: v for k, v in fields.items() if v is not None}
+        images = [base64.b64decode(_strip_data_uri(i)) if isinstance(i, str) else i
+                  for i in payload.pop("init_images", [])]
+        mask = payload.pop("mask", None)
+        if isinstance(mask, str):
+            mask = base64.b64decode(_strip_data_uri(mask))
+        if "sampler_name" not in payload and "sampler_index" in payload:
+            payload["sampler_name"] = payload["sampler_index"]
+        try:
+            request = json_format.ParseDict(payload, generation_pb2.GenerateRequest(),
+                                            ignore_unknown_fields=ignore_unknown)
+        except json_format.ParseError as error:
+            raise ValueError(f"bad request field: {error}") from None
+        request.mode = mode
+        request.init_images.extend(images)
+        if mask:
+            request.mask = mask
+        return request
+
+    def generate(self, request) -> Job:
+        return Job(self, self._generation.Generate(request, metadata=self._metadata))
+
+    def txt2img(self, prompt: str = "", **fields) -> Job:
+        return self.generate(self.request(dict(fields, prompt=prompt), generation_pb2.MODE_TXT2IMG))
+
+    def img2img(self, init_image: bytes, prompt: str = "", **fields) -> Job:
+        return self.generate(self.request(dict(fields, prompt=prompt, init_images=[init_image]),
+                                          generation_pb2.MODE_IMG2IMG))
+
+    def webui(self, payload: dict, img2img: bool = False) -> Job:
+        """A WebUI /sdapi/v1/txt2img or img2img JSON payload as is (unknown keys ignored, as WebUI does)."""
+        mode = generation_pb2.MODE_IMG2IMG if img2img else generation_pb2.MODE_TXT2IMG
+        return self.generate(self.request(payload, mode, ignore_unknown=True))
+
+    def watch(self, job_id: str, skip_history: bool = False) -> Job:
+        call = self._generation.Watch(generation_pb2.WatchRequest(job_id=job_id, skip_history=skip_history),
+                                      metadata=self._metadata)
+        return Job(self, call)
+
+    def cancel(self, job_id: str):
+        return self._unary(self._generation.Cancel, generation_pb2.CancelRequest(job_id=job_id))
+
+    def skip(self, job_id: str):
+        return self._unary(self._generation.Skip, generation_pb2.SkipRequest(job_id=job_id))
+
+    def jobs(self):
+        return list(self._unary(self._generation.ListJobs, generation_pb2.ListJobsRequest()).jobs)
+
+    # ---- Models, plugins, daemon ----
+    def models(self, compute_hashes: bool = False):
+        request = models_pb2.ListModelsRequest(compute_hashes=compute_hashes)
+        return list(self._unary(self._models.ListModels, request, timeout=None if compute_hashes else 30.0).models)
+
+    def load(self, checkpoint: str, vae: str = "Automatic"):
+        request = models_pb2.LoadModelRequest(checkpoint=checkpoint, vae=vae)
+        return self._unary(self._models.LoadModel, request, timeout=None)
+
+    def status(self):
+        return self._unary(self._models.GetStatus, models_pb2.GetStatusRequest())
+
+    def plugins(self):
+        return list(self._unary(self._plugins.ListPlugins, plugins_pb2.ListPluginsRequest()).plugins)
+
+    def info(self):
+        return self._unary(self._daemon.GetInfo, daemon_pb2.GetInfoRequest())
