@@ -185,6 +185,20 @@ void AddGenerateFlags(CLI::App* c, GenerateFlags& f) {
     add("--resize-mode", f.resize_mode,
         "0 Just resize, 1 Crop and resize, 2 Resize and fill, 3 Just resize (latent upscale)");
     add("--noise-multiplier", f.noise_multiplier, "initial_noise_multiplier (default 1)");
+    add("-m,--mask", f.mask, "inpainting mask (any image; white = repaint, black = keep)");
+    add("--mask-blur", f.mask_blur, "mask blur in pixels (default 4)");
+    add("--inpainting-fill", f.inpainting_fill, "masked content: 0 fill, 1 original, 2 latent noise, 3 latent nothing");
+    add("--inpaint-area", f.inpaint_area, "\"Only masked\" (default) or \"Whole picture\"");
+    add("--padding", f.padding, "\"Only masked\" padding in pixels");
+    f.options["--invert-mask"] = c->add_flag("--invert-mask", f.invert_mask, "repaint what the mask keeps");
+  } else {
+    f.options["--hires"] = c->add_flag("--hires,--enable-hr", f.enable_hr, "hires fix: a second, upscaled pass");
+    add("--hr-scale", f.hr_scale, "hires upscale factor (default 2)");
+    add("--hr-steps", f.hr_steps, "hires steps (0 = same as --steps)");
+    add("--hr-resize-x", f.hr_resize_x, "hires target width (instead of --hr-scale)");
+    add("--hr-resize-y", f.hr_resize_y, "hires target height");
+    add("--hr-upscaler", f.hr_upscaler, "Latent (default), Latent (nearest-exact), ..., None, Lanczos, Nearest");
+    add("--denoising-strength", f.denoising_strength, "hires denoising strength (default 0.75)");
   }
   add("--override", f.overrides, "KEY=VALUE WebUI option for this job (VALUE is JSON, else text); repeatable");
   add("--script", f.scripts, "NAME=JSON always-on plugin arguments, e.g. 'invert={\"args\":[true,1.0]}'; repeatable");
@@ -261,6 +275,27 @@ absl::StatusOr<v1::GenerateRequest> BuildRequest(const GenerateFlags& f) {
       return absl::InvalidArgumentError(absl::StrCat("--script ", item.substr(0, eq), ": ", s.message()));
     }
   }
+  if (f.Given("--mask")) {
+    auto mask = ReadFile(f.mask);
+    if (!mask.ok()) return mask.status();
+    r.set_mask(*std::move(mask));
+  }
+  if (f.Given("--mask-blur")) r.set_mask_blur(f.mask_blur);
+  if (f.Given("--inpainting-fill")) r.set_inpainting_fill(f.inpainting_fill);
+  if (f.Given("--inpaint-area")) {
+    if (f.inpaint_area != "Only masked" && f.inpaint_area != "Whole picture") {
+      return absl::InvalidArgumentError("--inpaint-area is \"Only masked\" or \"Whole picture\"");
+    }
+    r.set_inpaint_full_res(f.inpaint_area == "Only masked");
+  }
+  if (f.Given("--padding")) r.set_inpaint_full_res_padding(f.padding);
+  if (f.Given("--invert-mask")) r.set_inpainting_mask_invert(f.invert_mask ? 1 : 0);
+  if (f.Given("--hires")) r.set_enable_hr(f.enable_hr);
+  if (f.Given("--hr-scale")) r.set_hr_scale(static_cast<float>(f.hr_scale));
+  if (f.Given("--hr-steps")) r.set_hr_second_pass_steps(f.hr_steps);
+  if (f.Given("--hr-resize-x")) r.set_hr_resize_x(f.hr_resize_x);
+  if (f.Given("--hr-resize-y")) r.set_hr_resize_y(f.hr_resize_y);
+  if (f.Given("--hr-upscaler")) r.set_hr_upscaler(f.hr_upscaler);
   if (f.Given("--init-image")) {
     auto image = ReadFile(f.init_image);
     if (!image.ok()) return image.status();

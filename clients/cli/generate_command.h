@@ -21,6 +21,14 @@ struct GenerateFlags {
   std::string json_file;
   std::string from_image;  // --from: an image whose infotext fills what the flags leave unset
   std::string prompt, negative_prompt, sampler, scheduler, init_image, checkpoint, vae, randn_source, job_id;
+  std::string mask, inpaint_area;
+  int mask_blur = 4, inpainting_fill = 0, padding = 0;
+  bool invert_mask = false;
+  // Hires fix (txt2img).
+  bool enable_hr = false;
+  double hr_scale = 2.0;
+  int hr_steps = 0, hr_resize_x = 0, hr_resize_y = 0;
+  std::string hr_upscaler;
   int steps = 0, width = 0, height = 0, batch_size = 0, n_iter = 0, clip_skip = 0, resize_mode = 0;
   long long seed = -1, subseed = -1, ensd = 0;
   double cfg_scale = 0, denoising_strength = 0, subseed_strength = 0, eta = 0, noise_multiplier = 1;

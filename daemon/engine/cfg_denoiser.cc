@@ -91,12 +91,21 @@ void CfgDenoiser::ReportStep(int step, int total_steps, double sigma, const at::
   progress_(p);
 }
 
+at::Tensor CfgDenoiser::Blend(const at::Tensor& latent) const {
+  const at::Tensor keep = options_.latent_keep.to(latent.device(), latent.scalar_type());
+  return latent * (1 - keep) + options_.init_latent.to(latent.device(), latent.scalar_type()) * keep;
+}
+
 at::Tensor CfgDenoiser::Denoise(const at::Tensor& x, double sigma) { return Evaluate(x, sigma, true); }
 
 at::Tensor CfgDenoiser::PredictEps(const at::Tensor& x, double t) { return Evaluate(x, t, false); }
 
-at::Tensor CfgDenoiser::Evaluate(const at::Tensor& x, double sigma_or_t, bool predict_x0) {
+at::Tensor CfgDenoiser::Evaluate(const at::Tensor& x_given, double sigma_or_t, bool predict_x0) {
   CheckInterrupt();
+  const bool blend = options_.latent_keep.defined();
+  // Timestep samplers blend the noisy input with the clean original before the model (WebUI's
+  // mask_before_denoising); k-diffusion samplers blend the prediction below.
+  const at::Tensor x = blend && !predict_x0 ? Blend(x_given) : x_given;
   if (x.size(0) != images_) {
     Stop(absl::InternalError(absl::StrCat("denoiser got ", x.size(0), " latents for ", images_, " images")));
   }
@@ -235,6 +244,7 @@ at::Tensor CfgDenoiser::Evaluate(const at::Tensor& x, double sigma_or_t, bool pr
     last_preview_ = (x - first_rows * std::sqrt(1.0 - a)) / std::sqrt(a);
   }
 
+  if (blend && predict_x0) mixed = Blend(mixed);
   if (options_.hooks != nullptr) Check(options_.hooks->AfterCfg(sampling_step_, options_.total_sampling_steps, mixed));
   return mixed;
 }

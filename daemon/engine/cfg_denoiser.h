@@ -92,6 +92,10 @@ struct CfgDenoiserOptions {
   bool check_nans = true;
   // k-diffusion's quantize (WebUI option enable_quantization): sigma -> the nearest integer timestep.
   bool quantize = false;
+  // Inpainting (WebUI's p.mask / p.init_latent): where latent_keep is 1 the original latent is kept. k-diffusion
+  // samplers blend the CFG-mixed x0; timestep samplers blend x before the model (mask_before_denoising).
+  at::Tensor latent_keep;  // [1 or images, 1 or C, h, w]
+  at::Tensor init_latent;  // [images, C, h, w]
 };
 
 class CfgDenoiser {
@@ -125,6 +129,8 @@ class CfgDenoiser {
   // One evaluation: rows in WebUI's layout -> per-row model outputs combined; `predict_x0` selects the
   // CompVisDenoiser scaling (x0) or the raw eps of the timestep denoiser.
   at::Tensor Evaluate(const at::Tensor& x, double sigma_or_t, bool predict_x0);
+  // Inpainting: latent where the keep-mask is 0, the original where it is 1.
+  at::Tensor Blend(const at::Tensor& latent) const;
 
   EpsModel model_;
   const ModelSchedule* schedule_;

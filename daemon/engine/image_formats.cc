@@ -321,6 +321,12 @@ std::optional<ImageFileFormat> SniffImageFormat(absl::string_view b) {
 }
 
 absl::StatusOr<PixelImage> DecodeImageRgb(absl::string_view bytes, int64_t max_pixels) {
+  auto image = DecodeImage(bytes, max_pixels);
+  if (!image.ok()) return image.status();
+  return ToRgb(*std::move(image));
+}
+
+absl::StatusOr<PixelImage> DecodeImage(absl::string_view bytes, int64_t max_pixels) {
   const auto format = SniffImageFormat(bytes);
   if (!format) {
     return absl::InvalidArgumentError(
@@ -337,7 +343,8 @@ absl::StatusOr<PixelImage> DecodeImageRgb(absl::string_view bytes, int64_t max_p
     case ImageFileFormat::kWebp: image = DecodeWebp(bytes, max_pixels); break;
   }
   if (!image.ok()) return image.status();
-  return ToRgb(*std::move(image));
+  if (image->channels == 1) return ToRgb(*std::move(image));
+  return image;
 }
 
 absl::StatusOr<std::string> EncodeImage(const PixelImage& image, const ImageEncodeOptions& options) {

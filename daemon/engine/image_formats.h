@@ -26,6 +26,9 @@ std::optional<ImageFileFormat> SniffImageFormat(absl::string_view bytes);
 // Images above `max_pixels` are refused before any pixel memory is allocated.
 absl::StatusOr<PixelImage> DecodeImageRgb(absl::string_view bytes, int64_t max_pixels = kMaxDecodedPixels);
 
+// The same, keeping transparency: RGB (channels 3) or RGBA (channels 4, PNG/WebP with alpha).
+absl::StatusOr<PixelImage> DecodeImage(absl::string_view bytes, int64_t max_pixels = kMaxDecodedPixels);
+
 struct ImageEncodeOptions {
   ImageFileFormat format = ImageFileFormat::kPng;
   int quality = 95;      // JPEG / WebP, 1..100

@@ -68,6 +68,7 @@ std::string CreateInfotext(const InfotextFields& f) {
     add("Seed resize from", absl::StrCat(f.seed_resize_from_w, "x", f.seed_resize_from_h));
   }
   if (f.img2img) add("Denoising strength", PythonFloat(f.denoising_strength));
+  if (f.conditional_mask_weight >= 0) add("Conditional mask weight", PythonFloat(f.conditional_mask_weight));
   if (f.clip_skip > 1) add("Clip skip", std::to_string(f.clip_skip));
   if (f.eta_noise_seed_delta != 0 && f.sampler_uses_ensd && f.eta != 0) {
     add("ENSD", std::to_string(f.eta_noise_seed_delta));

@@ -28,6 +28,7 @@ struct InfotextFields {
   int seed_resize_from_w = 0, seed_resize_from_h = 0;  // > 0: "Seed resize from"
   bool img2img = false;            // "Denoising strength" (txt2img prints it only with hires fix)
   double denoising_strength = 0;
+  double conditional_mask_weight = -1;  // >= 0: "Conditional mask weight" (9-channel inpainting models)
   int clip_skip = 1;               // printed when > 1
   int64_t eta_noise_seed_delta = 0;
   bool sampler_uses_ensd = false;  // ENSD is printed only for samplers that draw step noise, with eta != 0

@@ -59,6 +59,8 @@ struct SamplingInputs {
   BrownianNoiseFactory brownian_noise;
   std::vector<uint64_t> seeds;  // per image
   at::Tensor init_latent;       // img2img: the encoded image [images, 4, h, w]; undefined for txt2img
+  // Inpainting: 1 where the original latent is kept [1 or images, 1 or 4, h, w]; blended every step and at the end.
+  at::Tensor latent_keep;
   std::function<bool()> interrupt;  // polled before every model evaluation (see CfgDenoiserOptions)
   CfgHooks* hooks = nullptr;
   ProgressCallback progress;

@@ -188,6 +188,10 @@ absl::StatusOr<SamplingResult> Sample(const SamplingSettings& settings_in, const
     options.interrupt = inputs.interrupt;
     options.hooks = inputs.hooks;
     options.quantize = settings.quantize;
+    if (img2img && inputs.latent_keep.defined()) {
+      options.latent_keep = inputs.latent_keep;
+      options.init_latent = inputs.init_latent;
+    }
     CfgDenoiser denoiser(inputs.model, &schedule, std::move(inputs.conditioning), options);
     int reported = 0;
     denoiser.set_progress([&](const SamplingProgress& p) {
@@ -296,6 +300,11 @@ absl::StatusOr<SamplingResult> Sample(const SamplingSettings& settings_in, const
       } else {
         out = img2img ? inputs.init_latent : x;
       }
+    }
+    // Inpainting: the original outside the mask, exactly (WebUI blends the samples once more after sampling).
+    if (img2img && inputs.latent_keep.defined()) {
+      const at::Tensor keep = inputs.latent_keep.to(out.device(), out.scalar_type());
+      out = out * (1 - keep) + inputs.init_latent.to(out.device(), out.scalar_type()) * keep;
     }
     result.latent = out;
     result.model_calls = denoiser.model_calls();

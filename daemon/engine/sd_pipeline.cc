@@ -77,7 +77,11 @@ absl::Status ValidateParams(const GenerationParams& p) {
     if (image.dim() != 3 || image.size(2) != 3 || image.scalar_type() != at::kByte) {
       return absl::InvalidArgumentError("the init image must be 8-bit RGB [height, width, 3]");
     }
-    if (p.latent_upscale) {
+    if (p.mask.defined()) {
+      if (p.mask.dim() != 2 || p.mask.scalar_type() != at::kByte || image.size(0) < 8 || image.size(1) < 8) {
+        return absl::InvalidArgumentError("inpainting needs an 8-bit mask [height, width] and an image of 8x8 or more");
+      }
+    } else if (p.latent_upscale) {
       if (absl::Status st = CheckImageSize(image.size(1), image.size(0)); !st.ok()) return st;
     } else if (image.size(0) != p.height || image.size(1) != p.width) {
       return absl::InvalidArgumentError(absl::StrCat("the init image is ", image.size(1), "x", image.size(0),
@@ -210,6 +214,20 @@ InfotextFields GenerationInfotext(const Sd1Weights& w, const GenerationParams& p
     if (hr.second_pass_steps != 0) f.extra.emplace_back("Hires steps", std::to_string(hr.second_pass_steps));
     if (!hr.upscaler.empty()) f.extra.emplace_back("Hires upscaler", hr.upscaler);
   }
+  // Inpainting's keys, in the order img2img's init() records them (API requests).
+  if (params.mask.defined() && f.img2img) {
+    const InpaintSettings& in = params.inpaint;
+    if (in.invert) f.extra.emplace_back("Mask mode", "Inpaint not masked");
+    if ((in.blur_x > 0 || in.blur_y > 0) && in.blur_x == in.blur_y) {
+      f.extra.emplace_back("Mask blur", std::to_string(in.blur_x));
+    }
+    if (in.full_res) {
+      f.extra.emplace_back("Inpaint area", "Only masked");
+      f.extra.emplace_back("Masked area padding", std::to_string(in.padding));
+    }
+    if (in.fill != InpaintFill::kOriginal) f.extra.emplace_back("Masked content", InpaintFillName(in.fill));
+  }
+  if (w.config.unet.in_channels == 9) f.conditional_mask_weight = params.inpaint.mask_weight;
   // img2img's init() records the noise multiplier before the sampler records eta (extra_generation_params order).
   if (f.img2img && params.initial_noise_multiplier != 1.0) {
     f.extra.emplace_back("Noise multiplier", PythonFloat(params.initial_noise_multiplier));
@@ -286,18 +304,32 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
 
   GenerationResult result;
   const bool img2img = params.init_image.defined();
+  // Inpainting: the mask, crop, fill and keep-mask WebUI's init() derives; the image to encode is the plan's.
+  std::optional<InpaintPlan> inpaint;
+  at::Tensor latent_keep;
+  at::Tensor to_encode = params.init_image;
+  if (img2img && params.mask.defined()) {
+    StageClock clock(control, "mask");
+    auto plan = PrepareInpainting(params.init_image, params.mask, params.inpaint, params.resize_mode, params.width,
+                                  params.height);
+    if (!plan.ok()) return plan.status();
+    inpaint = *std::move(plan);
+    to_encode = inpaint->image;
+    if (!inpaint->blank_mask) latent_keep = inpaint->latent_keep.to(device);
+  }
+  const bool nine_channels = pipeline.unet().config().in_channels == 9;
   if (img2img) {
     StageClock clock(control, "encode");
     at::Tensor eps = params.posterior_noise;
     if (!eps.defined()) {
       auto gen = CreateNoiseGenerator(NoiseSource::kCpu, static_cast<uint64_t>(seeds.seeds[0]), at::kCPU);
       if (!gen.ok()) return gen.status();
-      eps = (*gen)->Randn({1, 4, params.init_image.size(0) / 8, params.init_image.size(1) / 8});
+      eps = (*gen)->Randn({1, 4, to_encode.size(0) / 8, to_encode.size(1) / 8});
     }
-    auto init = EncodeInitImage(pipeline, params.init_image, eps);
+    auto init = EncodeInitImage(pipeline, to_encode, eps);
     if (!init.ok()) return init.status();
     result.init_latent = *init;
-    if (params.latent_upscale) {
+    if (params.latent_upscale && !inpaint) {
       try {
         result.init_latent = at::upsample_bilinear2d(result.init_latent, {params.height / 8, params.width / 8},
                                                      /*align_corners=*/false);
@@ -305,6 +337,42 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
         return StatusFromException(e, "resizing the init latent");
       }
     }
+    if (latent_keep.defined()) {
+      try {
+        const InpaintFill fill = params.inpaint.fill;
+        if (fill == InpaintFill::kLatentNoise) {
+          // Unit noise of the first batch's seeds (WebUI's create_random_tensors) where the mask repaints.
+          NoiseOptions fill_noise;
+          fill_noise.shape = {4, params.height / 8, params.width / 8};
+          fill_noise.seeds.assign(seeds.seeds.begin(), seeds.seeds.begin() + params.batch_size);
+          fill_noise.source = params.noise_source;
+          fill_noise.device = device;
+          auto rng = ImageRng::Create(fill_noise);
+          if (!rng.ok()) return rng.status();
+          auto n = rng->First();
+          if (!n.ok()) return n.status();
+          result.init_latent = result.init_latent * latent_keep + *n * (1 - latent_keep);
+        } else if (fill == InpaintFill::kLatentNothing) {
+          result.init_latent = result.init_latent * latent_keep;
+        }
+      } catch (const std::exception& e) {
+        return StatusFromException(e, "filling the masked latent");
+      }
+    }
+  }
+  // 9-channel (inpainting) checkpoints take [mask, masked image latent] with every UNet call.
+  at::Tensor image_cond;
+  if (nine_channels) {
+    StageClock clock(control, "encode");
+    auto gen = CreateNoiseGenerator(NoiseSource::kCpu, static_cast<uint64_t>(seeds.seeds[0]) + 1, at::kCPU);
+    if (!gen.ok()) return gen.status();
+    const bool masked = inpaint && !inpaint->blank_mask;
+    auto cond = InpaintingConditioning(pipeline, img2img ? to_encode : at::Tensor(),
+                                       masked ? inpaint->image_mask : at::Tensor(), params.inpaint.round,
+                                       params.inpaint.mask_weight, params.width, params.height,
+                                       (*gen)->Randn({1, 4, params.height / 8, params.width / 8}));
+    if (!cond.ok()) return cond.status();
+    image_cond = *cond;
   }
   for (int batch = 0; batch < params.n_iter; ++batch) {
     if (control.interrupt && control.interrupt()) {
@@ -330,11 +398,21 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
     if (!x.ok()) return x.status();
 
     bool skipped = false;  // latched: a skip request is consumed once
+    at::Tensor hires_init;  // the hires pass's start (no inpainting blend there)
     // One sampling pass over this batch's images.
     auto sample_pass = [&](const SamplingSettings& settings, const CfgConditioning& cond, ImageRng& pass_rng,
                            const at::Tensor& start_noise, const at::Tensor& init) -> absl::StatusOr<SamplingResult> {
       SamplingInputs in;
       in.conditioning = cond;
+      if (image_cond.defined()) {
+        in.conditioning.image_cond =
+            image_cond.size(2) == start_noise.size(2) && image_cond.size(3) == start_noise.size(3)
+                ? image_cond.expand({params.batch_size, -1, -1, -1}).contiguous()
+                : at::upsample_nearest2d(image_cond, {start_noise.size(2), start_noise.size(3)})
+                      .expand({params.batch_size, -1, -1, -1})
+                      .contiguous();
+      }
+      if (init.defined() && &init != &hires_init) in.latent_keep = latent_keep;
       const UNet& unet = pipeline.unet();
       UNetCallHooks* unet_hooks = control.unet_hooks;
       in.model = [&unet, unet_hooks](const at::Tensor& xs, const at::Tensor& t,
@@ -382,7 +460,8 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
       if (!hr_rng.ok()) return hr_rng.status();
       auto hr_x = hr_rng->First();
       if (!hr_x.ok()) return hr_x.status();
-      auto second = sample_pass(hr_settings, hr_conditioning, *hr_rng, *hr_x, *upscaled);
+      hires_init = *upscaled;
+      auto second = sample_pass(hr_settings, hr_conditioning, *hr_rng, *hr_x, hires_init);
       if (!second.ok()) return second.status();
       sampled = *std::move(second);
     }
@@ -394,9 +473,10 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
     decode_clock.reset();
     for (int i = 0; i < params.batch_size; ++i) {
       const int index = batch * params.batch_size + i;
-      result.images.push_back(
-          {rgb[i], sampled->latent[i], seeds.seeds[index], seeds.subseeds[index], index, sampled->interrupted,
-           sampled->eta});
+      // Inpainting: the original laid back over everything outside the mask (pasted into its frame for full res).
+      const at::Tensor image = inpaint ? ApplyOverlay(rgb[i], *inpaint) : rgb[i];
+      result.images.push_back({image, sampled->latent[i], seeds.seeds[index], seeds.subseeds[index], index,
+                               sampled->interrupted, sampled->eta, inpaint ? rgb[i] : at::Tensor()});
       if (control.image_ready) {
         if (absl::Status st = control.image_ready(result.images.back()); !st.ok()) return st;
       }

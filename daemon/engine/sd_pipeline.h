@@ -20,6 +20,7 @@
 #include "engine/clip_tokenizer.h"
 #include "engine/embeddings.h"
 #include "engine/hires_fix.h"
+#include "engine/inpainting.h"
 #include "engine/infotext.h"
 #include "engine/model_schedule.h"
 #include "engine/noise.h"
@@ -63,6 +64,8 @@ struct GeneratedImage {
   int index = 0;  // in the job (batch * batch_size + position)
   bool interrupted = false;  // the last x0 of an interrupted or skipped batch
   double eta = 0;            // the eta its sampler used (infotext)
+  // Inpainting: the image before the composite with the original (what the model made at the job's size).
+  at::Tensor uncomposited;
 };
 
 // A txt2img or img2img request with WebUI's parameter meanings.
@@ -84,6 +87,11 @@ struct GenerationParams {
   // WebUI's resize mode 3, "Just resize (latent upscale)": init_image has its own size (multiples of 8) and its
   // latent is resized to the job's (bilinear).
   bool latent_upscale = false;
+  // Inpainting when defined: the mask, uint8 [h, w] (255 = repaint; any size, resized like the image). The init
+  // image then comes at its own size and is resized here (resize_mode, or the "Only masked" crop).
+  at::Tensor mask;
+  InpaintSettings inpaint;
+  ResizeMode resize_mode = ResizeMode::kJustResize;
   // txt2img's hires fix: a second, upscaled img2img pass (sampling.denoising_strength applies to it).
   HiresFix hires;
   // img2img: the initial noise is multiplied by this (WebUI initial_noise_multiplier, infotext "Noise multiplier").

@@ -170,6 +170,10 @@ absl::Status GenerationRunner::Check(const v1::GenerateRequest& request) const {
   if (request.mode() == v1::MODE_IMG2IMG) {
     auto image = engine::DecodeImageRgb(request.init_images(0));
     if (!image.ok()) return absl::InvalidArgumentError(absl::StrCat("init_images[0]: ", image.status().message()));
+    if (!request.mask().empty()) {
+      auto mask = engine::DecodeImage(request.mask());
+      if (!mask.ok()) return absl::InvalidArgumentError(absl::StrCat("mask: ", mask.status().message()));
+    }
   }
   if (settings->preview.method == engine::PreviewMethod::kTaesd) {
     const engine::ModelFolders* folders = models_.folders();
@@ -267,6 +271,11 @@ absl::Status GenerationRunner::Run(JobContext& context) {
     auto image = DecodeInitImage(request.init_images(0), settings);
     if (!image.ok()) return image.status();
     params.init_image = *std::move(image);
+    if (settings.inpaint) {
+      auto mask = DecodeMask(request.mask(), settings);
+      if (!mask.ok()) return mask.status();
+      params.mask = *std::move(mask);
+    }
   }
 
   // Seeds are fixed here so that the started event can name them.

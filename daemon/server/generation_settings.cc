@@ -124,7 +124,6 @@ engine::ImageFileFormat FileFormatOf(v1::ImageFormat format, engine::ImageFileFo
 
 absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r) {
   // WebUI features that belong to later work: refuse clearly instead of ignoring them.
-  if (!r.mask().empty()) return NotBuilt("inpainting (img2img with a mask)");
   if (!r.hr_checkpoint_name().empty() && r.hr_checkpoint_name() != "Use same checkpoint") {
     return NotBuilt("a separate hires-fix checkpoint (hr_checkpoint_name)");
   }
@@ -279,6 +278,36 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
 
   // img2img.
   out.resize_mode = static_cast<engine::ResizeMode>(r.resize_mode());
+  p.resize_mode = out.resize_mode;
+  if (!r.mask().empty()) {
+    if (r.mode() != v1::MODE_IMG2IMG) return Invalid("a mask needs img2img (init_images)");
+    out.inpaint = true;
+    engine::InpaintSettings& in = p.inpaint;
+    in.blur_x = r.has_mask_blur() ? r.mask_blur() : r.has_mask_blur_x() ? r.mask_blur_x() : 4;
+    in.blur_y = r.has_mask_blur() ? r.mask_blur() : r.has_mask_blur_y() ? r.mask_blur_y() : 4;
+    if (in.blur_x < 0 || in.blur_y < 0 || in.blur_x > 256 || in.blur_y > 256) {
+      return Invalid(absl::StrCat("mask_blur ", in.blur_x, "x", in.blur_y, " is outside 0 to 256"));
+    }
+    in.round = r.has_mask_round() ? r.mask_round() : true;
+    const int fill = r.has_inpainting_fill() ? r.inpainting_fill() : 0;
+    if (fill < 0 || fill > 3) {
+      return Invalid(absl::StrCat("inpainting_fill ", fill,
+                                  " is not one of 0 fill, 1 original, 2 latent noise, 3 latent nothing"));
+    }
+    in.fill = static_cast<engine::InpaintFill>(fill);
+    in.full_res = r.has_inpaint_full_res() ? r.inpaint_full_res() : true;
+    in.padding = r.has_inpaint_full_res_padding() ? r.inpaint_full_res_padding() : 0;
+    if (in.padding < 0 || in.padding > kMaxImageSide) {
+      return Invalid(absl::StrCat("inpaint_full_res_padding ", in.padding, " is outside 0 to ", kMaxImageSide));
+    }
+    const int invert = r.has_inpainting_mask_invert() ? r.inpainting_mask_invert() : 0;
+    if (invert != 0 && invert != 1) {
+      return Invalid(absl::StrCat("inpainting_mask_invert ", invert, " is not 0 (inpaint masked) or 1 (not masked)"));
+    }
+    in.invert = invert == 1;
+    ASSIGN_OR_RETURN_OPT(mask_weight, o.Number("inpainting_mask_weight", 0, 1));
+    in.mask_weight = mask_weight->value_or(1.0);
+  }
   p.latent_upscale = out.resize_mode == engine::ResizeMode::kLatentUpscale;
   if (r.has_initial_noise_multiplier()) {
     if (!std::isfinite(r.initial_noise_multiplier()) || r.initial_noise_multiplier() < 0 ||
@@ -341,12 +370,26 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   return out;
 }
 
+absl::StatusOr<at::Tensor> DecodeMask(const std::string& bytes, const JobSettings& settings) {
+  auto image = engine::DecodeImage(bytes);
+  if (!image.ok()) return Invalid(absl::StrCat("mask: ", image.status().message()));
+  try {
+    const at::Tensor pixels =
+        at::from_blob(image->pixels.data(), {image->height, image->width, image->channels}, at::kByte).clone();
+    return engine::MaskFromImage(pixels, settings.params.inpaint.round);
+  } catch (const std::exception& e) {
+    return engine::StatusFromException(e, "reading the mask");
+  }
+}
+
 absl::StatusOr<at::Tensor> DecodeInitImage(const std::string& bytes, const JobSettings& settings) {
   auto image = engine::DecodeImageRgb(bytes);
   if (!image.ok()) return Invalid(absl::StrCat("init_images[0]: ", image.status().message()));
   try {
     const at::Tensor pixels =
         at::from_blob(image->pixels.data(), {image->height, image->width, 3}, at::kByte).clone();
+    // Inpainting resizes (or crops) together with the mask, in the engine.
+    if (settings.inpaint) return pixels;
     return engine::ResizeInitImage(pixels, settings.resize_mode, settings.params.width, settings.params.height);
   } catch (const std::exception& e) {
     return engine::StatusFromException(e, "reading the init image");

@@ -34,6 +34,7 @@ struct JobSettings {
   // Everything but the init image (decoded on the executor: see DecodeInitImage).
   engine::GenerationParams params;
   engine::ResizeMode resize_mode = engine::ResizeMode::kJustResize;
+  bool inpaint = false;  // a mask was given
   // override_settings sd_model_checkpoint / sd_vae: empty / nullopt = keep what is loaded.
   std::string checkpoint;
   std::optional<std::string> vae;
@@ -51,6 +52,10 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& re
 // Decodes the request's first init image and resizes it for the job (WebUI's resize modes). INVALID_ARGUMENT for
 // bytes that are not a readable PNG/JPEG/WebP.
 absl::StatusOr<at::Tensor> DecodeInitImage(const std::string& bytes, const JobSettings& settings);
+
+// Decodes the request's mask as WebUI reads it (alpha when transparent, else luma). INVALID_ARGUMENT for bytes that
+// are not a readable image.
+absl::StatusOr<at::Tensor> DecodeMask(const std::string& bytes, const JobSettings& settings);
 
 // The v1 ImageFormat as a file format (unspecified -> `fallback`).
 engine::ImageFileFormat FileFormatOf(v1::ImageFormat format, engine::ImageFileFormat fallback);

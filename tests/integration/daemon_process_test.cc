@@ -289,6 +289,27 @@ TEST(DaemonProcessTest, EmbeddedModelAndWebUiPayloads) {
   EXPECT_THAT(out, HasSubstr("a dog\nSteps: 3, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7.0, Seed: 8"));
   EXPECT_THAT(out, HasSubstr("Denoising strength: 0.6, Clip skip: 2"));
 
+  // Inpainting and hires fix from the command line.
+  engine::PixelImage mask;
+  mask.width = mask.height = 64;
+  mask.pixels.assign(64 * 64 * 3, 0);
+  for (int y = 16; y < 48; ++y) std::fill_n(mask.pixels.begin() + (y * 64 + 16) * 3, 32 * 3, 255);
+  std::ofstream(daemon.dir().path() / "mask.png", std::ios::binary) << *engine::EncodePng(mask);
+  out = daemon.Client("img2img -p 'a dog' --steps 3 -W 64 -H 64 --init-image " + first + " --mask " +
+                          (daemon.dir().path() / "mask.png").string() + " --inpainting-fill 2 -o " + out_dir.string(),
+                      &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("Mask blur: 4, Inpaint area: Only masked, Masked area padding: 0, Masked content: "
+                             "latent noise"));
+  out = daemon.Client("txt2img -p 'a cat' --steps 2 -W 64 -H 64 --hires --hr-scale 1.5 --hr-steps 2 "
+                      "--denoising-strength 0.6 -o " + out_dir.string(), &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("Size: 64x64, Model hash: "));
+  EXPECT_THAT(out, HasSubstr("Denoising strength: 0.6, Hires upscale: 1.5, Hires steps: 2"));
+  auto hires = engine::DecodeImageRgb(ReadAll(SavedPath(out, out_dir.string())));
+  ASSERT_TRUE(hires.ok());
+  EXPECT_EQ(hires->width, 96);
+
   out = daemon.Client("txt2img -p x --sampler 'Euler z'", &code);
   EXPECT_EQ(code, 5) << out;
   EXPECT_THAT(out, HasSubstr("INVALID_ARGUMENT"));

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <thread>
 
@@ -22,6 +23,8 @@
 #include "engine/image_formats.h"
 #include "engine/model_folders.h"
 #include "engine/model_manager.h"
+#include "engine/safetensors_writer.h"
+#include "engine/sd_pipeline.h"
 #include "event_stream.h"
 #include "fixture_case.h"
 #include "server/daemon_server.h"
@@ -546,6 +549,137 @@ TEST_F(GenerationTest, HiresFixUpscalesAndSaysSoInTheInfotext) {
   ASSERT_EQ(rerun.size(), 1u);
   EXPECT_EQ(rerun[0].infotext(), original[0].infotext());
   EXPECT_TRUE(at::equal(Pixels(rerun[0].image().data()), Pixels(original[0].image().data())));
+}
+
+// A test picture and a mask: a white square (the part to repaint) on black.
+std::string PatternPng(int width, int height) {
+  engine::PixelImage image;
+  image.width = width;
+  image.height = height;
+  image.pixels.resize(static_cast<size_t>(width) * height * 3);
+  for (size_t i = 0; i < image.pixels.size(); ++i) image.pixels[i] = static_cast<uint8_t>((i * 37) % 256);
+  return *engine::EncodePng(image);
+}
+std::string SquareMaskPng(int width, int height, int x0, int y0, int side) {
+  engine::PixelImage mask;
+  mask.width = width;
+  mask.height = height;
+  mask.pixels.assign(static_cast<size_t>(width) * height * 3, 0);
+  for (int y = y0; y < y0 + side; ++y) {
+    for (int x = x0; x < x0 + side; ++x) {
+      for (int c = 0; c < 3; ++c) mask.pixels[(static_cast<size_t>(y) * width + x) * 3 + c] = 255;
+    }
+  }
+  return *engine::EncodePng(mask);
+}
+
+// Inpainting with each masked-content mode, whole picture and "Only masked": outside the mask's reach the result
+// is the original exactly (the composite), inside it changes; "Only masked" returns the original's frame.
+TEST_F(GenerationTest, InpaintingKeepsTheOriginalOutsideTheMask) {
+  const std::string picture = PatternPng(96, 64);
+  const at::Tensor original = Pixels(picture);
+  const std::string mask = SquareMaskPng(96, 64, 36, 20, 24);  // repaint x 36..59, y 20..43
+  for (const bool full_res : {false, true}) {
+    for (int fill = 0; fill <= 3; ++fill) {
+      v1::GenerateRequest r = SmallRequest(13, 4);
+      r.add_init_images(picture);
+      r.set_mask(mask);
+      r.set_inpainting_fill(fill);
+      r.set_inpaint_full_res(full_res);
+      r.set_inpaint_full_res_padding(8);
+      r.set_width(full_res ? 64 : 96);
+      r.set_height(64);
+      r.set_denoising_strength(0.9f);
+      grpc::Status status;
+      const auto results = Results(Run(r, &status));
+      ASSERT_TRUE(status.ok()) << fill << ": " << status.error_message();
+      ASSERT_EQ(results.size(), 1u);
+      const at::Tensor got = Pixels(results[0].image().data());
+      ASSERT_EQ(got.sizes(), original.sizes()) << "fill " << fill << " full_res " << full_res;
+      // The blur (4 px, a 21-tap kernel) reaches 10 px beyond the square.
+      const at::Tensor outside_left = got.slice(1, 0, 24), want_left = original.slice(1, 0, 24);
+      EXPECT_TRUE(at::equal(outside_left, want_left)) << "fill " << fill << " full_res " << full_res;
+      EXPECT_TRUE(at::equal(got.slice(0, 0, 8), original.slice(0, 0, 8))) << "fill " << fill;
+      const double inside =
+          (got.slice(0, 26, 38).slice(1, 42, 54).to(at::kFloat) - original.slice(0, 26, 38).slice(1, 42, 54).to(at::kFloat))
+              .abs()
+              .mean()
+              .item<double>();
+      EXPECT_GT(inside, 5.0) << "fill " << fill << " full_res " << full_res;
+      const std::string& info = results[0].infotext();
+      EXPECT_THAT(info, HasSubstr("Mask blur: 4"));
+      EXPECT_THAT(info, HasSubstr(full_res ? "Inpaint area: Only masked, Masked area padding: 8" : "Model: tiny"));
+      if (fill != 1) {
+        const char* const names[] = {"fill", "original", "latent noise", "latent nothing"};
+        EXPECT_THAT(info, HasSubstr(std::string("Masked content: ") + names[fill]));
+      }
+    }
+  }
+  // Inverted: the square is kept, the rest repainted.
+  v1::GenerateRequest r = SmallRequest(13, 4);
+  r.add_init_images(picture);
+  r.set_mask(mask);
+  r.set_inpainting_mask_invert(1);
+  r.set_inpaint_full_res(false);
+  r.set_width(96);
+  r.set_height(64);
+  grpc::Status status;
+  const auto results = Results(Run(r, &status));
+  ASSERT_EQ(results.size(), 1u) << status.error_message();
+  const at::Tensor got = Pixels(results[0].image().data());
+  EXPECT_TRUE(at::equal(got.slice(0, 31, 33).slice(1, 47, 49), original.slice(0, 31, 33).slice(1, 47, 49)));
+  EXPECT_THAT(results[0].infotext(), HasSubstr("Mask mode: Inpaint not masked"));
+}
+
+// 9-channel (inpainting) checkpoints: the conditioning is [rounded mask, latent of the image greyed where masked];
+// tiny-sd widened to 9 input channels with zero weights computes exactly what tiny-sd computes, so its images
+// match, and its infotext names the conditional mask weight.
+TEST_F(GenerationTest, NineChannelCheckpointsGetTheirConditioning) {
+  auto pipeline = engine::Sd1Pipeline::Create(models_->current(), *tokenizer_, nullptr);
+  ASSERT_TRUE(pipeline.ok()) << pipeline.status();
+  const at::Tensor image = Pixels(PatternPng(64, 64));
+  const at::Tensor mask = Pixels(SquareMaskPng(64, 64, 16, 24, 20)).select(2, 0).contiguous();
+  const at::Tensor eps = at::randn({1, 4, 8, 8}, at::TensorOptions().dtype(at::kFloat));
+  auto cond = engine::InpaintingConditioning(**pipeline, image, mask, true, 1.0, 64, 64, eps);
+  ASSERT_TRUE(cond.ok()) << cond.status();
+  ASSERT_EQ(cond->sizes(), (std::vector<int64_t>{1, 5, 8, 8}));
+  const at::Tensor want_mask = mask.to(at::kFloat).div(255).round().slice(0, 0, 64, 8).slice(1, 0, 64, 8);
+  EXPECT_TRUE(at::equal((*cond)[0][0], want_mask));
+  const at::Tensor greyed = at::where(mask.unsqueeze(2) >= 128, at::full({1}, 127.5), image.to(at::kFloat));
+  auto want_latent = engine::EncodeInitImage(**pipeline, greyed, eps);
+  ASSERT_TRUE(want_latent.ok());
+  EXPECT_TRUE(at::allclose(cond->slice(1, 1, 5), *want_latent, 1e-4, 1e-4));
+
+  // The widened checkpoint as a user installs it.
+  const fs::path sd = root_.path() / "models/Stable-diffusion";
+  auto weights = testing::ReadWeights(case_, "");
+  at::Tensor& conv = weights.at("model.diffusion_model.input_blocks.0.0.weight");
+  conv = at::cat({conv, at::zeros({conv.size(0), 5, conv.size(2), conv.size(3)})}, 1);
+  std::vector<std::pair<std::string, at::Tensor>> tensors(weights.begin(), weights.end());
+  ASSERT_TRUE(engine::WriteSafetensors(sd / "tiny-inpainting.safetensors", tensors, {}).ok());
+  std::ifstream yaml_in(sd / "tiny.yaml");
+  std::string yaml((std::istreambuf_iterator<char>(yaml_in)), std::istreambuf_iterator<char>());
+  const size_t at = yaml.find("in_channels: 4");
+  ASSERT_NE(at, std::string::npos);
+  yaml.replace(at, 14, "in_channels: 9");
+  std::ofstream(sd / "tiny-inpainting.yaml") << yaml;
+
+  grpc::Status status;
+  const auto plain = Results(Run(SmallRequest(21), &status));
+  ASSERT_EQ(plain.size(), 1u);
+  v1::GenerateRequest r = SmallRequest(21);
+  SetOption(r, "sd_model_checkpoint", "tiny-inpainting");
+  const auto widened = Results(Run(r, &status));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(widened.size(), 1u);
+  EXPECT_TRUE(at::equal(Pixels(widened[0].image().data()), Pixels(plain[0].image().data())));
+  EXPECT_THAT(widened[0].infotext(), HasSubstr("Conditional mask weight: 1.0"));
+  v1::GenerateRequest inpaint = SmallRequest(21);
+  inpaint.add_init_images(PatternPng(64, 64));
+  inpaint.set_mask(SquareMaskPng(64, 64, 16, 24, 20));
+  const auto inpainted = Results(Run(inpaint, &status));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(inpainted.size(), 1u);
 }
 
 // Unloading frees the model: nothing the runner built from it keeps the weights alive.
