@@ -76,8 +76,10 @@ absl::StatusOr<HiresTarget> HiresTargetSize(int width, int height, const HiresFi
     t.truncate_x = (t.width - hr.resize_x) / 8;
     t.truncate_y = (t.height - hr.resize_y) / 8;
   }
-  if (t.width < 64 || t.height < 64 || t.width > max_side || t.height > max_side) {
-    return absl::InvalidArgumentError(absl::StrCat("hires fix would make ", t.width, "x", t.height,
+  // The images it makes: the latent (target / 8) less the cropped overflow, times 8.
+  const int out_w = (t.width / 8 - t.truncate_x) * 8, out_h = (t.height / 8 - t.truncate_y) * 8;
+  if (out_w < 64 || out_h < 64 || t.width > max_side || t.height > max_side) {
+    return absl::InvalidArgumentError(absl::StrCat("hires fix would make ", out_w, "x", out_h,
                                                    " images; each side must be 64 to ", max_side));
   }
   return t;

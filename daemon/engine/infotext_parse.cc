@@ -1,5 +1,10 @@
 #include "engine/infotext_parse.h"
 
+#include <unicode/uchar.h>
+#include <unicode/utf8.h>
+
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
@@ -12,52 +17,87 @@
 namespace atelier::engine {
 namespace {
 
-// Python's \w for str patterns: letters, digits, underscore, and any non-ASCII character (UTF-8 bytes).
-bool IsWord(char c) {
-  const auto u = static_cast<unsigned char>(c);
-  return u >= 0x80 || absl::ascii_isalnum(u) || c == '_';
+// The line as code points with their byte offsets (offsets.back() == the byte length), so the scan classifies
+// characters as Python's str regex does.
+struct Line {
+  std::vector<UChar32> cp;
+  std::vector<size_t> offset;
+};
+Line Decode(absl::string_view s) {
+  Line line;
+  int32_t i = 0;
+  const int32_t n = static_cast<int32_t>(s.size());
+  while (i < n) {
+    line.offset.push_back(static_cast<size_t>(i));
+    UChar32 c;
+    U8_NEXT(reinterpret_cast<const uint8_t*>(s.data()), i, n, c);
+    line.cp.push_back(c < 0 ? 0xFFFD : c);
+  }
+  line.offset.push_back(s.size());
+  return line;
 }
-bool IsKeyChar(char c) { return IsWord(c) || c == ' ' || c == '-' || c == '/'; }
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
-// One attempt of re_param = \s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$) at `pos`; the match end, or npos.
-size_t MatchParam(absl::string_view s, size_t pos, std::string* key, std::string* value) {
+// Python's \w (str.isalnum() or '_') and \s (str.isspace()).
+bool IsWord(UChar32 c) {
+  if (c < 0x80) return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_';
+  return u_isalpha(c) || u_getNumericValue(c) != U_NO_NUMERIC_VALUE;
+}
+bool IsKeyChar(UChar32 c) { return IsWord(c) || c == ' ' || c == '-' || c == '/'; }
+bool IsSpace(UChar32 c) {
+  if (c < 0x80) return c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f);
+  return u_isUWhiteSpace(c) || c == 0x85;
+}
+
+// One attempt of re_param = \s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$) at code point `pos`: the
+// match end, or npos with *resume set to where the next attempt can start (every start before it fails alike,
+// which keeps the scan linear).
+size_t MatchParam(const Line& line, absl::string_view s, size_t pos, std::string* key, std::string* value,
+                  size_t* resume) {
+  const auto& c = line.cp;
+  const size_t n = c.size();
   size_t i = pos;
-  while (i < s.size() && IsSpace(s[i])) ++i;
-  if (i >= s.size() || !IsWord(s[i])) return absl::string_view::npos;
+  while (i < n && IsSpace(c[i])) ++i;
+  if (i >= n || !IsWord(c[i])) {
+    *resume = std::max(pos + 1, i);
+    return absl::string_view::npos;
+  }
   const size_t key_start = i++;
-  while (i < s.size() && IsKeyChar(s[i])) ++i;
-  // The key run cannot contain ':', so backtracking into it never finds one: the run must be followed by ':'.
-  if (i - key_start < 2 || i >= s.size() || s[i] != ':') return absl::string_view::npos;
-  *key = std::string(s.substr(key_start, i - key_start));
+  while (i < n && IsKeyChar(c[i])) ++i;
+  // The key run cannot contain ':', so backtracking into it never finds one: the run must be followed by ':'. A
+  // later start inside the run ends at the same place and fails the same way.
+  if (i - key_start < 2 || i >= n || c[i] != ':') {
+    *resume = std::max(pos + 1, i);
+    return absl::string_view::npos;
+  }
+  *key = std::string(s.substr(line.offset[key_start], line.offset[i] - line.offset[key_start]));
   ++i;
-  while (i < s.size() && IsSpace(s[i])) ++i;
+  while (i < n && IsSpace(c[i])) ++i;
   // Quoted alternative first: "(?:\\.|[^\\"])+" followed by ',' or the end.
-  if (i < s.size() && s[i] == '"') {
+  if (i < n && c[i] == '"') {
     size_t j = i + 1;
     bool ok = false;
-    while (j < s.size()) {
-      if (s[j] == '\\' && j + 1 < s.size()) {
+    while (j < n) {
+      if (c[j] == '\\' && j + 1 < n) {
         j += 2;
-      } else if (s[j] == '"') {
+      } else if (c[j] == '"') {
         ok = j > i + 1;
         break;
-      } else if (s[j] == '\\') {
+      } else if (c[j] == '\\') {
         break;
       } else {
         ++j;
       }
     }
-    if (ok && (j + 1 == s.size() || s[j + 1] == ',')) {
-      *value = std::string(s.substr(i, j + 1 - i));
-      return j + 1 == s.size() ? j + 1 : j + 2;
+    if (ok && (j + 1 == n || c[j + 1] == ',')) {
+      *value = std::string(s.substr(line.offset[i], line.offset[j + 1] - line.offset[i]));
+      return j + 1 == n ? j + 1 : j + 2;
     }
   }
   // [^,]* then ',' or the end.
-  const size_t comma = s.find(',', i);
-  const size_t end = comma == absl::string_view::npos ? s.size() : comma;
-  *value = std::string(s.substr(i, end - i));
-  return comma == absl::string_view::npos ? end : comma + 1;
+  size_t end = i;
+  while (end < n && c[end] != ',') ++end;
+  *value = std::string(s.substr(line.offset[i], line.offset[end] - line.offset[i]));
+  return end == n ? end : end + 1;
 }
 
 // WebUI's unquote: a JSON string literal becomes its value; anything else stays.
@@ -81,17 +121,20 @@ bool SplitSize(const std::string& v, std::string* a, std::string* b) {
 
 }  // namespace
 
-std::vector<std::pair<std::string, std::string>> InfotextPairs(absl::string_view line) {
+std::vector<std::pair<std::string, std::string>> InfotextPairs(absl::string_view text) {
   std::vector<std::pair<std::string, std::string>> out;
+  const Line line = Decode(text);
   size_t pos = 0;
-  while (pos < line.size()) {
+  while (pos < line.cp.size()) {
     std::string key, value;
-    const size_t end = MatchParam(line, pos, &key, &value);
+    size_t resume = pos + 1;
+    const size_t end = MatchParam(line, text, pos, &key, &value, &resume);
     if (end == absl::string_view::npos) {
-      ++pos;  // findall moves on one character and tries again
+      pos = resume;  // findall tries the next start
       continue;
     }
-    out.emplace_back(std::move(key), Unquote(value));
+    // WebUI reads v[0] of each value: an empty one raises and the pair is skipped.
+    if (!value.empty()) out.emplace_back(std::move(key), Unquote(value));
     pos = end;  // a match always consumes a key of two or more characters
   }
   return out;

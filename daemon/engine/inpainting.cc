@@ -218,6 +218,9 @@ absl::StatusOr<at::Tensor> InpaintingConditioning(const Sd1Pipeline& pipeline, c
       src = image_uint8;
       m = image_mask.to(at::kFloat).div(255.0).view({1, 1, height, width});
       if (round) m = m.round();
+    } else if (image_uint8.defined()) {  // img2img without a mask: the whole image, weighed (an all-ones mask)
+      src = image_uint8;
+      m = at::ones({1, 1, image_uint8.size(0), image_uint8.size(1)});
     } else {
       src = at::full({height, width, 3}, 127.5, at::kFloat);  // WebUI: 0.5 grey -> 0 in [-1, 1]
       m = at::ones({1, 1, height, width});
@@ -228,8 +231,13 @@ absl::StatusOr<at::Tensor> InpaintingConditioning(const Sd1Pipeline& pipeline, c
     const at::Tensor as_pixels = blanked.add(1.0).mul(127.5).squeeze(0).permute({1, 2, 0});
     auto latent = EncodeInitImage(pipeline, as_pixels, eps);
     if (!latent.ok()) return latent.status();
-    const at::Tensor m_lat = at::upsample_nearest2d(m, {latent->size(2), latent->size(3)}).to(latent->device());
-    return at::cat({m_lat, *latent}, 1);
+    at::Tensor m_lat = at::upsample_nearest2d(m, {latent->size(2), latent->size(3)}).to(latent->device());
+    at::Tensor out = at::cat({m_lat, *latent}, 1);
+    // The job's latent size (latent upscale encodes the image at its own size).
+    if (out.size(2) != height / 8 || out.size(3) != width / 8) {
+      out = at::upsample_nearest2d(out, {height / 8, width / 8});
+    }
+    return out;
   } catch (const std::exception& e) {
     return StatusFromException(e, "building the inpainting conditioning");
   }

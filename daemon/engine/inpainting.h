@@ -54,7 +54,8 @@ absl::StatusOr<InpaintPlan> PrepareInpainting(const at::Tensor& image, const at:
 
 // The 9-channel models' conditioning [1, 5, H/8, W/8]: the rounded mask (nearest-resized) then the VAE latent of
 // the image with the masked part blanked (image * (1 - weight * mask)). `mask` undefined: txt2img's all-ones mask
-// over a zero image. `eps` is the posterior noise of that encode.
+// over a zero image; an image without a mask (plain img2img): an all-ones mask, the image weighed by `weight`. `eps`
+// is the posterior noise of that encode.
 absl::StatusOr<at::Tensor> InpaintingConditioning(const Sd1Pipeline& pipeline, const at::Tensor& image_uint8,
                                                   const at::Tensor& image_mask, bool round, double weight,
                                                   int width, int height, const at::Tensor& eps);

@@ -221,11 +221,16 @@ InfotextFields GenerationInfotext(const Sd1Weights& w, const GenerationParams& p
     if ((in.blur_x > 0 || in.blur_y > 0) && in.blur_x == in.blur_y) {
       f.extra.emplace_back("Mask blur", std::to_string(in.blur_x));
     }
-    if (in.full_res) {
+    // "Only masked" with an empty mask is plain img2img in WebUI: no area, padding or content keys.
+    const bool blank = in.full_res && (in.invert ? params.mask.min().item<int>() == 255
+                                                 : params.mask.max().item<int>() == 0);
+    if (in.full_res && !blank) {
       f.extra.emplace_back("Inpaint area", "Only masked");
       f.extra.emplace_back("Masked area padding", std::to_string(in.padding));
     }
-    if (in.fill != InpaintFill::kOriginal) f.extra.emplace_back("Masked content", InpaintFillName(in.fill));
+    if (in.fill != InpaintFill::kOriginal && !blank) {
+      f.extra.emplace_back("Masked content", InpaintFillName(in.fill));
+    }
   }
   if (w.config.unet.in_channels == 9) f.conditional_mask_weight = params.inpaint.mask_weight;
   // img2img's init() records the noise multiplier before the sampler records eta (extra_generation_params order).
@@ -449,7 +454,10 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
     if (!sampled.ok()) return sampled.status();
     result.eta = sampled->eta;
 
-    if (hr_target && !sampled->interrupted) {
+    // The hires pass follows unless the job was interrupted; a Skip ended only the first pass (WebUI's nextjob
+    // clears it), so every image of the job has the hires size.
+    if (hr_target && (!sampled->interrupted || skipped)) {
+      skipped = false;
       if (control.pass_started) control.pass_started("hires");
       auto upscaled = HiresUpscale(pipeline, sampled->latent, hr_upscaler, *hr_target, noise.seeds, control);
       if (!upscaled.ok()) return upscaled.status();

@@ -274,6 +274,17 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
     hr.prompt = r.hr_prompt();
     hr.negative_prompt = r.hr_negative_prompt();
     if (auto t = engine::HiresTargetSize(p.width, p.height, hr, kMaxImageSide); !t.ok()) return t.status();
+    // The second pass's step count is known now: refuse what would fail only after the first pass.
+    engine::SamplingSettings second = s;
+    if (hr.sampler) second.choice = *hr.sampler;
+    if (hr.second_pass_steps > 0) second.steps = hr.second_pass_steps;
+    second.img2img_fix_steps = true;
+    const int schedule = engine::Img2ImgSteps(second).first;
+    if (schedule < 1 || schedule > kMaxSteps) {
+      return Invalid(absl::StrCat("hires fix with denoising_strength ", s.denoising_strength, " and ", second.steps,
+                                  " steps needs a schedule of ", schedule, " steps; use a strength above 0 and at "
+                                  "most ", kMaxSteps, " schedule steps"));
+    }
   }
 
   // img2img.
@@ -305,9 +316,10 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
       return Invalid(absl::StrCat("inpainting_mask_invert ", invert, " is not 0 (inpaint masked) or 1 (not masked)"));
     }
     in.invert = invert == 1;
-    ASSIGN_OR_RETURN_OPT(mask_weight, o.Number("inpainting_mask_weight", 0, 1));
-    in.mask_weight = mask_weight->value_or(1.0);
   }
+  // Inpainting checkpoints weigh their masked-image conditioning by this in every img2img (WebUI's option).
+  ASSIGN_OR_RETURN_OPT(mask_weight, o.Number("inpainting_mask_weight", 0, 1));
+  p.inpaint.mask_weight = mask_weight->value_or(1.0);
   p.latent_upscale = out.resize_mode == engine::ResizeMode::kLatentUpscale;
   if (r.has_initial_noise_multiplier()) {
     if (!std::isfinite(r.initial_noise_multiplier()) || r.initial_noise_multiplier() < 0 ||

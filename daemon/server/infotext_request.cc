@@ -1,6 +1,7 @@
 #include "server/infotext_request.h"
 
 #include <cmath>
+#include <type_traits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -23,6 +24,11 @@ class Filler {
     double value = 0;
     if (!absl::SimpleAtod(*text, &value) || !std::isfinite(value)) {
       return absl::InvalidArgumentError(absl::StrCat("infotext: \"", key, ": ", *text, "\" is not a number"));
+    }
+    // Casting a double outside the target's range is undefined: refuse it (the request's own checks then name
+    // the allowed range for values that fit).
+    if (std::fabs(value) > 9.0e15 || (std::is_same_v<T, int> && std::fabs(value) > 2.0e9)) {
+      return absl::InvalidArgumentError(absl::StrCat("infotext: \"", key, ": ", *text, "\" is out of range"));
     }
     set(static_cast<T>(value));
     return absl::OkStatus();

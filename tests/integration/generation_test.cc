@@ -674,6 +674,17 @@ TEST_F(GenerationTest, NineChannelCheckpointsGetTheirConditioning) {
   ASSERT_EQ(widened.size(), 1u);
   EXPECT_TRUE(at::equal(Pixels(widened[0].image().data()), Pixels(plain[0].image().data())));
   EXPECT_THAT(widened[0].infotext(), HasSubstr("Conditional mask weight: 1.0"));
+  // With live weights on the extra channels the conditioning reaches the UNet: the image changes.
+  conv = at::cat({conv.slice(1, 0, 4), at::randn({conv.size(0), 5, conv.size(2), conv.size(3)}) * 0.5}, 1);
+  tensors.assign(weights.begin(), weights.end());
+  ASSERT_TRUE(engine::WriteSafetensors(sd / "tiny-inpainting-live.safetensors", tensors, {}).ok());
+  std::ofstream(sd / "tiny-inpainting-live.yaml") << yaml;
+  v1::GenerateRequest live = SmallRequest(21);
+  SetOption(live, "sd_model_checkpoint", "tiny-inpainting-live");
+  const auto changed = Results(Run(live, &status));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(changed.size(), 1u);
+  EXPECT_FALSE(at::equal(Pixels(changed[0].image().data()), Pixels(plain[0].image().data())));
   v1::GenerateRequest inpaint = SmallRequest(21);
   inpaint.add_init_images(PatternPng(64, 64));
   inpaint.set_mask(SquareMaskPng(64, 64, 16, 24, 20));

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <random>
 
 #include "engine/infotext.h"
@@ -103,6 +104,25 @@ TEST(InfotextParseTest, TextWithoutParametersIsAllPrompt) {
   EXPECT_THAT(engine::InfotextPairs("Steps: 20, bad, Seed: \"unterminated, Size: 1x2"),
               ::testing::ElementsAre(::testing::Pair("Steps", "20"), ::testing::Pair("Seed", "\"unterminated"),
                                      ::testing::Pair("Size", "1x2")));
+}
+
+// Python's str regex: \w and \s are Unicode classes, key lengths count characters, empty values are dropped
+// (WebUI's v[0] raises on them), and a long line without pairs is scanned in linear time.
+TEST(InfotextParseTest, MatchesPythonsFindallOnUnicodeAndEmptyValues) {
+  EXPECT_TRUE(engine::InfotextPairs("(猫:1.2), (犬:1.1), (鳥:0.9)").empty());  // one-character keys
+  EXPECT_THAT(engine::InfotextPairs("★Extra: 5, 猫耳: 1, Nbsp:\u00a0x"),
+              ::testing::ElementsAre(::testing::Pair("Extra", "5"), ::testing::Pair("猫耳", "1"),
+                                     ::testing::Pair("Nbsp", "x")));
+  EXPECT_THAT(engine::InfotextPairs("Steps: , Seed: 3, Clip skip:"), ::testing::ElementsAre(::testing::Pair("Seed", "3")));
+  const auto p = engine::ParseInfotext("(猫:1.2), (犬:1.1), (鳥:0.9)");
+  EXPECT_EQ(p.prompt, "(猫:1.2), (犬:1.1), (鳥:0.9)");
+  const std::string long_line(800000, 'a');
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(engine::InfotextPairs(long_line).empty());
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 5.0);
+  v1::GenerateRequest r;
+  r.set_infotext("x\nSteps: 1e30, Sampler: Euler, CFG scale: 7");
+  EXPECT_EQ(server::ValidateAndFillDefaults(r).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(InfotextParseTest, NonNumbersWhereNumbersBelongAreInvalid) {

@@ -236,8 +236,9 @@ class Client:
         mask = payload.pop("mask", None)
         if isinstance(mask, str):
             mask = base64.b64decode(_strip_data_uri(mask))
-        if "sampler_name" not in payload and "sampler_index" in payload:
-            payload["sampler_name"] = payload["sampler_index"]
+        if "sampler_index" in payload:  # WebUI's legacy name: the sampler when sampler_name is not given
+            index = payload.pop("sampler_index")
+            payload.setdefault("sampler_name", index)
         try:
             request = json_format.ParseDict(payload, generation_pb2.GenerateRequest(),
                                             ignore_unknown_fields=ignore_unknown)
