@@ -403,10 +403,10 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
     if (!x.ok()) return x.status();
 
     bool skipped = false;  // latched: a skip request is consumed once
-    at::Tensor hires_init;  // the hires pass's start (no inpainting blend there)
     // One sampling pass over this batch's images.
     auto sample_pass = [&](const SamplingSettings& settings, const CfgConditioning& cond, ImageRng& pass_rng,
-                           const at::Tensor& start_noise, const at::Tensor& init) -> absl::StatusOr<SamplingResult> {
+                           const at::Tensor& start_noise, const at::Tensor& init,
+                           const at::Tensor& keep) -> absl::StatusOr<SamplingResult> {
       SamplingInputs in;
       in.conditioning = cond;
       if (image_cond.defined()) {
@@ -417,7 +417,7 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
                       .expand({params.batch_size, -1, -1, -1})
                       .contiguous();
       }
-      if (init.defined() && &init != &hires_init) in.latent_keep = latent_keep;
+      in.latent_keep = keep;  // inpainting's blend: the first pass only (hires is txt2img)
       const UNet& unet = pipeline.unet();
       UNetCallHooks* unet_hooks = control.unet_hooks;
       in.model = [&unet, unet_hooks](const at::Tensor& xs, const at::Tensor& t,
@@ -450,7 +450,7 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
                                img2img && params.initial_noise_multiplier != 1.0
                                    ? *x * params.initial_noise_multiplier
                                    : *x,
-                               init);
+                               init, latent_keep);
     if (!sampled.ok()) return sampled.status();
     result.eta = sampled->eta;
 
@@ -468,8 +468,7 @@ absl::StatusOr<GenerationResult> Generate(const Sd1Pipeline& pipeline, const Gen
       if (!hr_rng.ok()) return hr_rng.status();
       auto hr_x = hr_rng->First();
       if (!hr_x.ok()) return hr_x.status();
-      hires_init = *upscaled;
-      auto second = sample_pass(hr_settings, hr_conditioning, *hr_rng, *hr_x, hires_init);
+      auto second = sample_pass(hr_settings, hr_conditioning, *hr_rng, *hr_x, *upscaled, at::Tensor());
       if (!second.ok()) return second.status();
       sampled = *std::move(second);
     }
