@@ -1,6 +1,5 @@
 #include "server/generation_settings.h"
 
-#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
@@ -24,15 +23,6 @@ using google::protobuf::Value;
 
 absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
 
-// The API's float fields hold what the client typed (0.6) as the nearest float (0.60000002384...). WebUI keeps the
-// typed decimal (a Python float): take the shortest decimal that reads back to the same float, as a double, so
-// the infotext says "0.6" and the arithmetic uses 0.6.
-double Decimal(float value) {
-  char text[32];
-  const auto end = std::to_chars(text, text + sizeof(text), value).ptr;
-  *end = '\0';
-  return std::strtod(text, nullptr);
-}
 
 absl::Status NotBuilt(const std::string& what) {
   return absl::UnimplementedError(absl::StrCat(what, " is not built yet in this version of atelierd"));
@@ -151,7 +141,7 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   p.max_images = kMaxImagesPerJob;
   p.seed = r.seed();
   p.subseed = r.subseed();
-  p.subseed_strength = Decimal(r.subseed_strength());
+  p.subseed_strength = r.subseed_strength();
   p.seed_resize_from_w = std::max(0, r.seed_resize_from_w());
   p.seed_resize_from_h = std::max(0, r.seed_resize_from_h());
 
@@ -163,8 +153,8 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   s.choice = *choice;
   s.steps = r.steps();
   s.max_steps = kMaxSteps;
-  s.cfg_scale = Decimal(r.cfg_scale());
-  s.denoising_strength = Decimal(r.denoising_strength());
+  s.cfg_scale = r.cfg_scale();
+  s.denoising_strength = r.denoising_strength();
 
   Options o(r.override_settings());
   ASSIGN_OR_RETURN_OPT(clip_skip, o.Integer("CLIP_stop_at_last_layers", 1, 12));
@@ -194,7 +184,7 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   ASSIGN_OR_RETURN_OPT(eta_ancestral, o.Number("eta_ancestral", 0, 100));
   ASSIGN_OR_RETURN_OPT(eta_ddim, o.Number("eta_ddim", 0, 100));
   if (r.has_eta()) {
-    s.eta = Decimal(r.eta());
+    s.eta = r.eta();
   } else if (s.choice.sampler->timesteps ? eta_ddim->has_value() : eta_ancestral->has_value()) {
     s.eta = s.choice.sampler->timesteps ? **eta_ddim : **eta_ancestral;
   }
@@ -202,7 +192,7 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   struct Extra {
     const char* key;
     bool has;
-    float value;
+    double value;
     double* target;
   };
   const Extra extras[] = {{"s_churn", r.has_s_churn(), r.s_churn(), &s.s_churn},
@@ -212,7 +202,7 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   for (const Extra& e : extras) {
     ASSIGN_OR_RETURN_OPT(option, o.Number(e.key, 0, 1e6));
     if (e.has) {
-      *e.target = Decimal(e.value);
+      *e.target = e.value;
     } else if (option->has_value()) {
       *e.target = **option;
     }
@@ -248,7 +238,7 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
       p.width = r.firstphase_width();
       p.height = r.firstphase_height();
     }
-    hr.scale = r.has_hr_scale() ? Decimal(r.hr_scale()) : 2.0;
+    hr.scale = r.has_hr_scale() ? r.hr_scale() : 2.0;
     hr.resize_x = r.hr_resize_x();
     hr.resize_y = r.hr_resize_y();
     hr.upscaler = r.hr_upscaler();
@@ -326,7 +316,7 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
         r.initial_noise_multiplier() > 10) {
       return Invalid(absl::StrCat("initial_noise_multiplier ", r.initial_noise_multiplier(), " is outside [0, 10]"));
     }
-    p.initial_noise_multiplier = Decimal(r.initial_noise_multiplier());
+    p.initial_noise_multiplier = r.initial_noise_multiplier();
   } else {
     ASSIGN_OR_RETURN_OPT(multiplier, o.Number("initial_noise_multiplier", 0, 10));
     p.initial_noise_multiplier = multiplier->value_or(1.0);

@@ -61,13 +61,13 @@ absl::Status ApplyInfotext(v1::GenerateRequest& r) {
     if (const std::string* v = f.Text("Schedule type")) r.set_scheduler(*v);
   }
   if (!r.has_steps()) RETURN_IF_ERROR_INFO(f.Number<int>("Steps", [&](int v) { r.set_steps(v); }));
-  if (!r.has_cfg_scale()) RETURN_IF_ERROR_INFO(f.Number<float>("CFG scale", [&](float v) { r.set_cfg_scale(v); }));
+  if (!r.has_cfg_scale()) RETURN_IF_ERROR_INFO(f.Number<double>("CFG scale", [&](double v) { r.set_cfg_scale(v); }));
   if (!r.has_seed()) RETURN_IF_ERROR_INFO(f.Number<int64_t>("Seed", [&](int64_t v) { r.set_seed(v); }));
   if (!r.has_width()) RETURN_IF_ERROR_INFO(f.Number<int>("Size-1", [&](int v) { r.set_width(v); }));
   if (!r.has_height()) RETURN_IF_ERROR_INFO(f.Number<int>("Size-2", [&](int v) { r.set_height(v); }));
   if (!r.has_subseed()) RETURN_IF_ERROR_INFO(f.Number<int64_t>("Variation seed", [&](int64_t v) { r.set_subseed(v); }));
   if (!r.has_subseed_strength()) {
-    RETURN_IF_ERROR_INFO(f.Number<float>("Variation seed strength", [&](float v) { r.set_subseed_strength(v); }));
+    RETURN_IF_ERROR_INFO(f.Number<double>("Variation seed strength", [&](double v) { r.set_subseed_strength(v); }));
   }
   // WebUI's paste fields swap these two (Seed resize from-1 -> seed_resize_from_h); the written order is WxH and
   // reading it back the same way keeps write -> read -> write the identity.
@@ -78,7 +78,7 @@ absl::Status ApplyInfotext(v1::GenerateRequest& r) {
     RETURN_IF_ERROR_INFO(f.Number<int>("Seed resize from-2", [&](int v) { r.set_seed_resize_from_h(v); }));
   }
   if (!r.has_denoising_strength()) {
-    RETURN_IF_ERROR_INFO(f.Number<float>("Denoising strength", [&](float v) { r.set_denoising_strength(v); }));
+    RETURN_IF_ERROR_INFO(f.Number<double>("Denoising strength", [&](double v) { r.set_denoising_strength(v); }));
   }
 
   if (!img2img) {
@@ -90,7 +90,7 @@ absl::Status ApplyInfotext(v1::GenerateRequest& r) {
          written.count("Hires resize-1") > 0)) {
       r.set_enable_hr(true);
     }
-    if (!r.has_hr_scale()) RETURN_IF_ERROR_INFO(f.Number<float>("Hires upscale", [&](float v) { r.set_hr_scale(v); }));
+    if (!r.has_hr_scale()) RETURN_IF_ERROR_INFO(f.Number<double>("Hires upscale", [&](double v) { r.set_hr_scale(v); }));
     if (r.hr_upscaler().empty()) {
       if (const std::string* v = f.Text("Hires upscaler")) r.set_hr_upscaler(*v);
     }

@@ -171,19 +171,19 @@ TEST(InfotextParseTest, WriteParseWriteIsTheIdentity) {
     r.set_steps(1 + pick(150));
     r.set_sampler_name(samplers[pick(static_cast<int>(samplers.size()))].name);
     r.set_scheduler(schedulers[pick(static_cast<int>(schedulers.size()))].label);
-    r.set_cfg_scale(static_cast<float>(pick(300)) / 10.0f);
+    r.set_cfg_scale(static_cast<double>(pick(300)) / 10.0);
     r.set_seed(static_cast<int64_t>(rng() % 4294967294ULL));
     r.set_width(64 + 8 * pick(100));
     r.set_height(64 + 8 * pick(100));
     if (pick(3) == 0) {
       r.set_subseed(pick(1000000));
-      r.set_subseed_strength(static_cast<float>(pick(100)) / 100.0f);
+      r.set_subseed_strength(static_cast<double>(pick(100)) / 100.0);
     }
     if (pick(4) == 0) {
       r.set_seed_resize_from_w(64 + 8 * pick(100));
       r.set_seed_resize_from_h(64 + 8 * pick(100));
     }
-    if (pick(2) == 0) r.set_eta(static_cast<float>(pick(20)) / 10.0f);
+    if (pick(2) == 0) r.set_eta(static_cast<double>(pick(20)) / 10.0);
     auto& o = *r.mutable_override_settings()->mutable_fields();
     if (pick(2) == 0) o["CLIP_stop_at_last_layers"].set_number_value(1 + pick(12));
     if (pick(3) == 0) o["eta_noise_seed_delta"].set_number_value(pick(2) ? 31337 : 0);
@@ -192,9 +192,9 @@ TEST(InfotextParseTest, WriteParseWriteIsTheIdentity) {
     const char* const kUpscalers[] = {"", "Latent", "Latent (bicubic antialiased)", "Lanczos", "None"};
     if (pick(3) == 0) {
       r.set_enable_hr(true);
-      r.set_denoising_strength(static_cast<float>(pick(101)) / 100.0f);
+      r.set_denoising_strength(static_cast<double>(pick(101)) / 100.0);
       if (pick(2) == 0) {
-        r.set_hr_scale(1.0f + static_cast<float>(pick(8)) / 4.0f);
+        r.set_hr_scale(1.0 + static_cast<double>(pick(8)) / 4.0);
       } else {
         r.set_hr_resize_x(pick(2) ? 64 + 8 * pick(60) : 0);
         r.set_hr_resize_y(64 + 8 * pick(60));
@@ -207,8 +207,8 @@ TEST(InfotextParseTest, WriteParseWriteIsTheIdentity) {
       if (pick(3) == 0) r.set_hr_negative_prompt(text(2));
     } else if (pick(3) == 0) {
       r.add_init_images("not decoded by this test");
-      r.set_denoising_strength(static_cast<float>(pick(101)) / 100.0f);
-      if (pick(2) == 0) r.set_initial_noise_multiplier(static_cast<float>(pick(20)) / 10.0f);
+      r.set_denoising_strength(static_cast<double>(pick(101)) / 100.0);
+      if (pick(2) == 0) r.set_initial_noise_multiplier(static_cast<double>(pick(20)) / 10.0);
     }
     {
       v1::GenerateRequest probe = r;  // random hires sizes can exceed the limits: such requests are refused, skip
