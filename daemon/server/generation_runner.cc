@@ -373,9 +373,12 @@ absl::Status GenerationRunner::Run(JobContext& context) {
   output.quality = settings.output.quality;
   double save_seconds = 0;
   std::vector<engine::GeneratedImage> kept;
-  auto send = [&](const engine::GeneratedImage& image, const at::Tensor& rgb) -> absl::Status {
+  auto infotext_of = [&](const engine::GeneratedImage& image) {
+    return engine::CreateInfotext(engine::GenerationInfotext(pipeline, params, image, image.eta));
+  };
+  auto send = [&](const engine::GeneratedImage& image, const at::Tensor& rgb,
+                  const std::string& infotext) -> absl::Status {
     const auto start = std::chrono::steady_clock::now();
-    const std::string infotext = engine::CreateInfotext(engine::GenerationInfotext(pipeline, params, image, image.eta));
     output.infotext = settings.output.omit_infotext ? std::string() : infotext;
     auto encoded = EncodeForClient(rgb, output);
     if (!encoded.ok()) return encoded.status();
@@ -394,7 +397,7 @@ absl::Status GenerationRunner::Run(JobContext& context) {
       kept.push_back(image);
       return absl::OkStatus();
     }
-    return send(image, image.rgb);
+    return send(image, image.rgb, infotext_of(image));
   };
 
   auto generated = engine::Generate(pipeline, params, control);
@@ -425,8 +428,8 @@ absl::Status GenerationRunner::Run(JobContext& context) {
       } catch (const std::exception& e) {
         return engine::StatusFromException(e, "converting a post-processed frame");
       }
-      if (absl::Status st = send(image, rgb); !st.ok()) return st;
-      infotexts.push_back(engine::CreateInfotext(engine::GenerationInfotext(pipeline, params, image, image.eta)));
+      infotexts.push_back(infotext_of(image));
+      if (absl::Status st = send(image, rgb, infotexts.back()); !st.ok()) return st;
     }
     if (hooks->HasExport()) {
       if (absl::Status st = hooks->ExportMedia(frames, infotexts); !st.ok()) return st;

@@ -109,4 +109,14 @@ double RelativeRmsError(const at::Tensor& got, const at::Tensor& want, const std
                                        << diff.max().item<int>() << ")";
 }
 
+std::filesystem::path InstallTinyCheckpoint(const std::filesystem::path& weights,
+                                            const std::filesystem::path& models_root) {
+  const std::filesystem::path sd = models_root / "Stable-diffusion";
+  std::filesystem::create_directories(sd);
+  std::filesystem::copy_file(weights, sd / "tiny.safetensors");
+  std::filesystem::copy_file(std::filesystem::path(ATELIER_SOURCE_DIR) / "assets/models/Stable-diffusion/tiny-sd.yaml",
+                             sd / "tiny.yaml");
+  return sd;
+}
+
 }  // namespace atelier::testing

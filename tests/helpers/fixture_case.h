@@ -29,6 +29,11 @@ std::vector<FixtureCase> LoadCases(const std::string& name);
 // "config.weights" / "config.checkpoint") names (relative to the folder; the first word of the text).
 std::filesystem::path WeightsFile(const FixtureCase& c);
 
+// Installs a tiny SD1.x checkpoint as a user would: `weights` as <models_root>/Stable-diffusion/tiny.safetensors
+// with the shipped tiny-sd.yaml beside it as tiny.yaml. Returns the Stable-diffusion folder.
+std::filesystem::path InstallTinyCheckpoint(const std::filesystem::path& weights,
+                                            const std::filesystem::path& models_root);
+
 // The tensors of WeightsFile(c) whose names start with `prefix`, with the prefix removed, converted to `dtype`
 // (fixtures store F16; goldens are F32 computations on those values).
 std::map<std::string, at::Tensor> ReadWeights(const FixtureCase& c, const std::string& prefix,

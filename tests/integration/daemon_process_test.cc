@@ -157,10 +157,8 @@ TEST(DaemonProcessTest, ServesTheClientAndExitsCleanlyOnSigterm) {
 TEST(DaemonProcessTest, LoadsCheckpointsAndKeepsTheOldOneOnFailure) {
   namespace fs = std::filesystem;
   DaemonProcess daemon;
-  const fs::path sd = daemon.dir().path() / "models" / "Stable-diffusion";
-  fs::create_directories(sd);
-  fs::copy_file(testing::FixturesDir() / "tiny-sd" / "weights.safetensors", sd / "tiny.safetensors");
-  fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/models/Stable-diffusion/tiny-sd.yaml", sd / "tiny.yaml");
+  const fs::path sd = testing::InstallTinyCheckpoint(testing::FixturesDir() / "tiny-sd" / "weights.safetensors",
+                                                     daemon.dir().path() / "models");
   std::ofstream(sd / "zz-broken.safetensors") << "garbage";
   ASSERT_TRUE(daemon.Start({"--cache-dir", (daemon.dir().path() / "cache").string()})) << daemon.Log();
   EXPECT_THAT(daemon.Log(), HasSubstr("loaded tiny.safetensors ["));
@@ -211,10 +209,7 @@ TEST(DaemonProcessTest, Txt2ImgThroughTheClientMakesTheFixtureImage) {
   if (cases.empty()) GTEST_SKIP() << "no txt2img-tiny case under " << testing::FixturesDir();
   for (const auto& c : cases) {
     DaemonProcess daemon;
-    const fs::path sd = daemon.dir().path() / "models" / "Stable-diffusion";
-    fs::create_directories(sd);
-    fs::copy_file(testing::WeightsFile(c), sd / "tiny.safetensors");
-    fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/models/Stable-diffusion/tiny-sd.yaml", sd / "tiny.yaml");
+    testing::InstallTinyCheckpoint(testing::WeightsFile(c), daemon.dir().path() / "models");
     ASSERT_TRUE(daemon.Start({"--cache-dir", (daemon.dir().path() / "cache").string()})) << daemon.Log();
     const auto& v = c.json["values"];
     const fs::path out_dir = daemon.dir().path() / "out";

@@ -100,11 +100,8 @@ class GenerationTest : public ::testing::Test {
     auto cases = testing::LoadCases("txt2img-tiny");
     if (cases.empty()) GTEST_SKIP() << "no txt2img-tiny case under " << testing::FixturesDir();
     case_ = cases.front();
-    const fs::path sd = root_.path() / "models/Stable-diffusion";
-    fs::create_directories(sd);
+    testing::InstallTinyCheckpoint(testing::WeightsFile(case_), root_.path() / "models");
     fs::create_directories(root_.path() / "models/VAE");
-    fs::copy_file(testing::WeightsFile(case_), sd / "tiny.safetensors");
-    fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/models/Stable-diffusion/tiny-sd.yaml", sd / "tiny.yaml");
     auto folders = engine::ModelFolders::Open(root_.path());
     ASSERT_TRUE(folders.ok()) << folders.status();
     folders_ = std::make_unique<engine::ModelFolders>(*std::move(folders));
@@ -177,7 +174,7 @@ TEST_F(GenerationTest, FixtureImageThroughGenerateWithProgressAndPreviews) {
   r.set_height(v["height"].get<int>());
   r.set_sampler_name(v["sampler"].get<std::string>());
   r.set_scheduler(v["schedule_type"].get<std::string>());
-  r.set_cfg_scale(v["cfg_scale"].get<float>());
+  r.set_cfg_scale(v["cfg_scale"].get<double>());
   SetOption(r, "CLIP_stop_at_last_layers", v["clip_skip"].get<double>());
   SetOption(r, "randn_source", v["randn_source"].get<std::string>());
   r.mutable_preview()->set_method(v1::PREVIEW_METHOD_FULL);
@@ -447,7 +444,7 @@ TEST_F(GenerationTest, Img2ImgResizesTheInitImage) {
     v1::GenerateRequest r = SmallRequest(9, 4);
     r.add_init_images(png);
     r.set_resize_mode(mode);
-    r.set_denoising_strength(0.5f);
+    r.set_denoising_strength(0.5);
     grpc::Status status;
     const auto results = Results(Run(r, &status));
     ASSERT_TRUE(status.ok()) << "mode " << mode << ": " << status.error_message();
@@ -498,10 +495,10 @@ TEST_F(GenerationTest, HiresFixUpscalesAndSaysSoInTheInfotext) {
     std::string keys;
   };
   const std::vector<Case> cases = {
-      {[](auto& r) { r.set_hr_scale(2.0f); }, 128, 128, "Denoising strength: 0.5, RNG: CPU, Hires upscale: 2.0, Hires steps: 2"},
+      {[](auto& r) { r.set_hr_scale(2.0); }, 128, 128, "Denoising strength: 0.5, RNG: CPU, Hires upscale: 2.0, Hires steps: 2"},
       {[](auto& r) { r.set_hr_resize_x(96); r.set_hr_resize_y(128); r.set_hr_upscaler("Latent (nearest-exact)"); },
        96, 128, "Hires resize: 96x128, Hires steps: 2, Hires upscaler: Latent (nearest-exact)"},
-      {[](auto& r) { r.set_hr_scale(1.5f); r.set_hr_upscaler("Lanczos"); r.set_hr_sampler_name("DPM++ 2M");
+      {[](auto& r) { r.set_hr_scale(1.5); r.set_hr_upscaler("Lanczos"); r.set_hr_sampler_name("DPM++ 2M");
                      r.set_hr_scheduler("Karras"); r.set_hr_prompt("a blue square"); },
        96, 96,
        "Hires sampler: DPM++ 2M, Hires prompt: a blue square, Hires schedule type: Karras, Hires upscale: 1.5, "
@@ -511,7 +508,7 @@ TEST_F(GenerationTest, HiresFixUpscalesAndSaysSoInTheInfotext) {
     v1::GenerateRequest r = SmallRequest(8, 3);
     r.set_enable_hr(true);
     r.set_hr_second_pass_steps(2);
-    r.set_denoising_strength(0.5f);
+    r.set_denoising_strength(0.5);
     c.edit(r);
     grpc::Status status;
     const auto events = Run(r, &status);
@@ -538,7 +535,7 @@ TEST_F(GenerationTest, HiresFixUpscalesAndSaysSoInTheInfotext) {
   v1::GenerateRequest r = SmallRequest(8, 3);
   r.set_enable_hr(true);
   r.set_hr_second_pass_steps(2);
-  r.set_denoising_strength(0.5f);
+  r.set_denoising_strength(0.5);
   grpc::Status status;
   const auto original = Results(Run(r, &status));
   ASSERT_EQ(original.size(), 1u);
@@ -589,7 +586,7 @@ TEST_F(GenerationTest, InpaintingKeepsTheOriginalOutsideTheMask) {
       r.set_inpaint_full_res_padding(8);
       r.set_width(full_res ? 64 : 96);
       r.set_height(64);
-      r.set_denoising_strength(0.9f);
+      r.set_denoising_strength(0.9);
       grpc::Status status;
       const auto results = Results(Run(r, &status));
       ASSERT_TRUE(status.ok()) << fill << ": " << status.error_message();
@@ -723,7 +720,9 @@ TEST_F(GenerationTest, PreviewCadenceFollowsWebUisOptions) {
     for (const auto& e : events) {
       if (!e.has_progress() || !e.progress().has_preview()) continue;
       ++previews;
-      if (every < 0) EXPECT_EQ(e.progress().sampling_step(), 5);
+      if (every < 0) {
+        EXPECT_EQ(e.progress().sampling_step(), 5);
+      }
       EXPECT_EQ(Pixels(e.progress().preview().data()).size(0), 8);  // approx cheap: one pixel per latent pixel
     }
     EXPECT_GE(previews, 1) << every;
@@ -766,7 +765,7 @@ TEST_F(GenerationTest, BadRequestsGetClearStatusesAndTheDaemonKeepsServing) {
        grpc::StatusCode::INVALID_ARGUMENT, "loaded plugins: hook_probe, invert"},
       {"unknown hires upscaler", [](auto& r) { r.set_enable_hr(true); r.set_hr_upscaler("R-ESRGAN 4x+"); },
        grpc::StatusCode::INVALID_ARGUMENT, "Latent (nearest-exact)"},
-      {"hires too large", [](auto& r) { r.set_enable_hr(true); r.set_hr_scale(100.0f); },
+      {"hires too large", [](auto& r) { r.set_enable_hr(true); r.set_hr_scale(100.0); },
        grpc::StatusCode::INVALID_ARGUMENT, "hr_scale 100 is outside"},
       {"TAESD without a decoder", [](auto& r) { r.mutable_preview()->set_method(v1::PREVIEW_METHOD_TAESD); },
        grpc::StatusCode::FAILED_PRECONDITION, "VAE-approx"},

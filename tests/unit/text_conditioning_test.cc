@@ -205,9 +205,7 @@ TEST(CheckpointConditioningTest, TinySdCheckpointConditionsLikeWebUi) {
   ASSERT_FALSE(cases.empty());
   const auto& c = cases[0];
   testing::TempDir root;
-  fs::create_directories(root.path() / "models/Stable-diffusion");
-  fs::copy_file(c.dir / "weights.safetensors", root.path() / "models/Stable-diffusion/tiny.safetensors");
-  fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/models/Stable-diffusion/tiny-sd.yaml", root.path() / "models/Stable-diffusion/tiny.yaml");
+  testing::InstallTinyCheckpoint(c.dir / "weights.safetensors", root.path() / "models");
   auto folders = engine::ModelFolders::Open(root.path());
   ASSERT_TRUE(folders.ok());
   engine::ModelManager manager(&*folders, "", engine::LoadOptions());

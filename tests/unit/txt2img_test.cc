@@ -34,10 +34,7 @@ std::unique_ptr<TinyPipeline> Load(const std::string& case_name = "txt2img-tiny"
   if (cases.empty()) return nullptr;
   auto t = std::make_unique<TinyPipeline>();
   t->c = cases.front();
-  fs::create_directories(t->root.path() / "models/Stable-diffusion");
-  fs::copy_file(testing::WeightsFile(t->c), t->root.path() / "models/Stable-diffusion/tiny.safetensors");
-  fs::copy_file(fs::path(ATELIER_SOURCE_DIR) / "assets/models/Stable-diffusion/tiny-sd.yaml",
-                t->root.path() / "models/Stable-diffusion/tiny.yaml");
+  testing::InstallTinyCheckpoint(testing::WeightsFile(t->c), t->root.path() / "models");
   auto folders = engine::ModelFolders::Open(t->root.path());
   EXPECT_TRUE(folders.ok()) << folders.status();
   if (!folders.ok()) return nullptr;
