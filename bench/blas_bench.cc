@@ -4,7 +4,7 @@
 
 #include <ATen/ATen.h>
 
-#include "engine/runtime.h"
+#include "engine/models/runtime.h"
 
 namespace {
 

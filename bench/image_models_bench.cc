@@ -14,11 +14,11 @@
 #include <cstdio>
 #include <functional>
 
-#include "engine/runtime.h"
+#include "engine/models/runtime.h"
 #include "random_weights.h"
-#include "engine/taesd.h"
-#include "engine/unet.h"
-#include "engine/vae.h"
+#include "engine/models/taesd.h"
+#include "engine/models/unet.h"
+#include "engine/models/vae.h"
 
 namespace {
 

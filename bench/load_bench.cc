@@ -15,10 +15,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/checkpoint_loader.h"
-#include "engine/runtime.h"
-#include "engine/safetensors_writer.h"
-#include "engine/tensor_file.h"
+#include "engine/models/checkpoint_loader.h"
+#include "engine/models/runtime.h"
+#include "engine/io/safetensors_writer.h"
+#include "engine/io/tensor_file.h"
 
 namespace {
 namespace fs = std::filesystem;

@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/checkpoint_loader.h"
+#include "engine/models/checkpoint_loader.h"
 
 namespace atelier::bench {
 

@@ -14,11 +14,11 @@
 #include <memory>
 #include <string>
 
-#include "engine/brownian_tree.h"
-#include "engine/noise.h"
-#include "engine/runtime.h"
-#include "engine/samplers.h"
-#include "engine/unet.h"
+#include "engine/sampling/brownian_tree.h"
+#include "engine/sampling/noise.h"
+#include "engine/models/runtime.h"
+#include "engine/sampling/samplers.h"
+#include "engine/models/unet.h"
 #include "random_weights.h"
 
 namespace {
@@ -86,10 +86,9 @@ void BM_SamplerOverhead(benchmark::State& state) {
   double model_seconds = 0, total_seconds = 0;
   int evals = 0;
   for (auto _ : state) {
-    auto seconds = TimedRun(name, 20, state.range(1) / 8, [&](const at::Tensor& x, const at::Tensor& t,
-                                                               const at::Tensor& ctx) {
+    auto seconds = TimedRun(name, 20, state.range(1) / 8, [&](engine::ModelCall& call) {
       const auto m0 = Clock::now();
-      auto eps = unet->Forward(x, t, ctx);
+      auto eps = unet->Forward(call.x, call.timesteps, call.context);
       model_seconds += Seconds(m0);
       ++evals;
       return eps;
@@ -118,7 +117,7 @@ void BM_SamplerOnly(benchmark::State& state) {
   int evals = 0;
   double total_seconds = 0;
   for (auto _ : state) {
-    auto seconds = TimedRun(name, 50, 16, [&](const at::Tensor&, const at::Tensor&, const at::Tensor&) {
+    auto seconds = TimedRun(name, 50, 16, [&](engine::ModelCall&) {
       ++evals;
       return absl::StatusOr<at::Tensor>(eps);
     });

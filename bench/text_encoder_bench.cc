@@ -5,8 +5,8 @@
 
 #include <ATen/ATen.h>
 
-#include "engine/clip_text_model.h"
-#include "engine/runtime.h"
+#include "engine/models/clip_text_model.h"
+#include "engine/models/runtime.h"
 
 namespace {
 

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <string>
 
-#include "engine/clip_tokenizer.h"
+#include "engine/text/clip_tokenizer.h"
 
 namespace {
 

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "engine/pickle.h"
+#include "engine/io/pickle.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace atelier::engine::pickle;

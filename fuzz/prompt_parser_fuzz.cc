@@ -4,7 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "engine/prompt_parser.h"
+#include "engine/text/prompt_parser.h"
 
 namespace {
 

@@ -17,7 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "atelier/v1/generation.grpc.pb.h"
-#include "engine/image_formats.h"
+#include "image/image_formats.h"
 #include "event_printer.h"
 #include "exit_codes.h"
 

@@ -3,7 +3,8 @@
 
 #include <string>
 
-#include "engine/model_folders.h"
+#include "engine/engine_abi.h"
+#include "engine/io/model_folders.h"
 
 namespace atelier::host {
 
@@ -12,6 +13,9 @@ struct HostEnvironment {
   std::string device;        // "cpu" or "cuda:N"
   // Where tensor_file_open looks; nullptr = no models directory (the function then answers NOT_FOUND).
   const engine::ModelFolders* model_folders = nullptr;
+  std::string compute_dtype = "float32";  // the UNet's: "float32", "bfloat16", "float16"
+  // The engine ABI SDK plugins must have been built against (engine/engine_abi.h).
+  std::string engine_abi = engine::EngineAbi();
 };
 
 }  // namespace atelier::host

@@ -1,13 +1,17 @@
 #include "host/host_services.h"
 
 #include <cstring>
+#include <memory>
+#include <vector>
 #include <exception>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "atelier/plugin_tensor.hpp"
-#include "engine/image_codec.h"
-#include "engine/tensor_view.h"
+#include "image/image_codec.h"
+#include "engine/io/tensor_file.h"
+#include "engine/io/tensor_view.h"
+#include "image/image_formats.h"
 #include "host/abi_handles.h"
 #include "util/log.h"
 
@@ -119,14 +123,41 @@ atelier_status HostTensorFileOpen(const atelier_host_api* host, int32_t folder, 
   }
   auto path = context->environment->model_folders->Resolve(static_cast<engine::ModelFolder>(folder), name);
   if (!path.ok()) return FromAbsl(path.status(), err);
+  auto handle = std::make_unique<atelier_tensor_file>();
+  handle->label = path->filename().string();
   auto file = engine::SafetensorsFile::Open(*path);
-  if (!file.ok()) return FromAbsl(file.status(), err);
-  *out = new atelier_tensor_file{*std::move(file)};
+  if (file.ok()) {
+    handle->file = *std::move(file);
+  } else {
+    // Not safetensors: a PyTorch pickle (.ckpt/.pt/.pth/.pkl), read without running anything in it.
+    absl::StatusOr<engine::TensorSet> set;
+    try {
+      set = engine::ReadTensorSet(*path);
+    } catch (const std::exception& e) {
+      set = absl::InternalError(e.what());
+    }
+    if (!set.ok()) {
+      return FromAbsl(path->extension() == ".safetensors" ? file.status() : set.status(), err);
+    }
+    handle->tensors = std::move(set->tensors);
+  }
+  *out = handle.release();
   return ATELIER_OK;
 }
 
 int64_t HostTensorFileCount(const atelier_tensor_file* file) {
-  return file == nullptr ? 0 : static_cast<int64_t>(file->file->tensors().size());
+  if (file == nullptr) return 0;
+  return static_cast<int64_t>(file->file ? file->file->tensors().size() : file->tensors.size());
+}
+
+atelier_status ExportOwned(const std::string& name, const at::Tensor& tensor, DLManagedTensor** out,
+                           atelier_error* err) {
+  try {
+    *out = plugin::Export(tensor);
+    return ATELIER_OK;
+  } catch (const std::exception& e) {
+    return atelier_fail(err, ATELIER_INTERNAL, "tensor '%s': %s", name.c_str(), e.what());
+  }
 }
 
 atelier_status ExportEntry(const atelier_tensor_file* file, const engine::TensorEntry& entry,
@@ -144,12 +175,17 @@ atelier_status HostTensorFileGet(const atelier_tensor_file* file, int64_t index,
   if (file == nullptr || tensor == nullptr) {
     return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_get: file and tensor are required");
   }
-  const auto& tensors = file->file->tensors();
-  if (index < 0 || index >= static_cast<int64_t>(tensors.size())) {
-    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_get: index %lld outside [0, %zu)",
-                        static_cast<long long>(index), tensors.size());
+  const int64_t count = HostTensorFileCount(file);
+  if (index < 0 || index >= count) {
+    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_get: index %lld outside [0, %lld)",
+                        static_cast<long long>(index), static_cast<long long>(count));
   }
-  const engine::TensorEntry& entry = tensors[static_cast<size_t>(index)];
+  if (!file->file) {
+    const auto& [tensor_name, value] = file->tensors[static_cast<size_t>(index)];
+    if (name != nullptr) *name = tensor_name.c_str();
+    return ExportOwned(tensor_name, value, tensor, err);
+  }
+  const engine::TensorEntry& entry = file->file->tensors()[static_cast<size_t>(index)];
   if (name != nullptr) *name = entry.name.c_str();
   return ExportEntry(file, entry, tensor, err);
 }
@@ -159,15 +195,162 @@ atelier_status HostTensorFileFind(const atelier_tensor_file* file, const char* n
   if (file == nullptr || name == nullptr || tensor == nullptr) {
     return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_find: file, name and tensor are required");
   }
+  if (!file->file) {
+    for (const auto& [tensor_name, value] : file->tensors) {
+      if (tensor_name == name) return ExportOwned(tensor_name, value, tensor, err);
+    }
+    return atelier_fail(err, ATELIER_NOT_FOUND, "no tensor '%s' in %s", name, file->label.c_str());
+  }
   const engine::TensorEntry* entry = file->file->Find(name);
   if (entry == nullptr) {
-    return atelier_fail(err, ATELIER_NOT_FOUND, "no tensor '%s' in %s", name,
-                        file->file->path().filename().c_str());
+    return atelier_fail(err, ATELIER_NOT_FOUND, "no tensor '%s' in %s", name, file->label.c_str());
   }
   return ExportEntry(file, *entry, tensor, err);
 }
 
 void HostTensorFileClose(atelier_tensor_file* file) { delete file; }
+
+// ---- ABI 1.1 ----
+
+void* HostCudaStream(const atelier_host_api*) {
+  // The engine computes on the device's default stream (it never makes its own): NULL is that stream on CUDA, and
+  // the answer on the CPU.
+  return nullptr;
+}
+
+atelier_status HostImageDecode(const atelier_host_api*, const void* data, size_t size, DLManagedTensor** image,
+                               atelier_error* err) {
+  if (image == nullptr || (data == nullptr && size > 0)) {
+    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "image_decode: data and image are required");
+  }
+  *image = nullptr;
+  try {
+    auto decoded = engine::DecodeImage(absl::string_view(static_cast<const char*>(data), size));
+    if (!decoded.ok()) return FromAbsl(decoded.status(), err);
+    at::Tensor t = at::empty({decoded->height, decoded->width, decoded->channels}, at::kByte);
+    std::memcpy(t.data_ptr<uint8_t>(), decoded->pixels.data(), decoded->pixels.size());
+    if (decoded->channels == 1) t = t.expand({-1, -1, 3}).contiguous();
+    *image = plugin::Export(t);
+    return ATELIER_OK;
+  } catch (const std::exception& e) {
+    return atelier_fail(err, ATELIER_RESOURCE_EXHAUSTED, "image_decode: %s", e.what());
+  }
+}
+
+atelier_status HostImageEncode(const atelier_host_api*, const DLTensor* image, const char* format, int32_t quality,
+                               const char* infotext, atelier_bytes* out, atelier_error* err) {
+  if (out == nullptr || format == nullptr) {
+    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "image_encode: format and out are required");
+  }
+  *out = atelier_bytes{};
+  engine::ImageEncodeOptions options;
+  const std::string f = format;
+  if (f == "png") options.format = engine::ImageFileFormat::kPng;
+  else if (f == "jpeg" || f == "jpg") options.format = engine::ImageFileFormat::kJpeg;
+  else if (f == "webp") options.format = engine::ImageFileFormat::kWebp;
+  else return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "image_encode: format '%s' is not png, jpeg or webp", format);
+  if (quality < 1 || quality > 100) {
+    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "image_encode: quality %d is outside 1..100", quality);
+  }
+  options.quality = quality;
+  options.infotext = infotext != nullptr ? infotext : "";
+  try {
+    auto pixels = FramePixels(image);
+    if (!pixels.ok()) return FromAbsl(pixels.status(), err);
+    if (pixels->channels == 4) {  // alpha is dropped: WebUI's outputs are RGB
+      std::vector<uint8_t> rgb;
+      rgb.reserve(pixels->pixels.size() / 4 * 3);
+      for (size_t i = 0; i < pixels->pixels.size(); i += 4) rgb.insert(rgb.end(), &pixels->pixels[i], &pixels->pixels[i] + 3);
+      pixels->pixels = std::move(rgb);
+      pixels->channels = 3;
+    }
+    auto encoded = engine::EncodeImage(*pixels, options);
+    if (!encoded.ok()) return FromAbsl(encoded.status(), err);
+    auto* owned = new std::string(*std::move(encoded));
+    out->data = reinterpret_cast<const uint8_t*>(owned->data());
+    out->size = owned->size();
+    out->owner = owned;
+    return ATELIER_OK;
+  } catch (const std::exception& e) {
+    return atelier_fail(err, ATELIER_RESOURCE_EXHAUSTED, "image_encode: %s", e.what());
+  }
+}
+
+void HostBytesFree(atelier_bytes* bytes) {
+  if (bytes == nullptr) return;
+  delete static_cast<std::string*>(bytes->owner);
+  *bytes = atelier_bytes{};
+}
+
+atelier_status NeedsJobHooks(atelier_job* job, const char* function, atelier_error* err) {
+  if (job == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "%s: null job", function);
+  if (job->hooks == nullptr) {
+    return atelier_fail(err, ATELIER_UNSUPPORTED, "%s: only inside a generation job (not from invoke)", function);
+  }
+  return ATELIER_OK;
+}
+
+atelier_status HostAddInfotext(atelier_job* job, int32_t image_index, const char* key, const char* value,
+                               atelier_error* err) {
+  if (atelier_status s = NeedsJobHooks(job, "add_infotext", err); s != ATELIER_OK) return s;
+  return FromAbsl(job->hooks->AddInfotext(image_index, key ? key : "", value ? value : ""), err);
+}
+
+atelier_status HostModelCallNext(atelier_model_call* call, const atelier_model_call_args* args, DLManagedTensor** eps,
+                                 atelier_error* err) {
+  if (call == nullptr || args == nullptr || eps == nullptr) {
+    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "model_call_next: call, args and eps are required");
+  }
+  *eps = nullptr;
+  try {
+    auto out = call->next(*args);
+    if (!out.ok()) return FromAbsl(out.status(), err);
+    *eps = plugin::Export(*out);
+    return ATELIER_OK;
+  } catch (const std::exception& e) {
+    return atelier_fail(err, ATELIER_INTERNAL, "model_call_next: %s", e.what());
+  }
+}
+
+atelier_status HostPushFrame(atelier_job* job, const atelier_frame* frame, atelier_error* err) {
+  if (atelier_status s = NeedsJobHooks(job, "push_frame", err); s != ATELIER_OK) return s;
+  if (frame == nullptr || frame->image == nullptr) {
+    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "push_frame: a frame with an image is required");
+  }
+  try {
+    JobFrame f;
+    f.index = frame->index;
+    f.seed = frame->seed;
+    f.subseed = frame->subseed;
+    f.infotext = frame->infotext != nullptr ? frame->infotext : "";
+    f.image = plugin::View(frame->image).to(at::kCPU, at::kFloat).clone();
+    f.interrupted = frame->interrupted != 0;
+    return FromAbsl(job->hooks->PushFrame(job, f), err);
+  } catch (const std::exception& e) {
+    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "push_frame: %s", e.what());
+  }
+}
+
+atelier_status HostFeedPlugin(atelier_job* job, const char* plugin, const char* args_json, atelier_error* err) {
+  if (atelier_status s = NeedsJobHooks(job, "feed_plugin", err); s != ATELIER_OK) return s;
+  return FromAbsl(job->hooks->FeedPlugin(job->plugin_name, plugin ? plugin : "", args_json ? args_json : "null"),
+                  err);
+}
+
+atelier_status HostCallPlugin(atelier_job* job, const char* plugin, const char* method, const char* args_json,
+                              atelier_error* err) {
+  if (job == nullptr || plugin == nullptr || method == nullptr) {
+    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "call_plugin: job, plugin and method are required");
+  }
+  if (!job->call_plugin) return atelier_fail(err, ATELIER_UNAVAILABLE, "call_plugin: not inside a job");
+  return FromAbsl(job->call_plugin(plugin, method, args_json ? args_json : "null").status(), err);
+}
+
+atelier_status HostSetInvokeResult(atelier_job* job, const char* json, atelier_error* err) {
+  if (job == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "set_invoke_result: null job");
+  job->invoke_result = json != nullptr && *json != '\0' ? json : "null";
+  return ATELIER_OK;
+}
 
 }  // namespace
 
@@ -189,6 +372,18 @@ atelier_host_api MakeHostApi(PluginHostContext* context) {
   api.tensor_file_get = HostTensorFileGet;
   api.tensor_file_find = HostTensorFileFind;
   api.tensor_file_close = HostTensorFileClose;
+  api.compute_dtype = context->environment->compute_dtype.c_str();
+  api.engine_abi = context->environment->engine_abi.c_str();
+  api.cuda_stream = HostCudaStream;
+  api.image_decode = HostImageDecode;
+  api.image_encode = HostImageEncode;
+  api.bytes_free = HostBytesFree;
+  api.add_infotext = HostAddInfotext;
+  api.model_call_next = HostModelCallNext;
+  api.push_frame = HostPushFrame;
+  api.feed_plugin = HostFeedPlugin;
+  api.call_plugin = HostCallPlugin;
+  api.set_invoke_result = HostSetInvokeResult;
   return api;
 }
 

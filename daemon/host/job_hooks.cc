@@ -1,6 +1,8 @@
 #include "host/job_hooks.h"
 
+#include <algorithm>
 #include <exception>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -46,6 +48,8 @@ absl::StatusOr<std::unique_ptr<JobHooks>> JobHooks::Begin(const PluginRegistry& 
                                                           const JobHookInfo& info,
                                                           const std::map<std::string, std::string>& args_by_plugin) {
   std::unique_ptr<JobHooks> hooks(new JobHooks());
+  hooks->registry_ = &registry;
+  plugin::Borrow init_image(info.init_image), mask(info.mask);
   atelier_job_info c_info{};
   c_info.struct_size = sizeof(c_info);
   c_info.job_id = info.job_id.c_str();
@@ -56,27 +60,51 @@ absl::StatusOr<std::unique_ptr<JobHooks>> JobHooks::Begin(const PluginRegistry& 
   c_info.n_iter = info.n_iter;
   c_info.steps = info.steps;
   c_info.seed = info.seed;
-  c_info.cfg_scale = info.cfg_scale;
-  c_info.denoising_strength = info.denoising_strength;
+  c_info.cfg_scale = static_cast<float>(info.cfg_scale);
+  c_info.denoising_strength = static_cast<float>(info.denoising_strength);
   c_info.prompt = info.prompt.c_str();
   c_info.negative_prompt = info.negative_prompt.c_str();
   c_info.sampler_name = info.sampler_name.c_str();
   c_info.scheduler = info.scheduler.c_str();
+  c_info.cfg_scale_d = info.cfg_scale;
+  c_info.denoising_strength_d = info.denoising_strength;
+  c_info.subseed = info.subseed;
+  c_info.subseed_strength = info.subseed_strength;
+  c_info.clip_skip = info.clip_skip;
+  c_info.hires = info.hires ? 1 : 0;
+  c_info.hires_width = info.hires_width;
+  c_info.hires_height = info.hires_height;
+  c_info.init_image = init_image.get();
+  c_info.mask = mask.get();
+  c_info.inpaint_full_res = info.inpaint_full_res ? 1 : 0;
+  c_info.checkpoint_title = info.checkpoint_title.c_str();
 
-  for (const auto& plugin : registry.plugins()) {
+  hooks->in_process_ = true;
+  for (const Plugin* plugin : registry.InHookOrder()) {
     const atelier_plugin_descriptor& d = plugin->descriptor();
+    const std::string key = absl::AsciiStrToLower(plugin->name());
+    hooks->processed_.push_back(key);
     if (d.process == nullptr) continue;
-    const auto args_it = args_by_plugin.find(absl::AsciiStrToLower(plugin->name()));
-    const std::string& args = args_it == args_by_plugin.end() ? std::string("null") : args_it->second;
+    const auto fed = hooks->fed_args_.find(key);
+    const auto given = args_by_plugin.find(key);
+    const std::string& args = fed != hooks->fed_args_.end() ? fed->second
+                              : given != args_by_plugin.end() ? given->second
+                                                              : std::string("null");
     auto job = std::make_unique<atelier_job>();
     job->sink = sink;
     job->plugin_name = plugin->name();
+    job->hooks = hooks.get();
+    JobHooks* self = hooks.get();
+    job->call_plugin = [&registry, sink, self](const std::string& name, const std::string& method,
+                                              const std::string& args) {
+      return InvokePlugin(registry, name, method, args, sink, self);
+    };
     atelier_job_state* state = nullptr;
     absl::Status status = CallHook(*plugin, "process", [&](atelier_error* err) {
       return d.process(plugin->state(), job.get(), &c_info, args.c_str(), &state, err);
     });
     if (!status.ok()) {
-      if (state != nullptr) d.job_end(plugin->state(), state);
+      if (state != nullptr && d.job_end != nullptr) d.job_end(plugin->state(), state);
       return status;  // participants so far get job_end from ~JobHooks
     }
     if (state == nullptr) continue;
@@ -85,13 +113,20 @@ absl::StatusOr<std::unique_ptr<JobHooks>> JobHooks::Begin(const PluginRegistry& 
     hooks->has_block_ |= d.unet_block != nullptr;
     hooks->has_postprocess_ |= d.postprocess_frames != nullptr;
     hooks->has_export_ |= d.export_media != nullptr;
-    hooks->participants_.push_back({plugin.get(), state, std::move(job)});
+    hooks->has_shape_ |= d.shape_job != nullptr;
+    hooks->has_schedule_ |= d.schedule != nullptr;
+    hooks->has_pass_ |= d.pass_started != nullptr;
+    hooks->has_model_call_ |= d.model_call != nullptr;
+    hooks->has_frame_ |= d.frame != nullptr || d.frames_finish != nullptr;
+    hooks->participants_.push_back({plugin, state, std::move(job)});
   }
+  hooks->in_process_ = false;
   return hooks;
 }
 
 JobHooks::~JobHooks() {
   for (auto it = participants_.rbegin(); it != participants_.rend(); ++it) {
+    if (it->plugin->descriptor().job_end == nullptr) continue;
     try {
       it->plugin->descriptor().job_end(it->plugin->state(), it->state);
     } catch (...) {
@@ -104,6 +139,204 @@ std::vector<std::string> JobHooks::Participants() const {
   std::vector<std::string> names;
   for (const auto& p : participants_) names.push_back(p.plugin->name());
   return names;
+}
+
+engine::JobExtension::Points JobHooks::points() const {
+  Points points;
+  points.shape = has_shape_;
+  points.schedule = has_schedule_;
+  points.pass = has_pass_;
+  points.cfg = has_cfg_;
+  points.model_call = has_residuals_ || has_block_ || has_model_call_;
+  points.infotext = true;  // add_infotext may be called from any hook
+  return points;
+}
+
+absl::Status JobHooks::ShapeJob(engine::JobShape& shape) {
+  for (auto& p : participants_) {
+    const auto& d = p.plugin->descriptor();
+    if (d.shape_job == nullptr) continue;
+    atelier_job_shape c{};
+    c.struct_size = sizeof(c);
+    c.batch_size = shape.batch_size;
+    c.n_iter = shape.n_iter;
+    c.steps = shape.steps;
+    c.width = shape.width;
+    c.height = shape.height;
+    c.frames_per_video = shape.frames_per_video;
+    absl::Status status = CallHook(*p.plugin, "shape_job", [&](atelier_error* err) {
+      return d.shape_job(p.plugin->state(), p.state, &c, err);
+    });
+    if (!status.ok()) return status;
+    shape.batch_size = c.batch_size;
+    shape.n_iter = c.n_iter;
+    shape.steps = c.steps;
+    shape.frames_per_video = c.frames_per_video;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobHooks::OverrideSchedule(at::Tensor& alphas_cumprod) {
+  for (auto& p : participants_) {
+    const auto& d = p.plugin->descriptor();
+    if (d.schedule == nullptr) continue;
+    const at::Tensor in = alphas_cumprod.to(at::kCPU, at::kFloat).contiguous();
+    plugin::Borrow borrowed(in);
+    atelier_schedule_params params{};
+    params.struct_size = sizeof(params);
+    params.alphas_cumprod = borrowed.get();
+    absl::Status status = CallHook(*p.plugin, "schedule", [&](atelier_error* err) {
+      return d.schedule(p.plugin->state(), p.state, &params, err);
+    });
+    auto out = TakeOutput(params.alphas_cumprod_out, *p.plugin, "schedule", "alphas_cumprod", in);
+    if (!status.ok()) return status;
+    if (!out.ok()) return out.status();
+    if (out->defined()) alphas_cumprod = *out;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobHooks::PassStarted(const engine::PassInfo& pass) {
+  atelier_pass_info info{};
+  info.struct_size = sizeof(info);
+  info.pass = static_cast<int32_t>(pass.pass);
+  info.batch = pass.batch;
+  info.batches = pass.batches;
+  info.images = pass.images;
+  info.width = pass.width;
+  info.height = pass.height;
+  info.steps = pass.steps;
+  info.crop_x = pass.crop_x;
+  info.crop_y = pass.crop_y;
+  info.crop_width = pass.crop_width;
+  info.crop_height = pass.crop_height;
+  for (auto& p : participants_) {
+    const auto& d = p.plugin->descriptor();
+    if (d.pass_started == nullptr) continue;
+    absl::Status status = CallHook(*p.plugin, "pass_started", [&](atelier_error* err) {
+      return d.pass_started(p.plugin->state(), p.state, &info, err);
+    });
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<at::Tensor> JobHooks::CallModel(engine::ModelCall& call, const engine::ModelCallNext& next) {
+  return CallModelFrom(0, call, next);
+}
+
+absl::StatusOr<at::Tensor> JobHooks::CallModelFrom(size_t first, engine::ModelCall& call,
+                                                   const engine::ModelCallNext& next) {
+  size_t i = first;
+  while (i < participants_.size() && participants_[i].plugin->descriptor().model_call == nullptr) ++i;
+  if (i == participants_.size()) return CallInnermost(call, next);
+  Participant& p = participants_[i];
+  const auto& d = p.plugin->descriptor();
+  // The rest of the chain, on whatever rows the plugin passes.
+  atelier_model_call rest;
+  rest.next = [this, i, &call, &next](const atelier_model_call_args& args) -> absl::StatusOr<at::Tensor> {
+    if (args.x == nullptr || args.timesteps == nullptr || args.context == nullptr) {
+      return absl::InvalidArgumentError("model_call_next: x, timesteps and context are required");
+    }
+    engine::ModelCall sub;
+    sub.sampling_step = call.sampling_step;
+    sub.total_sampling_steps = call.total_sampling_steps;
+    sub.x = plugin::View(args.x).to(call.x.device(), call.x.scalar_type());
+    sub.timesteps = plugin::View(args.timesteps).to(call.timesteps.device(), call.timesteps.scalar_type());
+    sub.context = plugin::View(args.context).to(call.context.device(), call.context.scalar_type());
+    sub.cond_rows = args.cond_rows;
+    sub.frames_per_video = args.frames_per_video > 0 ? args.frames_per_video : call.frames_per_video;
+    return CallModelFrom(i + 1, sub, next);
+  };
+  plugin::Borrow x(call.x), t(call.timesteps), ctx(call.context);
+  atelier_model_call_args args{};
+  args.struct_size = sizeof(args);
+  args.x = x.get();
+  args.timesteps = t.get();
+  args.context = ctx.get();
+  args.cond_rows = call.cond_rows;
+  args.frames_per_video = call.frames_per_video;
+  atelier_model_call_params params{};
+  params.struct_size = sizeof(params);
+  params.sampling_step = call.sampling_step;
+  params.total_sampling_steps = call.total_sampling_steps;
+  params.call = &rest;
+  params.args = &args;
+  absl::Status status = CallHook(*p.plugin, "model_call", [&](atelier_error* err) {
+    return d.model_call(p.plugin->state(), p.state, &params, err);
+  });
+  at::Tensor eps = plugin::Adopt(params.eps_out);
+  params.eps_out = nullptr;
+  if (!status.ok()) return status;
+  if (!eps.defined()) return CallModelFrom(i + 1, call, next);
+  if (eps.dim() != 4 || eps.size(0) != call.x.size(0) || eps.size(2) != call.x.size(2) ||
+      eps.size(3) != call.x.size(3)) {
+    return absl::InvalidArgumentError(absl::StrCat("plugin '", p.plugin->name(), "' returned eps of shape ",
+                                                   c10::str(eps.sizes()), " from model_call for x of shape ",
+                                                   c10::str(call.x.sizes())));
+  }
+  return eps.to(call.x.device(), at::kFloat);
+}
+
+absl::StatusOr<at::Tensor> JobHooks::CallInnermost(engine::ModelCall& call, const engine::ModelCallNext& next) {
+  if (has_residuals_) {
+    if (absl::Status st = UnetResiduals(call.sampling_step, call.total_sampling_steps, call.cond_rows, call.x,
+                                        call.timesteps, call.context, call.residuals);
+        !st.ok()) {
+      return st;
+    }
+  }
+  if (has_block_) {
+    const int cond_rows = call.cond_rows;
+    const at::Tensor context = call.context;
+    call.block_hook = [this, cond_rows, context](const engine::UNetBlockPoint& where, at::Tensor& hidden) {
+      return UnetBlock(where.point, static_cast<int>(where.kind), where.index, cond_rows, hidden, context);
+    };
+  }
+  return next(call);
+}
+
+void JobHooks::InfotextAdditions(int index, std::vector<std::pair<std::string, std::string>>& extra) const {
+  for (const auto& [image, key, value] : infotext_) {
+    if (image != -1 && image != index) continue;
+    bool replaced = false;  // a key added twice keeps its first place and its last value (a dict, as WebUI's)
+    for (auto& kv : extra) {
+      if (kv.first == key) {
+        kv.second = value;
+        replaced = true;
+      }
+    }
+    if (!replaced) extra.emplace_back(key, value);
+  }
+}
+
+absl::Status JobHooks::AddInfotext(int image_index, const std::string& key, const std::string& value) {
+  if (key.empty() || key.find_first_of(":,\n") != std::string::npos || image_index < -1) {
+    return absl::InvalidArgumentError(absl::StrCat("add_infotext: the key '", key,
+                                                   "' must be non-empty without ':', ',' or a newline, and the "
+                                                   "image index -1 (every image) or >= 0"));
+  }
+  infotext_.emplace_back(image_index, key, value);
+  return absl::OkStatus();
+}
+
+absl::Status JobHooks::FeedPlugin(const std::string& from, const std::string& plugin, const std::string& args_json) {
+  if (!in_process_) {
+    return absl::FailedPreconditionError("feed_plugin: only during process (the job's plugins are chosen there)");
+  }
+  const Plugin* target = registry_->Find(plugin);
+  if (target == nullptr) {
+    return absl::NotFoundError(absl::StrCat("feed_plugin: no plugin '", plugin, "' (loaded: ",
+                                            registry_->NameList(), ")"));
+  }
+  const std::string key = absl::AsciiStrToLower(target->name());
+  if (std::find(processed_.begin(), processed_.end(), key) != processed_.end()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "feed_plugin: '", target->name(), "' already ran its process (hook order is priority, then name: give it "
+        "a larger priority than '", from, "')"));
+  }
+  fed_args_[key] = args_json.empty() ? std::string("null") : args_json;
+  return absl::OkStatus();
 }
 
 absl::Status JobHooks::CfgDenoiser(CfgDenoiserTensors& t) {
@@ -291,6 +524,116 @@ absl::Status JobHooks::ExportMedia(const at::Tensor& frames, const std::vector<s
     if (!status.ok()) return status;
   }
   return absl::OkStatus();
+}
+
+
+absl::Status JobHooks::SendFrame(const JobFrame& frame, const FrameSink& sink) {
+  const FrameSink* previous = frame_sink_;
+  frame_sink_ = &sink;
+  absl::Status status = Deliver(0, frame);
+  frame_sink_ = previous;
+  return status;
+}
+
+absl::Status JobHooks::Deliver(size_t first, const JobFrame& frame_in) {
+  JobFrame frame = frame_in;
+  for (size_t i = first; i < participants_.size(); ++i) {
+    Participant& p = participants_[i];
+    const auto& d = p.plugin->descriptor();
+    if (d.frame == nullptr) continue;
+    const at::Tensor image = frame.image.to(at::kCPU, at::kFloat).contiguous();
+    plugin::Borrow borrowed(image);
+    atelier_frame c_frame{};
+    c_frame.struct_size = sizeof(c_frame);
+    c_frame.index = frame.index;
+    c_frame.seed = frame.seed;
+    c_frame.subseed = frame.subseed;
+    c_frame.infotext = frame.infotext.c_str();
+    c_frame.image = borrowed.get();
+    c_frame.interrupted = frame.interrupted ? 1 : 0;
+    atelier_frame_params params{};
+    params.struct_size = sizeof(params);
+    params.frame = &c_frame;
+    ++frames_seen_[i];
+    push_from_[p.job.get()] = i + 1;  // frames it pushes continue after it
+    absl::Status status = CallHook(*p.plugin, "frame", [&](atelier_error* err) {
+      return d.frame(p.plugin->state(), p.state, &params, err);
+    });
+    push_from_.erase(p.job.get());
+    at::Tensor out = plugin::Adopt(params.image_out);
+    params.image_out = nullptr;
+    if (!status.ok()) return status;
+    if (params.drop != 0) return absl::OkStatus();
+    if (out.defined()) {
+      if (out.dim() != 3 || out.size(0) != 3 || !out.is_floating_point()) {
+        return absl::InvalidArgumentError(absl::StrCat("plugin '", p.plugin->name(), "' returned a frame of shape ",
+                                                       c10::str(out.sizes()),
+                                                       " from frame; expected float [3, H, W] in [0, 1]"));
+      }
+      frame.image = out.to(at::kCPU, at::kFloat);
+    }
+  }
+  return (*frame_sink_)(frame);
+}
+
+absl::Status JobHooks::PushFrame(const atelier_job* from, const JobFrame& frame) {
+  const auto it = push_from_.find(from);
+  if (it == push_from_.end() || frame_sink_ == nullptr) {
+    return absl::FailedPreconditionError("push_frame: only during the plugin's frame or frames_finish hook");
+  }
+  if (!frame.image.defined() || frame.image.dim() != 3 || frame.image.size(0) != 3) {
+    return absl::InvalidArgumentError("push_frame: the image must be float32 [3, H, W] in [0, 1] on the CPU");
+  }
+  return Deliver(it->second, frame);
+}
+
+void JobHooks::FinishFrames(bool interrupted, const FrameSink& sink, std::vector<absl::Status>& errors) {
+  const FrameSink* previous = frame_sink_;
+  frame_sink_ = &sink;
+  for (size_t i = 0; i < participants_.size(); ++i) {
+    Participant& p = participants_[i];
+    const auto& d = p.plugin->descriptor();
+    if (d.frames_finish == nullptr) continue;
+    atelier_frames_finish_params params{};
+    params.struct_size = sizeof(params);
+    params.interrupted = interrupted ? 1 : 0;
+    params.frames_seen = frames_seen_[i];
+    push_from_[p.job.get()] = i + 1;
+    absl::Status status = CallHook(*p.plugin, "frames_finish", [&](atelier_error* err) {
+      return d.frames_finish(p.plugin->state(), p.state, &params, err);
+    });
+    push_from_.erase(p.job.get());
+    if (!status.ok()) errors.push_back(status);
+  }
+  frame_sink_ = previous;
+}
+
+absl::StatusOr<std::string> InvokePlugin(const PluginRegistry& registry, const std::string& name,
+                                         const std::string& method, const std::string& args_json, JobSink* sink,
+                                         JobHooks* hooks) {
+  const Plugin* plugin = registry.Find(name);
+  if (plugin == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no plugin '", name, "' (loaded: ", registry.NameList(), ")"));
+  }
+  const atelier_plugin_descriptor& d = plugin->descriptor();
+  if (d.invoke == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("plugin '", plugin->name(), "' has no invoke entry (it works only inside a generation)"));
+  }
+  atelier_job job;
+  job.sink = sink;
+  job.plugin_name = plugin->name();
+  job.hooks = hooks;
+  job.call_plugin = [&registry, sink, hooks](const std::string& plugin_name, const std::string& m,
+                                             const std::string& args) {
+    return InvokePlugin(registry, plugin_name, m, args, sink, hooks);
+  };
+  job.invoke_result = "null";
+  absl::Status status = CallHook(*plugin, "invoke", [&](atelier_error* err) {
+    return d.invoke(plugin->state(), &job, method.c_str(), args_json.empty() ? "null" : args_json.c_str(), err);
+  });
+  if (!status.ok()) return status;
+  return job.invoke_result;
 }
 
 }  // namespace atelier::host

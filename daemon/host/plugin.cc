@@ -21,6 +21,14 @@ std::vector<std::string> Plugin::HookNames() const {
   if (d.unet_block) names.push_back("unet_block");
   if (d.postprocess_frames) names.push_back("postprocess_frames");
   if (d.export_media) names.push_back("export");
+  if (d.model_unloaded) names.push_back("model_unloaded");
+  if (d.shape_job) names.push_back("shape_job");
+  if (d.schedule) names.push_back("schedule");
+  if (d.pass_started) names.push_back("pass_started");
+  if (d.model_call) names.push_back("model_call");
+  if (d.frame) names.push_back("frame");
+  if (d.frames_finish) names.push_back("frames_finish");
+  if (d.invoke) names.push_back("invoke");
   return names;
 }
 

@@ -77,6 +77,28 @@ std::string PluginRegistry::NameList() const {
   return absl::StrJoin(plugins_, ", ", [](std::string* out, const auto& p) { out->append(p->name()); });
 }
 
+std::vector<const Plugin*> PluginRegistry::InHookOrder() const {
+  std::vector<const Plugin*> ordered;
+  for (const auto& plugin : plugins_) ordered.push_back(plugin.get());
+  std::stable_sort(ordered.begin(), ordered.end(), [](const Plugin* a, const Plugin* b) {
+    const int32_t pa = a->descriptor().priority, pb = b->descriptor().priority;
+    return pa != pb ? pa < pb : a->name() < b->name();
+  });
+  return ordered;
+}
+
+void PluginRegistry::NotifyModelUnloaded() const {
+  for (const Plugin* plugin : InHookOrder()) {
+    const auto& d = plugin->descriptor();
+    if (d.model_unloaded == nullptr) continue;
+    try {
+      d.model_unloaded(plugin->state());
+    } catch (...) {
+      LogWarning(absl::StrCat("plugin ", plugin->name(), ": model_unloaded threw a C++ exception across the C ABI"));
+    }
+  }
+}
+
 void PluginRegistry::NotifyModelLoaded(const std::string& title, const std::string& file,
                                        int unet_in_channels) const {
   atelier_model_info info{};
@@ -84,7 +106,7 @@ void PluginRegistry::NotifyModelLoaded(const std::string& title, const std::stri
   info.checkpoint_title = title.c_str();
   info.checkpoint_file = file.c_str();
   info.unet_in_channels = unet_in_channels;
-  for (const auto& plugin : plugins_) {
+  for (const Plugin* plugin : InHookOrder()) {
     const auto& d = plugin->descriptor();
     if (d.model_loaded == nullptr) continue;
     atelier_error error{};
@@ -160,6 +182,12 @@ void PluginRegistry::LoadFile(const fs::path& path) {
   }
   if (d.process != nullptr && d.job_end == nullptr) {
     return refuse(absl::StrCat("plugin '", plugin->name_, "' has a process hook but no job_end to free job state"));
+  }
+  if (d.engine_abi != nullptr && environment_->engine_abi != d.engine_abi) {
+    return refuse(absl::StrCat("plugin '", plugin->name_, "' was built against engine ABI '",
+                               OrEmpty(d.engine_abi).substr(0, 200), "'; this daemon's is '",
+                               environment_->engine_abi,
+                               "': rebuild it against this daemon's plugin SDK (plugins/sdk), or use the C ABI alone"));
   }
   if (const Plugin* existing = Find(plugin->name_)) {
     return refuse(absl::StrCat("a plugin named '", existing->name(), "' is already loaded from ", existing->file()));

@@ -44,6 +44,12 @@ class PluginRegistry {
   std::string NameList() const;
   const HostEnvironment& environment() const { return *environment_; }
 
+  // The plugins in hook order: ascending descriptor priority, then name.
+  std::vector<const Plugin*> InHookOrder() const;
+
+  // Calls every plugin's model_unloaded hook (the checkpoint is about to go). Call on the executor thread.
+  void NotifyModelUnloaded() const;
+
   // Calls every plugin's model_loaded hook (WebUI on_model_loaded). A plugin's error is logged; the model stays
   // loaded. Call on the executor thread.
   void NotifyModelLoaded(const std::string& title, const std::string& file, int unet_in_channels) const;

@@ -34,7 +34,7 @@ absl::StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonSe
       runner, JobManagerOptions{options.max_queue, options.max_message_bytes});
   server->generation_ = std::make_unique<GenerationService>(*server->jobs_, runner, plugins);
   server->models_ = std::make_unique<ModelsService>(models, *server->jobs_, runner, plugins, server->facts_);
-  server->plugins_ = std::make_unique<PluginsService>(plugins);
+  server->plugins_ = std::make_unique<PluginsService>(plugins, *server->jobs_);
   server->daemon_ = std::make_unique<DaemonService>(server->facts_);
 
   grpc::EnableDefaultHealthCheckService(true);

@@ -8,7 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "engine/model_manager.h"
+#include "engine/models/model_manager.h"
 #include "host/plugin_registry.h"
 #include "server/info_services.h"
 #include "server/job_manager.h"

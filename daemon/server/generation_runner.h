@@ -1,17 +1,14 @@
-// The product's job runner: txt2img and img2img on the loaded checkpoint (engine::Generate), with the plugins'
-// hooks, per-step progress and live previews, and each finished image streamed as a result (PNG/JPEG/WebP with
-// WebUI's infotext).
+// The product's job runner: the gRPC side of a generation job. Prepare turns the request into the job layer's
+// settings once and checks them against the daemon (jobs/job_check.h); Run hands them to the job layer
+// (jobs/generation_job.h) with the job's context as its events, or runs a Plugins.Invoke job.
 #pragma once
 
 #include <memory>
-#include <mutex>
 
-#include "engine/clip_tokenizer.h"
-#include "engine/embeddings.h"
-#include "engine/model_manager.h"
-#include "engine/sd_pipeline.h"
-#include "engine/taesd.h"
+#include "engine/models/model_manager.h"
+#include "engine/text/clip_tokenizer.h"
 #include "host/plugin_registry.h"
+#include "jobs/pipeline_cache.h"
 #include "server/job_runner.h"
 
 namespace atelier::server {
@@ -23,29 +20,15 @@ class GenerationRunner final : public JobRunner {
                    const engine::ClipTokenizer& tokenizer);
   ~GenerationRunner() override;
 
-  // Validates the request against what this daemon has: sampler/scheduler names, option types, the checkpoint and
-  // VAE it names (NOT_FOUND listing what exists), a loaded model (FAILED_PRECONDITION), a decodable init image, a
-  // TAESD decoder for TAESD previews (FAILED_PRECONDITION naming the folder).
-  absl::Status Prepare(v1::GenerateRequest& request) const override;
+  // INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION naming the field and the valid choices (see JobCheck).
+  absl::StatusOr<std::shared_ptr<const PreparedJob>> Prepare(v1::GenerateRequest& request) const override;
   absl::Status Run(JobContext& context) override;
   void ReleaseModel() override;
 
  private:
-  absl::Status Check(const v1::GenerateRequest& request) const;
-  // The pipeline of the current (or the requested) checkpoint, rebuilt only when the weights changed.
-  absl::StatusOr<const engine::Sd1Pipeline*> PipelineFor(const std::string& checkpoint,
-                                                         const std::optional<std::string>& vae, JobContext& context);
-  absl::StatusOr<const engine::Taesd*> TaesdDecoder();
-
   engine::ModelManager& models_;
   const host::PluginRegistry& plugins_;
-  const engine::ClipTokenizer& tokenizer_;
-
-  // Executor thread only.
-  std::shared_ptr<const engine::Sd1Weights> pipeline_weights_;
-  std::unique_ptr<engine::EmbeddingDatabase> embeddings_;
-  std::unique_ptr<engine::Sd1Pipeline> pipeline_;
-  std::unique_ptr<engine::Taesd> taesd_;
+  jobs::PipelineCache pipelines_;  // executor thread only
 };
 
 }  // namespace atelier::server

@@ -33,10 +33,11 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* GenerationService::Generate(grpc::C
   v1::GenerateRequest prepared = *request;
   if (absl::Status s = ValidateAndFillDefaults(prepared); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
   if (absl::Status s = ValidatePluginArgs(prepared, plugins_); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
-  if (absl::Status s = runner_.Prepare(prepared); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
+  auto parsed = runner_.Prepare(prepared);
+  if (!parsed.ok()) return JobStream::Reject(ToGrpcStatus(parsed.status()));
 
   std::string job_id = prepared.force_task_id();
-  auto job = jobs_.Submit(std::move(job_id), ClientIdOf(*context), std::move(prepared));
+  auto job = jobs_.Submit(std::move(job_id), ClientIdOf(*context), std::move(prepared), *std::move(parsed));
   if (!job.ok()) return JobStream::Reject(ToGrpcStatus(job.status()));
   const std::string id = (*job)->id();
   JobManager* jobs = &jobs_;

@@ -11,9 +11,10 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "engine/nn_util.h"
-#include "engine/prompt_chunker.h"
-#include "engine/sampler_table.h"
+#include "engine/models/nn_util.h"
+#include "engine/text/prompt_chunker.h"
+#include "engine/sampling/sampler_table.h"
+#include "server/plugin_args.h"
 #include "util/limits.h"
 
 namespace atelier::server {
@@ -369,33 +370,11 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   out.output.omit_infotext = r.output().omit_infotext() || !pnginfo->value_or(true);
 
   out.ignored_settings = o.Unused();
+  out.img2img = r.mode() == v1::MODE_IMG2IMG;
+  auto plugin_args = PluginArgsJson(r);
+  if (!plugin_args.ok()) return plugin_args.status();
+  out.plugin_args = *std::move(plugin_args);
   return out;
-}
-
-absl::StatusOr<at::Tensor> DecodeMask(const std::string& bytes, const JobSettings& settings) {
-  auto image = engine::DecodeImage(bytes);
-  if (!image.ok()) return Invalid(absl::StrCat("mask: ", image.status().message()));
-  try {
-    const at::Tensor pixels =
-        at::from_blob(image->pixels.data(), {image->height, image->width, image->channels}, at::kByte).clone();
-    return engine::MaskFromImage(pixels, settings.params.inpaint.round);
-  } catch (const std::exception& e) {
-    return engine::StatusFromException(e, "reading the mask");
-  }
-}
-
-absl::StatusOr<at::Tensor> DecodeInitImage(const std::string& bytes, const JobSettings& settings) {
-  auto image = engine::DecodeImageRgb(bytes);
-  if (!image.ok()) return Invalid(absl::StrCat("init_images[0]: ", image.status().message()));
-  try {
-    const at::Tensor pixels =
-        at::from_blob(image->pixels.data(), {image->height, image->width, 3}, at::kByte).clone();
-    // Inpainting resizes (or crops) together with the mask, in the engine.
-    if (settings.inpaint) return pixels;
-    return engine::ResizeInitImage(pixels, settings.resize_mode, settings.params.width, settings.params.height);
-  } catch (const std::exception& e) {
-    return engine::StatusFromException(e, "reading the init image");
-  }
 }
 
 }  // namespace atelier::server

@@ -5,7 +5,11 @@
 #include <thread>
 
 #include "absl/time/clock.h"
+#include "absl/strings/str_cat.h"
+#include "server/generation_service.h"
 #include "server/grpc_status.h"
+#include "server/job_stream.h"
+#include "server/plugin_invoke.h"
 #include "util/limits.h"
 
 namespace atelier::server {
@@ -152,6 +156,23 @@ void ModelsService::FillStatus(v1::ModelsStatus* status) const {
   out->set_device_free_bytes(memory.device_free_bytes);
 }
 
+grpc::ServerWriteReactor<v1::GenerateEvent>* PluginsService::Invoke(grpc::CallbackServerContext* context,
+                                                                    const v1::InvokeRequest* request) {
+  if (!jobs_.accepting()) {
+    return JobStream::Reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the daemon is shutting down"));
+  }
+  auto prepared = PrepareInvoke(*request, plugins_);
+  if (!prepared.ok()) return JobStream::Reject(ToGrpcStatus(prepared.status()));
+  // The job's request only describes it in ListJobs; the work is the prepared invoke.
+  v1::GenerateRequest described;
+  described.set_prompt(absl::StrCat("invoke ", (*prepared)->plugin, ".", (*prepared)->method));
+  auto job = jobs_.Submit("", ClientIdOf(*context), std::move(described), *std::move(prepared));
+  if (!job.ok()) return JobStream::Reject(ToGrpcStatus(job.status()));
+  const std::string id = (*job)->id();
+  JobManager* jobs = &jobs_;
+  return JobStream::Attach(*job, EventCursor{}, [jobs, id] { (void)jobs->Cancel(id, "the submitting client disconnected"); });
+}
+
 grpc::ServerUnaryReactor* PluginsService::ListPlugins(grpc::CallbackServerContext* context,
                                                       const v1::ListPluginsRequest*,
                                                       v1::ListPluginsResponse* response) {
@@ -165,6 +186,7 @@ grpc::ServerUnaryReactor* PluginsService::ListPlugins(grpc::CallbackServerContex
     info->set_file(plugin->file());
     for (const auto& hook : plugin->HookNames()) info->add_hooks(hook);
     info->set_params_schema_json(plugin->params_schema_json());
+    info->set_priority(plugin->descriptor().priority);
   }
   for (const auto& refused : plugins_.refused()) {
     v1::RefusedPlugin* out = response->add_refused();

@@ -7,8 +7,8 @@
 #include "atelier/v1/models.grpc.pb.h"
 #include "atelier/v1/plugins.grpc.pb.h"
 #include "absl/time/time.h"
-#include "engine/model_manager.h"
-#include "engine/runtime.h"
+#include "engine/models/model_manager.h"
+#include "engine/models/runtime.h"
 #include "host/plugin_registry.h"
 #include "server/job_manager.h"
 #include "server/job_runner.h"
@@ -63,12 +63,16 @@ class ModelsService final : public v1::Models::CallbackService {
 
 class PluginsService final : public v1::Plugins::CallbackService {
  public:
-  explicit PluginsService(const host::PluginRegistry& plugins) : plugins_(plugins) {}
+  PluginsService(const host::PluginRegistry& plugins, JobManager& jobs) : plugins_(plugins), jobs_(jobs) {}
   grpc::ServerUnaryReactor* ListPlugins(grpc::CallbackServerContext* context, const v1::ListPluginsRequest* request,
                                         v1::ListPluginsResponse* response) override;
+  // A job like a generation: queued fairly, cancellable, its events streamed (server/plugin_invoke.h).
+  grpc::ServerWriteReactor<v1::GenerateEvent>* Invoke(grpc::CallbackServerContext* context,
+                                                      const v1::InvokeRequest* request) override;
 
  private:
   const host::PluginRegistry& plugins_;
+  JobManager& jobs_;
 };
 
 class DaemonService final : public v1::Daemon::CallbackService {

@@ -5,7 +5,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "engine/infotext_parse.h"
+#include "engine/pipeline/infotext_parse.h"
 
 namespace atelier::server {
 namespace {

@@ -43,6 +43,13 @@ struct EventCursor {
   std::uint64_t dropped = 0;  // lossy events skipped
 };
 
+// What a runner made of a request when it was admitted (its parsed settings), handed back when the job runs, so
+// a request is parsed and checked once.
+class PreparedJob {
+ public:
+  virtual ~PreparedJob() = default;
+};
+
 class Job {
  public:
   Job(std::string id, std::string client_id, v1::GenerateRequest request);
@@ -50,6 +57,9 @@ class Job {
   const std::string& id() const { return id_; }
   const std::string& client_id() const { return client_id_; }
   const v1::GenerateRequest& request() const { return request_; }
+  // The runner's parse of the request (may be null); set before the job is queued, read-only after.
+  const PreparedJob* prepared() const { return prepared_.get(); }
+  void set_prepared(std::shared_ptr<const PreparedJob> prepared) { prepared_ = std::move(prepared); }
   absl::Time submitted_at() const { return submitted_at_; }
 
   v1::JobState state() const;
@@ -97,6 +107,7 @@ class Job {
   const std::string id_;
   const std::string client_id_;
   const v1::GenerateRequest request_;
+  std::shared_ptr<const PreparedJob> prepared_;
   const absl::Time submitted_at_;
 
   std::atomic<bool> cancel_requested_{false};

@@ -59,12 +59,63 @@ absl::Status JobContext::Frame(v1::Frame frame) {
 }
 
 absl::Status JobContext::Artifact(v1::Artifact artifact) {
-  v1::GenerateEvent event;
-  *event.mutable_artifact() = std::move(artifact);
-  if (auto status = CheckSize(event, "an artifact"); !status.ok()) return status;
-  job_->PublishReliable(std::move(event));
+  // Chunks that leave room for the envelope below the message limit.
+  const size_t chunk = static_cast<size_t>(std::max(max_message_bytes_ - 64 * 1024, 4096));
+  const std::string data = std::move(*artifact.mutable_data());
+  artifact.clear_data();
+  artifact.set_total_size(data.size());
+  size_t offset = 0;
+  do {
+    const size_t n = std::min(chunk, data.size() - offset);
+    v1::GenerateEvent event;
+    v1::Artifact* part = event.mutable_artifact();
+    *part = artifact;
+    part->set_data(data.substr(offset, n));
+    part->set_offset(offset);
+    part->set_last(offset + n == data.size());
+    if (auto status = CheckSize(event, "an artifact chunk"); !status.ok()) return status;
+    job_->PublishReliable(std::move(event));
+    offset += n;
+  } while (offset < data.size());
   return absl::OkStatus();
 }
+
+namespace {
+v1::Image ToProto(jobs::EncodedImage image) {
+  v1::Image out;
+  out.set_data(std::move(image.data));
+  out.set_mime_type(std::move(image.mime_type));
+  out.set_width(image.width);
+  out.set_height(image.height);
+  return out;
+}
+}  // namespace
+
+void JobContext::Progress(jobs::ProgressEvent p) {
+  v1::Progress progress;
+  progress.set_job_no(p.job_no);
+  progress.set_job_count(p.job_count);
+  progress.set_sampling_step(p.sampling_step);
+  progress.set_sampling_steps(p.sampling_steps);
+  progress.set_progress(static_cast<float>(p.progress));
+  progress.set_pass(std::move(p.pass));
+  progress.set_text(std::move(p.text));
+  if (p.preview) *progress.mutable_preview() = ToProto(*std::move(p.preview));
+  Progress(std::move(progress));
+}
+
+absl::Status JobContext::Result(jobs::ResultEvent r) {
+  v1::Result result;
+  result.set_index(r.index);
+  *result.mutable_image() = ToProto(std::move(r.image));
+  result.set_infotext(std::move(r.infotext));
+  result.set_seed(r.seed);
+  result.set_subseed(r.subseed);
+  result.set_interrupted(r.interrupted);
+  return Result(std::move(result));
+}
+
+void JobContext::Warn(const std::string& message) { warnings_.push_back(message); }
 
 void JobContext::AddTiming(const std::string& stage, double seconds) {
   for (auto& [name, total] : timings_) {

@@ -1,5 +1,5 @@
 // The running job as a runner (and, through host::JobSink, a plugin) sees it: control flags, event publishing,
-// stage timings.
+// stage timings. It is the job layer's jobs::JobEvents: the one place where a job's events become gRPC messages.
 #pragma once
 
 #include <memory>
@@ -8,35 +8,47 @@
 #include <vector>
 
 #include "absl/time/time.h"
-#include "host/job_sink.h"
+#include "jobs/job_events.h"
 #include "server/job.h"
 
 namespace atelier::server {
 
-class JobContext final : public host::JobSink {
+class JobContext final : public jobs::JobEvents {
  public:
   JobContext(std::shared_ptr<Job> job, int max_message_bytes);
 
   const v1::GenerateRequest& request() const { return job_->request(); }
-  const std::string& job_id() const { return job_->id(); }
+  // The runner's parse of the request when it was admitted (may be null).
+  const PreparedJob* prepared() const { return job_->prepared(); }
+  const std::string& job_id() const override { return job_->id(); }
 
   // True once the job must stop: Cancel, the submitting client gone, or daemon shutdown. Check every step.
-  bool ShouldStop() const { return job_->cancel_requested(); }
+  bool ShouldStop() const override { return job_->cancel_requested(); }
   // True once per Skip request: end the current image early and go on with the next.
-  bool TakeSkip() { return job_->TakeSkip(); }
+  bool TakeSkip() override { return job_->TakeSkip(); }
 
   // ---- Events ----
-  void Started(std::vector<std::int64_t> seeds, std::vector<std::int64_t> subseeds, int image_count);
+  void Started(std::vector<std::int64_t> seeds, std::vector<std::int64_t> subseeds, int image_count) override;
   // Lossy. Fills elapsed and ETA (WebUI's elapsed / progress - elapsed) from progress.progress().
   void Progress(v1::Progress progress);
-  // Reliable (never dropped). RESOURCE_EXHAUSTED when larger than the gRPC message limit.
+  // Reliable (never dropped). RESOURCE_EXHAUSTED when larger than the gRPC message limit. An artifact larger than
+  // the limit goes out in chunks (Artifact.offset / total_size / last), which clients join.
   absl::Status Result(v1::Result result);
   absl::Status Frame(v1::Frame frame);
   absl::Status Artifact(v1::Artifact artifact);
 
   // Adds wall time to a stage (kept in order of first use).
-  void AddTiming(const std::string& stage, double seconds);
+  void AddTiming(const std::string& stage, double seconds) override;
   const std::vector<std::pair<std::string, double>>& timings() const { return timings_; }
+  void Warn(const std::string& message) override;
+  const std::vector<std::string>& warnings() const { return warnings_; }
+  // A Plugins.Invoke job's JSON result.
+  void set_invoke_result(std::string json) { invoke_result_ = std::move(json); }
+  const std::string& invoke_result() const { return invoke_result_; }
+
+  // ---- jobs::JobEvents ----
+  void Progress(jobs::ProgressEvent progress) override;
+  absl::Status Result(jobs::ResultEvent result) override;
 
   // ---- host::JobSink ----
   bool IsCancelled() const override { return ShouldStop(); }
@@ -53,21 +65,8 @@ class JobContext final : public host::JobSink {
   const int max_message_bytes_;
   const absl::Time started_;
   std::vector<std::pair<std::string, double>> timings_;
-};
-
-// Measures a stage's wall time into a JobContext.
-class StageTimer {
- public:
-  StageTimer(JobContext& context, std::string stage)
-      : context_(context), stage_(std::move(stage)), start_(absl::Now()) {}
-  ~StageTimer() { context_.AddTiming(stage_, absl::ToDoubleSeconds(absl::Now() - start_)); }
-  StageTimer(const StageTimer&) = delete;
-  StageTimer& operator=(const StageTimer&) = delete;
-
- private:
-  JobContext& context_;
-  std::string stage_;
-  absl::Time start_;
+  std::vector<std::string> warnings_;
+  std::string invoke_result_;
 };
 
 }  // namespace atelier::server

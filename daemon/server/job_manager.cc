@@ -26,7 +26,8 @@ JobManager::~JobManager() { Shutdown(); }
 void JobManager::Start() { executor_ = std::thread([this] { ExecutorLoop(); }); }
 
 absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, std::string client_id,
-                                                         v1::GenerateRequest request) {
+                                                         v1::GenerateRequest request,
+                                                         std::shared_ptr<const PreparedJob> prepared) {
   if (shutting_down_.load()) {
     return absl::UnavailableError("the daemon is shutting down and accepts no new jobs");
   }
@@ -39,6 +40,7 @@ absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, std:
       return absl::AlreadyExistsError(absl::StrCat("job id '", job_id, "' (force_task_id) is already in use"));
     }
     job = std::make_shared<Job>(job_id, std::move(client_id), std::move(request));
+    job->set_prepared(std::move(prepared));
     // Registered before queueing, so Cancel finds it even if the executor picks it up at once.
     active_[job_id] = job;
   }
@@ -184,6 +186,8 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
     timing->set_stage(stage);
     timing->set_seconds(seconds);
   }
+  for (const std::string& warning : context.warnings()) finished.add_warnings(warning);
+  finished.set_invoke_result_json(context.invoke_result());
   finished.set_queued_seconds(absl::ToDoubleSeconds(job->started_at() - job->submitted_at()));
   finished.set_run_seconds(absl::ToDoubleSeconds(absl::Now() - job->started_at()));
   job->Finish(status, std::move(finished));

@@ -36,8 +36,8 @@ class JobManager {
 
   // Queues a prepared request. `job_id` empty = generate one. ALREADY_EXISTS for a job id in use,
   // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while shutting down.
-  absl::StatusOr<std::shared_ptr<Job>> Submit(std::string job_id, std::string client_id,
-                                              v1::GenerateRequest request);
+  absl::StatusOr<std::shared_ptr<Job>> Submit(std::string job_id, std::string client_id, v1::GenerateRequest request,
+                                              std::shared_ptr<const PreparedJob> prepared = nullptr);
   // A queued or running job; nullptr otherwise.
   std::shared_ptr<Job> Find(const std::string& job_id) const;
   // A queued job ends at once (CANCELLED); a running one stops at its next step boundary. Returns the state the

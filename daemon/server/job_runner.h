@@ -2,7 +2,10 @@
 // the generation pipeline; tests plug in their own.
 #pragma once
 
+#include <memory>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "atelier/v1/generation.pb.h"
 #include "server/job_context.h"
 
@@ -12,8 +15,9 @@ class JobRunner {
  public:
   virtual ~JobRunner() = default;
   // Checks a request before it is queued and fills in runner-specific defaults. Errors reach the client at once.
+  // What it returns (may be null) travels with the job to Run (context.prepared()): the request is parsed once.
   // Called on gRPC threads, concurrently: must not touch the device.
-  virtual absl::Status Prepare(v1::GenerateRequest& request) const = 0;
+  virtual absl::StatusOr<std::shared_ptr<const PreparedJob>> Prepare(v1::GenerateRequest& request) const = 0;
   // Runs one job on the executor thread (the only thread that uses the device). Must call
   // context.ShouldStop() at every step boundary and return CANCELLED promptly when it is true.
   virtual absl::Status Run(JobContext& context) = 0;

@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-#include "engine/noise.h"
+#include "engine/sampling/noise.h"
 
 using namespace atelier::engine;
 

@@ -12,9 +12,9 @@
 #include <functional>
 #include <vector>
 
-#include "engine/nn_util.h"
-#include "engine/unet.h"
-#include "engine/vae.h"
+#include "engine/models/nn_util.h"
+#include "engine/models/unet.h"
+#include "engine/models/vae.h"
 
 using namespace atelier::engine;
 

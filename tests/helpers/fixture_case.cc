@@ -2,11 +2,12 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 
-#include "engine/tensor_file.h"
+#include "engine/io/tensor_file.h"
 #include "test_support.h"
 
 namespace atelier::testing {
@@ -30,6 +31,8 @@ std::vector<FixtureCase> LoadCases(const std::string& name) {
       auto io = engine::ReadTensorSet(dir / "io.safetensors");
       if (io.ok()) {
         for (auto& [key, tensor] : io->tensors) c.io[key] = tensor;
+      } else {
+        ADD_FAILURE() << "case " << dir << ": cannot read io.safetensors: " << io.status();
       }
     }
     if (c.json.contains("tolerance") && c.json["tolerance"].is_object()) {
@@ -39,6 +42,35 @@ std::vector<FixtureCase> LoadCases(const std::string& name) {
     cases.push_back(std::move(c));
   }
   return cases;
+}
+
+std::string NoCaseMessage(const std::string& name) {
+  const fs::path root = FixturesDir();
+  std::ostringstream out;
+  out << "no \"" << name << "\" fixture case (a folder whose case.json has \"case\": \"" << name << "\") under "
+      << root << (fs::is_directory(root) ? "" : ", which is not a directory")
+      << " (set ATELIER_FIXTURES to a folder of cases)";
+  return out.str();
+}
+
+std::vector<FixtureCase> CasesOf(const std::string& name) {
+  std::vector<FixtureCase> cases = LoadCases(name);
+  if (cases.empty()) ADD_FAILURE() << NoCaseMessage(name);
+  return cases;
+}
+
+std::vector<int> IoKeyNumbers(const FixtureCase& c, const std::string& prefix) {
+  std::vector<int> numbers;
+  for (const auto& [key, tensor] : c.io) {
+    if (key.size() <= prefix.size() || key.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = key.substr(prefix.size());
+    if (rest.size() > 9 || !std::all_of(rest.begin(), rest.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+      continue;
+    }
+    numbers.push_back(std::stoi(rest));
+  }
+  std::sort(numbers.begin(), numbers.end());
+  return numbers;
 }
 
 fs::path WeightsFile(const FixtureCase& c) {

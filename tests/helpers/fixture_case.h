@@ -22,8 +22,21 @@ struct FixtureCase {
 };
 
 // Every case folder under the fixtures directory whose case.json has "case": `name` (other folders in the same
-// format run too when their case.json names the same kind).
+// format run too when their case.json names the same kind). A case whose io.safetensors cannot be read is a test
+// failure naming the file.
 std::vector<FixtureCase> LoadCases(const std::string& name);
+
+// LoadCases(name) for a test that checks the cases of a kind: when there is none it records a test failure
+// (NoCaseMessage) naming the folder it looked in, so a test looping over the result never passes vacuously.
+std::vector<FixtureCase> CasesOf(const std::string& name);
+
+// Why there is no case of kind `name`: the kind, the fixtures folder searched (FixturesDir(), from
+// ATELIER_FIXTURES) and whether that folder exists.
+std::string NoCaseMessage(const std::string& name);
+
+// The numbers N of the case's io tensors named `prefix` followed by N (digits only), ascending: e.g. "clip_skip"
+// gives the Clip skip values a case records goldens for.
+std::vector<int> IoKeyNumbers(const FixtureCase& c, const std::string& prefix);
 
 // The case's weights file: weights.safetensors in its folder, else the file its case.json "weights" (or
 // "config.weights" / "config.checkpoint") names (relative to the folder; the first word of the text).

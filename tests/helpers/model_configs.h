@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/sd_config.h"
+#include "engine/models/sd_config.h"
 #include "fixture_case.h"
 
 namespace atelier::testing {

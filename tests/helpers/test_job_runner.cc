@@ -6,9 +6,9 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "host/job_hooks.h"
 #include "server/job_context.h"
-#include "server/plugin_args.h"
+#include "server/plugin_invoke.h"
+#include "util/stage_timer.h"
 
 namespace atelier::testing {
 namespace {
@@ -27,9 +27,10 @@ std::string TextSetting(const server::v1::GenerateRequest& request, const std::s
 
 }  // namespace
 
-absl::Status TestJobRunner::Prepare(server::v1::GenerateRequest& request) const {
+absl::StatusOr<std::shared_ptr<const server::PreparedJob>> TestJobRunner::Prepare(
+    server::v1::GenerateRequest& request) const {
   if (request.prompt() == "reject me") return absl::InvalidArgumentError("the test runner rejects this prompt");
-  return absl::OkStatus();
+  return nullptr;
 }
 
 std::vector<std::string> TestJobRunner::run_order() const {
@@ -38,6 +39,8 @@ std::vector<std::string> TestJobRunner::run_order() const {
 }
 
 absl::Status TestJobRunner::Run(server::JobContext& context) {
+  absl::Status invoked;
+  if (plugins_ != nullptr && server::RunIfInvoke(context, *plugins_, invoked)) return invoked;
   const auto& request = context.request();
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -54,25 +57,11 @@ absl::Status TestJobRunner::Run(server::JobContext& context) {
   for (int i = 0; i < results; ++i) seeds.push_back(request.seed() + i);
   context.Started(seeds, {}, results);
 
-  std::unique_ptr<host::JobHooks> hooks;
-  if (plugins_ != nullptr) {
-    auto args = server::PluginArgsJson(request);
-    if (!args.ok()) return args.status();
-    host::JobHookInfo info;
-    info.job_id = context.job_id();
-    info.steps = steps;
-    info.width = request.width();
-    info.height = request.height();
-    auto begun = host::JobHooks::Begin(*plugins_, &context, info, *args);
-    if (!begun.ok()) return begun.status();
-    hooks = *std::move(begun);
-  }
-
   steps_done_ = 0;
   steps_after_cancel_ = 0;
   bool skipped = false;
   {
-    server::StageTimer timer(context, "sampling");
+    StageTimer timer([&context](const std::string& stage, double s) { context.AddTiming(stage, s); }, "sampling");
     for (int step = 1; step <= steps; ++step) {
       if (context.ShouldStop()) return absl::CancelledError("stopped at a step boundary");
       if (context.TakeSkip()) {
@@ -94,13 +83,6 @@ absl::Status TestJobRunner::Run(server::JobContext& context) {
       context.Progress(std::move(progress));
       steps_done_ = step;
     }
-  }
-  if (hooks != nullptr && Setting(request, "test_frames", 0) != 0) {
-    server::StageTimer timer(context, "postprocess");
-    at::Tensor frames = at::rand({2, 3, 8, 8});
-    if (auto s = hooks->PostprocessFrames(frames); !s.ok()) return s;
-    std::vector<std::string> infotexts(static_cast<size_t>(frames.size(0)), request.prompt());
-    if (auto s = hooks->ExportMedia(frames, infotexts); !s.ok()) return s;
   }
   if (const std::string fail = TextSetting(request, "test_fail"); !fail.empty()) {
     return absl::InternalError(fail);

@@ -1,4 +1,5 @@
-// A test-only job type for exercising the queue, streaming, cancellation and plugin wiring without a model.
+// A test-only job type for exercising the queue, streaming and cancellation without a model (plugins run in real
+// jobs only: tests/integration/generation_test.cc). It also runs Plugins.Invoke jobs.
 // It reads its behaviour from the request (never part of the product):
 //   prompt                          a label recorded in run_order()
 //   steps                           number of steps
@@ -6,7 +7,6 @@
 //   override_settings.test_preview_every / test_preview_bytes   a preview of that many bytes every N steps
 //   override_settings.test_results / test_result_bytes          results sent at the end (default 1 x 1000 bytes)
 //   override_settings.test_fail     fail the job with this message after the steps
-//   override_settings.test_frames   run the plugins' postprocess_frames and export on 2 small frames
 #pragma once
 
 #include <atomic>
@@ -21,10 +21,11 @@ namespace atelier::testing {
 
 class TestJobRunner final : public server::JobRunner {
  public:
-  // `plugins` may be null (no plugin hooks are called then).
+  // `plugins` may be null (Plugins.Invoke jobs then fail).
   explicit TestJobRunner(const host::PluginRegistry* plugins = nullptr) : plugins_(plugins) {}
 
-  absl::Status Prepare(server::v1::GenerateRequest& request) const override;
+  absl::StatusOr<std::shared_ptr<const server::PreparedJob>> Prepare(
+      server::v1::GenerateRequest& request) const override;
   absl::Status Run(server::JobContext& context) override;
 
   // Labels (prompts) of the jobs run so far, in order.

@@ -20,9 +20,10 @@
 
 #include <ATen/ATen.h>
 
+#include "atelier/plugin.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "engine/image_formats.h"
+#include "image/image_formats.h"
 #include "fixture_case.h"
 #include "test_support.h"
 
@@ -138,7 +139,7 @@ TEST(DaemonProcessTest, ServesTheClientAndExitsCleanlyOnSigterm) {
   EXPECT_THAT(out, HasSubstr("SERVING"));
   out = daemon.Client("version", &code);
   EXPECT_EQ(code, 0) << out;
-  EXPECT_THAT(out, HasSubstr("API atelier.v1, plugin ABI 1.0"));
+  EXPECT_THAT(out, HasSubstr("API atelier.v1, plugin ABI 1." + std::to_string(ATELIER_PLUGIN_ABI_MINOR)));
   out = daemon.Client("plugins", &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_THAT(out, HasSubstr("invert"));  // the template plugin from build/plugins, the default --plugins-dir
@@ -156,9 +157,11 @@ TEST(DaemonProcessTest, ServesTheClientAndExitsCleanlyOnSigterm) {
 // The model registry over gRPC: the first checkpoint loads at start, a failing load keeps it serving.
 TEST(DaemonProcessTest, LoadsCheckpointsAndKeepsTheOldOneOnFailure) {
   namespace fs = std::filesystem;
+  const auto tiny = testing::CasesOf("tiny-sd");
+  ASSERT_FALSE(tiny.empty());
   DaemonProcess daemon;
-  const fs::path sd = testing::InstallTinyCheckpoint(testing::FixturesDir() / "tiny-sd" / "weights.safetensors",
-                                                     daemon.dir().path() / "models");
+  const fs::path sd =
+      testing::InstallTinyCheckpoint(testing::WeightsFile(tiny.front()), daemon.dir().path() / "models");
   std::ofstream(sd / "zz-broken.safetensors") << "garbage";
   ASSERT_TRUE(daemon.Start({"--cache-dir", (daemon.dir().path() / "cache").string()})) << daemon.Log();
   EXPECT_THAT(daemon.Log(), HasSubstr("loaded tiny.safetensors ["));
@@ -205,21 +208,22 @@ std::string SavedPath(const std::string& output, const std::string& dir) {
 // the fixture's pixels (+-1) and the request's infotext, which `atelier info` reads back.
 TEST(DaemonProcessTest, Txt2ImgThroughTheClientMakesTheFixtureImage) {
   namespace fs = std::filesystem;
-  const auto cases = testing::LoadCases("txt2img-tiny");
-  if (cases.empty()) GTEST_SKIP() << "no txt2img-tiny case under " << testing::FixturesDir();
-  for (const auto& c : cases) {
+  for (const auto& c : testing::CasesOf("txt2img-tiny")) {
+    SCOPED_TRACE(c.dir.string());
     DaemonProcess daemon;
     testing::InstallTinyCheckpoint(testing::WeightsFile(c), daemon.dir().path() / "models");
     ASSERT_TRUE(daemon.Start({"--cache-dir", (daemon.dir().path() / "cache").string()})) << daemon.Log();
     const auto& v = c.json["values"];
     const fs::path out_dir = daemon.dir().path() / "out";
+    std::string eta;  // null: WebUI's default for the sampler
+    if (v.contains("eta") && v["eta"].is_number()) eta = absl::StrCat(" --eta ", v["eta"].get<double>());
     const std::string args = absl::StrCat(
         "txt2img --prompt '", v["prompt"].get<std::string>(), "' --negative-prompt '",
         v["negative_prompt"].get<std::string>(), "' --seed ", v["seed"].get<int64_t>(), " --steps ",
         v["steps"].get<int>(), " --sampler '", v["sampler"].get<std::string>(), "' --scheduler '",
         v["schedule_type"].get<std::string>(), "' --cfg-scale ", v["cfg_scale"].get<double>(), " -W ",
         v["width"].get<int>(), " -H ", v["height"].get<int>(), " --clip-skip ", v["clip_skip"].get<int>(),
-        " --rng ", v["randn_source"].get<std::string>(), " --previews ", (out_dir / "previews").string(), " -o ",
+        " --rng ", v["randn_source"].get<std::string>(), eta, " --previews ", (out_dir / "previews").string(), " -o ",
         out_dir.string());
     int code = -1;
     const std::string out = daemon.Client(args, &code);
@@ -235,8 +239,8 @@ TEST(DaemonProcessTest, Txt2ImgThroughTheClientMakesTheFixtureImage) {
     EXPECT_LE((got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>(), 1);
     const std::string settings = absl::StrCat("Steps: ", v["steps"].get<int>(), ", Sampler: ",
                                               v["sampler"].get<std::string>(), ", Schedule type: ",
-                                              v["schedule_type"].get<std::string>(), ", CFG scale: 7.0, Seed: ",
-                                              v["seed"].get<int64_t>());
+                                              v["schedule_type"].get<std::string>(), ", CFG scale: ",
+                                              v["cfg_scale"].dump(), ", Seed: ", v["seed"].get<int64_t>());
     EXPECT_THAT(out, HasSubstr(settings));
     EXPECT_FALSE(fs::is_empty(out_dir / "previews"));
     const Result info = RunCommand(testing::ClientBinary().string() + " info " + saved);

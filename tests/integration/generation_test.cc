@@ -8,7 +8,9 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -19,12 +21,13 @@
 #include "absl/strings/str_cat.h"
 #include "atelier/v1/generation.grpc.pb.h"
 #include "atelier/v1/models.grpc.pb.h"
-#include "engine/clip_tokenizer.h"
-#include "engine/image_formats.h"
-#include "engine/model_folders.h"
-#include "engine/model_manager.h"
-#include "engine/safetensors_writer.h"
-#include "engine/sd_pipeline.h"
+#include "engine/text/clip_tokenizer.h"
+#include "image/image_formats.h"
+#include "engine/io/model_folders.h"
+#include "engine/models/model_manager.h"
+#include "engine/io/safetensors_writer.h"
+#include "engine/pipeline/generate.h"
+#include "engine/pipeline/generation_infotext.h"
 #include "event_stream.h"
 #include "fixture_case.h"
 #include "server/daemon_server.h"
@@ -97,8 +100,8 @@ std::string HugeJpeg() {
 class GenerationTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto cases = testing::LoadCases("txt2img-tiny");
-    if (cases.empty()) GTEST_SKIP() << "no txt2img-tiny case under " << testing::FixturesDir();
+    auto cases = testing::CasesOf("txt2img-tiny");
+    ASSERT_FALSE(cases.empty());
     case_ = cases.front();
     testing::InstallTinyCheckpoint(testing::WeightsFile(case_), root_.path() / "models");
     fs::create_directories(root_.path() / "models/VAE");
@@ -175,11 +178,18 @@ TEST_F(GenerationTest, FixtureImageThroughGenerateWithProgressAndPreviews) {
   r.set_sampler_name(v["sampler"].get<std::string>());
   r.set_scheduler(v["schedule_type"].get<std::string>());
   r.set_cfg_scale(v["cfg_scale"].get<double>());
+  if (v.contains("eta") && v["eta"].is_number()) r.set_eta(v["eta"].get<double>());  // null: WebUI's default
   SetOption(r, "CLIP_stop_at_last_layers", v["clip_skip"].get<double>());
   SetOption(r, "randn_source", v["randn_source"].get<std::string>());
+  constexpr int kPreviewSize = 64;
   r.mutable_preview()->set_method(v1::PREVIEW_METHOD_FULL);
   r.mutable_preview()->set_format(v1::IMAGE_FORMAT_PNG);
-  r.mutable_preview()->set_max_size(64);
+  r.mutable_preview()->set_max_size(kPreviewSize);
+  // The preview's size: the image's, shrunk (aspect kept, rounded) so that its longer side is at most 64 px.
+  const int width = v["width"].get<int>(), height = v["height"].get<int>();
+  const double shrink = std::min(1.0, static_cast<double>(kPreviewSize) / std::max(width, height));
+  const int64_t preview_height = std::max<int64_t>(1, std::lround(height * shrink));
+  const int64_t preview_width = std::max<int64_t>(1, std::lround(width * shrink));
   grpc::Status status;
   const auto events = Run(r, &status);
   ASSERT_TRUE(status.ok()) << status.error_message();
@@ -199,8 +209,8 @@ TEST_F(GenerationTest, FixtureImageThroughGenerateWithProgressAndPreviews) {
       ++previews;
       EXPECT_EQ(e.progress().preview().mime_type(), "image/png");
       const at::Tensor preview = Pixels(e.progress().preview().data());
-      EXPECT_EQ(preview.size(0), 64);
-      EXPECT_EQ(preview.size(1), 64);
+      EXPECT_EQ(preview.size(0), preview_height);
+      EXPECT_EQ(preview.size(1), preview_width);
     }
   }
   EXPECT_EQ(last_step, v["steps"].get<int>());
@@ -216,9 +226,15 @@ TEST_F(GenerationTest, FixtureImageThroughGenerateWithProgressAndPreviews) {
   const int max_diff = (got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>();
   EXPECT_LE(max_diff, 1);
   EXPECT_THAT(result.infotext(),
-              HasSubstr("Steps: 6, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.0, Seed: 42, Size: 128x128, "
-                        "Model hash: "));
-  EXPECT_THAT(result.infotext(), HasSubstr("Model: tiny, RNG: CPU"));
+              HasSubstr(absl::StrCat("Steps: ", v["steps"].get<int>(), ", Sampler: ", v["sampler"].get<std::string>(),
+                                     ", Schedule type: ", v["schedule_type"].get<std::string>(), ", CFG scale: ",
+                                     v["cfg_scale"].dump(), ", Seed: ", v["seed"].get<int64_t>(), ", Size: ", width,
+                                     "x", height, ", Model hash: ")));
+  // WebUI writes Clip skip above 1 and the RNG unless it is its default GPU.
+  std::string model_end = "Model: tiny";
+  if (v["clip_skip"].get<int>() > 1) model_end += absl::StrCat(", Clip skip: ", v["clip_skip"].get<int>());
+  if (v["randn_source"].get<std::string>() != "GPU") model_end += ", RNG: " + v["randn_source"].get<std::string>();
+  EXPECT_THAT(result.infotext(), HasSubstr(model_end));
   // The same text is in the PNG.
   auto embedded = engine::ReadInfotext(result.image().data());
   ASSERT_TRUE(embedded.ok());
@@ -401,6 +417,38 @@ TEST_F(GenerationTest, EveryPluginHookRunsInAJob) {
   EXPECT_EQ(artifact->artifact().name(), "probe.txt");
   EXPECT_EQ(artifact->artifact().data(), "frames=2 first=" + results[0].infotext());
   EXPECT_EQ(Count(events, v1::GenerateEvent::kFrame), 1);
+}
+
+// A plugin's error fails its job with the plugin's message and FAILED; the daemon and the same plugin go on: the
+// next job's frames go through postprocess (n -> 2n) and export emits its file and frame.
+TEST_F(GenerationTest, PluginErrorFailsTheJobAndTheDaemonGoesOn) {
+  v1::GenerateRequest failing = SmallRequest(3);
+  google::protobuf::Value args;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(R"({"args": ["no_residuals", "fail_postprocess"]})", &args)
+                  .ok());
+  (*failing.mutable_alwayson_scripts()->mutable_fields())["hook_probe"] = args;
+  grpc::Status status;
+  auto events = Run(failing, &status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_THAT(status.error_message(), HasSubstr("plugin 'hook_probe' failed in postprocess_frames"));
+  ASSERT_TRUE(events.back().has_finished());
+  EXPECT_EQ(events.back().finished().state(), v1::JOB_STATE_FAILED);
+
+  v1::GenerateRequest working = SmallRequest(3);
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(R"({"args": ["no_residuals"]})", &args).ok());
+  (*working.mutable_alwayson_scripts()->mutable_fields())["hook_probe"] = args;
+  events = Run(working, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const auto results = Results(events);
+  ASSERT_EQ(results.size(), 2u);
+  ASSERT_EQ(Count(events, v1::GenerateEvent::kArtifact), 1);
+  const auto artifact = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.has_artifact(); });
+  EXPECT_EQ(artifact->artifact().data(), "frames=2 first=" + results[0].infotext());
+  EXPECT_EQ(artifact->artifact().plugin(), "hook_probe");
+  ASSERT_EQ(Count(events, v1::GenerateEvent::kFrame), 1);
+  const auto frame = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.has_frame(); });
+  EXPECT_EQ(frame->frame().image().mime_type(), "image/png");
+  EXPECT_EQ(frame->frame().image().width(), 64);
 }
 
 TEST_F(GenerationTest, JpegAndWebpResultsCarryTheInfotextInExif) {
@@ -637,7 +685,11 @@ TEST_F(GenerationTest, NineChannelCheckpointsGetTheirConditioning) {
   const at::Tensor image = Pixels(PatternPng(64, 64));
   const at::Tensor mask = Pixels(SquareMaskPng(64, 64, 16, 24, 20)).select(2, 0).contiguous();
   const at::Tensor eps = at::randn({1, 4, 8, 8}, at::TensorOptions().dtype(at::kFloat));
-  auto cond = engine::InpaintingConditioning(**pipeline, image, mask, true, 1.0, 64, 64, eps);
+  const engine::Sd1Pipeline& sd_pipeline = **pipeline;
+  const engine::ImageEncoder encode = [&sd_pipeline](const at::Tensor& pixels, const at::Tensor& noise) {
+    return engine::EncodeInitImage(sd_pipeline, pixels, noise);
+  };
+  auto cond = engine::InpaintingConditioning(encode, image, mask, true, 1.0, 64, 64, eps);
   ASSERT_TRUE(cond.ok()) << cond.status();
   ASSERT_EQ(cond->sizes(), (std::vector<int64_t>{1, 5, 8, 8}));
   const at::Tensor want_mask = mask.to(at::kFloat).div(255).round().slice(0, 0, 64, 8).slice(1, 0, 64, 8);

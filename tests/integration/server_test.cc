@@ -14,6 +14,7 @@
 #include <functional>
 #include <thread>
 
+#include "atelier/plugin.h"
 #include "atelier/v1/daemon.grpc.pb.h"
 #include "atelier/v1/generation.grpc.pb.h"
 #include "atelier/v1/plugins.grpc.pb.h"
@@ -228,7 +229,7 @@ TEST_F(ServerTest, PluginsListsLoadedAndRefused) {
   EXPECT_EQ(response.plugins(1).abi_major(), 1u);
   ASSERT_EQ(response.refused_size(), 1);
   EXPECT_EQ(response.refused(0).file(), "abi_major.so");
-  EXPECT_THAT(response.refused(0).reason(), HasSubstr("ABI 2.0"));
+  EXPECT_THAT(response.refused(0).reason(), HasSubstr("ABI 2." + std::to_string(ATELIER_PLUGIN_ABI_MINOR)));
   EXPECT_EQ(response.abi_major(), static_cast<uint32_t>(ATELIER_PLUGIN_ABI_MAJOR));
 }
 
@@ -512,40 +513,6 @@ TEST_F(ServerTest, SkipEndsTheCurrentImageEarly) {
   ASSERT_NE(result, events.end());
   EXPECT_TRUE(result->result().interrupted());
   EXPECT_LT(runner_->steps_done(), 1000);
-}
-
-TEST_F(ServerTest, PluginErrorFailsTheJobAndTheDaemonGoesOn) {
-  v1::GenerateRequest failing = TestRequest("fails", 2);
-  SetSetting(failing, "test_frames", 1);
-  (*failing.mutable_alwayson_scripts()->mutable_fields())["hook_probe"].mutable_struct_value();
-  auto* args = (*(*failing.mutable_alwayson_scripts()->mutable_fields())["hook_probe"]
-                     .mutable_struct_value()
-                     ->mutable_fields())["args"]
-                   .mutable_list_value();
-  args->add_values()->set_string_value("fail_postprocess");
-  auto stream = Submit(failing);
-  const grpc::Status status = stream->Wait();
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INTERNAL);
-  EXPECT_THAT(status.error_message(), HasSubstr("plugin 'hook_probe' failed in postprocess_frames"));
-  ASSERT_TRUE(stream->events().back().has_finished());
-  EXPECT_EQ(stream->events().back().finished().state(), v1::JOB_STATE_FAILED);
-
-  // The same plugin works in the next job: frames go through postprocess (n -> 2n) and export emits files.
-  v1::GenerateRequest working = TestRequest("works", 2);
-  SetSetting(working, "test_frames", 1);
-  (*(*working.mutable_alwayson_scripts()->mutable_fields())["hook_probe"].mutable_struct_value()->mutable_fields())["args"]
-      .mutable_list_value();
-  auto next = Submit(working);
-  ASSERT_TRUE(next->Wait().ok());
-  const auto events = next->events();
-  ASSERT_EQ(Count(events, v1::GenerateEvent::kArtifact), 1);
-  const auto artifact = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.has_artifact(); });
-  EXPECT_EQ(artifact->artifact().data(), "frames=4 first=works");
-  EXPECT_EQ(artifact->artifact().plugin(), "hook_probe");
-  ASSERT_EQ(Count(events, v1::GenerateEvent::kFrame), 1);
-  const auto frame = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.has_frame(); });
-  EXPECT_EQ(frame->frame().image().mime_type(), "image/png");
-  EXPECT_EQ(frame->frame().image().width(), 8);
 }
 
 TEST_F(ServerTest, GracefulShutdownEndsEveryStreamWithAClearStatus) {

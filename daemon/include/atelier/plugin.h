@@ -1,5 +1,5 @@
 /*
- * atelier/plugin.h -- the Atelier plugin ABI, version 1.0.
+ * atelier/plugin.h -- the Atelier plugin ABI, version 1.1 (1.0 plugins load and run unchanged).
  *
  * A plugin is a shared library that exports one C function, `atelier_plugin_entry`, returning a descriptor. The
  * daemon (the "host") loads every `*.so` in --plugins-dir with dlopen(RTLD_NOW | RTLD_LOCAL), calls the entry,
@@ -30,6 +30,19 @@
  * Threading: `init` and `finalize` run on the daemon's main thread, one plugin at a time. Every hook runs on the
  * executor thread, which runs one job at a time: no two hooks of one plugin ever run concurrently. Host functions
  * are callable from any thread (including threads the plugin starts) within the lifetime stated on each.
+ *
+ * Hook order (1.1): within one hook, participants are called in ascending `priority` (descriptor field; 0 for 1.0
+ * plugins), ties broken by name (byte order). `job_end` runs in the reverse order. A plugin that must see another's
+ * output (export after RIFE) takes a larger priority.
+ *
+ * Compute (1.1): the host owns the device and the model. Tensors a hook receives live on the daemon's device
+ * (`atelier_host_api.device`: "cpu" or "cuda:N") except where a field says "CPU". The UNet's hidden states
+ * (`unet_block`) are in its compute dtype (`atelier_host_api.compute_dtype`); every other tensor the host passes is
+ * float32 unless stated. Tensors a plugin returns may be any floating dtype on any device: the host converts them to
+ * what it passed. On CUDA, hooks run on the host's current stream (`cuda_stream`): a plugin that uses its own stream
+ * synchronises with it before returning. A plugin written in C++ may also link the engine library through the
+ * plugin SDK (plugins/sdk); it then records the engine ABI it was built against in `engine_abi`, and the host
+ * refuses it when that differs from its own. Plugins on this header alone link nothing of the daemon.
  */
 #ifndef ATELIER_PLUGIN_H_
 #define ATELIER_PLUGIN_H_
@@ -45,7 +58,7 @@
 #endif
 
 #define ATELIER_PLUGIN_ABI_MAJOR 1
-#define ATELIER_PLUGIN_ABI_MINOR 0
+#define ATELIER_PLUGIN_ABI_MINOR 1
 
 /* Name of the one symbol a plugin exports. */
 #define ATELIER_PLUGIN_ENTRY_NAME "atelier_plugin_entry"
@@ -116,6 +129,17 @@ typedef struct atelier_job_state atelier_job_state;
 typedef struct atelier_job atelier_job;
 /* Defined by the host; an opened tensor file (checkpoint) from the model folders. */
 typedef struct atelier_tensor_file atelier_tensor_file;
+/* Defined by the host (1.1); the rest of a model call's chain, given to `model_call`. Valid during that call. */
+typedef struct atelier_model_call atelier_model_call;
+/* Defined below (1.1); declared here for the host functions that take them. */
+typedef struct atelier_model_call_args atelier_model_call_args;
+typedef struct atelier_frame atelier_frame;
+/* Defined by the host (1.1); bytes the host made (an encoded image), released with `bytes_free`. */
+typedef struct atelier_bytes {
+  const uint8_t* data;
+  size_t size;
+  void* owner; /* the host's; do not touch */
+} atelier_bytes;
 
 enum {
   ATELIER_LOG_DEBUG = 0,
@@ -195,6 +219,66 @@ struct atelier_host_api {
 
   /* Closes the handle (tensors taken from it stay valid). NULL is ignored. [any thread, once per handle] */
   void (*tensor_file_close)(atelier_tensor_file* file);
+
+  /* ---- ABI 1.1. From a 1.1 host on, tensor_file_open also reads PyTorch pickles (.ckpt, .pt, .pth, .pkl, .bin:
+   * ControlNet .pth, motion-module .ckpt, RIFE flownet.pkl) through the daemon's non-executing reader: no code in
+   * the file runs; tensors of a "state_dict" wrapper are found; nested dicts come back with dotted names. Pickle
+   * tensors own their memory (no mapping). ---- */
+
+  /* The dtype the UNet computes in: "float32", "bfloat16" or "float16". Owned by the host, valid until finalize. */
+  const char* compute_dtype;
+  /* The engine ABI tag of this host (see `engine_abi` in the descriptor). Owned by the host, valid until finalize. */
+  const char* engine_abi;
+
+  /* The CUDA stream (a cudaStream_t) hooks run on, or NULL on the CPU. [executor thread; during a hook] */
+  void* (*cuda_stream)(const atelier_host_api* host);
+
+  /* Decodes a PNG, JPEG or WebP file. `*image` is a new uint8 [H, W, 3] (RGB) or [H, W, 4] (RGBA, when the file has
+   * alpha) CPU tensor whose ownership passes to the caller. INVALID_ARGUMENT for bytes that are not such an image,
+   * RESOURCE_EXHAUSTED above the daemon's pixel limit. `data` is borrowed. [any thread; until finalize returns] */
+  atelier_status (*image_decode)(const atelier_host_api* host, const void* data, size_t size, DLManagedTensor** image,
+                                 atelier_error* err);
+
+  /* Encodes `image` (uint8 [H, W, 3|4] or float32 [3, H, W] in [0, 1], CPU; borrowed) as "png", "jpeg" or "webp"
+   * (`quality` 1..100 for the lossy ones), with `infotext` (may be NULL) where WebUI puts it (PNG "parameters",
+   * EXIF UserComment). `*out` is filled with bytes the caller releases with bytes_free. [any thread; until finalize] */
+  atelier_status (*image_encode)(const atelier_host_api* host, const DLTensor* image, const char* format,
+                                 int32_t quality, const char* infotext, atelier_bytes* out, atelier_error* err);
+  /* Releases bytes from image_encode; a zeroed struct is ignored. [any thread; once per atelier_bytes] */
+  void (*bytes_free)(atelier_bytes* bytes);
+
+  /* Adds an infotext key of the job (WebUI's extra_generation_params: "ControlNet 0", "AnimateDiff"), written after
+   * the daemon's own keys, in the order added, into every image of the job (`image_index` -1) or one image. Key and
+   * value are copied. INVALID_ARGUMENT for an empty key or one with ':' or ','. [executor thread; while `job` is valid] */
+  atelier_status (*add_infotext)(atelier_job* job, int32_t image_index, const char* key, const char* value,
+                                 atelier_error* err);
+
+  /* Runs the rest of a model call's chain (later plugins' model_call wrappers, the residuals and block hooks, then
+   * the UNet) on the rows in `args` (borrowed). `*eps` is a new tensor [rows, 4, h, w] the caller owns. May be called
+   * any number of times within one model_call (context windows). [executor thread; during that model_call] */
+  atelier_status (*model_call_next)(atelier_model_call* call, const atelier_model_call_args* args,
+                                    DLManagedTensor** eps, atelier_error* err);
+
+  /* Passes a frame on from inside a `frame` or `frames_finish` hook (RIFE's in-between frames): it goes through the
+   * later plugins' `frame` hooks and then to the client as a result, before the frame being processed. Borrowed;
+   * copied. [executor thread; during frame / frames_finish] */
+  atelier_status (*push_frame)(atelier_job* job, const atelier_frame* frame, atelier_error* err);
+
+  /* Takes part in this job for another plugin: `plugin` (its name) is called with `args_json` as its
+   * alwayson_scripts value, as if the request had it (AnimateDiff hands export its formats and fps). Only from
+   * `process`, and only for a plugin whose `process` comes later in hook order; FAILED for one that already ran.
+   * The value replaces what the request gave. [executor thread; during process] */
+  atelier_status (*feed_plugin)(atelier_job* job, const char* plugin, const char* args_json, atelier_error* err);
+
+  /* Calls another plugin's `invoke` (its method with `args_json`) within this job: what it emits goes to this job's
+   * streams. NOT_FOUND for an unknown plugin, UNSUPPORTED for one without invoke. [executor thread; while `job` is
+   * valid] */
+  atelier_status (*call_plugin)(atelier_job* job, const char* plugin, const char* method, const char* args_json,
+                                atelier_error* err);
+
+  /* The result of an `invoke`: a JSON value sent to the client with the job's end (copied; the last call wins).
+   * [any thread; during invoke] */
+  atelier_status (*set_invoke_result)(atelier_job* job, const char* json, atelier_error* err);
 };
 
 /* ------------------------------------------------------------------------------------------------------------------
@@ -229,6 +313,19 @@ typedef struct atelier_job_info {
   const char* negative_prompt;
   const char* sampler_name;
   const char* scheduler;
+  /* ---- ABI 1.1 ---- */
+  double cfg_scale_d;          /* the request's values as given (cfg_scale / denoising_strength are float) */
+  double denoising_strength_d;
+  int64_t subseed;
+  double subseed_strength;
+  int32_t clip_skip;
+  int32_t hires;               /* 1: hires fix runs a second pass (see pass_started) */
+  int32_t hires_width;         /* its size, 0 without hires */
+  int32_t hires_height;
+  const DLTensor* init_image;  /* img2img: uint8 [H, W, 3] as the job uses it (resized), CPU; NULL for txt2img */
+  const DLTensor* mask;        /* inpainting: uint8 [H, W] as given (255 = repaint), CPU; NULL without a mask */
+  int32_t inpaint_full_res;    /* "Only masked": pass_started gives the region that is sampled */
+  const char* checkpoint_title; /* the checkpoint the job runs on */
 } atelier_job_info;
 
 /* WebUI on_cfg_denoiser: before the UNet call of one sampling step. May replace x, sigma and conditioning. */
@@ -319,6 +416,101 @@ typedef struct atelier_export_params {
 } atelier_export_params;
 
 /* ------------------------------------------------------------------------------------------------------------------
+ * ABI 1.1 hook parameters.
+ * ---------------------------------------------------------------------------------------------------------------- */
+
+/* The job's shape before seeds are drawn and prompts conditioned (sd-webui-animatediff sets the batch to the
+ * video length). In/out: a plugin changes what it needs; the host validates the result as a request. */
+typedef struct atelier_job_shape {
+  uint64_t struct_size;
+  int32_t batch_size;
+  int32_t n_iter;
+  int32_t steps;
+  int32_t width;            /* read-only */
+  int32_t height;           /* read-only */
+  int32_t frames_per_video; /* > 0: each run of this many batch rows is one video (the UNet normalises jointly) */
+} atelier_job_shape;
+
+/* The noise schedule: replace alphas_cumprod (AnimateDiff's linear beta schedule). */
+typedef struct atelier_schedule_params {
+  uint64_t struct_size;
+  const DLTensor* alphas_cumprod;   /* float32 [1000], CPU */
+  DLManagedTensor* alphas_cumprod_out; /* same length; NULL keeps it */
+} atelier_schedule_params;
+
+enum {
+  ATELIER_PASS_TXT2IMG = 0,
+  ATELIER_PASS_IMG2IMG = 1,
+  ATELIER_PASS_HIRES = 2
+};
+
+/* A sampling pass begins (every batch has one, or two with hires fix). */
+typedef struct atelier_pass_info {
+  uint64_t struct_size;
+  int32_t pass;    /* ATELIER_PASS_* */
+  int32_t batch;   /* n_iter index */
+  int32_t batches;
+  int32_t images;  /* rows of the batch */
+  int32_t width;   /* pixels of this pass */
+  int32_t height;
+  int32_t steps;
+  int32_t crop_x;  /* inpainting "Only masked": the region of the init image this pass samples; 0 x 0 when none */
+  int32_t crop_y;
+  int32_t crop_width;
+  int32_t crop_height;
+} atelier_pass_info;
+
+/* Rows a model call runs on (what model_call_next takes). Rows [0, cond_rows) are conditional. */
+struct atelier_model_call_args {
+  uint64_t struct_size;
+  const DLTensor* x;         /* [rows, in_channels, h, w] scaled UNet input */
+  const DLTensor* timesteps; /* [rows] fractional timesteps */
+  const DLTensor* context;   /* [rows, tokens, 768] */
+  int32_t cond_rows;
+  int32_t frames_per_video;  /* 0: the job's */
+};
+
+/* One UNet call, for a plugin that wraps it (AnimateDiff's context windows; anything that needs the call as a
+ * whole). The plugin calls host->model_call_next(call, ...) on the rows it chooses and sets eps_out to the call's
+ * result [rows, 4, h, w]; leaving it NULL runs the call unchanged. */
+typedef struct atelier_model_call_params {
+  uint64_t struct_size;
+  int32_t sampling_step;
+  int32_t total_sampling_steps;
+  atelier_model_call* call;           /* for model_call_next */
+  const atelier_model_call_args* args; /* the call's own rows */
+  DLManagedTensor* eps_out;
+} atelier_model_call_params;
+
+/* A finished image or animation frame on its way to the client. */
+struct atelier_frame {
+  uint64_t struct_size;
+  int32_t index;         /* its number in the job's stream of frames */
+  int64_t seed;
+  int64_t subseed;
+  const char* infotext;  /* the frame's own */
+  const DLTensor* image; /* float32 [3, H, W] in [0, 1], CPU */
+  int32_t interrupted;   /* the last x0 of an interrupted or skipped batch */
+};
+
+/* Streamed frames: each frame as soon as it is decoded. A plugin may replace the frame (image_out, same rules as
+ * `image`), drop it (drop = 1; a filter that emits others with push_frame), or push frames of its own. */
+typedef struct atelier_frame_params {
+  uint64_t struct_size;
+  const atelier_frame* frame;
+  int32_t drop;
+  DLManagedTensor* image_out; /* float32 [3, H', W'] in [0, 1], CPU */
+} atelier_frame_params;
+
+/* No more frames come: flush what is buffered (push_frame) and write files (emit_artifact). An error here is
+ * reported with the job's end and does not take back the images already delivered. */
+typedef struct atelier_frames_finish_params {
+  uint64_t struct_size;
+  int32_t frames_seen;  /* frames that reached this plugin */
+  int32_t interrupted;  /* the job was interrupted or cancelled */
+} atelier_frames_finish_params;
+
+/* ------------------------------------------------------------------------------------------------------------------
  * The descriptor a plugin returns from atelier_plugin_entry.
  * ---------------------------------------------------------------------------------------------------------------- */
 
@@ -386,6 +578,43 @@ typedef struct atelier_plugin_descriptor {
   /* Make files (video, GIF, contact sheet) from the final frames. [executor thread] */
   atelier_status (*export_media)(atelier_plugin_state* state, atelier_job_state* job_state,
                                  const atelier_export_params* params, atelier_error* err);
+
+  /* ---- ABI 1.1 (a 1.0 descriptor ends above: these read as 0 / NULL). ---- */
+
+  /* Hook order: ascending, ties by name. 0 is the default; in-tree plugins use 100 (ControlNet), 200
+   * (AnimateDiff), 800 (RIFE), 900 (export). */
+  int32_t priority;
+  /* ATELIER_ENGINE_ABI of the engine a C++ SDK plugin links (plugins/sdk sets it), or NULL for a plugin on this
+   * header alone. A host with another engine ABI refuses the plugin, naming both. */
+  const char* engine_abi;
+
+  /* The checkpoint is about to be unloaded or replaced: drop what was built from it. [executor thread] */
+  void (*model_unloaded)(atelier_plugin_state* state);
+  /* Before seeds and conditioning: may change the job's batch, iterations, steps and frames per video.
+   * [executor thread] */
+  atelier_status (*shape_job)(atelier_plugin_state* state, atelier_job_state* job_state, atelier_job_shape* shape,
+                              atelier_error* err);
+  /* May replace the noise schedule. [executor thread] */
+  atelier_status (*schedule)(atelier_plugin_state* state, atelier_job_state* job_state,
+                             atelier_schedule_params* params, atelier_error* err);
+  /* A sampling pass begins. [executor thread] */
+  atelier_status (*pass_started)(atelier_plugin_state* state, atelier_job_state* job_state,
+                                 const atelier_pass_info* info, atelier_error* err);
+  /* Wraps every UNet call (outermost first in hook order). [executor thread] */
+  atelier_status (*model_call)(atelier_plugin_state* state, atelier_job_state* job_state,
+                               atelier_model_call_params* params, atelier_error* err);
+  /* Each finished frame, in order, as soon as it is decoded. [executor thread] */
+  atelier_status (*frame)(atelier_plugin_state* state, atelier_job_state* job_state, atelier_frame_params* params,
+                          atelier_error* err);
+  /* After the last frame (also after an interruption), before job_end. [executor thread] */
+  atelier_status (*frames_finish)(atelier_plugin_state* state, atelier_job_state* job_state,
+                                  const atelier_frames_finish_params* params, atelier_error* err);
+  /* Work outside a generation (Plugins.Invoke, or another plugin's call_plugin): ControlNet's detect, RIFE on
+   * uploaded frames, a contact sheet of images. `job` serves progress, frames, artifacts, cancellation and
+   * set_invoke_result; `inputs_json` carries the caller's arguments (images as base64 in WebUI's way).
+   * UNSUPPORTED for an unknown method, naming the known ones. [executor thread] */
+  atelier_status (*invoke)(atelier_plugin_state* state, atelier_job* job, const char* method,
+                           const char* args_json, atelier_error* err);
 } atelier_plugin_descriptor;
 
 /* The bytes of the descriptor the host requires: everything up to and including `finalize`. */

@@ -1,0 +1,46 @@
+// Shared pieces of the model code: loading checkpoint weights into modules whose members are named after the
+// checkpoint keys, and attention that never materialises more than a bounded score matrix.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include "absl/status/status.h"
+#include "engine/models/checkpoint_loader.h"
+
+namespace atelier::engine {
+
+// Sets every parameter and buffer of `module` to the tensor of the same name in `weights` (shared, not copied).
+// A missing name, a wrong shape, or a name in `weights` the module does not have is an error naming the tensor
+// (`what` + "." + name), listing up to ten of each. Buffers listed in `optional` may be absent.
+absl::Status LoadWeights(torch::nn::Module& module, const WeightMap& weights, const std::string& what,
+                         const std::set<std::string>& optional = {});
+
+// Names of weights holding NaN or infinity (checked once at load; a warning, not an error, as WebUI loads them).
+std::vector<std::string> NonFiniteWeights(const WeightMap& weights);
+
+// softmax(q k^T * scale) v for q [batch, queries, dim], k/v [batch, keys, dim]. On the CPU it works on one batch
+// item (head) and a slice of its queries at a time, so the score block stays under min(max_score_bytes, 1 MiB): it
+// never materialises the [batch, queries, keys] matrix. On CUDA with libtorch 2.x it uses
+// scaled_dot_product_attention.
+at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                     std::int64_t max_score_bytes = 1ll << 20);
+
+// Which attention Attention() runs for a device, for the log.
+std::string AttentionKind(const at::Tensor& sample);
+
+// A libtorch exception as a status: allocation failures are RESOURCE_EXHAUSTED (the caller may retry with less
+// memory), anything else INTERNAL; the message says what was being done.
+absl::Status StatusFromException(const std::exception& e, const std::string& doing);
+
+// GroupNorm computed in float32 whatever the input dtype (LDM's GroupNorm32), cast back.
+at::Tensor GroupNorm32(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,
+                       double eps);
+
+}  // namespace atelier::engine

@@ -1,0 +1,218 @@
+#include "engine/models/runtime.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/version.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace atelier::engine {
+namespace {
+
+// The BLAS libraries this process loaded, by real path (Debian switches them with update-alternatives; libtorch
+// links both libblas.so.3 and libopenblas.so.0, which must resolve to the same OpenBLAS build).
+std::vector<std::string> LoadedBlasPaths() {
+  std::vector<std::string> found;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) -> int {
+        const std::string name = info->dlpi_name ? info->dlpi_name : "";
+        if (absl::StrContains(name, "libblas.so") || absl::StrContains(name, "libopenblas")) {
+          char resolved[PATH_MAX];
+          static_cast<std::vector<std::string>*>(data)->push_back(realpath(name.c_str(), resolved) ? resolved : name);
+        }
+        return 0;
+      },
+      &found);
+  return found;
+}
+
+std::string CpuModelName() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, "model name")) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) return std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+    }
+  }
+  return "CPU";
+}
+
+// Reads "Key:   1234 kB" from a /proc file.
+std::int64_t ReadProcKiB(const char* path, absl::string_view key) {
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (absl::StartsWith(line, key) && line.size() > key.size() && line[key.size()] == ':') {
+      absl::string_view rest = absl::StripAsciiWhitespace(absl::string_view(line).substr(key.size() + 1));
+      rest = absl::StripSuffix(rest, "kB");
+      std::int64_t kib = 0;
+      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(rest), &kib)) return kib * 1024;
+    }
+  }
+  return 0;
+}
+
+// CUDA figures through the runtime libtorch already loaded, so the CPU build needs no CUDA headers.
+void ReadCudaMemory(int index, MemoryFigures& out) {
+  using SetDevice = int (*)(int);
+  using MemGetInfo = int (*)(size_t*, size_t*);
+  auto set_device = reinterpret_cast<SetDevice>(dlsym(RTLD_DEFAULT, "cudaSetDevice"));
+  auto mem_get_info = reinterpret_cast<MemGetInfo>(dlsym(RTLD_DEFAULT, "cudaMemGetInfo"));
+  if (set_device == nullptr || mem_get_info == nullptr) return;
+  size_t free_bytes = 0, total_bytes = 0;
+  if (set_device(index) == 0 && mem_get_info(&free_bytes, &total_bytes) == 0) {
+    out.device_free_bytes = static_cast<std::int64_t>(free_bytes);
+    out.device_total_bytes = static_cast<std::int64_t>(total_bytes);
+  }
+}
+
+std::string CudaDeviceName(int index) {
+  using GetName = int (*)(char*, int, int);
+  auto get_name = reinterpret_cast<GetName>(dlsym(RTLD_DEFAULT, "cuDeviceGetName"));
+  char name[256] = {0};
+  if (get_name != nullptr && get_name(name, sizeof(name), index) == 0) return name;
+  return absl::StrCat("CUDA device ", index);
+}
+
+int DeviceIndex(const std::string& device) {
+  const auto colon = device.find(':');
+  int index = 0;
+  if (colon != std::string::npos && !absl::SimpleAtoi(device.substr(colon + 1), &index)) return -1;
+  return index;
+}
+
+}  // namespace
+
+std::string TorchVersion() { return TORCH_VERSION; }
+
+CpuFeatures DetectCpuFeatures() {
+  CpuFeatures cpu;
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!absl::StartsWith(line, "flags")) continue;
+    for (absl::string_view flag : absl::StrSplit(line, ' ', absl::SkipEmpty())) {
+      cpu.avx2 |= flag == "avx2";
+      cpu.avx512f |= flag == "avx512f";
+      cpu.avx512bw |= flag == "avx512bw";
+      cpu.avx512vl |= flag == "avx512vl";
+      cpu.avx512dq |= flag == "avx512dq";
+      cpu.avx512_bf16 |= flag == "avx512_bf16";
+      cpu.amx_bf16 |= flag == "amx_bf16";
+    }
+    break;
+  }
+  return cpu;
+}
+
+bool CpuBf16Supported(const CpuFeatures& cpu) { return cpu.avx512bw && cpu.avx512vl && cpu.avx512dq; }
+bool CpuBf16Native(const CpuFeatures& cpu) { return CpuBf16Supported(cpu) && (cpu.avx512_bf16 || cpu.amx_bf16); }
+
+absl::StatusOr<std::string> ResolveComputeDtype(const std::string& requested, const std::string& device) {
+  const bool cuda = absl::StartsWith(device, "cuda");
+  if (requested == "auto") return std::string(cuda ? "float16" : "float32");
+  if (requested == "float32") return requested;
+  if (requested == "float16") {
+    if (!cuda) {
+      return absl::InvalidArgumentError(
+          "--dtype float16 is for CUDA; on the CPU use float32 (default) or bfloat16");
+    }
+    return requested;
+  }
+  if (requested == "bfloat16") {
+    if (!cuda && !CpuBf16Supported(DetectCpuFeatures())) {
+      return absl::FailedPreconditionError(
+          "--dtype bfloat16 needs a CPU with AVX-512 (BW/VL/DQ; AVX512_BF16 to be fast); this one lacks it, so "
+          "libtorch would compute bfloat16 slowly and inaccurately. Use --dtype float32");
+    }
+    return requested;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown --dtype '", requested, "'; valid: auto, float32, bfloat16, float16"));
+}
+
+absl::StatusOr<RuntimeInfo> InitRuntime(const RuntimeOptions& options) {
+  RuntimeInfo info;
+  info.torch_version = TorchVersion();
+
+  const std::string& device = options.device;
+  if (device == "cpu") {
+    info.device = "cpu";
+    info.device_name = CpuModelName();
+  } else if (device == "cuda" || absl::StartsWith(device, "cuda:")) {
+    const int index = DeviceIndex(device);
+    if (index < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("bad device '", device, "'; use cpu, cuda or cuda:N"));
+    }
+    const int count = at::detail::getCUDAHooks().getNumGPUs();
+    if (!at::detail::getCUDAHooks().hasCUDA() || count == 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--device ", device, " asked for CUDA, but this libtorch (", info.torch_version,
+          ") has no CUDA support or sees no GPU; use --device cpu or build against a CUDA libtorch"));
+    }
+    if (index >= count) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--device ", device, ": only ", count, " CUDA device(s) present (cuda:0..cuda:", count - 1, ")"));
+    }
+    info.device = absl::StrCat("cuda:", index);
+    info.device_name = CudaDeviceName(index);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown device '", device, "'; valid: cpu, cuda, cuda:N"));
+  }
+
+  int threads = options.threads;
+  if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
+  if (threads <= 0) threads = 1;
+  at::set_num_threads(threads);
+  info.threads = at::get_num_threads();
+
+  // OpenBLAS runs its own thread pool; keep it to the same count so the two do not oversubscribe the cores.
+  using SetBlasThreads = void (*)(int);
+  using GetBlasConfig = char* (*)();
+  if (auto set_blas_threads = reinterpret_cast<SetBlasThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set_blas_threads(threads);
+  }
+  const std::vector<std::string> blas_paths = LoadedBlasPaths();
+  const std::string blas_path = absl::StrJoin(blas_paths, ", ");
+  const bool pthread_build = absl::StrContains(blas_path, "openblas-pthread");
+  const bool openmp_build = absl::StrContains(blas_path, "openblas-openmp");
+  if (auto get_config = reinterpret_cast<GetBlasConfig>(dlsym(RTLD_DEFAULT, "openblas_get_config"));
+      get_config != nullptr && absl::StrContains(blas_path, "openblas") && !absl::StrContains(blas_path, "/blas/")) {
+    info.blas = absl::StrCat(get_config(), openmp_build && !pthread_build ? ", OpenMP build" : "", " (", blas_path, ")");
+    // The pthread build's own threads contend with libtorch's OpenMP pool (3.5x slower text encoder on 2 cores).
+    info.blas_is_fast = openmp_build && !pthread_build;
+  } else {
+    info.blas = blas_path.empty() ? "unknown" : blas_path;
+    info.blas_is_fast = false;
+  }
+  return info;
+}
+
+MemoryFigures ReadMemoryFigures(const std::string& device) {
+  MemoryFigures out;
+  out.process_rss_bytes = ReadProcKiB("/proc/self/status", "VmRSS");
+  out.system_total_bytes = ReadProcKiB("/proc/meminfo", "MemTotal");
+  out.system_available_bytes = ReadProcKiB("/proc/meminfo", "MemAvailable");
+  if (absl::StartsWith(device, "cuda")) ReadCudaMemory(std::max(0, DeviceIndex(device)), out);
+  return out;
+}
+
+}  // namespace atelier::engine

@@ -1,0 +1,63 @@
+#include "jobs/job_check.h"
+
+#include <memory>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "engine/models/taesd.h"
+#include "image/image_formats.h"
+
+namespace atelier::jobs {
+
+absl::Status CheckJob(const JobSettings& settings, engine::ModelManager& models, const std::string& init_image,
+                      const std::string& mask) {
+  const std::shared_ptr<const engine::Sd1Weights> current = models.current();
+  std::optional<engine::ModelFileEntry> checkpoint;
+  if (!settings.checkpoint.empty()) {
+    auto found = models.FindCheckpoint(settings.checkpoint);
+    if (!found.ok()) {
+      return absl::Status(found.status().code(),
+                          absl::StrCat("override_settings.sd_model_checkpoint: ", found.status().message()));
+    }
+    checkpoint = *found;
+  } else if (current == nullptr) {
+    return absl::FailedPreconditionError(
+        "no checkpoint is loaded: put an SD1.x .safetensors/.ckpt in <models-dir>/Stable-diffusion and load it "
+        "(atelier load NAME), or name one in override_settings.sd_model_checkpoint");
+  }
+  if (settings.vae.has_value()) {
+    if (!checkpoint) {
+      auto found = models.FindCheckpoint(current->filename);
+      if (!found.ok()) return found.status();
+      checkpoint = *found;
+    }
+    auto vae = models.ResolveVae(*settings.vae, *checkpoint);
+    if (!vae.ok()) {
+      return absl::Status(vae.status().code(), absl::StrCat("override_settings.sd_vae: ", vae.status().message()));
+    }
+  }
+  if (settings.img2img) {
+    auto image = engine::DecodeImageRgb(init_image);
+    if (!image.ok()) return absl::InvalidArgumentError(absl::StrCat("init_images[0]: ", image.status().message()));
+    if (!mask.empty()) {
+      auto decoded = engine::DecodeImage(mask);
+      if (!decoded.ok()) return absl::InvalidArgumentError(absl::StrCat("mask: ", decoded.status().message()));
+    }
+  }
+  if (settings.preview.method == engine::PreviewMethod::kTaesd) {
+    const engine::ModelFolders* folders = models.folders();
+    absl::Status missing = absl::FailedPreconditionError("TAESD previews need a models directory with VAE-approx/");
+    if (folders != nullptr) {
+      auto file = engine::Taesd::FindFile(folders->FolderPath(engine::ModelFolder::kVaeApprox),
+                                          engine::TaesdPart::kDecoder);
+      missing = file.ok() ? absl::OkStatus() : absl::FailedPreconditionError(file.status().message());
+    }
+    if (!missing.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("preview method TAESD: ", missing.message(),
+                                                        "; or choose approx-cheap, approx-comfyui or full"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace atelier::jobs
