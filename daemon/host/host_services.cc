@@ -7,7 +7,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "atelier/plugin_tensor.hpp"
+#include "atelier/sdk/tensor.h"
 #include "image/image_codec.h"
 #include "engine/io/tensor_file.h"
 #include "engine/io/tensor_view.h"
@@ -63,7 +63,7 @@ atelier_status HostReportProgress(atelier_job* job, const char* stage, int32_t d
 absl::StatusOr<engine::PixelImage> FramePixels(const DLTensor* image) {
   if (image == nullptr) return absl::InvalidArgumentError("emit_frame: null image");
   if (image->device.device_type != kDLCPU) return absl::InvalidArgumentError("emit_frame: image must be on the CPU");
-  at::Tensor t = plugin::View(image);
+  at::Tensor t = sdk::View(image);
   at::Tensor hwc;
   if (t.scalar_type() == at::kByte && t.dim() == 3 && (t.size(2) == 3 || t.size(2) == 4)) {
     hwc = t.contiguous();
@@ -153,7 +153,7 @@ int64_t HostTensorFileCount(const atelier_tensor_file* file) {
 atelier_status ExportOwned(const std::string& name, const at::Tensor& tensor, DLManagedTensor** out,
                            atelier_error* err) {
   try {
-    *out = plugin::Export(tensor);
+    *out = sdk::Export(tensor);
     return ATELIER_OK;
   } catch (const std::exception& e) {
     return atelier_fail(err, ATELIER_INTERNAL, "tensor '%s': %s", name.c_str(), e.what());
@@ -163,7 +163,7 @@ atelier_status ExportOwned(const std::string& name, const at::Tensor& tensor, DL
 atelier_status ExportEntry(const atelier_tensor_file* file, const engine::TensorEntry& entry,
                            DLManagedTensor** tensor, atelier_error* err) {
   try {
-    *tensor = plugin::Export(engine::TensorView(file->file, entry));
+    *tensor = sdk::Export(engine::TensorView(file->file, entry));
     return ATELIER_OK;
   } catch (const std::exception& e) {
     return atelier_fail(err, ATELIER_INTERNAL, "tensor '%s': %s", entry.name.c_str(), e.what());
@@ -230,7 +230,7 @@ atelier_status HostImageDecode(const atelier_host_api*, const void* data, size_t
     at::Tensor t = at::empty({decoded->height, decoded->width, decoded->channels}, at::kByte);
     std::memcpy(t.data_ptr<uint8_t>(), decoded->pixels.data(), decoded->pixels.size());
     if (decoded->channels == 1) t = t.expand({-1, -1, 3}).contiguous();
-    *image = plugin::Export(t);
+    *image = sdk::Export(t);
     return ATELIER_OK;
   } catch (const std::exception& e) {
     return atelier_fail(err, ATELIER_RESOURCE_EXHAUSTED, "image_decode: %s", e.what());
@@ -305,7 +305,7 @@ atelier_status HostModelCallNext(atelier_model_call* call, const atelier_model_c
   try {
     auto out = call->next(*args);
     if (!out.ok()) return FromAbsl(out.status(), err);
-    *eps = plugin::Export(*out);
+    *eps = sdk::Export(*out);
     return ATELIER_OK;
   } catch (const std::exception& e) {
     return atelier_fail(err, ATELIER_INTERNAL, "model_call_next: %s", e.what());
@@ -323,7 +323,7 @@ atelier_status HostPushFrame(atelier_job* job, const atelier_frame* frame, ateli
     f.seed = frame->seed;
     f.subseed = frame->subseed;
     f.infotext = frame->infotext != nullptr ? frame->infotext : "";
-    f.image = plugin::View(frame->image).to(at::kCPU, at::kFloat).clone();
+    f.image = sdk::View(frame->image).to(at::kCPU, at::kFloat).clone();
     f.interrupted = frame->interrupted != 0;
     return FromAbsl(job->hooks->PushFrame(job, f), err);
   } catch (const std::exception& e) {

@@ -6,7 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "atelier/plugin_tensor.hpp"
+#include "atelier/sdk/tensor.h"
 #include "host/abi_handles.h"
 #include "host/host_services.h"
 
@@ -31,7 +31,7 @@ absl::Status CallHook(const Plugin& plugin, const char* hook, Call&& call) {
 // Takes ownership of a tensor a plugin returned and checks it matches `like` in shape (when `like` is defined).
 absl::StatusOr<at::Tensor> TakeOutput(DLManagedTensor*& out, const Plugin& plugin, const char* hook,
                                       const char* field, const at::Tensor& like) {
-  at::Tensor tensor = plugin::Adopt(out);
+  at::Tensor tensor = sdk::Adopt(out);
   out = nullptr;
   if (!tensor.defined() || !like.defined()) return tensor;
   if (tensor.sizes() != like.sizes()) {
@@ -49,7 +49,7 @@ absl::StatusOr<std::unique_ptr<JobHooks>> JobHooks::Begin(const PluginRegistry& 
                                                           const std::map<std::string, std::string>& args_by_plugin) {
   std::unique_ptr<JobHooks> hooks(new JobHooks());
   hooks->registry_ = &registry;
-  plugin::Borrow init_image(info.init_image), mask(info.mask);
+  sdk::Borrow init_image(info.init_image), mask(info.mask);
   atelier_job_info c_info{};
   c_info.struct_size = sizeof(c_info);
   c_info.job_id = info.job_id.c_str();
@@ -181,7 +181,7 @@ absl::Status JobHooks::OverrideSchedule(at::Tensor& alphas_cumprod) {
     const auto& d = p.plugin->descriptor();
     if (d.schedule == nullptr) continue;
     const at::Tensor in = alphas_cumprod.to(at::kCPU, at::kFloat).contiguous();
-    plugin::Borrow borrowed(in);
+    sdk::Borrow borrowed(in);
     atelier_schedule_params params{};
     params.struct_size = sizeof(params);
     params.alphas_cumprod = borrowed.get();
@@ -241,14 +241,14 @@ absl::StatusOr<at::Tensor> JobHooks::CallModelFrom(size_t first, engine::ModelCa
     engine::ModelCall sub;
     sub.sampling_step = call.sampling_step;
     sub.total_sampling_steps = call.total_sampling_steps;
-    sub.x = plugin::View(args.x).to(call.x.device(), call.x.scalar_type());
-    sub.timesteps = plugin::View(args.timesteps).to(call.timesteps.device(), call.timesteps.scalar_type());
-    sub.context = plugin::View(args.context).to(call.context.device(), call.context.scalar_type());
+    sub.x = sdk::View(args.x).to(call.x.device(), call.x.scalar_type());
+    sub.timesteps = sdk::View(args.timesteps).to(call.timesteps.device(), call.timesteps.scalar_type());
+    sub.context = sdk::View(args.context).to(call.context.device(), call.context.scalar_type());
     sub.cond_rows = args.cond_rows;
     sub.frames_per_video = args.frames_per_video > 0 ? args.frames_per_video : call.frames_per_video;
     return CallModelFrom(i + 1, sub, next);
   };
-  plugin::Borrow x(call.x), t(call.timesteps), ctx(call.context);
+  sdk::Borrow x(call.x), t(call.timesteps), ctx(call.context);
   atelier_model_call_args args{};
   args.struct_size = sizeof(args);
   args.x = x.get();
@@ -265,7 +265,7 @@ absl::StatusOr<at::Tensor> JobHooks::CallModelFrom(size_t first, engine::ModelCa
   absl::Status status = CallHook(*p.plugin, "model_call", [&](atelier_error* err) {
     return d.model_call(p.plugin->state(), p.state, &params, err);
   });
-  at::Tensor eps = plugin::Adopt(params.eps_out);
+  at::Tensor eps = sdk::Adopt(params.eps_out);
   params.eps_out = nullptr;
   if (!status.ok()) return status;
   if (!eps.defined()) return CallModelFrom(i + 1, call, next);
@@ -343,7 +343,7 @@ absl::Status JobHooks::CfgDenoiser(CfgDenoiserTensors& t) {
   for (auto& p : participants_) {
     const auto& d = p.plugin->descriptor();
     if (d.cfg_denoiser == nullptr) continue;
-    plugin::Borrow x(t.x), sigma(t.sigma), cond(t.text_cond), uncond(t.text_uncond), image_cond(t.image_cond);
+    sdk::Borrow x(t.x), sigma(t.sigma), cond(t.text_cond), uncond(t.text_uncond), image_cond(t.image_cond);
     atelier_cfg_denoiser_params params{};
     params.struct_size = sizeof(params);
     params.sampling_step = t.sampling_step;
@@ -378,7 +378,7 @@ absl::Status JobHooks::CfgDenoised(int sampling_step, int total_sampling_steps, 
   for (auto& p : participants_) {
     const auto& d = p.plugin->descriptor();
     if (d.cfg_denoised == nullptr) continue;
-    plugin::Borrow x_in(x);
+    sdk::Borrow x_in(x);
     atelier_cfg_denoised_params params{};
     params.struct_size = sizeof(params);
     params.sampling_step = sampling_step;
@@ -400,7 +400,7 @@ absl::Status JobHooks::CfgAfterCfg(int sampling_step, int total_sampling_steps, 
   for (auto& p : participants_) {
     const auto& d = p.plugin->descriptor();
     if (d.cfg_after_cfg == nullptr) continue;
-    plugin::Borrow x_in(x);
+    sdk::Borrow x_in(x);
     atelier_cfg_after_cfg_params params{};
     params.struct_size = sizeof(params);
     params.sampling_step = sampling_step;
@@ -423,7 +423,7 @@ absl::Status JobHooks::UnetResiduals(int sampling_step, int total_sampling_steps
   for (auto& p : participants_) {
     const auto& d = p.plugin->descriptor();
     if (d.unet_residuals == nullptr) continue;
-    plugin::Borrow x_in(x), t_in(timesteps), c_in(context);
+    sdk::Borrow x_in(x), t_in(timesteps), c_in(context);
     atelier_unet_residuals_params params{};
     params.struct_size = sizeof(params);
     params.sampling_step = sampling_step;
@@ -437,7 +437,7 @@ absl::Status JobHooks::UnetResiduals(int sampling_step, int total_sampling_steps
     });
     std::array<at::Tensor, ATELIER_UNET_RESIDUALS> taken;
     for (int i = 0; i < ATELIER_UNET_RESIDUALS; ++i) {
-      taken[i] = plugin::Adopt(params.residual_out[i]);
+      taken[i] = sdk::Adopt(params.residual_out[i]);
       params.residual_out[i] = nullptr;
     }
     if (!status.ok()) return status;
@@ -460,7 +460,7 @@ absl::Status JobHooks::UnetBlock(int point, int block_kind, int block_index, int
   for (auto& p : participants_) {
     const auto& d = p.plugin->descriptor();
     if (d.unet_block == nullptr) continue;
-    plugin::Borrow h_in(hidden), c_in(context);
+    sdk::Borrow h_in(hidden), c_in(context);
     atelier_unet_block_params params{};
     params.struct_size = sizeof(params);
     params.point = point;
@@ -484,14 +484,14 @@ absl::Status JobHooks::PostprocessFrames(at::Tensor& frames) {
   for (auto& p : participants_) {
     const auto& d = p.plugin->descriptor();
     if (d.postprocess_frames == nullptr) continue;
-    plugin::Borrow f_in(frames);
+    sdk::Borrow f_in(frames);
     atelier_frames_params params{};
     params.struct_size = sizeof(params);
     params.frames = f_in.get();
     absl::Status status = CallHook(*p.plugin, "postprocess_frames", [&](atelier_error* err) {
       return d.postprocess_frames(p.plugin->state(), p.state, &params, err);
     });
-    at::Tensor out = plugin::Adopt(params.frames_out);
+    at::Tensor out = sdk::Adopt(params.frames_out);
     params.frames_out = nullptr;
     if (!status.ok()) return status;
     if (!out.defined()) continue;
@@ -512,7 +512,7 @@ absl::Status JobHooks::ExportMedia(const at::Tensor& frames, const std::vector<s
   for (auto& p : participants_) {
     const auto& d = p.plugin->descriptor();
     if (d.export_media == nullptr) continue;
-    plugin::Borrow f_in(frames);
+    sdk::Borrow f_in(frames);
     atelier_export_params params{};
     params.struct_size = sizeof(params);
     params.frames = f_in.get();
@@ -541,8 +541,8 @@ absl::Status JobHooks::Deliver(size_t first, const JobFrame& frame_in) {
     Participant& p = participants_[i];
     const auto& d = p.plugin->descriptor();
     if (d.frame == nullptr) continue;
-    const at::Tensor image = frame.image.to(at::kCPU, at::kFloat).contiguous();
-    plugin::Borrow borrowed(image);
+    const at::Tensor image = frame.image.to(at::kCPU, at::kFloat);  // strided views pass as they are
+    sdk::Borrow borrowed(image);
     atelier_frame c_frame{};
     c_frame.struct_size = sizeof(c_frame);
     c_frame.index = frame.index;
@@ -560,7 +560,7 @@ absl::Status JobHooks::Deliver(size_t first, const JobFrame& frame_in) {
       return d.frame(p.plugin->state(), p.state, &params, err);
     });
     push_from_.erase(p.job.get());
-    at::Tensor out = plugin::Adopt(params.image_out);
+    at::Tensor out = sdk::Adopt(params.image_out);
     params.image_out = nullptr;
     if (!status.ok()) return status;
     if (params.drop != 0) return absl::OkStatus();

@@ -226,11 +226,17 @@ absl::Status RunGenerationJob(PipelineCache& pipelines, const host::PluginRegist
   if (!plan.ok()) return plan.status();
   events.Started(plan->seeds.seeds, plan->seeds.subseeds, static_cast<int>(plan->seeds.seeds.size()));
 
-  // Every image leaves as soon as it is decoded: through the plugins' frame hooks, or kept for the 1.0 whole-job
-  // hooks when a plugin has them.
+  // Every image leaves as soon as it is decoded, through the plugins' frame hooks; when a plugin has the 1.0
+  // whole-job hooks (postprocess_frames, export_media), what leaves the frame hooks is kept for them instead.
   ResultSender sender(settings.output, events);
-  const host::FrameSink send = [&sender](const host::JobFrame& frame) { return sender.Send(frame); };
   std::vector<host::JobFrame> kept;
+  // Where frames leave the streamed plugin chain: the client, or the 1.0 whole-job hooks when a plugin has them.
+  const host::FrameSink send = [&sender, &kept, whole_job](const host::JobFrame& frame) -> absl::Status {
+    if (!whole_job) return sender.Send(frame);
+    kept.push_back(frame);
+    return absl::OkStatus();
+  };
+  double postprocess_seconds = 0;
   control.image_ready = [&](const engine::GeneratedImage& image) -> absl::Status {
     host::JobFrame frame;
     frame.index = image.index;
@@ -244,11 +250,13 @@ absl::Status RunGenerationJob(PipelineCache& pipelines, const host::PluginRegist
     } catch (const std::exception& e) {
       return engine::StatusFromException(e, "converting an image");
     }
-    if (whole_job) {
-      kept.push_back(std::move(frame));
-      return absl::OkStatus();
-    }
-    return hooks->HasFrameHooks() ? hooks->SendFrame(frame, send) : send(frame);
+    if (!hooks->HasFrameHooks()) return send(frame);
+    // The plugins' share of the time is the "postprocess" stage; encoding is "save".
+    const double saved_before = sender.seconds();
+    const auto start = std::chrono::steady_clock::now();
+    absl::Status status = hooks->SendFrame(frame, send);
+    postprocess_seconds += SecondsSince(start) - (sender.seconds() - saved_before);
+    return status;
   };
 
   auto generated = engine::RunGeneration(pipeline, *plan, control);
@@ -256,10 +264,14 @@ absl::Status RunGenerationJob(PipelineCache& pipelines, const host::PluginRegist
   if (!generated.ok()) return generated.status();
 
   if (hooks->HasFrameHooks()) {
+    const double saved_before = sender.seconds();
+    const auto start = std::chrono::steady_clock::now();
     std::vector<absl::Status> errors;
     hooks->FinishFrames(generated->interrupted || events.ShouldStop(), send, errors);
     for (const absl::Status& e : errors) events.Warn(std::string(e.message()));
+    postprocess_seconds += SecondsSince(start) - (sender.seconds() - saved_before);
   }
+  if (postprocess_seconds > 0) events.AddTiming("postprocess", postprocess_seconds);
   if (whole_job && !kept.empty()) {
     if (absl::Status st = RunWholeJobHooks(*hooks, kept, sender, timing); !st.ok()) return st;
   }

@@ -164,14 +164,6 @@ int Run(int argc, char** argv) {
     }
   }
 
-  host::PluginLoaderOptions plugin_options;
-  plugin_options.environment.host_version = kAtelierVersion;
-  plugin_options.environment.device = runtime->device;
-  plugin_options.environment.model_folders = folders ? &*folders : nullptr;
-  auto plugins = host::PluginRegistry::LoadDirectory(plugins_dir, std::move(plugin_options));
-  LogInfo(absl::StrCat("plugins: ", plugins->plugins().size(), " loaded (", plugins->NameList(), "), ",
-                       plugins->refused().size(), " refused, from ", plugins_dir));
-
   auto compute_dtype = engine::ResolveComputeDtype(dtype, runtime->device);
   if (!compute_dtype.ok()) {
     LogError(std::string(compute_dtype.status().message()));
@@ -182,6 +174,15 @@ int Run(int argc, char** argv) {
                        runtime->device == "cpu" && *compute_dtype == "float32" && engine::CpuBf16Native(cpu)
                            ? " (this CPU has AVX512_BF16: --dtype bfloat16 is ~1.7x faster, slightly different numbers)"
                            : ""));
+  host::PluginLoaderOptions plugin_options;
+  plugin_options.environment.host_version = kAtelierVersion;
+  plugin_options.environment.device = runtime->device;
+  plugin_options.environment.model_folders = folders ? &*folders : nullptr;
+  plugin_options.environment.compute_dtype = *compute_dtype;  // what unet_block's hidden states come in
+  auto plugins = host::PluginRegistry::LoadDirectory(plugins_dir, std::move(plugin_options));
+  LogInfo(absl::StrCat("plugins: ", plugins->plugins().size(), " loaded (", plugins->NameList(), "), ",
+                       plugins->refused().size(), " refused, from ", plugins_dir));
+
   engine::LoadOptions load_options;
   load_options.device = runtime->device;
   load_options.dtype = *compute_dtype == "float16" ? at::kHalf : *compute_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "atelier/v1/generation.grpc.pb.h"
 #include "atelier/v1/models.grpc.pb.h"
+#include "atelier/v1/plugins.grpc.pb.h"
 #include "engine/text/clip_tokenizer.h"
 #include "image/image_formats.h"
 #include "engine/io/model_folders.h"
@@ -116,6 +117,9 @@ class GenerationTest : public ::testing::Test {
 
     testing::CopyPlugin(testing::BuiltPlugin("invert"), plugins_dir_.path(), "invert.so");
     testing::CopyPlugin(testing::TestPlugin("hook_probe"), plugins_dir_.path(), "hook_probe.so");
+    testing::CopyPlugin(testing::TestPlugin("probe_v11"), plugins_dir_.path(), "probe_v11.so");
+    testing::CopyPlugin(testing::TestPlugin("abi_v10"), plugins_dir_.path(), "abi_v10.so");
+    testing::CopyPlugin(testing::BuiltPlugin("grayscale"), plugins_dir_.path(), "grayscale.so");
     host::PluginLoaderOptions options;
     options.environment.host_version = "test";
     options.environment.device = "cpu";
@@ -449,6 +453,171 @@ TEST_F(GenerationTest, PluginErrorFailsTheJobAndTheDaemonGoesOn) {
   const auto frame = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.has_frame(); });
   EXPECT_EQ(frame->frame().image().mime_type(), "image/png");
   EXPECT_EQ(frame->frame().image().width(), 64);
+}
+
+// ABI 1.1 in real jobs. probe_v11's "windows" runs every UNet call as two windows of rows through model_call_next:
+// the image is the unwrapped one's (rows are independent). "shape" makes the batch one video of two frames;
+// "passes" records every pass the hooks saw; "schedule" samples on another noise schedule.
+TEST_F(GenerationTest, Abi11PluginsWrapTheModelShapeTheJobAndSeeThePasses) {
+  grpc::Status status;
+  const auto plain = Results(Run(SmallRequest(3), &status));
+  ASSERT_TRUE(status.ok());
+  auto with = [](const char* args) {
+    v1::GenerateRequest r = SmallRequest(3);
+    (*r.mutable_alwayson_scripts()->mutable_fields())["probe_v11"].set_string_value(args);
+    return r;
+  };
+  const auto windowed = Results(Run(with("windows"), &status));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(windowed.size(), 1u);
+  const at::Tensor a = Pixels(plain[0].image().data()).to(at::kInt), b = Pixels(windowed[0].image().data()).to(at::kInt);
+  EXPECT_LE((a - b).abs().max().item<int>(), 1);
+  EXPECT_THAT(windowed[0].infotext(), HasSubstr("Probe11: on"));
+
+  const auto shaped_events = Run(with("shape passes"), &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const auto shaped = Results(shaped_events);
+  ASSERT_EQ(shaped.size(), 2u);
+  EXPECT_EQ(shaped[1].seed(), shaped[0].seed() + 1);
+  const auto started = std::find_if(shaped_events.begin(), shaped_events.end(), [](const auto& e) { return e.has_started(); });
+  ASSERT_NE(started, shaped_events.end());
+  EXPECT_EQ(started->started().image_count(), 2);
+  const auto passes = std::find_if(shaped_events.begin(), shaped_events.end(),
+                                   [](const auto& e) { return e.has_artifact() && e.artifact().name() == "passes.txt"; });
+  ASSERT_NE(passes, shaped_events.end());
+  EXPECT_EQ(passes->artifact().data(), "txt2img:64x64:3");
+
+  v1::GenerateRequest hires = with("passes");
+  hires.set_enable_hr(true);
+  hires.set_hr_scale(2.0);
+  hires.set_hr_upscaler("Latent");
+  hires.set_hr_second_pass_steps(2);
+  hires.set_denoising_strength(0.5);
+  const auto hires_events = Run(hires, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const auto hires_passes = std::find_if(hires_events.begin(), hires_events.end(), [](const auto& e) {
+    return e.has_artifact() && e.artifact().name() == "passes.txt";
+  });
+  ASSERT_NE(hires_passes, hires_events.end());
+  EXPECT_EQ(hires_passes->artifact().data(), "txt2img:64x64:3 hires:128x128:2");
+
+  const auto rescheduled = Results(Run(with("schedule"), &status));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_FALSE(at::equal(Pixels(rescheduled[0].image().data()), Pixels(plain[0].image().data())));
+}
+
+// Streamed frames: each image leaves as soon as it is decoded, through the plugins' frame hooks in hook order.
+// probe_v11 pushes an in-between frame before every frame but the first and a black frame at the end; each frame
+// keeps its own seed and infotext; an error in frames_finish is a warning of a job that still succeeds.
+TEST_F(GenerationTest, Abi11FramesAreStreamedThroughThePlugins) {
+  v1::GenerateRequest r = SmallRequest(3);
+  r.set_batch_size(2);
+  (*r.mutable_alwayson_scripts()->mutable_fields())["probe_v11"].set_string_value("frames");
+  grpc::Status status;
+  const auto events = Run(r, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const auto results = Results(events);
+  ASSERT_EQ(results.size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(results[i].index(), i);
+  EXPECT_EQ(results[1].infotext(), "in-between");
+  EXPECT_EQ(results[2].seed(), results[0].seed() + 1);
+  EXPECT_THAT(results[2].infotext(), HasSubstr("Seed: " + std::to_string(results[2].seed())));
+  const at::Tensor first = Pixels(results[0].image().data()).to(at::kFloat);
+  const at::Tensor second = Pixels(results[2].image().data()).to(at::kFloat);
+  const at::Tensor between = Pixels(results[1].image().data()).to(at::kFloat);
+  EXPECT_LE((between - (first + second) / 2).abs().max().item<float>(), 1.0f);
+  EXPECT_EQ(Pixels(results[3].image().data()).max().item<int>(), 0);
+  EXPECT_EQ(results[3].seed(), 7);
+  const auto seen = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.has_artifact(); });
+  ASSERT_NE(seen, events.end());
+  EXPECT_EQ(seen->artifact().data(), "seen=2");
+  std::vector<std::string> stages;
+  for (const auto& t : events.back().finished().timings()) stages.push_back(t.stage());
+  EXPECT_THAT(stages, ::testing::Contains("postprocess"));
+
+  (*r.mutable_alwayson_scripts()->mutable_fields())["probe_v11"].set_string_value("fail_finish");
+  const auto warned = Run(r, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(Results(warned).size(), 2u);
+  ASSERT_EQ(warned.back().finished().warnings_size(), 1);
+  EXPECT_THAT(warned.back().finished().warnings(0), HasSubstr("fail_finish requested"));
+}
+
+// One plugin enables another for its job (AnimateDiff handing export its formats): probe_v11 (priority -10)
+// feeds the template plugin, which then inverts the image. The pure C example plugin greys images.
+TEST_F(GenerationTest, Abi11PluginsFeedEachOtherAndTheCExampleRuns) {
+  grpc::Status status;
+  const auto plain = Results(Run(SmallRequest(3), &status));
+  ASSERT_TRUE(status.ok());
+  v1::GenerateRequest fed = SmallRequest(3);
+  (*fed.mutable_alwayson_scripts()->mutable_fields())["probe_v11"].set_string_value("feed");
+  const auto inverted = Results(Run(fed, &status));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(inverted.size(), 1u);
+  EXPECT_TRUE(at::equal(Pixels(inverted[0].image().data()), 255 - Pixels(plain[0].image().data())));
+  EXPECT_THAT(inverted[0].infotext(), HasSubstr("Probe11: on, Invert: 1.0"));
+
+  v1::GenerateRequest grey = SmallRequest(3);
+  google::protobuf::Value args;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(R"({"args": [1.0]})", &args).ok());
+  (*grey.mutable_alwayson_scripts()->mutable_fields())["grayscale"] = args;
+  const auto greyed = Results(Run(grey, &status));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const at::Tensor g = Pixels(greyed[0].image().data()).to(at::kInt);
+  EXPECT_LE((g.select(2, 0) - g.select(2, 1)).abs().max().item<int>(), 0);
+  EXPECT_LE((g.select(2, 1) - g.select(2, 2)).abs().max().item<int>(), 0);
+  const at::Tensor p = Pixels(plain[0].image().data()).to(at::kFloat);
+  const at::Tensor luma = (p.select(2, 0) * 0.299 + p.select(2, 1) * 0.587 + p.select(2, 2) * 0.114);
+  EXPECT_LE((g.select(2, 0).to(at::kFloat) - luma).abs().max().item<float>(), 1.0f);
+  EXPECT_THAT(greyed[0].infotext(), HasSubstr("Grayscale: 1.0"));
+}
+
+// A plugin built against ABI 1.0 (1.0 descriptor size, abi_minor 0) loads and runs unchanged under the 1.1 host:
+// its CFG hook and the 1.0 whole-job hooks (postprocess_frames inverts, export_media writes a file) still run.
+TEST_F(GenerationTest, Abi10PluginRunsUnderThe11Host) {
+  const host::Plugin* v10 = plugins_->Find("abi_v10");
+  ASSERT_NE(v10, nullptr);
+  EXPECT_EQ(v10->abi_minor(), 0u);
+  EXPECT_EQ(v10->descriptor().priority, 0);  // bytes past its struct_size are not read
+  EXPECT_THAT(v10->HookNames(), ::testing::ElementsAre("process", "cfg_after_cfg", "postprocess_frames", "export"));
+  grpc::Status status;
+  v1::GenerateRequest r = SmallRequest(3);
+  (*r.mutable_alwayson_scripts()->mutable_fields())["abi_v10"].set_string_value("on");
+  const auto events = Run(r, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const auto results = Results(events);
+  ASSERT_EQ(results.size(), 1u);
+  const auto artifact = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.has_artifact(); });
+  ASSERT_NE(artifact, events.end());
+  EXPECT_EQ(artifact->artifact().data(), "frames=1");
+  // With the template plugin too, the 1.1 frame hook runs first and the 1.0 whole-job hook on its output: the
+  // two inversions cancel out, leaving abi_v10's halved prediction alone.
+  v1::GenerateRequest both = r;
+  google::protobuf::Value args;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(R"({"args": [true, 1.0]})", &args).ok());
+  (*both.mutable_alwayson_scripts()->mutable_fields())["invert"] = args;
+  const auto twice = Results(Run(both, &status));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(at::equal(Pixels(twice[0].image().data()), 255 - Pixels(results[0].image().data())));
+}
+
+// model_unloaded reaches plugins when the model goes (Models.UnloadModel), after a job built a pipeline.
+TEST_F(GenerationTest, ModelUnloadedReachesPlugins) {
+  grpc::Status status;
+  Run(SmallRequest(3), &status);
+  ASSERT_TRUE(status.ok());
+  auto models = v1::Models::NewStub(channel_);
+  grpc::ClientContext context;
+  v1::UnloadModelResponse unloaded;
+  ASSERT_TRUE(models->UnloadModel(&context, v1::UnloadModelRequest(), &unloaded).ok());
+  auto plugins = v1::Plugins::NewStub(channel_);
+  v1::InvokeRequest request;
+  request.set_plugin("probe_v11");
+  request.set_method("stats");
+  auto stream = std::make_unique<Stream>();
+  stream->Start(plugins->Invoke(&stream->context, request));
+  ASSERT_TRUE(stream->Wait().ok());
+  EXPECT_EQ(stream->events().back().finished().invoke_result_json(), R"({"unloaded": 1})");
 }
 
 TEST_F(GenerationTest, JpegAndWebpResultsCarryTheInfotextInExif) {
@@ -814,7 +983,7 @@ TEST_F(GenerationTest, BadRequestsGetClearStatusesAndTheDaemonKeepsServing) {
       {"clip skip 13", [](auto& r) { SetOption(r, "CLIP_stop_at_last_layers", 13.0); },
        grpc::StatusCode::INVALID_ARGUMENT, "CLIP_stop_at_last_layers"},
       {"unknown plugin", [](auto& r) { (*r.mutable_alwayson_scripts()->mutable_fields())["controlnet"]; },
-       grpc::StatusCode::INVALID_ARGUMENT, "loaded plugins: hook_probe, invert"},
+       grpc::StatusCode::INVALID_ARGUMENT, "loaded plugins: abi_v10, grayscale, hook_probe, invert, probe_v11"},
       {"unknown hires upscaler", [](auto& r) { r.set_enable_hr(true); r.set_hr_upscaler("R-ESRGAN 4x+"); },
        grpc::StatusCode::INVALID_ARGUMENT, "Latent (nearest-exact)"},
       {"hires too large", [](auto& r) { r.set_enable_hr(true); r.set_hr_scale(100.0); },

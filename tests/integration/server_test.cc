@@ -224,7 +224,7 @@ TEST_F(ServerTest, PluginsListsLoadedAndRefused) {
   ASSERT_EQ(response.plugins_size(), 2);
   EXPECT_EQ(response.plugins(0).name(), "hook_probe");
   EXPECT_EQ(response.plugins(1).name(), "invert");
-  EXPECT_THAT(response.plugins(1).hooks(), ElementsAre("process", "postprocess_frames"));
+  EXPECT_THAT(response.plugins(1).hooks(), ElementsAre("process", "frame"));
   EXPECT_THAT(response.plugins(1).params_schema_json(), HasSubstr("strength"));
   EXPECT_EQ(response.plugins(1).abi_major(), 1u);
   ASSERT_EQ(response.refused_size(), 1);

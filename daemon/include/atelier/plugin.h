@@ -538,7 +538,8 @@ typedef struct atelier_plugin_descriptor {
 
   /* ---- Hooks (optional: NULL = not used). A descriptor may end after any of them (struct_size). ---- */
 
-  /* WebUI on_model_loaded: a checkpoint was loaded. [executor thread] */
+  /* WebUI on_model_loaded: a checkpoint was loaded. [main thread for the checkpoint loaded at start-up, before the
+   * daemon serves; executor thread afterwards] */
   atelier_status (*model_loaded)(atelier_plugin_state* state, const atelier_model_info* model, atelier_error* err);
 
   /* WebUI Script.process: called for every job before sampling. `args_json` is the JSON value under the plugin's

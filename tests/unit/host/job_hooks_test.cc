@@ -5,7 +5,7 @@
 
 #include <ATen/ATen.h>
 
-#include "atelier/plugin_tensor.hpp"
+#include "atelier/sdk/tensor.h"
 #include "engine/models/checkpoint_loader.h"
 #include "image/image_codec.h"
 #include "engine/sampling/samplers.h"
@@ -59,26 +59,49 @@ TEST_F(JobHooksTest, PluginsWithoutArgumentsStayOut) {
   EXPECT_TRUE(frames.equal(before));
 }
 
+// Sends frames through the job's frame hooks and returns what reaches the client's end.
+std::vector<host::JobFrame> SendFrames(host::JobHooks& hooks, const std::vector<at::Tensor>& images) {
+  std::vector<host::JobFrame> out;
+  const host::FrameSink sink = [&out](const host::JobFrame& f) {
+    out.push_back(f);
+    return absl::OkStatus();
+  };
+  for (size_t i = 0; i < images.size(); ++i) {
+    host::JobFrame frame;
+    frame.index = static_cast<int>(i);
+    frame.seed = 100 + static_cast<int64_t>(i);
+    frame.infotext = "a cat";
+    frame.image = images[i];
+    EXPECT_TRUE(hooks.SendFrame(frame, sink).ok());
+  }
+  return out;
+}
+
 TEST_F(JobHooksTest, TemplateInvertsFramesWebUiStyleArgs) {
   auto hooks = Begin({{"invert", R"({"args": [{"enabled": true, "strength": 1.0}]})"}});
   ASSERT_TRUE(hooks.ok()) << hooks.status();
   EXPECT_THAT((*hooks)->Participants(), ElementsAre("invert"));
-  at::Tensor input = at::rand({2, 3, 5, 7});
-  at::Tensor frames = input;
-  ASSERT_TRUE((*hooks)->PostprocessFrames(frames).ok());
-  EXPECT_TRUE(at::allclose(frames, 1 - input));
+  const at::Tensor a = at::rand({3, 5, 7}), b = at::rand({3, 5, 7});
+  const auto out = SendFrames(**hooks, {a, b});
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(at::allclose(out[0].image, 1 - a));
+  EXPECT_TRUE(at::allclose(out[1].image, 1 - b));
+  EXPECT_EQ(out[1].seed, 101);  // each frame keeps its own seed and infotext
+  std::vector<std::pair<std::string, std::string>> extra;
+  (*hooks)->InfotextAdditions(0, extra);
+  EXPECT_THAT(extra, ElementsAre(std::make_pair(std::string("Invert"), std::string("1.0"))));
 }
 
 TEST_F(JobHooksTest, TemplateHonoursStrengthAndStridedInput) {
   auto hooks = Begin({{"invert", R"({"args": [true, 0.25]})"}});
   ASSERT_TRUE(hooks.ok()) << hooks.status();
   // A non-contiguous view: the plugin must follow DLPack strides.
-  at::Tensor base = at::rand({2, 7, 5, 3});
-  at::Tensor input = base.permute({0, 3, 2, 1});
+  at::Tensor base = at::rand({7, 5, 3});
+  at::Tensor input = base.permute({2, 1, 0});
   ASSERT_FALSE(input.is_contiguous());
-  at::Tensor frames = input;
-  ASSERT_TRUE((*hooks)->PostprocessFrames(frames).ok());
-  EXPECT_TRUE(at::allclose(frames, input + 0.25 * (1 - 2 * input)));
+  const auto out = SendFrames(**hooks, {input});
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(at::allclose(out[0].image, input + 0.25 * (1 - 2 * input)));
 }
 
 // The sampler drives the plugin's three CFG hooks: hook_probe doubles x before the model, adds 1 to its
@@ -228,10 +251,10 @@ TEST(DlpackTest, ExportAdoptRoundTripFreesOnce) {
     for (int i = 0; i < 12; ++i) buffer[i] = static_cast<float>(i);
     at::Tensor source = at::from_blob(
         buffer, {3, 4}, [](void* p) { delete[] static_cast<float*>(p); ++g_source_frees; }, at::kFloat);
-    DLManagedTensor* managed = plugin::Export(source);
+    DLManagedTensor* managed = sdk::Export(source);
     source.reset();
     EXPECT_EQ(g_source_frees, 0);  // the DLManagedTensor keeps the storage alive
-    at::Tensor adopted = plugin::Adopt(managed);
+    at::Tensor adopted = sdk::Adopt(managed);
     EXPECT_EQ(adopted[2][3].item<float>(), 11.0f);
     at::Tensor shared = adopted.view({12});
     adopted.reset();
@@ -249,17 +272,17 @@ TEST(DlpackTest, BorrowAndViewShareMemoryWithoutOwnership) {
         buffer, {2, 3}, [](void* p) { delete[] static_cast<float*>(p); ++g_source_frees; }, at::kFloat);
     at::Tensor transposed = source.t();
     {
-      plugin::Borrow borrowed(transposed);
+      sdk::Borrow borrowed(transposed);
       ASSERT_NE(borrowed.get(), nullptr);
       EXPECT_EQ(borrowed.get()->ndim, 2);
       EXPECT_EQ(borrowed.get()->strides[0], 1);
       EXPECT_EQ(borrowed.get()->strides[1], 3);
-      at::Tensor view = plugin::View(borrowed.get());
+      at::Tensor view = sdk::View(borrowed.get());
       EXPECT_EQ(view.data_ptr(), transposed.data_ptr());
       EXPECT_TRUE(view.equal(transposed));
     }
     EXPECT_EQ(g_source_frees, 0);
-    EXPECT_EQ(plugin::Borrow(at::Tensor()).get(), nullptr);
+    EXPECT_EQ(sdk::Borrow(at::Tensor()).get(), nullptr);
   }
   EXPECT_EQ(g_source_frees, 1);
 }
@@ -292,7 +315,7 @@ TEST_F(JobHooksTest, PluginOutputDeleterRunsOnce) {
   ASSERT_EQ(d.process(probe->state(), nullptr, &info, "{}", &job_state, &err), ATELIER_OK);
 
   at::Tensor frames = at::rand({2, 3, 4, 4});
-  plugin::Borrow input(frames);
+  sdk::Borrow input(frames);
   atelier_frames_params params{};
   params.struct_size = sizeof(params);
   params.frames = input.get();
@@ -303,7 +326,7 @@ TEST_F(JobHooksTest, PluginOutputDeleterRunsOnce) {
       new CountingShim{params.frames_out->deleter, params.frames_out->manager_ctx};
   params.frames_out->deleter = &CountingShim::Delete;
   {
-    at::Tensor out = plugin::Adopt(params.frames_out);
+    at::Tensor out = sdk::Adopt(params.frames_out);
     EXPECT_EQ(out.size(0), 4);
     EXPECT_TRUE(out[1].equal(frames[0]));
     at::Tensor slice = out.slice(0, 2, 4);

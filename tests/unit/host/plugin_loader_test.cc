@@ -5,6 +5,7 @@
 
 #include <fstream>
 
+#include "engine/engine_abi.h"
 #include "host/plugin_registry.h"
 #include "test_support.h"
 
@@ -34,11 +35,11 @@ TEST(PluginLoaderTest, LoadsTheTemplatePlugin) {
   EXPECT_TRUE(registry->refused().empty());
   const host::Plugin& plugin = *registry->plugins()[0];
   EXPECT_EQ(plugin.name(), "invert");
-  EXPECT_EQ(plugin.version(), "1.0.0");
+  EXPECT_EQ(plugin.version(), "1.1.0");
   EXPECT_EQ(plugin.abi_major(), static_cast<std::uint32_t>(ATELIER_PLUGIN_ABI_MAJOR));
   EXPECT_EQ(plugin.abi_minor(), static_cast<std::uint32_t>(ATELIER_PLUGIN_ABI_MINOR));
   EXPECT_EQ(plugin.file(), "invert.so");
-  EXPECT_THAT(plugin.HookNames(), ElementsAre("process", "postprocess_frames"));
+  EXPECT_THAT(plugin.HookNames(), ElementsAre("process", "frame"));
   EXPECT_THAT(plugin.params_schema_json(), HasSubstr("strength"));
   // alwayson_scripts keys match case-insensitively, as in WebUI.
   EXPECT_EQ(registry->Find("INVERT"), &plugin);
@@ -75,7 +76,10 @@ INSTANTIATE_TEST_SUITE_P(
                       RefusalCase{"descriptor_too_large", "is larger than ABI 1." + std::to_string(ATELIER_PLUGIN_ABI_MINOR) + " allows"},
                       RefusalCase{"descriptor_too_small", "is below the ABI 1." + std::to_string(ATELIER_PLUGIN_ABI_MINOR) + " minimum"},
                       RefusalCase{"bad_name", "invalid plugin name 'bad name!'"},
-                      RefusalCase{"process_without_job_end", "has a process hook but no job_end"}),
+                      RefusalCase{"process_without_job_end", "has a process hook but no job_end"},
+                      RefusalCase{"engine_abi_mismatch",
+                                  "was built against engine ABI 'atelier-engine 0.0.1; libtorch 9.9.9; cxx11-abi 0'; "
+                                  "this daemon's is '" + std::string(atelier::engine::EngineAbi()) + "'"}),
     [](const auto& info) { return info.param.plugin; });
 
 TEST(PluginLoaderTest, RefusesAFileThatIsNotASharedLibrary) {

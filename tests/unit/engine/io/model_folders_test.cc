@@ -6,7 +6,7 @@
 
 #include <fstream>
 
-#include "atelier/plugin_tensor.hpp"
+#include "atelier/sdk/tensor.h"
 #include "engine/io/model_folders.h"
 #include "engine/io/safetensors.h"
 #include "engine/io/tensor_view.h"
@@ -127,7 +127,7 @@ TEST(HostTensorFileTest, PluginsReadCheckpointsFromTheModelFolders) {
   api.tensor_file_close(file);
 
   // Tensors outlive the handle; values equal an independent read of the fixture.
-  at::Tensor got = plugin::Adopt(first);
+  at::Tensor got = sdk::Adopt(first);
   at::Tensor want = engine::TensorView(*reference, (*reference)->tensors()[0]);
   EXPECT_TRUE(got.equal(want));
 

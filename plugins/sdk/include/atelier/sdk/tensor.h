@@ -1,6 +1,6 @@
-// Optional, header-only C++ helpers for plugins (and the host) that use libtorch: DLPack <-> at::Tensor.
+// Plugin SDK: DLPack <-> at::Tensor without copies, for plugins (and the host) that use libtorch.
 //
-// The ABI itself is C (atelier/plugin.h). These helpers only wrap the three ways a tensor crosses it:
+// The ABI itself is C (atelier/plugin.h). These helpers only wrap the ways a tensor crosses it:
 //  - View():   a borrowed `const DLTensor*` input -> at::Tensor sharing its memory, valid during the call only;
 //  - Export(): an at::Tensor -> `DLManagedTensor*` the receiver owns (it keeps the storage alive until the
 //              receiver calls the deleter, exactly once);
@@ -21,7 +21,7 @@
 
 #include "atelier/plugin.h"
 
-namespace atelier::plugin {
+namespace atelier::sdk {
 
 // at::Device of a DLPack device; throws std::invalid_argument for devices the host never uses.
 inline at::Device DeviceOf(const DLDevice& device) {
@@ -87,4 +87,4 @@ class Borrow {
   DLTensor dl_{};
 };
 
-}  // namespace atelier::plugin
+}  // namespace atelier::sdk
