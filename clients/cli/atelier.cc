@@ -20,6 +20,7 @@
 #include "atelier/v1/generation.grpc.pb.h"
 #include "atelier/v1/models.grpc.pb.h"
 #include "atelier/v1/plugins.grpc.pb.h"
+#include "artifact_files.h"
 #include "event_printer.h"
 #include "generate_command.h"
 #include "exit_codes.h"
@@ -247,6 +248,46 @@ int Watch(const Options& options, const std::string& job_id) {
   return status.ok() ? cli::kExitOk : Fail(options, status);
 }
 
+// A plugin's work outside a generation (Plugins.Invoke): its progress on stderr, its files into `output_dir`, its
+// JSON result on stdout.
+int Invoke(const Options& options, const std::string& plugin, const std::string& method, const std::string& args,
+           const std::string& output_dir) {
+  auto stub = v1::Plugins::NewStub(Connect(options));
+  grpc::ClientContext context;
+  context.AddMetadata("atelier-client", "atelier-cli");
+  v1::InvokeRequest request;
+  request.set_plugin(plugin);
+  request.set_method(method);
+  request.set_args_json(args);
+  std::error_code ec;
+  std::filesystem::create_directories(output_dir, ec);
+  cli::ArtifactFiles files(output_dir);
+  auto reader = stub->Invoke(&context, request);
+  cli::EventPrinter printer(stderr, isatty(STDERR_FILENO) != 0);
+  v1::GenerateEvent event;
+  std::string result;
+  int code = cli::kExitOk;
+  while (reader->Read(&event)) {
+    printer.Print(event);
+    if (event.has_artifact()) {
+      auto written = files.Add(event.artifact());
+      if (!written.ok()) {
+        std::fprintf(stderr, "atelier: %s\n", std::string(written.status().message()).c_str());
+        code = cli::kExitError;
+      } else if (written->has_value()) {
+        printer.Flush();
+        std::printf("%s\n", (*written)->c_str());
+      }
+    }
+    if (event.has_finished()) result = event.finished().invoke_result_json();
+  }
+  printer.Flush();
+  const grpc::Status status = reader->Finish();
+  if (!status.ok()) return Fail(options, status);
+  if (!result.empty()) std::printf("%s\n", result.c_str());
+  return code;
+}
+
 int Cancel(const Options& options, const std::string& job_id, bool skip) {
   auto stub = v1::Generation::NewStub(Connect(options));
   grpc::ClientContext context;
@@ -301,6 +342,12 @@ int main(int argc, char** argv) {
   convert->add_option("input", input, "checkpoint to read (never executed)")->required()->check(CLI::ExistingFile);
   convert->add_option("output", output, "safetensors file to write")->required();
   convert->add_flag("--fp16", fp16, "store float32 weights as float16 (half the size)");
+  std::string invoke_plugin, invoke_method, invoke_args, invoke_dir = "outputs/invoke";
+  auto* invoke = app.add_subcommand("invoke", "run a plugin's work outside a generation (Plugins.Invoke)");
+  invoke->add_option("plugin", invoke_plugin, "the plugin, e.g. controlnet")->required();
+  invoke->add_option("method", invoke_method, "what it should do, e.g. detect")->required();
+  invoke->add_option("args", invoke_args, "its arguments as JSON (default: none)");
+  invoke->add_option("-o,--output-dir", invoke_dir, "where its files are written")->capture_default_str();
   auto* status = app.add_subcommand("status", "loaded model, device and memory");
   auto* jobs = app.add_subcommand("jobs", "the running job and the queue");
   std::string job_id;
@@ -339,6 +386,7 @@ int main(int argc, char** argv) {
   if (*unload) return Load(options, "", "", true);
   if (*convert) return Convert(input, output, fp16);
   if (*status) return Status(options);
+  if (*invoke) return Invoke(options, invoke_plugin, invoke_method, invoke_args, invoke_dir);
   if (*jobs) return Jobs(options);
   if (*watch) return Watch(options, job_id);
   if (*cancel) return Cancel(options, job_id, false);

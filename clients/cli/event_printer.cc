@@ -73,14 +73,19 @@ void EventPrinter::Print(const v1::GenerateEvent& event) {
                         event.result().image().data().size(), " bytes ", event.result().image().mime_type(),
                         event.result().interrupted() ? " (interrupted)" : ""));
       break;
-    case v1::GenerateEvent::kArtifact:
-      Line(absl::StrCat("artifact ", event.artifact().name(), " (", event.artifact().mime_type(), ", ",
-                        event.artifact().data().size(), " bytes) from ", event.artifact().plugin()));
+    case v1::GenerateEvent::kArtifact: {
+      const v1::Artifact& a = event.artifact();
+      // Chunked files are announced once, with their whole size, after the last chunk.
+      if (!a.last() && !(a.total_size() == 0 && a.offset() == 0)) break;
+      Line(absl::StrCat("artifact ", a.name(), " (", a.mime_type(), ", ",
+                        a.total_size() > 0 ? a.total_size() : a.data().size(), " bytes) from ", a.plugin()));
       break;
+    }
     case v1::GenerateEvent::kFinished: {
       const v1::Finished& f = event.finished();
       std::vector<std::string> stages;
       for (const auto& t : f.timings()) stages.push_back(absl::StrCat(t.stage(), " ", FormatSeconds(t.seconds())));
+      for (const auto& warning : f.warnings()) Line(absl::StrCat("warning: ", warning));
       Line(absl::StrCat("finished: ", v1::JobState_Name(f.state()), f.message().empty() ? "" : " (" + f.message() + ")",
                         ", queued ", FormatSeconds(f.queued_seconds()), ", ran ", FormatSeconds(f.run_seconds()),
                         stages.empty() ? "" : absl::StrCat(" [", absl::StrJoin(stages, ", "), "]")));

@@ -18,6 +18,7 @@
 #include "absl/strings/str_format.h"
 #include "atelier/v1/generation.grpc.pb.h"
 #include "image/image_formats.h"
+#include "artifact_files.h"
 #include "event_printer.h"
 #include "exit_codes.h"
 
@@ -339,8 +340,20 @@ int RunGenerate(const std::shared_ptr<grpc::Channel>& channel, const GenerateFla
   v1::GenerateEvent event;
   int saved = 0, previews = 0;
   bool write_failed = false;
+  ArtifactFiles artifacts(flags.output_dir);
   while (reader->Read(&event)) {
     if (!flags.quiet) printer.Print(event);
+    if (event.has_artifact()) {
+      auto written = artifacts.Add(event.artifact());
+      if (!written.ok()) {
+        std::fprintf(stderr, "atelier: %s\n", std::string(written.status().message()).c_str());
+        write_failed = true;
+      } else if (written->has_value()) {
+        printer.Flush();
+        std::printf("%s\n", (*written)->c_str());
+        std::fflush(stdout);
+      }
+    }
     if (event.has_progress() && event.progress().has_preview() && !flags.previews_dir.empty()) {
       const v1::Image& image = event.progress().preview();
       const fs::path path = fs::path(flags.previews_dir) /

@@ -2,7 +2,7 @@
 #pragma once
 
 #include "atelier/plugin.h"
-#include "host/plugin.h"
+#include "host/loaded_plugin.h"
 
 namespace atelier::host {
 

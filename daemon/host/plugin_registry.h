@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "host/host_environment.h"
-#include "host/plugin.h"
+#include "host/loaded_plugin.h"
 
 namespace atelier::host {
 

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "util/latin1.h"
+#include "util/utf8.h"
 
 namespace atelier::engine {
 namespace {

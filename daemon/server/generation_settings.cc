@@ -16,6 +16,7 @@
 #include "engine/sampling/sampler_table.h"
 #include "server/plugin_args.h"
 #include "util/limits.h"
+#include "util/status_macros.h"
 
 namespace atelier::server {
 namespace {
@@ -90,10 +91,6 @@ class Options {
   std::set<std::string> used_;
 };
 
-#define ASSIGN_OR_RETURN_OPT(lhs, expr)  \
-  auto lhs = (expr);                     \
-  if (!lhs.ok()) return lhs.status()
-
 absl::StatusOr<engine::ImageFileFormat> SamplesFormat(const std::string& name) {
   const std::string lower = absl::AsciiStrToLower(name);
   if (lower == "png") return engine::ImageFileFormat::kPng;
@@ -158,36 +155,36 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   s.denoising_strength = r.denoising_strength();
 
   Options o(r.override_settings());
-  ASSIGN_OR_RETURN_OPT(clip_skip, o.Integer("CLIP_stop_at_last_layers", 1, 12));
-  p.text.clip_skip = static_cast<int>(clip_skip->value_or(1));
-  ASSIGN_OR_RETURN_OPT(ensd, o.Integer("eta_noise_seed_delta", 0, 4294967295.0));
-  p.eta_noise_seed_delta = ensd->value_or(0);
-  ASSIGN_OR_RETURN_OPT(rng, o.Text("randn_source"));
-  if (rng->has_value()) {
-    auto source = engine::ParseNoiseSource(**rng);
+  ATELIER_ASSIGN_OR_RETURN(const auto clip_skip, o.Integer("CLIP_stop_at_last_layers", 1, 12));
+  p.text.clip_skip = static_cast<int>(clip_skip.value_or(1));
+  ATELIER_ASSIGN_OR_RETURN(const auto ensd, o.Integer("eta_noise_seed_delta", 0, 4294967295.0));
+  p.eta_noise_seed_delta = ensd.value_or(0);
+  ATELIER_ASSIGN_OR_RETURN(const auto rng, o.Text("randn_source"));
+  if (rng.has_value()) {
+    auto source = engine::ParseNoiseSource(*rng);
     if (!source.ok()) return Invalid(absl::StrCat("override_settings.randn_source: ", source.status().message()));
     p.noise_source = *source;
   }
-  ASSIGN_OR_RETURN_OPT(emphasis, o.Text("emphasis"));
-  if (emphasis->has_value()) {
-    auto parsed = engine::ParseEmphasis(**emphasis);
+  ATELIER_ASSIGN_OR_RETURN(const auto emphasis, o.Text("emphasis"));
+  if (emphasis.has_value()) {
+    auto parsed = engine::ParseEmphasis(*emphasis);
     if (!parsed.ok()) return Invalid(absl::StrCat("override_settings.emphasis: ", parsed.status().message()));
     p.text.chunking.emphasis = *parsed;
   }
-  ASSIGN_OR_RETURN_OPT(backtrack, o.Integer("comma_padding_backtrack", 0, 74));
-  if (backtrack->has_value()) p.text.chunking.comma_padding_backtrack = static_cast<int>(**backtrack);
-  ASSIGN_OR_RETURN_OPT(checkpoint, o.Text("sd_model_checkpoint"));
-  out.checkpoint = checkpoint->value_or("");
-  ASSIGN_OR_RETURN_OPT(vae, o.Text("sd_vae"));
-  out.vae = *vae;
+  ATELIER_ASSIGN_OR_RETURN(const auto backtrack, o.Integer("comma_padding_backtrack", 0, 74));
+  if (backtrack.has_value()) p.text.chunking.comma_padding_backtrack = static_cast<int>(*backtrack);
+  ATELIER_ASSIGN_OR_RETURN(const auto checkpoint, o.Text("sd_model_checkpoint"));
+  out.checkpoint = checkpoint.value_or("");
+  ATELIER_ASSIGN_OR_RETURN(const auto vae, o.Text("sd_vae"));
+  out.vae = vae;
 
   // Eta: the request's, else the option for the sampler's kind, else WebUI's defaults (left to the sampler).
-  ASSIGN_OR_RETURN_OPT(eta_ancestral, o.Number("eta_ancestral", 0, 100));
-  ASSIGN_OR_RETURN_OPT(eta_ddim, o.Number("eta_ddim", 0, 100));
+  ATELIER_ASSIGN_OR_RETURN(const auto eta_ancestral, o.Number("eta_ancestral", 0, 100));
+  ATELIER_ASSIGN_OR_RETURN(const auto eta_ddim, o.Number("eta_ddim", 0, 100));
   if (r.has_eta()) {
     s.eta = r.eta();
-  } else if (s.choice.sampler->timesteps ? eta_ddim->has_value() : eta_ancestral->has_value()) {
-    s.eta = s.choice.sampler->timesteps ? **eta_ddim : **eta_ancestral;
+  } else if (s.choice.sampler->timesteps ? eta_ddim.has_value() : eta_ancestral.has_value()) {
+    s.eta = s.choice.sampler->timesteps ? *eta_ddim : *eta_ancestral;
   }
   // Churn and noise: the request's, else the option, else the default.
   struct Extra {
@@ -201,33 +198,33 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
                           {"s_tmax", r.has_s_tmax(), r.s_tmax(), &s.s_tmax},
                           {"s_noise", r.has_s_noise(), r.s_noise(), &s.s_noise}};
   for (const Extra& e : extras) {
-    ASSIGN_OR_RETURN_OPT(option, o.Number(e.key, 0, 1e6));
+    ATELIER_ASSIGN_OR_RETURN(const auto option, o.Number(e.key, 0, 1e6));
     if (e.has) {
       *e.target = e.value;
-    } else if (option->has_value()) {
-      *e.target = **option;
+    } else if (option.has_value()) {
+      *e.target = *option;
     }
   }
-  ASSIGN_OR_RETURN_OPT(sigma_min, o.Number("sigma_min", 0, 1e4));
-  ASSIGN_OR_RETURN_OPT(sigma_max, o.Number("sigma_max", 0, 1e4));
-  ASSIGN_OR_RETURN_OPT(rho, o.Number("rho", 0, 100));
-  s.schedule.sigma_min = sigma_min->value_or(0);
-  s.schedule.sigma_max = sigma_max->value_or(0);
-  s.schedule.rho = rho->value_or(0);
-  ASSIGN_OR_RETURN_OPT(beta_alpha, o.Number("beta_dist_alpha", 0.01, 100));
-  ASSIGN_OR_RETURN_OPT(beta_beta, o.Number("beta_dist_beta", 0.01, 100));
-  s.schedule.beta_alpha = beta_alpha->value_or(0.6);
-  s.schedule.beta_beta = beta_beta->value_or(0.6);
-  ASSIGN_OR_RETURN_OPT(discard, o.Bool("always_discard_next_to_last_sigma"));
-  if (discard->value_or(false)) s.schedule.discard_next_to_last_sigma = true;
-  ASSIGN_OR_RETURN_OPT(old_karras, o.Bool("use_old_karras_scheduler_sigmas"));
-  s.schedule.use_old_karras_scheduler_sigmas = old_karras->value_or(false);
-  ASSIGN_OR_RETURN_OPT(sgm, o.Bool("sgm_noise_multiplier"));
-  s.sgm_noise_multiplier = sgm->value_or(false);
-  ASSIGN_OR_RETURN_OPT(quantize, o.Bool("enable_quantization"));
-  s.quantize = quantize->value_or(false);
-  ASSIGN_OR_RETURN_OPT(fix_steps, o.Bool("img2img_fix_steps"));
-  s.img2img_fix_steps = fix_steps->value_or(false);
+  ATELIER_ASSIGN_OR_RETURN(const auto sigma_min, o.Number("sigma_min", 0, 1e4));
+  ATELIER_ASSIGN_OR_RETURN(const auto sigma_max, o.Number("sigma_max", 0, 1e4));
+  ATELIER_ASSIGN_OR_RETURN(const auto rho, o.Number("rho", 0, 100));
+  s.schedule.sigma_min = sigma_min.value_or(0);
+  s.schedule.sigma_max = sigma_max.value_or(0);
+  s.schedule.rho = rho.value_or(0);
+  ATELIER_ASSIGN_OR_RETURN(const auto beta_alpha, o.Number("beta_dist_alpha", 0.01, 100));
+  ATELIER_ASSIGN_OR_RETURN(const auto beta_beta, o.Number("beta_dist_beta", 0.01, 100));
+  s.schedule.beta_alpha = beta_alpha.value_or(0.6);
+  s.schedule.beta_beta = beta_beta.value_or(0.6);
+  ATELIER_ASSIGN_OR_RETURN(const auto discard, o.Bool("always_discard_next_to_last_sigma"));
+  if (discard.value_or(false)) s.schedule.discard_next_to_last_sigma = true;
+  ATELIER_ASSIGN_OR_RETURN(const auto old_karras, o.Bool("use_old_karras_scheduler_sigmas"));
+  s.schedule.use_old_karras_scheduler_sigmas = old_karras.value_or(false);
+  ATELIER_ASSIGN_OR_RETURN(const auto sgm, o.Bool("sgm_noise_multiplier"));
+  s.sgm_noise_multiplier = sgm.value_or(false);
+  ATELIER_ASSIGN_OR_RETURN(const auto quantize, o.Bool("enable_quantization"));
+  s.quantize = quantize.value_or(false);
+  ATELIER_ASSIGN_OR_RETURN(const auto fix_steps, o.Bool("img2img_fix_steps"));
+  s.img2img_fix_steps = fix_steps.value_or(false);
   if (absl::Status st = engine::ValidateSamplingSettings(s); !st.ok()) return st;
 
   // Hires fix (txt2img).
@@ -309,8 +306,8 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
     in.invert = invert == 1;
   }
   // Inpainting checkpoints weigh their masked-image conditioning by this in every img2img (WebUI's option).
-  ASSIGN_OR_RETURN_OPT(mask_weight, o.Number("inpainting_mask_weight", 0, 1));
-  p.inpaint.mask_weight = mask_weight->value_or(1.0);
+  ATELIER_ASSIGN_OR_RETURN(const auto mask_weight, o.Number("inpainting_mask_weight", 0, 1));
+  p.inpaint.mask_weight = mask_weight.value_or(1.0);
   p.latent_upscale = out.resize_mode == engine::ResizeMode::kLatentUpscale;
   if (r.has_initial_noise_multiplier()) {
     if (!std::isfinite(r.initial_noise_multiplier()) || r.initial_noise_multiplier() < 0 ||
@@ -319,15 +316,15 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
     }
     p.initial_noise_multiplier = r.initial_noise_multiplier();
   } else {
-    ASSIGN_OR_RETURN_OPT(multiplier, o.Number("initial_noise_multiplier", 0, 10));
-    p.initial_noise_multiplier = multiplier->value_or(1.0);
+    ATELIER_ASSIGN_OR_RETURN(const auto multiplier, o.Number("initial_noise_multiplier", 0, 10));
+    p.initial_noise_multiplier = multiplier.value_or(1.0);
   }
 
   // Previews: the request's, else WebUI's options, else cheap approximation every step as JPEG at most 512 px.
   const v1::PreviewOptions& preview = r.preview();
-  ASSIGN_OR_RETURN_OPT(progress_type, o.Text("show_progress_type"));
-  ASSIGN_OR_RETURN_OPT(every_n, o.Integer("show_progress_every_n_steps", -1, 1000));
-  ASSIGN_OR_RETURN_OPT(live_previews, o.Bool("live_previews_enable"));
+  ATELIER_ASSIGN_OR_RETURN(const auto progress_type, o.Text("show_progress_type"));
+  ATELIER_ASSIGN_OR_RETURN(const auto every_n, o.Integer("show_progress_every_n_steps", -1, 1000));
+  ATELIER_ASSIGN_OR_RETURN(const auto live_previews, o.Bool("live_previews_enable"));
   switch (preview.method()) {
     case v1::PREVIEW_METHOD_NONE: out.preview.method = engine::PreviewMethod::kNone; break;
     case v1::PREVIEW_METHOD_APPROX_CHEAP: out.preview.method = engine::PreviewMethod::kApproxCheap; break;
@@ -335,8 +332,8 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
     case v1::PREVIEW_METHOD_TAESD: out.preview.method = engine::PreviewMethod::kTaesd; break;
     case v1::PREVIEW_METHOD_FULL: out.preview.method = engine::PreviewMethod::kFull; break;
     default:
-      if (progress_type->has_value()) {
-        auto method = engine::ParsePreviewMethod(**progress_type);
+      if (progress_type.has_value()) {
+        auto method = engine::ParsePreviewMethod(*progress_type);
         // WebUI's default "Approx NN" (a network this daemon does not ship) falls back to the cheap approximation,
         // so clients that forward all of WebUI's options still run.
         if (method.status().code() == absl::StatusCode::kUnimplemented) method = engine::PreviewMethod::kApproxCheap;
@@ -345,29 +342,29 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
       }
       break;
   }
-  if (!live_previews->value_or(true)) out.preview.method = engine::PreviewMethod::kNone;
+  if (!live_previews.value_or(true)) out.preview.method = engine::PreviewMethod::kNone;
   out.preview.format = FileFormatOf(preview.format(), engine::ImageFileFormat::kJpeg);
   if (preview.every_n_steps() > 0) {
     out.preview.every_n_steps = preview.every_n_steps();
-  } else if (every_n->has_value()) {
+  } else if (every_n.has_value()) {
     // WebUI: -1 = only at the end of a batch; 0 and 1 = every step (it previews when step - last >= N).
-    out.preview.every_n_steps = **every_n < 0 ? -1 : std::max<int>(1, static_cast<int>(**every_n));
+    out.preview.every_n_steps = *every_n < 0 ? -1 : std::max<int>(1, static_cast<int>(*every_n));
   }
   out.preview.max_size = preview.max_size() > 0 ? preview.max_size() : 512;
 
   // Results: the request's format, else samples_format; infotext unless omitted (or enable_pnginfo false).
-  ASSIGN_OR_RETURN_OPT(samples_format, o.Text("samples_format"));
+  ATELIER_ASSIGN_OR_RETURN(const auto samples_format, o.Text("samples_format"));
   engine::ImageFileFormat fallback = engine::ImageFileFormat::kPng;
-  if (samples_format->has_value()) {
-    auto format = SamplesFormat(**samples_format);
+  if (samples_format.has_value()) {
+    auto format = SamplesFormat(*samples_format);
     if (!format.ok()) return format.status();
     fallback = *format;
   }
   out.output.format = FileFormatOf(r.output().format(), fallback);
-  ASSIGN_OR_RETURN_OPT(jpeg_quality, o.Integer("jpeg_quality", 1, 100));
-  out.output.quality = r.output().quality() > 0 ? r.output().quality() : static_cast<int>(jpeg_quality->value_or(95));
-  ASSIGN_OR_RETURN_OPT(pnginfo, o.Bool("enable_pnginfo"));
-  out.output.omit_infotext = r.output().omit_infotext() || !pnginfo->value_or(true);
+  ATELIER_ASSIGN_OR_RETURN(const auto jpeg_quality, o.Integer("jpeg_quality", 1, 100));
+  out.output.quality = r.output().quality() > 0 ? r.output().quality() : static_cast<int>(jpeg_quality.value_or(95));
+  ATELIER_ASSIGN_OR_RETURN(const auto pnginfo, o.Bool("enable_pnginfo"));
+  out.output.omit_infotext = r.output().omit_infotext() || !pnginfo.value_or(true);
 
   out.ignored_settings = o.Unused();
   out.img2img = r.mode() == v1::MODE_IMG2IMG;

@@ -6,6 +6,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "engine/pipeline/infotext_parse.h"
+#include "util/status_macros.h"
 
 namespace atelier::server {
 namespace {
@@ -38,12 +39,6 @@ class Filler {
   const engine::ParsedInfotext& p_;
 };
 
-#define RETURN_IF_ERROR_INFO(expr)       \
-  do {                                   \
-    absl::Status _st = (expr);           \
-    if (!_st.ok()) return _st;           \
-  } while (0)
-
 }  // namespace
 
 absl::Status ApplyInfotext(v1::GenerateRequest& r) {
@@ -60,25 +55,25 @@ absl::Status ApplyInfotext(v1::GenerateRequest& r) {
   if (r.scheduler().empty()) {
     if (const std::string* v = f.Text("Schedule type")) r.set_scheduler(*v);
   }
-  if (!r.has_steps()) RETURN_IF_ERROR_INFO(f.Number<int>("Steps", [&](int v) { r.set_steps(v); }));
-  if (!r.has_cfg_scale()) RETURN_IF_ERROR_INFO(f.Number<double>("CFG scale", [&](double v) { r.set_cfg_scale(v); }));
-  if (!r.has_seed()) RETURN_IF_ERROR_INFO(f.Number<int64_t>("Seed", [&](int64_t v) { r.set_seed(v); }));
-  if (!r.has_width()) RETURN_IF_ERROR_INFO(f.Number<int>("Size-1", [&](int v) { r.set_width(v); }));
-  if (!r.has_height()) RETURN_IF_ERROR_INFO(f.Number<int>("Size-2", [&](int v) { r.set_height(v); }));
-  if (!r.has_subseed()) RETURN_IF_ERROR_INFO(f.Number<int64_t>("Variation seed", [&](int64_t v) { r.set_subseed(v); }));
+  if (!r.has_steps()) ATELIER_RETURN_IF_ERROR(f.Number<int>("Steps", [&](int v) { r.set_steps(v); }));
+  if (!r.has_cfg_scale()) ATELIER_RETURN_IF_ERROR(f.Number<double>("CFG scale", [&](double v) { r.set_cfg_scale(v); }));
+  if (!r.has_seed()) ATELIER_RETURN_IF_ERROR(f.Number<int64_t>("Seed", [&](int64_t v) { r.set_seed(v); }));
+  if (!r.has_width()) ATELIER_RETURN_IF_ERROR(f.Number<int>("Size-1", [&](int v) { r.set_width(v); }));
+  if (!r.has_height()) ATELIER_RETURN_IF_ERROR(f.Number<int>("Size-2", [&](int v) { r.set_height(v); }));
+  if (!r.has_subseed()) ATELIER_RETURN_IF_ERROR(f.Number<int64_t>("Variation seed", [&](int64_t v) { r.set_subseed(v); }));
   if (!r.has_subseed_strength()) {
-    RETURN_IF_ERROR_INFO(f.Number<double>("Variation seed strength", [&](double v) { r.set_subseed_strength(v); }));
+    ATELIER_RETURN_IF_ERROR(f.Number<double>("Variation seed strength", [&](double v) { r.set_subseed_strength(v); }));
   }
   // WebUI's paste fields swap these two (Seed resize from-1 -> seed_resize_from_h); the written order is WxH and
   // reading it back the same way keeps write -> read -> write the identity.
   if (!r.has_seed_resize_from_w()) {
-    RETURN_IF_ERROR_INFO(f.Number<int>("Seed resize from-1", [&](int v) { r.set_seed_resize_from_w(v); }));
+    ATELIER_RETURN_IF_ERROR(f.Number<int>("Seed resize from-1", [&](int v) { r.set_seed_resize_from_w(v); }));
   }
   if (!r.has_seed_resize_from_h()) {
-    RETURN_IF_ERROR_INFO(f.Number<int>("Seed resize from-2", [&](int v) { r.set_seed_resize_from_h(v); }));
+    ATELIER_RETURN_IF_ERROR(f.Number<int>("Seed resize from-2", [&](int v) { r.set_seed_resize_from_h(v); }));
   }
   if (!r.has_denoising_strength()) {
-    RETURN_IF_ERROR_INFO(f.Number<double>("Denoising strength", [&](double v) { r.set_denoising_strength(v); }));
+    ATELIER_RETURN_IF_ERROR(f.Number<double>("Denoising strength", [&](double v) { r.set_denoising_strength(v); }));
   }
 
   if (!img2img) {
@@ -90,15 +85,15 @@ absl::Status ApplyInfotext(v1::GenerateRequest& r) {
          written.count("Hires resize-1") > 0)) {
       r.set_enable_hr(true);
     }
-    if (!r.has_hr_scale()) RETURN_IF_ERROR_INFO(f.Number<double>("Hires upscale", [&](double v) { r.set_hr_scale(v); }));
+    if (!r.has_hr_scale()) ATELIER_RETURN_IF_ERROR(f.Number<double>("Hires upscale", [&](double v) { r.set_hr_scale(v); }));
     if (r.hr_upscaler().empty()) {
       if (const std::string* v = f.Text("Hires upscaler")) r.set_hr_upscaler(*v);
     }
     if (!r.has_hr_second_pass_steps()) {
-      RETURN_IF_ERROR_INFO(f.Number<int>("Hires steps", [&](int v) { r.set_hr_second_pass_steps(v); }));
+      ATELIER_RETURN_IF_ERROR(f.Number<int>("Hires steps", [&](int v) { r.set_hr_second_pass_steps(v); }));
     }
-    if (!r.has_hr_resize_x()) RETURN_IF_ERROR_INFO(f.Number<int>("Hires resize-1", [&](int v) { r.set_hr_resize_x(v); }));
-    if (!r.has_hr_resize_y()) RETURN_IF_ERROR_INFO(f.Number<int>("Hires resize-2", [&](int v) { r.set_hr_resize_y(v); }));
+    if (!r.has_hr_resize_x()) ATELIER_RETURN_IF_ERROR(f.Number<int>("Hires resize-1", [&](int v) { r.set_hr_resize_x(v); }));
+    if (!r.has_hr_resize_y()) ATELIER_RETURN_IF_ERROR(f.Number<int>("Hires resize-2", [&](int v) { r.set_hr_resize_y(v); }));
     const std::string* hr_sampler = f.Text("Hires sampler");
     if (r.hr_sampler_name().empty() && hr_sampler != nullptr && *hr_sampler != "Use same sampler") {
       r.set_hr_sampler_name(*hr_sampler);
@@ -114,7 +109,7 @@ absl::Status ApplyInfotext(v1::GenerateRequest& r) {
       if (const std::string* v = f.Text("Hires negative prompt")) r.set_hr_negative_prompt(*v);
     }
   } else {
-    if (!r.has_mask_blur()) RETURN_IF_ERROR_INFO(f.Number<int>("Mask blur", [&](int v) { r.set_mask_blur(v); }));
+    if (!r.has_mask_blur()) ATELIER_RETURN_IF_ERROR(f.Number<int>("Mask blur", [&](int v) { r.set_mask_blur(v); }));
     if (!r.has_inpainting_fill()) {
       if (const std::string* v = f.Text("Masked content")) {
         const char* const kFills[] = {"fill", "original", "latent noise", "latent nothing"};
@@ -127,7 +122,7 @@ absl::Status ApplyInfotext(v1::GenerateRequest& r) {
       if (const std::string* v = f.Text("Inpaint area")) r.set_inpaint_full_res(*v == "Only masked");
     }
     if (!r.has_inpaint_full_res_padding()) {
-      RETURN_IF_ERROR_INFO(f.Number<int>("Masked area padding", [&](int v) { r.set_inpaint_full_res_padding(v); }));
+      ATELIER_RETURN_IF_ERROR(f.Number<int>("Masked area padding", [&](int v) { r.set_inpaint_full_res_padding(v); }));
     }
     if (!r.has_inpainting_mask_invert()) {
       if (const std::string* v = f.Text("Mask mode")) r.set_inpainting_mask_invert(*v == "Inpaint not masked" ? 1 : 0);

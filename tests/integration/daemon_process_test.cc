@@ -143,6 +143,10 @@ TEST(DaemonProcessTest, ServesTheClientAndExitsCleanlyOnSigterm) {
   out = daemon.Client("plugins", &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_THAT(out, HasSubstr("invert"));  // the template plugin from build/plugins, the default --plugins-dir
+  EXPECT_THAT(out, HasSubstr("grayscale"));  // the C example
+  out = daemon.Client("invoke invert detect '{\"x\": 1}'", &code);
+  EXPECT_EQ(code, 5) << out;  // FAILED_PRECONDITION: the template works only inside a generation
+  EXPECT_THAT(out, HasSubstr("works only inside a generation"));
   out = daemon.Client("models", &code);
   EXPECT_EQ(code, 0) << out;
   EXPECT_THAT(out, HasSubstr("anime.safetensors"));

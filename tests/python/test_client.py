@@ -15,6 +15,7 @@ import unittest
 import grpc
 
 from atelier_client import AtelierError, Client, Finished, Progress, Queued, Result, Started
+from atelier_client.client import ArtifactJoiner
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
@@ -22,6 +23,29 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 def png_size(data: bytes):
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     return struct.unpack(">II", data[16:24])
+
+
+class ArtifactJoinerTest(unittest.TestCase):
+    """Artifacts over the daemon's message limit come in chunks; the client hands over whole files."""
+
+    def event(self, data, offset, total, last):
+        from atelier.v1 import generation_pb2
+        e = generation_pb2.GenerateEvent(job_id="j")
+        e.artifact.name, e.artifact.plugin, e.artifact.mime_type = "a.gif", "export", "image/gif"
+        e.artifact.data, e.artifact.offset, e.artifact.total_size, e.artifact.last = data, offset, total, last
+        return e
+
+    def test_chunks_are_joined_in_order(self):
+        joiner = ArtifactJoiner()
+        self.assertIsNone(joiner.add(self.event(b"abc", 0, 7, False)))
+        self.assertIsNone(joiner.add(self.event(b"de", 3, 7, False)))
+        whole = joiner.add(self.event(b"fg", 5, 7, True))
+        self.assertEqual(whole.data, b"abcdefg")
+        self.assertEqual(whole.name, "a.gif")
+        single = joiner.add(self.event(b"xyz", 0, 3, True))
+        self.assertEqual(single.data, b"xyz")
+        with self.assertRaises(AtelierError):
+            joiner.add(self.event(b"late", 4, 8, False))  # a chunk whose start is missing
 
 
 class DaemonTest(unittest.TestCase):
@@ -110,6 +134,16 @@ class DaemonTest(unittest.TestCase):
         self.assertIn("tiny-sd.safetensors", self.client.status().checkpoint)
         self.assertIn("invert", [p.name for p in self.client.plugins()])
         self.assertEqual(self.client.info().api_version, "atelier.v1")
+
+    def test_invoke_is_a_job_and_names_the_plugins_that_can(self):
+        # The daemon's plugins (the template and the C example) work only inside generations.
+        with self.assertRaises(AtelierError) as caught:
+            self.client.invoke("invert", "detect", {"x": 1}).wait()
+        self.assertEqual(caught.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
+        self.assertIn("works only inside a generation", caught.exception.details)
+        with self.assertRaises(AtelierError) as caught:
+            self.client.invoke("nope", "detect").wait()
+        self.assertEqual(caught.exception.code, grpc.StatusCode.NOT_FOUND)
 
     def test_webui_payload_with_base64_image(self):
         png = self.client.txt2img("a dog", **self.small()).wait()[0].image

@@ -15,6 +15,7 @@ output, infotext, ...
 
 import base64
 import dataclasses
+import json
 import os
 import sys
 from typing import Iterator, List, Optional
@@ -128,6 +129,8 @@ class Finished:
     message: str
     timings: dict
     dropped_events: int
+    warnings: list = dataclasses.field(default_factory=list)  # problems that did not fail the job
+    invoke_result_json: str = ""  # Plugins.Invoke: the plugin's JSON result
 
 
 def _image(message) -> Image:
@@ -156,8 +159,32 @@ def to_event(e):
     if kind == "finished":
         f = e.finished
         return Finished(e.job_id, common_pb2.JobState.Name(f.state), f.message,
-                        {t.stage: t.seconds for t in f.timings}, f.dropped_events)
+                        {t.stage: t.seconds for t in f.timings}, f.dropped_events, list(f.warnings),
+                        f.invoke_result_json)
     return None
+
+
+class ArtifactJoiner:
+    """Joins the chunks of an artifact larger than the daemon's message limit (Artifact.offset / total_size / last)
+    into one Artifact; an artifact in one message passes through."""
+
+    def __init__(self):
+        self._parts = {}
+
+    def add(self, e) -> Optional[Artifact]:
+        a = e.artifact
+        if a.offset == 0 and (a.last or a.total_size == 0) and a.total_size in (0, len(a.data)):
+            return Artifact(e.job_id, a.name, a.mime_type, a.data, a.plugin)
+        key = (e.job_id, a.plugin, a.name)
+        buffer = self._parts.setdefault(key, bytearray())
+        if a.offset != len(buffer):
+            raise AtelierError(grpc.StatusCode.DATA_LOSS,
+                               f"artifact {a.name}: chunk at {a.offset}, expected {len(buffer)}")
+        buffer.extend(a.data)
+        if not a.last:
+            return None
+        del self._parts[key]
+        return Artifact(e.job_id, a.name, a.mime_type, bytes(buffer), a.plugin)
 
 
 class Job:
@@ -171,11 +198,17 @@ class Job:
         self.results: List[Result] = []
 
     def __iter__(self) -> Iterator:
+        joiner = ArtifactJoiner()
         try:
             for message in self._call:
                 if self.id is None:
                     self.id = message.job_id
-                event = to_event(message)
+                if message.WhichOneof("event") == "artifact":
+                    event = joiner.add(message)
+                    if event is None:
+                        continue  # more chunks of this file follow
+                else:
+                    event = to_event(message)
                 if isinstance(event, Result):
                     self.results.append(event)
                 yield event
@@ -293,6 +326,13 @@ class Client:
 
     def plugins(self):
         return list(self._unary(self._plugins.ListPlugins, plugins_pb2.ListPluginsRequest()).plugins)
+
+    def invoke(self, plugin: str, method: str, args=None) -> Job:
+        """A plugin's work outside a generation (ControlNet's detect, RIFE on frames): a job like any other, streaming
+        its progress and artifacts; the Finished event carries the plugin's JSON result (invoke_result_json)."""
+        request = plugins_pb2.InvokeRequest(plugin=plugin, method=method,
+                                            args_json="" if args is None else json.dumps(args))
+        return Job(self, self._plugins.Invoke(request, metadata=self._metadata))
 
     def info(self):
         return self._unary(self._daemon.GetInfo, daemon_pb2.GetInfoRequest())

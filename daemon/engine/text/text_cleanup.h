@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "util/utf8.h"  // EncodeUtf8
 
 namespace atelier::engine {
 
@@ -16,7 +17,6 @@ namespace atelier::engine {
 absl::Status ValidateUtf8(absl::string_view text);
 
 std::u32string DecodeUtf8(absl::string_view text);  // invalid sequences become U+FFFD
-std::string EncodeUtf8(const std::u32string& text);
 
 // ftfy.fix_text (HF CLIPTokenizer configuration).
 std::u32string FixText(std::u32string text);

@@ -1,4 +1,4 @@
-#include "host/plugin.h"
+#include "host/loaded_plugin.h"
 
 #include <dlfcn.h>
 
