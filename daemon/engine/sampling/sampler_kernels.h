@@ -1,6 +1,8 @@
 // The sampling loops, one function per WebUI sampler, written after k-diffusion's sample_* functions, WebUI's
 // restart/LCM samplers and its timestep samplers (DDIM, DDIM CFG++, PLMS, UniPC). Internal to the engine:
-// samplers.h is the entry point. The loops throw SamplingStopped (from the denoiser) to stop.
+// samplers.h is the entry point (samplers.cc dispatches to these). Implemented in three files by family:
+// kdiffusion_samplers.cc (Euler, Heun, DPM2, LMS, the DPM++ family, Restart, LCM), dpm_solver_samplers.cc (DPM fast
+// and DPM adaptive, k-diffusion's DPM-Solver) and timestep_samplers.cc (DDIM, DDIM CFG++, PLMS, UniPC). The loops throw SamplingStopped (from the denoiser) to stop.
 //
 // Scalars (sigmas, step sizes) are doubles computed from the float32 schedule values; tensors stay on the
 // latent's device. The only reads back to the host: DPM adaptive's error estimate (its step-size control) and the
