@@ -8,6 +8,7 @@
 #include "absl/strings/string_view.h"
 #include <vector>
 
+#include "engine/models/model_manager.h"
 #include "host/host_environment.h"
 #include "host/loaded_plugin.h"
 
@@ -24,14 +25,15 @@ struct PluginLoaderOptions {
   std::uint64_t host_api_size = sizeof(atelier_host_api);
 };
 
-class PluginRegistry {
+// Also the model manager's observer: model changes reach the plugins' model_loaded / model_unloaded from there.
+class PluginRegistry final : public engine::ModelObserver {
  public:
   // Loads every "*.so" in `dir`, in file-name order, serialised under one process-wide lock. A plugin that fails a
   // check is refused: logged as an error and listed in refused(), never partly loaded. A directory that does not
   // exist gives an empty registry (logged). Plugins are finalized and unloaded in reverse order on destruction.
   static std::unique_ptr<PluginRegistry> LoadDirectory(const std::filesystem::path& dir, PluginLoaderOptions options);
 
-  ~PluginRegistry();
+  ~PluginRegistry() override;
   PluginRegistry(const PluginRegistry&) = delete;
   PluginRegistry& operator=(const PluginRegistry&) = delete;
 
@@ -49,6 +51,11 @@ class PluginRegistry {
 
   // Calls every plugin's model_unloaded hook (the checkpoint is about to go). Call on the executor thread.
   void NotifyModelUnloaded() const;
+  // engine::ModelObserver
+  void ModelUnloading(const engine::Sd1Weights&) override { NotifyModelUnloaded(); }
+  void ModelLoaded(const engine::Sd1Weights& weights) override {
+    NotifyModelLoaded(weights.title, weights.filename, weights.layout.unet_in_channels);
+  }
 
   // Calls every plugin's model_loaded hook (WebUI on_model_loaded). A plugin's error is logged; the model stays
   // loaded. Call on the executor thread.

@@ -4,9 +4,8 @@
 
 namespace atelier::jobs {
 
-PipelineCache::PipelineCache(engine::ModelManager& models, const host::PluginRegistry& plugins,
-                             const engine::ClipTokenizer& tokenizer)
-    : models_(models), plugins_(plugins), tokenizer_(tokenizer) {}
+PipelineCache::PipelineCache(engine::ModelManager& models, const engine::ClipTokenizer& tokenizer)
+    : models_(models), tokenizer_(tokenizer) {}
 
 PipelineCache::~PipelineCache() = default;
 
@@ -18,7 +17,6 @@ absl::StatusOr<const engine::Sd1Pipeline*> PipelineCache::PipelineFor(const std:
     // The VAE choice the model was loaded with carries over unless the job names one (sd_vae is its own option).
     const std::string wanted = !checkpoint.empty() ? checkpoint : weights ? weights->filename : std::string();
     std::string vae_request = vae.value_or(models_.current_vae_request());
-    const engine::Sd1Weights* previous = weights.get();
     if (vae_request.empty()) vae_request = "Automatic";
     auto entry = models_.FindCheckpoint(wanted);
     if (!entry.ok()) return entry.status();
@@ -28,11 +26,8 @@ absl::StatusOr<const engine::Sd1Pipeline*> PipelineCache::PipelineFor(const std:
       StageTimer timer(timing, "load");
       weights.reset();
       Release();  // a switch must not hold two pipelines' worth of memory
-      auto loaded = models_.Load(wanted, vae_request);
+      auto loaded = models_.Load(wanted, vae_request);  // the plugins hear of it from the manager
       if (!loaded.ok()) return loaded.status();
-      if (loaded->get() != previous) {
-        plugins_.NotifyModelLoaded((*loaded)->title, (*loaded)->filename, (*loaded)->layout.unet_in_channels);
-      }
       weights = *loaded;
     }
   }
@@ -54,7 +49,6 @@ absl::StatusOr<const engine::Sd1Pipeline*> PipelineCache::PipelineFor(const std:
 }
 
 void PipelineCache::Release() {
-  if (pipeline_ != nullptr || weights_ != nullptr) plugins_.NotifyModelUnloaded();
   pipeline_.reset();
   embeddings_.reset();
   weights_.reset();

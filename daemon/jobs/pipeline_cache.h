@@ -13,16 +13,14 @@
 #include "engine/pipeline/sd_pipeline.h"
 #include "engine/text/clip_tokenizer.h"
 #include "engine/text/embeddings.h"
-#include "host/plugin_registry.h"
 #include "util/stage_timer.h"
 
 namespace atelier::jobs {
 
 class PipelineCache {
  public:
-  // All three must outlive the cache.
-  PipelineCache(engine::ModelManager& models, const host::PluginRegistry& plugins,
-                const engine::ClipTokenizer& tokenizer);
+  // Both must outlive the cache.
+  PipelineCache(engine::ModelManager& models, const engine::ClipTokenizer& tokenizer);
   ~PipelineCache();
 
   // The pipeline of the current checkpoint, or of `checkpoint` / `vae` when given (they stay loaded: loading is the
@@ -31,14 +29,13 @@ class PipelineCache {
                                                          const std::optional<std::string>& vae,
                                                          const StageReport& timing);
   absl::StatusOr<const engine::Taesd*> TaesdDecoder();
-  // Drops what was built from the loaded model (before it is unloaded or replaced) and tells the plugins.
+  // Drops what was built from the loaded model (before it is unloaded or replaced).
   void Release();
 
   engine::ModelManager& models() const { return models_; }
 
  private:
   engine::ModelManager& models_;
-  const host::PluginRegistry& plugins_;
   const engine::ClipTokenizer& tokenizer_;
   std::shared_ptr<const engine::Sd1Weights> weights_;
   std::unique_ptr<engine::EmbeddingDatabase> embeddings_;

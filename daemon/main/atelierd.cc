@@ -187,17 +187,17 @@ int Run(int argc, char** argv) {
   load_options.device = runtime->device;
   load_options.dtype = *compute_dtype == "float16" ? at::kHalf : *compute_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
   engine::ModelManager models(folders ? &*folders : nullptr, fs::path(cache_dir) / "hashes.json", load_options);
+  models.set_observer(plugins.get());  // model_loaded / model_unloaded
   // Like WebUI: load the requested checkpoint, else the first one found. Before serving, so no job races it.
   if (!checkpoint.empty() || (folders && !folders->List(engine::ModelFolder::kCheckpoint).empty())) {
     const std::string wanted =
         checkpoint.empty() ? folders->List(engine::ModelFolder::kCheckpoint).front().filename : checkpoint;
     auto loaded = models.Load(wanted, vae);
-    if (loaded.ok()) {
-      plugins->NotifyModelLoaded((*loaded)->title, (*loaded)->filename, (*loaded)->layout.unet_in_channels);
-    } else if (!checkpoint.empty()) {
-      LogError(std::string(loaded.status().message()));
-      return 1;
-    } else {
+    if (!loaded.ok()) {
+      if (!checkpoint.empty()) {
+        LogError(std::string(loaded.status().message()));
+        return 1;
+      }
       LogWarning(absl::StrCat("no checkpoint loaded: ", loaded.status().message()));
     }
   } else {

@@ -20,7 +20,7 @@ struct PreparedGeneration final : PreparedJob {
 
 GenerationRunner::GenerationRunner(engine::ModelManager& models, const host::PluginRegistry& plugins,
                                    const engine::ClipTokenizer& tokenizer)
-    : models_(models), plugins_(plugins), pipelines_(models, plugins, tokenizer) {}
+    : models_(models), plugins_(plugins), pipelines_(models, tokenizer) {}
 
 GenerationRunner::~GenerationRunner() = default;
 

@@ -99,10 +99,7 @@ grpc::ServerUnaryReactor* ModelsService::LoadModel(grpc::CallbackServerContext* 
     const absl::Time start = absl::Now();
     const absl::Status status = jobs_.RunExclusive([&]() -> absl::Status {
       runner_.ReleaseModel();
-      auto loaded = models_.Load(checkpoint, vae);
-      if (!loaded.ok()) return loaded.status();
-      plugins_.NotifyModelLoaded((*loaded)->title, (*loaded)->filename, (*loaded)->layout.unet_in_channels);
-      return absl::OkStatus();
+      return models_.Load(checkpoint, vae).status();  // the plugins hear of it from the manager
     });
     response->set_load_seconds(absl::ToDoubleSeconds(absl::Now() - start));
     FillStatus(response->mutable_status());

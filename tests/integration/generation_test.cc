@@ -124,6 +124,7 @@ class GenerationTest : public ::testing::Test {
     options.environment.host_version = "test";
     options.environment.device = "cpu";
     plugins_ = host::PluginRegistry::LoadDirectory(plugins_dir_.path(), std::move(options));
+    models_->set_observer(plugins_.get());  // as atelierd does: model changes reach the plugins
     runner_ = std::make_unique<server::GenerationRunner>(*models_, *plugins_, *tokenizer_);
     server::DaemonServerOptions server_options;
     server_options.listen = "127.0.0.1:0";

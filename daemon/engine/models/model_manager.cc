@@ -185,11 +185,7 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> ModelManager::Load(const std::
   weights->sha256 = *sha256;
   weights->title = Title(entry->filename, *sha256);
   std::shared_ptr<const Sd1Weights> result = std::move(weights);
-  {
-    std::lock_guard<std::mutex> lock(current_mu_);
-    current_ = result;
-    current_vae_request_ = vae_request;
-  }
+  MakeCurrent(result, vae_request);
   LogInfo(absl::StrCat("loaded ", result->title, " (", result->layout.architecture, ", config: ",
                        result->config.source, ", VAE: ", result->vae_source, ") in ", result->load_seconds, " s, ",
                        result->resident_bytes / (1 << 20), " MiB ", std::string(c10::toString(result->dtype)), " on ",
@@ -218,19 +214,25 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> ModelManager::SwapVae(const fs
   weights->resident_bytes = ResidentBytes(*weights);
   weights->load_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   std::shared_ptr<const Sd1Weights> result = std::move(weights);
-  {
-    std::lock_guard<std::mutex> lock(current_mu_);
-    current_ = result;
-    current_vae_request_ = vae_request;
-  }
+  MakeCurrent(result, vae_request);
   LogInfo(absl::StrCat("VAE of ", result->title, " switched to ", source, " in ", result->load_seconds, " s"));
   return result;
 }
 
 void ModelManager::Unload() {
-  std::lock_guard<std::mutex> lock(current_mu_);
-  current_.reset();
-  current_vae_request_.clear();
+  std::lock_guard<std::mutex> load_lock(load_mu_);
+  MakeCurrent(nullptr, "");
+}
+
+void ModelManager::MakeCurrent(std::shared_ptr<const Sd1Weights> next, const std::string& vae_request) {
+  const std::shared_ptr<const Sd1Weights> previous = current();
+  if (previous != nullptr && previous != next && observer_ != nullptr) observer_->ModelUnloading(*previous);
+  {
+    std::lock_guard<std::mutex> lock(current_mu_);
+    current_ = next;
+    current_vae_request_ = vae_request;
+  }
+  if (next != nullptr && next != previous && observer_ != nullptr) observer_->ModelLoaded(*next);
 }
 
 std::string ModelManager::current_vae_request() const {

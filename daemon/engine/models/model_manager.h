@@ -27,6 +27,17 @@ struct ModelListing {
   std::string error;         // why the file is not usable, when it is not
 };
 
+// Told when the current model changes: the one place the plugins' model_loaded / model_unloaded come from (the
+// plugin registry implements it). Called on the thread that loads or unloads, with no lock of the manager held.
+class ModelObserver {
+ public:
+  virtual ~ModelObserver() = default;
+  // The current model is about to be replaced (after its successor loaded) or unloaded.
+  virtual void ModelUnloading(const Sd1Weights& weights) = 0;
+  // `weights` became the current model.
+  virtual void ModelLoaded(const Sd1Weights& weights) = 0;
+};
+
 class ModelManager {
  public:
   // `folders` may be null (no models directory). `hash_cache_file` may be empty (no persistent cache).
@@ -52,6 +63,8 @@ class ModelManager {
   // The sd_vae request the current model was loaded with ("Automatic", "None", a file); empty when none is loaded.
   std::string current_vae_request() const;
   const LoadOptions& options() const { return options_; }
+  // Set before the first load; must outlive the manager (null: none).
+  void set_observer(ModelObserver* observer) { observer_ = observer; }
   const ModelFolders* folders() const { return folders_; }
 
  private:
@@ -78,6 +91,9 @@ class ModelManager {
   std::shared_ptr<const Sd1Weights> current_;
   std::string current_vae_request_;
   std::mutex load_mu_;  // one load at a time
+  ModelObserver* observer_ = nullptr;
+  // Makes `next` current (null: none), telling the observer.
+  void MakeCurrent(std::shared_ptr<const Sd1Weights> next, const std::string& vae_request);
 };
 
 }  // namespace atelier::engine
