@@ -21,6 +21,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "probe_tensors.h"
+
 typedef struct {
   const atelier_host_api* host;
   int unloaded;
@@ -34,57 +36,7 @@ typedef struct {
   char pass_log[512];
 } v11_job;
 
-typedef struct {
-  DLManagedTensor managed;
-  int64_t shape[8];
-  float data[];
-} v11_tensor;
-
-static void v11_tensor_delete(DLManagedTensor* self) { free(self->manager_ctx); }
-
-static DLManagedTensor* new_tensor(const int64_t* shape, int ndim) {
-  int64_t count = 1;
-  for (int i = 0; i < ndim; ++i) count *= shape[i];
-  v11_tensor* t = (v11_tensor*)calloc(1, sizeof(v11_tensor) + (size_t)count * sizeof(float));
-  if (t == NULL) return NULL;
-  memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
-  t->managed.dl_tensor.data = t->data;
-  t->managed.dl_tensor.device.device_type = kDLCPU;
-  t->managed.dl_tensor.ndim = ndim;
-  t->managed.dl_tensor.dtype.code = kDLFloat;
-  t->managed.dl_tensor.dtype.bits = 32;
-  t->managed.dl_tensor.dtype.lanes = 1;
-  t->managed.dl_tensor.shape = t->shape;
-  t->managed.manager_ctx = t;
-  t->managed.deleter = v11_tensor_delete;
-  return &t->managed;
-}
-
-static int64_t numel(const DLTensor* t) {
-  int64_t n = 1;
-  for (int i = 0; i < t->ndim; ++i) n *= t->shape[i];
-  return n;
-}
-
-static float read_at(const DLTensor* t, int64_t flat) {
-  const float* base = (const float*)((const char*)t->data + t->byte_offset);
-  int64_t offset = 0, stride = 1;
-  for (int d = t->ndim - 1; d >= 0; --d) {
-    const int64_t index = flat % t->shape[d];
-    flat /= t->shape[d];
-    offset += index * (t->strides ? t->strides[d] : stride);
-    stride *= t->shape[d];
-  }
-  return base[offset];
-}
-
-static DLManagedTensor* copy_of(const DLTensor* in) {
-  DLManagedTensor* out = new_tensor(in->shape, in->ndim);
-  if (out == NULL) return NULL;
-  const int64_t n = numel(in);
-  for (int64_t i = 0; i < n; ++i) ((float*)out->dl_tensor.data)[i] = read_at(in, i);
-  return out;
-}
+static DLManagedTensor* copy_of(const DLTensor* in) { return affine(in, 1.0f, 0.0f); }
 
 /* A view of rows [first, first + count) of a contiguous-or-strided tensor (shares data; shape/strides in `buf`). */
 static DLTensor rows_view(const DLTensor* t, int64_t first, int64_t count, int64_t* shape_buf, int64_t* stride_buf) {
