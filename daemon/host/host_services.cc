@@ -1,10 +1,14 @@
 #include "host/host_services.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <vector>
 #include <exception>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "atelier/sdk/tensor.h"
@@ -14,6 +18,7 @@
 #include "image/image_formats.h"
 #include "host/abi_handles.h"
 #include "util/log.h"
+#include "util/utf8.h"
 
 namespace atelier::host {
 namespace {
@@ -38,25 +43,46 @@ atelier_status FromAbsl(const absl::Status& status, atelier_error* err) {
   return atelier_fail(err, code, "%s", std::string(status.message()).c_str());
 }
 
+// Runs a host function's body so that no C++ exception unwinds into the plugin's (C) frames: allocation failures
+// are RESOURCE_EXHAUSTED, anything else INTERNAL, with the function's name.
+template <typename Body>
+atelier_status Guarded(atelier_error* err, const char* function, Body&& body) {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return atelier_fail(err, ATELIER_RESOURCE_EXHAUSTED, "%s: out of memory", function);
+  } catch (const std::exception& e) {
+    return atelier_fail(err, ATELIER_INTERNAL, "%s: %s", function, e.what());
+  } catch (...) {
+    return atelier_fail(err, ATELIER_INTERNAL, "%s: unknown error", function);
+  }
+}
+
 void HostLog(const atelier_host_api* host, int32_t level, const char* message) {
-  const PluginHostContext* context = ContextOf(host);
-  const std::string line = absl::StrCat("plugin ", context ? context->plugin_name : "?", ": ",
-                                        message ? message : "");
-  LogLevel log_level = LogLevel::kInfo;
-  if (level <= ATELIER_LOG_DEBUG) log_level = LogLevel::kDebug;
-  else if (level == ATELIER_LOG_WARNING) log_level = LogLevel::kWarning;
-  else if (level >= ATELIER_LOG_ERROR) log_level = LogLevel::kError;
-  Log(log_level, line);
+  try {
+    const PluginHostContext* context = ContextOf(host);
+    const std::string line = absl::StrCat("plugin ", context ? context->plugin_name : "?", ": ",
+                                          message ? message : "");
+    LogLevel log_level = LogLevel::kInfo;
+    if (level <= ATELIER_LOG_DEBUG) log_level = LogLevel::kDebug;
+    else if (level == ATELIER_LOG_WARNING) log_level = LogLevel::kWarning;
+    else if (level >= ATELIER_LOG_ERROR) log_level = LogLevel::kError;
+    Log(log_level, line);
+  } catch (...) {
+    // Logging must never fail the plugin.
+  }
 }
 
 int32_t HostIsCancelled(atelier_job* job) { return job != nullptr && job->sink->IsCancelled() ? 1 : 0; }
 
 atelier_status HostReportProgress(atelier_job* job, const char* stage, int32_t done, int32_t total,
                                   const char* text, atelier_error* err) {
-  if (job == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "report_progress: null job");
-  return FromAbsl(job->sink->ReportPluginProgress(job->plugin_name, stage ? stage : "", done, total,
-                                                  text ? text : ""),
-                  err);
+  return Guarded(err, "report_progress", [&]() -> atelier_status {
+    if (job == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "report_progress: null job");
+    return FromAbsl(job->sink->ReportPluginProgress(job->plugin_name, ValidUtf8(stage ? stage : ""), done, total,
+                                                    ValidUtf8(text ? text : "")),
+                    err);
+  });
 }
 
 // Converts a frame (uint8 [H, W, 3|4] or float32 [3, H, W] in [0, 1], CPU) to interleaved 8-bit pixels.
@@ -98,51 +124,55 @@ atelier_status HostEmitFrame(atelier_job* job, int32_t index, const DLTensor* im
 
 atelier_status HostEmitArtifact(atelier_job* job, const char* name, const char* mime_type, const void* data,
                                 size_t size, atelier_error* err) {
-  if (job == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "emit_artifact: null job");
-  if (name == nullptr || *name == '\0' || mime_type == nullptr || (data == nullptr && size > 0)) {
-    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "emit_artifact: name, mime_type and data are required");
-  }
-  return FromAbsl(job->sink->EmitArtifact(job->plugin_name, name, mime_type,
-                                          std::string(static_cast<const char*>(data), size)),
-                  err);
+  return Guarded(err, "emit_artifact", [&]() -> atelier_status {
+    if (job == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "emit_artifact: null job");
+    if (name == nullptr || *name == '\0' || mime_type == nullptr || (data == nullptr && size > 0)) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "emit_artifact: name, mime_type and data are required");
+    }
+    return FromAbsl(job->sink->EmitArtifact(job->plugin_name, ValidUtf8(name), ValidUtf8(mime_type),
+                                            std::string(static_cast<const char*>(data), size)),
+                    err);
+  });
 }
 
 atelier_status HostTensorFileOpen(const atelier_host_api* host, int32_t folder, const char* name,
                                   atelier_tensor_file** out, atelier_error* err) {
-  const PluginHostContext* context = ContextOf(host);
-  if (out == nullptr || name == nullptr) {
-    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_open: name and out are required");
-  }
-  *out = nullptr;
-  if (folder < 0 || folder >= engine::kModelFolderCount) {
-    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_open: unknown folder %d (ATELIER_FOLDER_*)",
-                        folder);
-  }
-  if (context == nullptr || context->environment == nullptr || context->environment->model_folders == nullptr) {
-    return atelier_fail(err, ATELIER_NOT_FOUND, "tensor_file_open: the daemon has no models directory");
-  }
-  auto path = context->environment->model_folders->Resolve(static_cast<engine::ModelFolder>(folder), name);
-  if (!path.ok()) return FromAbsl(path.status(), err);
-  auto handle = std::make_unique<atelier_tensor_file>();
-  handle->label = path->filename().string();
-  auto file = engine::SafetensorsFile::Open(*path);
-  if (file.ok()) {
-    handle->file = *std::move(file);
-  } else {
-    // Not safetensors: a PyTorch pickle (.ckpt/.pt/.pth/.pkl), read without running anything in it.
-    absl::StatusOr<engine::TensorSet> set;
-    try {
-      set = engine::ReadTensorSet(*path);
-    } catch (const std::exception& e) {
-      set = absl::InternalError(e.what());
+  return Guarded(err, "tensor_file_open", [&]() -> atelier_status {
+    const PluginHostContext* context = ContextOf(host);
+    if (out == nullptr || name == nullptr) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_open: name and out are required");
     }
-    if (!set.ok()) {
-      return FromAbsl(path->extension() == ".safetensors" ? file.status() : set.status(), err);
+    *out = nullptr;
+    if (folder < 0 || folder >= engine::kModelFolderCount) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_open: unknown folder %d (ATELIER_FOLDER_*)",
+                          folder);
     }
-    handle->tensors = std::move(set->tensors);
-  }
-  *out = handle.release();
-  return ATELIER_OK;
+    if (context == nullptr || context->environment == nullptr || context->environment->model_folders == nullptr) {
+      return atelier_fail(err, ATELIER_NOT_FOUND, "tensor_file_open: the daemon has no models directory");
+    }
+    auto path = context->environment->model_folders->Resolve(static_cast<engine::ModelFolder>(folder), name);
+    if (!path.ok()) return FromAbsl(path.status(), err);
+    auto handle = std::make_unique<atelier_tensor_file>();
+    handle->label = path->filename().string();
+    auto file = engine::SafetensorsFile::Open(*path);
+    if (file.ok()) {
+      handle->file = *std::move(file);
+    } else {
+      // Not safetensors: a PyTorch pickle (.ckpt/.pt/.pth/.pkl), read without running anything in it.
+      absl::StatusOr<engine::TensorSet> set;
+      try {
+        set = engine::ReadTensorSet(*path);
+      } catch (const std::exception& e) {
+        set = absl::InternalError(e.what());
+      }
+      if (!set.ok()) {
+        return FromAbsl(path->extension() == ".safetensors" ? file.status() : set.status(), err);
+      }
+      handle->tensors = std::move(set->tensors);
+    }
+    *out = handle.release();
+    return ATELIER_OK;
+  });
 }
 
 int64_t HostTensorFileCount(const atelier_tensor_file* file) {
@@ -172,40 +202,44 @@ atelier_status ExportEntry(const atelier_tensor_file* file, const engine::Tensor
 
 atelier_status HostTensorFileGet(const atelier_tensor_file* file, int64_t index, const char** name,
                                  DLManagedTensor** tensor, atelier_error* err) {
-  if (file == nullptr || tensor == nullptr) {
-    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_get: file and tensor are required");
-  }
-  const int64_t count = HostTensorFileCount(file);
-  if (index < 0 || index >= count) {
-    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_get: index %lld outside [0, %lld)",
-                        static_cast<long long>(index), static_cast<long long>(count));
-  }
-  if (!file->file) {
-    const auto& [tensor_name, value] = file->tensors[static_cast<size_t>(index)];
-    if (name != nullptr) *name = tensor_name.c_str();
-    return ExportOwned(tensor_name, value, tensor, err);
-  }
-  const engine::TensorEntry& entry = file->file->tensors()[static_cast<size_t>(index)];
-  if (name != nullptr) *name = entry.name.c_str();
-  return ExportEntry(file, entry, tensor, err);
+  return Guarded(err, "tensor_file_get", [&]() -> atelier_status {
+    if (file == nullptr || tensor == nullptr) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_get: file and tensor are required");
+    }
+    const int64_t count = HostTensorFileCount(file);
+    if (index < 0 || index >= count) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_get: index %lld outside [0, %lld)",
+                          static_cast<long long>(index), static_cast<long long>(count));
+    }
+    if (!file->file) {
+      const auto& [tensor_name, value] = file->tensors[static_cast<size_t>(index)];
+      if (name != nullptr) *name = tensor_name.c_str();
+      return ExportOwned(tensor_name, value, tensor, err);
+    }
+    const engine::TensorEntry& entry = file->file->tensors()[static_cast<size_t>(index)];
+    if (name != nullptr) *name = entry.name.c_str();
+    return ExportEntry(file, entry, tensor, err);
+  });
 }
 
 atelier_status HostTensorFileFind(const atelier_tensor_file* file, const char* name, DLManagedTensor** tensor,
                                   atelier_error* err) {
-  if (file == nullptr || name == nullptr || tensor == nullptr) {
-    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_find: file, name and tensor are required");
-  }
-  if (!file->file) {
-    for (const auto& [tensor_name, value] : file->tensors) {
-      if (tensor_name == name) return ExportOwned(tensor_name, value, tensor, err);
+  return Guarded(err, "tensor_file_find", [&]() -> atelier_status {
+    if (file == nullptr || name == nullptr || tensor == nullptr) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "tensor_file_find: file, name and tensor are required");
     }
-    return atelier_fail(err, ATELIER_NOT_FOUND, "no tensor '%s' in %s", name, file->label.c_str());
-  }
-  const engine::TensorEntry* entry = file->file->Find(name);
-  if (entry == nullptr) {
-    return atelier_fail(err, ATELIER_NOT_FOUND, "no tensor '%s' in %s", name, file->label.c_str());
-  }
-  return ExportEntry(file, *entry, tensor, err);
+    if (!file->file) {
+      for (const auto& [tensor_name, value] : file->tensors) {
+        if (tensor_name == name) return ExportOwned(tensor_name, value, tensor, err);
+      }
+      return atelier_fail(err, ATELIER_NOT_FOUND, "no tensor '%s' in %s", name, file->label.c_str());
+    }
+    const engine::TensorEntry* entry = file->file->Find(name);
+    if (entry == nullptr) {
+      return atelier_fail(err, ATELIER_NOT_FOUND, "no tensor '%s' in %s", name, file->label.c_str());
+    }
+    return ExportEntry(file, *entry, tensor, err);
+  });
 }
 
 void HostTensorFileClose(atelier_tensor_file* file) { delete file; }
@@ -249,10 +283,10 @@ atelier_status HostImageEncode(const atelier_host_api*, const DLTensor* image, c
   else if (f == "jpeg" || f == "jpg") options.format = engine::ImageFileFormat::kJpeg;
   else if (f == "webp") options.format = engine::ImageFileFormat::kWebp;
   else return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "image_encode: format '%s' is not png, jpeg or webp", format);
-  if (quality < 1 || quality > 100) {
+  if (options.format != engine::ImageFileFormat::kPng && (quality < 1 || quality > 100)) {
     return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "image_encode: quality %d is outside 1..100", quality);
   }
-  options.quality = quality;
+  options.quality = std::clamp(quality, 1, 100);
   options.infotext = infotext != nullptr ? infotext : "";
   try {
     auto pixels = FramePixels(image);
@@ -292,8 +326,11 @@ atelier_status NeedsJobHooks(atelier_job* job, const char* function, atelier_err
 
 atelier_status HostAddInfotext(atelier_job* job, int32_t image_index, const char* key, const char* value,
                                atelier_error* err) {
-  if (atelier_status s = NeedsJobHooks(job, "add_infotext", err); s != ATELIER_OK) return s;
-  return FromAbsl(job->hooks->AddInfotext(image_index, key ? key : "", value ? value : ""), err);
+  return Guarded(err, "add_infotext", [&]() -> atelier_status {
+    if (atelier_status s = NeedsJobHooks(job, "add_infotext", err); s != ATELIER_OK) return s;
+    return FromAbsl(job->hooks->AddInfotext(image_index, ValidUtf8(key ? key : ""), ValidUtf8(value ? value : "")),
+                    err);
+  });
 }
 
 atelier_status HostModelCallNext(atelier_model_call* call, const atelier_model_call_args* args, DLManagedTensor** eps,
@@ -322,7 +359,7 @@ atelier_status HostPushFrame(atelier_job* job, const atelier_frame* frame, ateli
     f.index = frame->index;
     f.seed = frame->seed;
     f.subseed = frame->subseed;
-    f.infotext = frame->infotext != nullptr ? frame->infotext : "";
+    f.infotext = ValidUtf8(frame->infotext != nullptr ? frame->infotext : "");
     f.image = sdk::View(frame->image).to(at::kCPU, at::kFloat).clone();
     f.interrupted = frame->interrupted != 0;
     return FromAbsl(job->hooks->PushFrame(job, f), err);
@@ -332,24 +369,50 @@ atelier_status HostPushFrame(atelier_job* job, const atelier_frame* frame, ateli
 }
 
 atelier_status HostFeedPlugin(atelier_job* job, const char* plugin, const char* args_json, atelier_error* err) {
-  if (atelier_status s = NeedsJobHooks(job, "feed_plugin", err); s != ATELIER_OK) return s;
-  return FromAbsl(job->hooks->FeedPlugin(job->plugin_name, plugin ? plugin : "", args_json ? args_json : "null"),
-                  err);
+  return Guarded(err, "feed_plugin", [&]() -> atelier_status {
+    if (atelier_status s = NeedsJobHooks(job, "feed_plugin", err); s != ATELIER_OK) return s;
+    return FromAbsl(job->hooks->FeedPlugin(job->plugin_name, plugin ? plugin : "", args_json ? args_json : "null"),
+                    err);
+  });
 }
 
 atelier_status HostCallPlugin(atelier_job* job, const char* plugin, const char* method, const char* args_json,
-                              atelier_error* err) {
-  if (job == nullptr || plugin == nullptr || method == nullptr) {
-    return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "call_plugin: job, plugin and method are required");
-  }
-  if (!job->call_plugin) return atelier_fail(err, ATELIER_UNAVAILABLE, "call_plugin: not inside a job");
-  return FromAbsl(job->call_plugin(plugin, method, args_json ? args_json : "null").status(), err);
+                              atelier_bytes* result, atelier_error* err) {
+  return Guarded(err, "call_plugin", [&]() -> atelier_status {
+    if (result != nullptr) *result = atelier_bytes{};
+    if (job == nullptr || plugin == nullptr || method == nullptr) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "call_plugin: job, plugin and method are required");
+    }
+    if (!job->call_plugin) return atelier_fail(err, ATELIER_UNAVAILABLE, "call_plugin: not inside a job");
+    auto called = job->call_plugin(plugin, method, args_json ? args_json : "null");
+    if (!called.ok()) return FromAbsl(called.status(), err);
+    if (result != nullptr) {
+      auto* owned = new std::string(*std::move(called));
+      result->data = reinterpret_cast<const uint8_t*>(owned->data());
+      result->size = owned->size();
+      result->owner = owned;
+    }
+    return ATELIER_OK;
+  });
 }
 
 atelier_status HostSetInvokeResult(atelier_job* job, const char* json, atelier_error* err) {
-  if (job == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "set_invoke_result: null job");
-  job->invoke_result = json != nullptr && *json != '\0' ? json : "null";
-  return ATELIER_OK;
+  return Guarded(err, "set_invoke_result", [&]() -> atelier_status {
+    if (job == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "set_invoke_result: null job");
+    const std::string text = json != nullptr && *json != '\0' ? json : "null";
+    // It travels in the job's last message: large data belongs in an artifact (which is chunked).
+    constexpr size_t kMaxResult = 1 << 20;
+    if (text.size() > kMaxResult) {
+      return atelier_fail(err, ATELIER_RESOURCE_EXHAUSTED,
+                          "set_invoke_result: %zu bytes; at most %zu (send large data with emit_artifact)",
+                          text.size(), kMaxResult);
+    }
+    if (!nlohmann::json::accept(text)) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "set_invoke_result: not a JSON value (in UTF-8)");
+    }
+    job->invoke_result = text;
+    return ATELIER_OK;
+  });
 }
 
 }  // namespace
@@ -391,7 +454,8 @@ absl::Status PluginStatus(atelier_status code, const std::string& plugin, const 
                           const atelier_error& error) {
   if (code == ATELIER_OK) return absl::OkStatus();
   const size_t length = strnlen(error.message, sizeof(error.message));
-  const std::string detail = length > 0 ? std::string(error.message, length) : "(no message)";
+  // A message cut at the buffer's end may split a character: clients need valid UTF-8.
+  const std::string detail = length > 0 ? ValidUtf8(absl::string_view(error.message, length)) : "(no message)";
   const std::string message = absl::StrCat("plugin '", plugin, "' failed in ", hook, ": ", detail);
   switch (code) {
     case ATELIER_INVALID_ARGUMENT: return absl::InvalidArgumentError(message);

@@ -28,11 +28,26 @@ absl::Status CallHook(const Plugin& plugin, const char* hook, Call&& call) {
   return PluginStatus(status, plugin.name(), hook, error);
 }
 
+// Takes ownership of a tensor a plugin returned (an undefined tensor for NULL). A tensor ATen cannot take (another
+// device type, vector lanes) is released with its deleter and reported, never leaked or thrown.
+absl::StatusOr<at::Tensor> SafeAdopt(DLManagedTensor*& out, const Plugin& plugin, const char* hook) {
+  DLManagedTensor* taken = out;
+  out = nullptr;
+  try {
+    return sdk::Adopt(taken);
+  } catch (const std::exception& e) {
+    if (taken != nullptr && taken->deleter != nullptr) taken->deleter(taken);
+    return absl::InvalidArgumentError(
+        absl::StrCat("plugin '", plugin.name(), "' returned a tensor from ", hook, " the host cannot take: ", e.what()));
+  }
+}
+
 // Takes ownership of a tensor a plugin returned and checks it matches `like` in shape (when `like` is defined).
 absl::StatusOr<at::Tensor> TakeOutput(DLManagedTensor*& out, const Plugin& plugin, const char* hook,
                                       const char* field, const at::Tensor& like) {
-  at::Tensor tensor = sdk::Adopt(out);
-  out = nullptr;
+  auto adopted = SafeAdopt(out, plugin, hook);
+  if (!adopted.ok()) return adopted.status();
+  at::Tensor tensor = *adopted;
   if (!tensor.defined() || !like.defined()) return tensor;
   if (tensor.sizes() != like.sizes()) {
     return absl::InvalidArgumentError(absl::StrCat("plugin '", plugin.name(), "' returned ", field, " of shape ",
@@ -49,35 +64,39 @@ absl::StatusOr<std::unique_ptr<JobHooks>> JobHooks::Begin(const PluginRegistry& 
                                                           const std::map<std::string, std::string>& args_by_plugin) {
   std::unique_ptr<JobHooks> hooks(new JobHooks());
   hooks->registry_ = &registry;
-  sdk::Borrow init_image(info.init_image), mask(info.mask);
-  atelier_job_info c_info{};
+  // The job info's strings and images stay valid until job_end (the header's promise): the hooks own them.
+  hooks->info_ = info;
+  const JobHookInfo& kept = hooks->info_;
+  hooks->init_image_ = std::make_unique<sdk::Borrow>(kept.init_image);
+  hooks->mask_ = std::make_unique<sdk::Borrow>(kept.mask);
+  atelier_job_info& c_info = hooks->c_info_;
   c_info.struct_size = sizeof(c_info);
-  c_info.job_id = info.job_id.c_str();
-  c_info.img2img = info.img2img ? 1 : 0;
-  c_info.width = info.width;
-  c_info.height = info.height;
-  c_info.batch_size = info.batch_size;
-  c_info.n_iter = info.n_iter;
-  c_info.steps = info.steps;
-  c_info.seed = info.seed;
-  c_info.cfg_scale = static_cast<float>(info.cfg_scale);
-  c_info.denoising_strength = static_cast<float>(info.denoising_strength);
-  c_info.prompt = info.prompt.c_str();
-  c_info.negative_prompt = info.negative_prompt.c_str();
-  c_info.sampler_name = info.sampler_name.c_str();
-  c_info.scheduler = info.scheduler.c_str();
-  c_info.cfg_scale_d = info.cfg_scale;
-  c_info.denoising_strength_d = info.denoising_strength;
-  c_info.subseed = info.subseed;
-  c_info.subseed_strength = info.subseed_strength;
-  c_info.clip_skip = info.clip_skip;
-  c_info.hires = info.hires ? 1 : 0;
-  c_info.hires_width = info.hires_width;
-  c_info.hires_height = info.hires_height;
-  c_info.init_image = init_image.get();
-  c_info.mask = mask.get();
-  c_info.inpaint_full_res = info.inpaint_full_res ? 1 : 0;
-  c_info.checkpoint_title = info.checkpoint_title.c_str();
+  c_info.job_id = kept.job_id.c_str();
+  c_info.img2img = kept.img2img ? 1 : 0;
+  c_info.width = kept.width;
+  c_info.height = kept.height;
+  c_info.batch_size = kept.batch_size;
+  c_info.n_iter = kept.n_iter;
+  c_info.steps = kept.steps;
+  c_info.seed = kept.seed;
+  c_info.cfg_scale = static_cast<float>(kept.cfg_scale);
+  c_info.denoising_strength = static_cast<float>(kept.denoising_strength);
+  c_info.prompt = kept.prompt.c_str();
+  c_info.negative_prompt = kept.negative_prompt.c_str();
+  c_info.sampler_name = kept.sampler_name.c_str();
+  c_info.scheduler = kept.scheduler.c_str();
+  c_info.cfg_scale_d = kept.cfg_scale;
+  c_info.denoising_strength_d = kept.denoising_strength;
+  c_info.subseed = kept.subseed;
+  c_info.subseed_strength = kept.subseed_strength;
+  c_info.clip_skip = kept.clip_skip;
+  c_info.hires = kept.hires ? 1 : 0;
+  c_info.hires_width = kept.hires_width;
+  c_info.hires_height = kept.hires_height;
+  c_info.init_image = hooks->init_image_->get();
+  c_info.mask = hooks->mask_->get();
+  c_info.inpaint_full_res = kept.inpaint_full_res ? 1 : 0;
+  c_info.checkpoint_title = kept.checkpoint_title.c_str();
 
   hooks->in_process_ = true;
   for (const Plugin* plugin : registry.InHookOrder()) {
@@ -238,6 +257,10 @@ absl::StatusOr<at::Tensor> JobHooks::CallModelFrom(size_t first, engine::ModelCa
     if (args.x == nullptr || args.timesteps == nullptr || args.context == nullptr) {
       return absl::InvalidArgumentError("model_call_next: x, timesteps and context are required");
     }
+    if (args.cond_rows < 0 || args.x->ndim < 1 || args.cond_rows > args.x->shape[0]) {
+      return absl::InvalidArgumentError(absl::StrCat("model_call_next: cond_rows ", args.cond_rows,
+                                                     " is outside [0, rows of x]"));
+    }
     engine::ModelCall sub;
     sub.sampling_step = call.sampling_step;
     sub.total_sampling_steps = call.total_sampling_steps;
@@ -265,9 +288,10 @@ absl::StatusOr<at::Tensor> JobHooks::CallModelFrom(size_t first, engine::ModelCa
   absl::Status status = CallHook(*p.plugin, "model_call", [&](atelier_error* err) {
     return d.model_call(p.plugin->state(), p.state, &params, err);
   });
-  at::Tensor eps = sdk::Adopt(params.eps_out);
-  params.eps_out = nullptr;
+  auto adopted = SafeAdopt(params.eps_out, *p.plugin, "model_call");
   if (!status.ok()) return status;
+  if (!adopted.ok()) return adopted.status();
+  const at::Tensor eps = *adopted;
   if (!eps.defined()) return CallModelFrom(i + 1, call, next);
   if (eps.dim() != 4 || eps.size(0) != call.x.size(0) || eps.size(2) != call.x.size(2) ||
       eps.size(3) != call.x.size(3)) {
@@ -436,11 +460,14 @@ absl::Status JobHooks::UnetResiduals(int sampling_step, int total_sampling_steps
       return d.unet_residuals(p.plugin->state(), p.state, &params, err);
     });
     std::array<at::Tensor, ATELIER_UNET_RESIDUALS> taken;
-    for (int i = 0; i < ATELIER_UNET_RESIDUALS; ++i) {
-      taken[i] = sdk::Adopt(params.residual_out[i]);
-      params.residual_out[i] = nullptr;
+    absl::Status adopt_status;
+    for (int i = 0; i < ATELIER_UNET_RESIDUALS; ++i) {  // every one, so none leaks
+      auto adopted = SafeAdopt(params.residual_out[i], *p.plugin, "unet_residuals");
+      if (adopted.ok()) taken[i] = *adopted;
+      else if (adopt_status.ok()) adopt_status = adopted.status();
     }
     if (!status.ok()) return status;
+    if (!adopt_status.ok()) return adopt_status;
     for (int i = 0; i < ATELIER_UNET_RESIDUALS; ++i) {
       if (!taken[i].defined()) continue;
       at::Tensor r = taken[i].to(x.device(), x.scalar_type());
@@ -491,9 +518,10 @@ absl::Status JobHooks::PostprocessFrames(at::Tensor& frames) {
     absl::Status status = CallHook(*p.plugin, "postprocess_frames", [&](atelier_error* err) {
       return d.postprocess_frames(p.plugin->state(), p.state, &params, err);
     });
-    at::Tensor out = sdk::Adopt(params.frames_out);
-    params.frames_out = nullptr;
+    auto adopted = SafeAdopt(params.frames_out, *p.plugin, "postprocess_frames");
     if (!status.ok()) return status;
+    if (!adopted.ok()) return adopted.status();
+    const at::Tensor out = *adopted;
     if (!out.defined()) continue;
     if (out.dim() != 4 || out.size(0) < 1 || out.size(1) != 3 || out.scalar_type() != at::kFloat ||
         !out.device().is_cpu()) {
@@ -560,9 +588,12 @@ absl::Status JobHooks::Deliver(size_t first, const JobFrame& frame_in) {
       return d.frame(p.plugin->state(), p.state, &params, err);
     });
     push_from_.erase(p.job.get());
-    at::Tensor out = sdk::Adopt(params.image_out);
-    params.image_out = nullptr;
+    auto adopted = SafeAdopt(params.image_out, *p.plugin, "frame");
+    // A plugin that stops for a cancelled job passes the frame on: the interrupted image is still delivered.
+    if (absl::IsCancelled(status)) continue;
     if (!status.ok()) return status;
+    if (!adopted.ok()) return adopted.status();
+    const at::Tensor out = *adopted;
     if (params.drop != 0) return absl::OkStatus();
     if (out.defined()) {
       if (out.dim() != 3 || out.size(0) != 3 || !out.is_floating_point()) {
@@ -615,6 +646,16 @@ absl::StatusOr<std::string> InvokePlugin(const PluginRegistry& registry, const s
   if (plugin == nullptr) {
     return absl::NotFoundError(absl::StrCat("no plugin '", name, "' (loaded: ", registry.NameList(), ")"));
   }
+  // call_plugin may nest (A calls B calls C); a cycle must end in an error, not a stack overflow.
+  thread_local int depth = 0;
+  if (depth >= 8) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("call_plugin nests deeper than 8 calls (calling '", plugin->name(), "'): a cycle between plugins?"));
+  }
+  struct Depth {
+    Depth() { ++depth; }
+    ~Depth() { --depth; }
+  } nested;
   const atelier_plugin_descriptor& d = plugin->descriptor();
   if (d.invoke == nullptr) {
     return absl::FailedPreconditionError(

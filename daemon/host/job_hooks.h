@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "atelier/plugin.h"
+#include "atelier/sdk/tensor.h"
 #include "engine/extension/job_extension.h"
 #include "host/abi_handles.h"
 #include "host/job_sink.h"
@@ -129,6 +130,10 @@ class JobHooks final : public engine::JobExtension, public JobPluginServices {
   absl::StatusOr<at::Tensor> CallInnermost(engine::ModelCall& call, const engine::ModelCallNext& next);
 
   const PluginRegistry* registry_ = nullptr;
+  // What process was given; valid until job_end, as the header promises.
+  JobHookInfo info_;
+  atelier_job_info c_info_{};
+  std::unique_ptr<sdk::Borrow> init_image_, mask_;
   std::vector<Participant> participants_;
   bool has_cfg_ = false, has_residuals_ = false, has_block_ = false, has_postprocess_ = false, has_export_ = false;
   bool has_shape_ = false, has_schedule_ = false, has_pass_ = false, has_model_call_ = false, has_frame_ = false;

@@ -132,8 +132,13 @@ void PluginRegistry::LoadFile(const fs::path& path) {
   dlerror();
   plugin->handle_ = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (plugin->handle_ == nullptr) {
-    const char* why = dlerror();
-    return refuse(absl::StrCat("cannot load the shared library: ", why ? why : "unknown dlopen error"));
+    const std::string why = OrEmpty(dlerror());
+    // An SDK plugin built against another engine needs another libatelier_engine.so (its soname has the version).
+    const std::string hint = why.find("libatelier_engine") != std::string::npos
+                                 ? absl::StrCat(" (an SDK plugin built against another engine: rebuild it against "
+                                                "this daemon's plugins/sdk, engine ABI '", environment_->engine_abi, "')")
+                                 : "";
+    return refuse(absl::StrCat("cannot load the shared library: ", why.empty() ? "unknown dlopen error" : why, hint));
   }
   auto entry = reinterpret_cast<atelier_plugin_entry_fn>(dlsym(plugin->handle_, ATELIER_PLUGIN_ENTRY_NAME));
   if (entry == nullptr) {

@@ -261,17 +261,18 @@ absl::Status RunGenerationJob(PipelineCache& pipelines, const host::PluginRegist
 
   auto generated = engine::RunGeneration(pipeline, *plan, control);
   if (preview_seconds > 0) events.AddTiming("preview", preview_seconds);
-  if (!generated.ok()) return generated.status();
 
+  // frames_finish also after an interruption or a failure: buffering plugins flush what they hold.
   if (hooks->HasFrameHooks()) {
     const double saved_before = sender.seconds();
     const auto start = std::chrono::steady_clock::now();
     std::vector<absl::Status> errors;
-    hooks->FinishFrames(generated->interrupted || events.ShouldStop(), send, errors);
+    hooks->FinishFrames(!generated.ok() || generated->interrupted || events.ShouldStop(), send, errors);
     for (const absl::Status& e : errors) events.Warn(std::string(e.message()));
     postprocess_seconds += SecondsSince(start) - (sender.seconds() - saved_before);
   }
   if (postprocess_seconds > 0) events.AddTiming("postprocess", postprocess_seconds);
+  if (!generated.ok()) return generated.status();
   if (whole_job && !kept.empty()) {
     if (absl::Status st = RunWholeJobHooks(*hooks, kept, sender, timing); !st.ok()) return st;
   }

@@ -621,6 +621,33 @@ TEST_F(GenerationTest, ModelUnloadedReachesPlugins) {
   EXPECT_EQ(stream->events().back().finished().invoke_result_json(), R"({"unloaded": 1})");
 }
 
+// A cancelled job with a frame plugin still delivers its interrupted image through the plugin, and the plugins'
+// frames_finish runs (probe_v11 pushes its black frame and writes frames.txt).
+TEST_F(GenerationTest, CancelledJobsFramesStillGoThroughThePlugins) {
+  v1::GenerateRequest slow = SmallRequest(1, 1000);
+  (*slow.mutable_alwayson_scripts()->mutable_fields())["probe_v11"].set_string_value("frames");
+  google::protobuf::Value args;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(R"({"args": [true, 1.0]})", &args).ok());
+  (*slow.mutable_alwayson_scripts()->mutable_fields())["invert"] = args;
+  auto stream = Submit(slow);
+  ASSERT_TRUE(stream->WaitFor([](const auto& e) { return Count(e, v1::GenerateEvent::kProgress) > 0; }, 30s));
+  grpc::ClientContext context;
+  v1::CancelRequest cancel;
+  cancel.set_job_id(stream->job_id());
+  v1::CancelResponse response;
+  ASSERT_TRUE(generation_->Cancel(&context, cancel, &response).ok());
+  EXPECT_EQ(stream->Wait(30s).error_code(), grpc::StatusCode::CANCELLED);
+  const auto events = stream->events();
+  const auto results = Results(events);
+  ASSERT_EQ(results.size(), 2u);  // the interrupted image, then the black frame frames_finish pushed
+  EXPECT_TRUE(results[0].interrupted());
+  EXPECT_THAT(results[0].infotext(), HasSubstr("Invert: 1.0"));
+  EXPECT_EQ(Pixels(results[1].image().data()).min().item<int>(), 255);  // black, inverted by the later plugin
+  const auto seen = std::find_if(events.begin(), events.end(), [](const auto& e) { return e.has_artifact(); });
+  ASSERT_NE(seen, events.end());
+  EXPECT_EQ(seen->artifact().data(), "seen=1");
+}
+
 TEST_F(GenerationTest, JpegAndWebpResultsCarryTheInfotextInExif) {
   for (const auto format : {v1::IMAGE_FORMAT_JPEG, v1::IMAGE_FORMAT_WEBP}) {
     v1::GenerateRequest r = SmallRequest(4);

@@ -147,6 +147,20 @@ TEST_F(PluginInvokeTest, CallPluginRunsAnotherPluginsInvokeInTheSameJob) {
   ASSERT_NE(called, events.end());
   EXPECT_EQ(called->artifact().name(), "called.txt");
   EXPECT_EQ(called->artifact().plugin(), "probe_v11");
+  // The callee's result comes back to the caller, which made it its own.
+  EXPECT_EQ(FinishedOf(events).invoke_result_json(), R"({"called": true})");
+  // A plugin calling itself without end is stopped with an error, not a stack overflow.
+  auto loop = Invoke("probe_v11", "loop", "");
+  const grpc::Status status = loop->Wait();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(status.error_message(), HasSubstr("nests deeper than 8"));
+}
+
+TEST_F(PluginInvokeTest, InvokeResultsMustBeJson) {
+  auto stream = Invoke("probe_v11", "echo_raw", "");
+  const grpc::Status status = stream->Wait();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("set_invoke_result: not a JSON value"));
 }
 
 TEST_F(PluginInvokeTest, CancelStopsAnInvokeAndReportsProgressMeanwhile) {

@@ -239,8 +239,20 @@ static atelier_status v11_invoke(atelier_plugin_state* state, atelier_job* job, 
   v11_state* s = (v11_state*)state;
   const atelier_host_api* h = s->host;
   if (strcmp(method, "echo") == 0) return h->set_invoke_result(job, args, err);
+  if (strcmp(method, "echo_raw") == 0) return h->set_invoke_result(job, "not json {", err);
   if (strcmp(method, "emit") == 0) return h->emit_artifact(job, "called.txt", "text/plain", "called", 6, err);
-  if (strcmp(method, "call") == 0) return h->call_plugin(job, "probe_v11", "emit", "{}", err);
+  if (strcmp(method, "call") == 0) {
+    atelier_status st = h->call_plugin(job, "probe_v11", "emit", "{}", NULL, err);
+    if (st != ATELIER_OK) return st;
+    atelier_bytes echoed;
+    st = h->call_plugin(job, "probe_v11", "echo", "{\"called\": true}", &echoed, err);
+    if (st != ATELIER_OK) return st;
+    char text[128];
+    snprintf(text, sizeof(text), "%.*s", (int)echoed.size, (const char*)echoed.data);
+    h->bytes_free(&echoed);
+    return h->set_invoke_result(job, text, err);
+  }
+  if (strcmp(method, "loop") == 0) return h->call_plugin(job, "probe_v11", "loop", "{}", NULL, err);
   if (strcmp(method, "stats") == 0) {
     char text[64];
     snprintf(text, sizeof(text), "{\"unloaded\": %d}", s->unloaded);

@@ -38,8 +38,8 @@
  * Compute (1.1): the host owns the device and the model. Tensors a hook receives live on the daemon's device
  * (`atelier_host_api.device`: "cpu" or "cuda:N") except where a field says "CPU". The UNet's hidden states
  * (`unet_block`) are in its compute dtype (`atelier_host_api.compute_dtype`); every other tensor the host passes is
- * float32 unless stated. Tensors a plugin returns may be any floating dtype on any device: the host converts them to
- * what it passed. On CUDA, hooks run on the host's current stream (`cuda_stream`): a plugin that uses its own stream
+ * float32 unless stated. Tensors a plugin returns may be any floating dtype on any device (the host converts them to
+ * what it passed), except where a field says "float32 ... CPU" (frames, the schedule). On CUDA, hooks run on the host's current stream (`cuda_stream`): a plugin that uses its own stream
  * synchronises with it before returning. A plugin written in C++ may also link the engine library through the
  * plugin SDK (plugins/sdk); it then records the engine ABI it was built against in `engine_abi`, and the host
  * refuses it when that differs from its own. Plugins on this header alone link nothing of the daemon.
@@ -230,7 +230,8 @@ struct atelier_host_api {
   /* The engine ABI tag of this host (see `engine_abi` in the descriptor). Owned by the host, valid until finalize. */
   const char* engine_abi;
 
-  /* The CUDA stream (a cudaStream_t) hooks run on, or NULL on the CPU. [executor thread; during a hook] */
+  /* The CUDA stream (a cudaStream_t) hooks run on. NULL is CUDA's default stream, which the engine computes on
+   * (it makes no stream of its own), and the answer on the CPU. [executor thread; during a hook] */
   void* (*cuda_stream)(const atelier_host_api* host);
 
   /* Decodes a PNG, JPEG or WebP file. `*image` is a new uint8 [H, W, 3] (RGB) or [H, W, 4] (RGBA, when the file has
@@ -240,8 +241,9 @@ struct atelier_host_api {
                                  atelier_error* err);
 
   /* Encodes `image` (uint8 [H, W, 3|4] or float32 [3, H, W] in [0, 1], CPU; borrowed) as "png", "jpeg" or "webp"
-   * (`quality` 1..100 for the lossy ones), with `infotext` (may be NULL) where WebUI puts it (PNG "parameters",
-   * EXIF UserComment). `*out` is filled with bytes the caller releases with bytes_free. [any thread; until finalize] */
+   * (`quality` 1..100, used by the lossy ones), with `infotext` (may be NULL) where WebUI puts it (PNG
+   * "parameters", EXIF UserComment). Alpha is dropped (WebUI's outputs are RGB). `*out` is filled with bytes the
+   * caller releases with bytes_free. [any thread; until finalize] */
   atelier_status (*image_encode)(const atelier_host_api* host, const DLTensor* image, const char* format,
                                  int32_t quality, const char* infotext, atelier_bytes* out, atelier_error* err);
   /* Releases bytes from image_encode; a zeroed struct is ignored. [any thread; once per atelier_bytes] */
@@ -249,7 +251,9 @@ struct atelier_host_api {
 
   /* Adds an infotext key of the job (WebUI's extra_generation_params: "ControlNet 0", "AnimateDiff"), written after
    * the daemon's own keys, in the order added, into every image of the job (`image_index` -1) or one image. Key and
-   * value are copied. INVALID_ARGUMENT for an empty key or one with ':' or ','. [executor thread; while `job` is valid] */
+   * value are copied. An image's infotext is made when it is decoded: call this from process or shape_job for a key
+   * every image carries; from later hooks it reaches the images decoded after the call. INVALID_ARGUMENT for an
+   * empty key or one with ':' or ','. [executor thread; while `job` is valid] */
   atelier_status (*add_infotext)(atelier_job* job, int32_t image_index, const char* key, const char* value,
                                  atelier_error* err);
 
@@ -261,22 +265,26 @@ struct atelier_host_api {
 
   /* Passes a frame on from inside a `frame` or `frames_finish` hook (RIFE's in-between frames): it goes through the
    * later plugins' `frame` hooks and then to the client as a result, before the frame being processed. Borrowed;
-   * copied. [executor thread; during frame / frames_finish] */
+   * copied. Its `infotext` may be NULL (none); its `index` is informational: results are numbered in the order
+   * they reach the client. [executor thread; during frame / frames_finish] */
   atelier_status (*push_frame)(atelier_job* job, const atelier_frame* frame, atelier_error* err);
 
   /* Takes part in this job for another plugin: `plugin` (its name) is called with `args_json` as its
    * alwayson_scripts value, as if the request had it (AnimateDiff hands export its formats and fps). Only from
    * `process`, and only for a plugin whose `process` comes later in hook order; FAILED for one that already ran.
-   * The value replaces what the request gave. [executor thread; during process] */
+   * The value replaces what the request gave. NOT_FOUND for an unknown plugin; UNSUPPORTED for one whose process
+   * already ran, or when called outside process. [executor thread; during process] */
   atelier_status (*feed_plugin)(atelier_job* job, const char* plugin, const char* args_json, atelier_error* err);
 
   /* Calls another plugin's `invoke` (its method with `args_json`) within this job: what it emits goes to this job's
-   * streams. NOT_FOUND for an unknown plugin, UNSUPPORTED for one without invoke. [executor thread; while `job` is
-   * valid] */
+   * streams. When `result` is not NULL it receives the callee's set_invoke_result JSON ("null" when it set none),
+   * bytes the caller releases with bytes_free. NOT_FOUND for an unknown plugin, UNSUPPORTED for one without invoke
+   * or calls nested deeper than 8. [executor thread; while `job` is valid] */
   atelier_status (*call_plugin)(atelier_job* job, const char* plugin, const char* method, const char* args_json,
-                                atelier_error* err);
+                                atelier_bytes* result, atelier_error* err);
 
-  /* The result of an `invoke`: a JSON value sent to the client with the job's end (copied; the last call wins).
+  /* The result of an `invoke`: a JSON value (UTF-8, at most 1 MiB; send larger data with emit_artifact) sent to the
+   * client with the job's end (copied; the last call wins). INVALID_ARGUMENT for text that is not JSON.
    * [any thread; during invoke] */
   atelier_status (*set_invoke_result)(atelier_job* job, const char* json, atelier_error* err);
 };
@@ -322,8 +330,11 @@ typedef struct atelier_job_info {
   int32_t hires;               /* 1: hires fix runs a second pass (see pass_started) */
   int32_t hires_width;         /* its size, 0 without hires */
   int32_t hires_height;
-  const DLTensor* init_image;  /* img2img: uint8 [H, W, 3] as the job uses it (resized), CPU; NULL for txt2img */
-  const DLTensor* mask;        /* inpainting: uint8 [H, W] as given (255 = repaint), CPU; NULL without a mask */
+  const DLTensor* init_image;  /* img2img: uint8 [H, W, 3], CPU; resized to the job's size, or as given with a mask
+                                * (inpainting resizes or crops it later, see pass_started); NULL for txt2img.
+                                * Valid until job_end. */
+  const DLTensor* mask;        /* inpainting: uint8 [H, W] as given (255 = repaint), CPU; NULL without a mask.
+                                * Valid until job_end. */
   int32_t inpaint_full_res;    /* "Only masked": pass_started gives the region that is sampled */
   const char* checkpoint_title; /* the checkpoint the job runs on */
 } atelier_job_info;
@@ -502,8 +513,9 @@ typedef struct atelier_frame_params {
   DLManagedTensor* image_out; /* float32 [3, H', W'] in [0, 1], CPU */
 } atelier_frame_params;
 
-/* No more frames come: flush what is buffered (push_frame) and write files (emit_artifact). An error here is
- * reported with the job's end and does not take back the images already delivered. */
+/* No more frames come: flush what is buffered (push_frame) and write files (emit_artifact). Called after the last
+ * frame, also when the job was interrupted, cancelled or failed while sampling. An error here is reported with the
+ * job's end (a warning) and does not take back the images already delivered. */
 typedef struct atelier_frames_finish_params {
   uint64_t struct_size;
   int32_t frames_seen;  /* frames that reached this plugin */
@@ -604,15 +616,18 @@ typedef struct atelier_plugin_descriptor {
   /* Wraps every UNet call (outermost first in hook order). [executor thread] */
   atelier_status (*model_call)(atelier_plugin_state* state, atelier_job_state* job_state,
                                atelier_model_call_params* params, atelier_error* err);
-  /* Each finished frame, in order, as soon as it is decoded. [executor thread] */
+  /* Each finished frame, in order, as soon as it is decoded. A hook that returns ATELIER_CANCELLED for a cancelled
+   * job passes the frame on unchanged (the interrupted image is still delivered). [executor thread] */
   atelier_status (*frame)(atelier_plugin_state* state, atelier_job_state* job_state, atelier_frame_params* params,
                           atelier_error* err);
-  /* After the last frame (also after an interruption), before job_end. [executor thread] */
+  /* After the last frame (also after an interruption, a cancellation or a failure while sampling), before job_end.
+   * [executor thread] */
   atelier_status (*frames_finish)(atelier_plugin_state* state, atelier_job_state* job_state,
                                   const atelier_frames_finish_params* params, atelier_error* err);
   /* Work outside a generation (Plugins.Invoke, or another plugin's call_plugin): ControlNet's detect, RIFE on
    * uploaded frames, a contact sheet of images. `job` serves progress, frames, artifacts, cancellation and
-   * set_invoke_result; `inputs_json` carries the caller's arguments (images as base64 in WebUI's way).
+   * set_invoke_result, and is valid until invoke returns; `args_json` carries the caller's arguments (images as
+   * base64 in WebUI's way).
    * UNSUPPORTED for an unknown method, naming the known ones. [executor thread] */
   atelier_status (*invoke)(atelier_plugin_state* state, atelier_job* job, const char* method,
                            const char* args_json, atelier_error* err);
