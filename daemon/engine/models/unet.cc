@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/models/nn_layers.h"
@@ -201,7 +202,8 @@ at::Tensor RunLayer(const torch::nn::Module& layer, const at::Tensor& h, const a
 
 // The UNetModel root: names below model.diffusion_model.
 struct RootImpl : torch::nn::Module {
-  explicit RootImpl(const UNetConfig& c) {
+  // `encoder_only`: time_embed, input_blocks and middle_block (a ControlNet's control_model has these names).
+  explicit RootImpl(const UNetConfig& c, bool encoder_only = false) {
     const int64_t mc = c.model_channels, time_dim = mc * 4;
     auto te = register_module("time_embed", Indexed());
     time_embed_0 = te->add(0, Linear(mc, time_dim));
@@ -250,6 +252,7 @@ struct RootImpl : torch::nn::Module {
     middle_block->add(ResBlock(ch, time_dim, ch));
     middle_block->add(attention(ch));
     middle_block->add(ResBlock(ch, time_dim, ch));
+    if (encoder_only) return;
 
     output_blocks = register_module("output_blocks", torch::nn::ModuleList());
     for (int level = levels - 1; level >= 0; --level) {
@@ -286,6 +289,63 @@ std::string Shape(const at::Tensor& t) { return absl::StrCat("[", absl::StrJoin(
 
 // Input blocks after which AnimateDiff inserts (points 0..7).
 constexpr int kInputPoints[] = {1, 2, 4, 5, 7, 8, 10, 11};
+
+// Passes `h` through the block hook at one point; the hook must keep the shape.
+absl::Status CallBlockHook(const UNetBlockHook& block_hook, const at::TensorOptions& to, int point, UNetBlockKind kind,
+                           int index, at::Tensor& h) {
+  if (!block_hook) return absl::OkStatus();
+  const std::vector<int64_t> before = h.sizes().vec();
+  if (auto s = block_hook(UNetBlockPoint{point, kind, index}, h); !s.ok()) return s;
+  if (!h.defined() || h.sizes().vec() != before) {
+    return absl::InvalidArgumentError(absl::StrCat("a UNet block hook at point ", point,
+                                                   " returned a tensor of another shape"));
+  }
+  h = h.to(to);
+  return absl::OkStatus();
+}
+
+// The encoder half of a forward, shared by UNet and UNetEncoder: the timestep embedding, the input blocks (the hook's
+// points 0..7; `after_first` added after input block 0, as a ControlNet adds its hint) and the middle block (point 8).
+struct EncoderPass {
+  at::TensorOptions to;
+  int64_t frames = 0;
+  const UNetBlockHook* block_hook = nullptr;
+  at::Tensor after_first;
+  // Out:
+  at::Tensor t_emb, emb, ctx, h;
+  std::vector<at::Tensor> skips;  // every input block's output
+};
+
+absl::Status RunEncoder(const RootImpl& root, const UNetConfig& c, const at::Tensor& x, const at::Tensor& timesteps,
+                        const at::Tensor& context, EncoderPass& pass) {
+  const at::TensorOptions& to = pass.to;
+  pass.t_emb = UNet::TimestepEmbedding(timesteps.to(to.device()), c.model_channels);
+  pass.emb = root.time_embed_2->forward(at::silu(root.time_embed_0->forward(pass.t_emb.to(to))));
+  pass.ctx = context.to(to);
+  at::Tensor& h = pass.h;
+  h = x.to(to);
+  const UNetBlockHook none;
+  const UNetBlockHook& hook = pass.block_hook != nullptr ? *pass.block_hook : none;
+  int point = 0;
+  for (size_t i = 0; i < root.inputs.size(); ++i) {
+    const BlockImpl& block = *root.inputs[i];
+    for (const auto& layer : block.layers) h = RunLayer(*layer, h, pass.emb, pass.ctx, pass.frames);
+    if (i == 0 && pass.after_first.defined()) h = h + pass.after_first.to(to);
+    if (point < 8 && static_cast<int>(i) == kInputPoints[point]) {
+      if (auto s = CallBlockHook(hook, to, point, UNetBlockKind::kInput, static_cast<int>(i), h); !s.ok()) return s;
+      ++point;
+    }
+    pass.skips.push_back(h);
+  }
+  const auto& middle = root.middle_block->layers;
+  for (size_t j = 0; j < middle.size(); ++j) {
+    if (j + 1 == middle.size()) {
+      if (auto s = CallBlockHook(hook, to, 8, UNetBlockKind::kMiddle, 0, h); !s.ok()) return s;
+    }
+    h = RunLayer(*middle[j], h, pass.emb, pass.ctx, pass.frames);
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -375,47 +435,22 @@ absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& x, const at::Tensor& 
     UNetTrace* trace = options.trace;
     const auto* residuals = options.residuals;
 
-    const at::Tensor t_emb = TimestepEmbedding(timesteps.to(impl_->device), c.model_channels);
-    const at::Tensor emb = root.time_embed_2->forward(at::silu(root.time_embed_0->forward(t_emb.to(to))));
+    EncoderPass pass;
+    pass.to = to;
+    pass.frames = frames;
+    pass.block_hook = &options.block_hook;
+    if (auto s = RunEncoder(root, c, x, timesteps, context, pass); !s.ok()) return s;
     if (trace) {
-      trace->t_emb = t_emb;
-      trace->emb = emb;
+      trace->t_emb = pass.t_emb;
+      trace->emb = pass.emb;
+      trace->input_blocks = pass.skips;
+      trace->middle_block = pass.h;
     }
-    const at::Tensor ctx = context.to(to);
-    at::Tensor h = x.to(to);
-    auto hook = [&](int point, UNetBlockKind kind, int index) -> absl::Status {
-      if (!options.block_hook) return absl::OkStatus();
-      const std::vector<int64_t> before = h.sizes().vec();
-      if (auto s = options.block_hook(UNetBlockPoint{point, kind, index}, h); !s.ok()) return s;
-      if (!h.defined() || h.sizes().vec() != before) {
-        return absl::InvalidArgumentError(absl::StrCat("a UNet block hook at point ", point,
-                                                       " returned a tensor of another shape"));
-      }
-      h = h.to(to);
-      return absl::OkStatus();
-    };
-
-    std::vector<at::Tensor> skips;
-    int point = 0;
-    for (size_t i = 0; i < root.inputs.size(); ++i) {
-      const BlockImpl& block = *root.inputs[i];
-      for (const auto& layer : block.layers) h = RunLayer(*layer, h, emb, ctx, frames);
-      if (point < 8 && static_cast<int>(i) == kInputPoints[point]) {
-        if (auto s = hook(point, UNetBlockKind::kInput, static_cast<int>(i)); !s.ok()) return s;
-        ++point;
-      }
-      skips.push_back(h);
-      if (trace) trace->input_blocks.push_back(h);
-    }
-    point = 8;
-    const auto& middle = root.middle_block->layers;
-    for (size_t j = 0; j < middle.size(); ++j) {
-      if (j + 1 == middle.size()) {
-        if (auto s = hook(point, UNetBlockKind::kMiddle, 0); !s.ok()) return s;
-      }
-      h = RunLayer(*middle[j], h, emb, ctx, frames);
-    }
-    if (trace) trace->middle_block = h;
+    const at::Tensor& emb = pass.emb;
+    const at::Tensor& ctx = pass.ctx;
+    at::Tensor h = pass.h;
+    std::vector<at::Tensor> skips = std::move(pass.skips);
+    auto hook = [&](int point, UNetBlockKind kind, int index) { return CallBlockHook(options.block_hook, to, point, kind, index, h); };
 
     auto add_residual = [&](int index, at::Tensor& target) -> absl::Status {
       if (residuals == nullptr || !(*residuals)[index].defined()) return absl::OkStatus();
@@ -429,7 +464,7 @@ absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& x, const at::Tensor& 
     };
     if (auto s = add_residual(kUNetResiduals - 1, h); !s.ok()) return s;
 
-    point = 9;
+    int point = 9;
     for (size_t i = 0; i < root.outputs.size(); ++i) {
       at::Tensor skip = skips.back();
       skips.pop_back();
@@ -456,6 +491,83 @@ absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& x, const at::Tensor& 
     return h.to(at::kFloat);
   } catch (const std::exception& e) {
     return StatusFromException(e, "the UNet forward");
+  }
+}
+
+struct UNetEncoder::Impl {
+  explicit Impl(const UNetConfig& c) : root(c, /*encoder_only=*/true) {}
+  Root root;
+  at::ScalarType dtype = at::kFloat;
+  at::Device device = at::kCPU;
+};
+
+UNetEncoder::UNetEncoder(const UNetConfig& config) : config_(config), impl_(std::make_unique<Impl>(config)) {}
+UNetEncoder::~UNetEncoder() = default;
+
+absl::StatusOr<std::unique_ptr<UNetEncoder>> UNetEncoder::Create(const UNetConfig& config, const WeightMap& weights,
+                                                                 const std::string& what) {
+  if (config.channel_mult.empty() || config.model_channels <= 0 || config.model_channels % 32 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("UNet encoder config: model_channels ", config.model_channels,
+                                                   " must be a positive multiple of 32 and channel_mult non-empty"));
+  }
+  WeightMap mine;
+  for (const auto& [name, tensor] : weights) {
+    if (absl::StartsWith(name, "time_embed.") || absl::StartsWith(name, "input_blocks.") ||
+        absl::StartsWith(name, "middle_block.")) {
+      mine.emplace(name, tensor);
+    }
+  }
+  std::unique_ptr<UNetEncoder> encoder(new UNetEncoder(config));
+  try {
+    torch::NoGradGuard no_grad;
+    if (auto s = LoadWeights(*encoder->impl_->root, mine, what); !s.ok()) return s;
+    const at::Tensor& probe = encoder->impl_->root->time_embed_0->weight;
+    encoder->impl_->dtype = probe.scalar_type();
+    encoder->impl_->device = probe.device();
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "building the UNet encoder");
+  }
+  return encoder;
+}
+
+absl::StatusOr<UNetEncoder::Output> UNetEncoder::Forward(const at::Tensor& x, const at::Tensor& timesteps,
+                                                         const at::Tensor& context, const at::Tensor& after_first,
+                                                         int frames_per_video) const {
+  const UNetConfig& c = config_;
+  if (x.dim() != 4 || x.size(1) != c.in_channels || x.size(0) == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("UNet encoder input must be [batch, ", c.in_channels, ", h, w], got ", Shape(x)));
+  }
+  const int64_t batch = x.size(0);
+  if (timesteps.dim() != 1 || timesteps.size(0) != batch || context.dim() != 3 || context.size(0) != batch ||
+      context.size(2) != c.context_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("UNet encoder timesteps [", batch, "] and context [", batch,
+                                                   ", tokens, ", c.context_dim, "] expected, got ", Shape(timesteps),
+                                                   " and ", Shape(context)));
+  }
+  if (frames_per_video < 0 || (frames_per_video > 0 && batch % frames_per_video != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("UNet encoder batch ", batch, " is not a whole number of videos of ",
+                                                   frames_per_video, " frames"));
+  }
+  try {
+    c10::InferenceMode inference;
+    EncoderPass pass;
+    pass.to = at::TensorOptions().dtype(impl_->dtype).device(impl_->device);
+    pass.frames = frames_per_video;
+    pass.after_first = after_first;
+    if (after_first.defined()) {
+      const int64_t h = x.size(2), w = x.size(3);
+      if (after_first.dim() != 4 || after_first.size(1) != c.model_channels || after_first.size(2) != h ||
+          after_first.size(3) != w || (after_first.size(0) != batch && after_first.size(0) != 1)) {
+        return absl::InvalidArgumentError(absl::StrCat("UNet encoder: after_first must be [", batch, " or 1, ",
+                                                       c.model_channels, ", ", h, ", ", w, "], got ",
+                                                       Shape(after_first)));
+      }
+    }
+    if (auto s = RunEncoder(*impl_->root, c, x, timesteps, context, pass); !s.ok()) return s;
+    return Output{std::move(pass.skips), pass.h};
+  } catch (const std::exception& e) {
+    return StatusFromException(e, "the UNet encoder forward");
   }
 }
 

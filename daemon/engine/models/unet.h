@@ -85,4 +85,36 @@ class UNet {
   std::unique_ptr<Impl> impl_;
 };
 
+// The UNet's encoder half as a model of its own: time_embed, the 12 input blocks and the middle block, with the
+// UNet's names and code. A ControlNet (control_model.*) is this plus its hint encoder and zero convolutions, so a
+// ControlNet plugin builds on it through the plugin SDK instead of re-writing the blocks.
+class UNetEncoder {
+ public:
+  struct Output {
+    std::vector<at::Tensor> input_blocks;  // the 12 input blocks' outputs (the UNet's skips), in order
+    at::Tensor middle_block;
+  };
+
+  // Takes the tensors named time_embed.*, input_blocks.* and middle_block.* from `weights` (prefix already
+  // stripped); every other name is left to the caller (a ControlNet's zero_convs, input_hint_block,
+  // middle_block_out). Missing or mis-shaped ones are an error naming them (`what` + "." + name).
+  static absl::StatusOr<std::unique_ptr<UNetEncoder>> Create(const UNetConfig& config, const WeightMap& weights,
+                                                             const std::string& what);
+  ~UNetEncoder();
+
+  // The encoder pass of UNet::Forward on the same inputs (the same numbers); `after_first` (optional, the shape of
+  // input block 0's output) is added after input block 0, where a ControlNet adds its guided hint. Outputs are in
+  // the weights' dtype.
+  absl::StatusOr<Output> Forward(const at::Tensor& x, const at::Tensor& timesteps, const at::Tensor& context,
+                                 const at::Tensor& after_first = at::Tensor(), int frames_per_video = 0) const;
+
+  const UNetConfig& config() const { return config_; }
+
+ private:
+  struct Impl;
+  explicit UNetEncoder(const UNetConfig& config);
+  UNetConfig config_;
+  std::unique_ptr<Impl> impl_;
+};
+
 }  // namespace atelier::engine

@@ -361,3 +361,76 @@ TEST(UNetTest, BadInputsAreInvalidArgument) {
 
 }  // namespace
 }  // namespace atelier
+
+namespace atelier {
+namespace {
+
+// The UNet's encoder half alone (what a ControlNet plugin builds on through the SDK) reproduces the unet-tiny
+// goldens of every input block and the middle block; `after_first` enters after input block 0, as a ControlNet's
+// guided hint does.
+TEST(UNetEncoderTest, ReproducesTheEncoderGoldens) {
+  for (const auto& c : testing::CasesOf("unet-tiny")) {
+    SCOPED_TRACE(c.dir.string());
+    auto encoder = engine::UNetEncoder::Create(ConfigOf(c), TinyWeights(c), "model.diffusion_model");
+    ASSERT_TRUE(encoder.ok()) << encoder.status();
+    const auto& io = c.io;
+    auto out = (*encoder)->Forward(io.at("x"), io.at("timesteps"), io.at("context"));
+    ASSERT_TRUE(out.ok()) << out.status();
+    const engine::UNetConfig config = ConfigOf(c);
+    const size_t levels = config.channel_mult.size(), res_blocks = static_cast<size_t>(config.num_res_blocks);
+    ASSERT_EQ(out->input_blocks.size(), 1 + levels * res_blocks + (levels - 1));
+    for (size_t i = 0; i < out->input_blocks.size(); ++i) {
+      EXPECT_TRUE(AllClose(out->input_blocks[i][0].unsqueeze(0), io.at("intermediate.input_block_" + Index2(i)),
+                           c.atol, c.rtol, "input_block_" + Index2(i)));
+    }
+    EXPECT_TRUE(AllClose(out->middle_block[0].unsqueeze(0), io.at("intermediate.middle_block"), c.atol, c.rtol,
+                         "middle_block"));
+    const at::Tensor shift = at::ones_like(out->input_blocks[0]);
+    auto shifted = (*encoder)->Forward(io.at("x"), io.at("timesteps"), io.at("context"), shift);
+    ASSERT_TRUE(shifted.ok()) << shifted.status();
+    EXPECT_TRUE(at::allclose(shifted->input_blocks[0], out->input_blocks[0] + 1));
+    EXPECT_FALSE(at::allclose(shifted->middle_block, out->middle_block));
+    auto wrong = (*encoder)->Forward(io.at("x"), io.at("timesteps"), io.at("context"), shift.slice(1, 0, 1));
+    EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+// A ControlNet's control_model weights build the encoder: it takes time_embed, input_blocks and middle_block and
+// leaves the rest (zero convs, hint encoder) to the plugin; a missing block weight is named.
+TEST(UNetEncoderTest, BuildsFromAControlNetsWeights) {
+  for (const auto& c : testing::CasesOf("controlnet-tiny")) {
+    SCOPED_TRACE(c.dir.string());
+    const auto& j = c.json["config"]["controlnet"];
+    engine::UNetConfig config;
+    config.in_channels = j["in_channels"];
+    config.model_channels = j["model_channels"];
+    config.attention_resolutions = j["attention_resolutions"].get<std::vector<int>>();
+    config.num_res_blocks = j["num_res_blocks"];
+    config.channel_mult = j["channel_mult"].get<std::vector<int>>();
+    config.num_heads = j["num_heads"];
+    config.transformer_depth = j["transformer_depth"];
+    config.context_dim = j["context_dim"];
+    engine::WeightMap weights = testing::ReadWeights(c, "control_model.");
+    ASSERT_TRUE(weights.count("zero_convs.0.0.weight") && weights.count("input_hint_block.0.weight"));
+    auto encoder = engine::UNetEncoder::Create(config, weights, "control_model");
+    ASSERT_TRUE(encoder.ok()) << encoder.status();
+    const auto& io = c.io;
+    auto out = (*encoder)->Forward(io.at("x"), io.at("timesteps"), io.at("context"));
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(out->input_blocks.size(), 12u);
+    // Each block's output has the shape of the residual the ControlNet's zero conv makes from it.
+    for (size_t i = 0; i < out->input_blocks.size(); ++i) {
+      EXPECT_EQ(out->input_blocks[i].sizes(), io.at("control_" + Index2(i)).sizes()) << i;
+    }
+    EXPECT_EQ(out->middle_block.sizes(), io.at("control_12").sizes());
+    weights.erase("middle_block.1.proj_in.weight");
+    auto missing = engine::UNetEncoder::Create(config, weights, "control_model");
+    ASSERT_FALSE(missing.ok());
+    EXPECT_NE(std::string(missing.status().message()).find("control_model.middle_block.1.proj_in.weight"),
+              std::string::npos)
+        << missing.status();
+  }
+}
+
+}  // namespace
+}  // namespace atelier
