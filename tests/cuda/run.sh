@@ -7,7 +7,7 @@ ABI=$(python3 -c "import torch;print(int(torch._C._GLIBCXX_USE_CXX11_ABI))")
 python3 -c "import torch;print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
 mkdir -p /tmp/cc
 FLAGS="-O2 -std=c++17 -D_GLIBCXX_USE_CXX11_ABI=$ABI -Idaemon -I.cuda-check/gen -I.cuda-check/inc -I$TORCH/include -I$TORCH/include/torch/csrc/api/include"
-for f in daemon/engine/nn_util.cc daemon/engine/nn_layers.cc daemon/engine/unet.cc daemon/engine/vae.cc tests/cuda/cuda_smoke.cc; do
+for f in daemon/engine/models/nn_util.cc daemon/engine/models/nn_layers.cc daemon/engine/models/unet.cc daemon/engine/models/vae.cc tests/cuda/cuda_smoke.cc; do
   g++ $FLAGS -c $f -o /tmp/cc/$(basename $f).o &
 done
 wait
@@ -16,7 +16,7 @@ g++ /tmp/cc/*.o -o /tmp/cc/cuda_smoke -L$TORCH/lib -L.cuda-check/lib -Wl,--no-as
 LD_LIBRARY_PATH=$PWD/.cuda-check/lib:$TORCH/lib /tmp/cc/cuda_smoke
 # Noise sources: the CUDA generator against WebUI's Philox emulation.
 mkdir -p /tmp/cc/noise
-for f in daemon/engine/noise.cc daemon/engine/philox.cc tests/cuda/cuda_noise.cc; do
+for f in daemon/engine/sampling/noise.cc daemon/engine/sampling/philox.cc tests/cuda/cuda_noise.cc; do
   g++ $FLAGS -c $f -o /tmp/cc/noise/$(basename $f).o &
 done
 wait
