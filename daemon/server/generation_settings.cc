@@ -99,19 +99,8 @@ absl::StatusOr<engine::ImageFileFormat> SamplesFormat(const std::string& name) {
   return Invalid(absl::StrCat("override_settings.samples_format '", name, "' is not one of png, jpg, jpeg, webp"));
 }
 
-}  // namespace
-
-engine::ImageFileFormat FileFormatOf(v1::ImageFormat format, engine::ImageFileFormat fallback) {
-  switch (format) {
-    case v1::IMAGE_FORMAT_PNG: return engine::ImageFileFormat::kPng;
-    case v1::IMAGE_FORMAT_JPEG: return engine::ImageFileFormat::kJpeg;
-    case v1::IMAGE_FORMAT_WEBP: return engine::ImageFileFormat::kWebp;
-    default: return fallback;
-  }
-}
-
-absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r) {
-  // WebUI features that belong to later work: refuse clearly instead of ignoring them.
+// WebUI features that belong to later work: refused clearly instead of ignored.
+absl::Status RefuseWhatIsNotBuilt(const v1::GenerateRequest& r) {
   if (!r.hr_checkpoint_name().empty() && r.hr_checkpoint_name() != "Use same checkpoint") {
     return NotBuilt("a separate hires-fix checkpoint (hr_checkpoint_name)");
   }
@@ -127,56 +116,20 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
     return absl::NotFoundError(absl::StrCat("style '", r.styles(0), "' not found: no prompt styles are defined"));
   }
   if (r.has_s_min_uncond() && r.s_min_uncond() != 0.0f) return NotBuilt("negative guidance minimum sigma (s_min_uncond)");
+  return absl::OkStatus();
+}
 
-  JobSettings out;
-  engine::GenerationParams& p = out.params;
-  p.prompt = r.prompt();
-  p.negative_prompt = r.negative_prompt();
-  p.width = r.width();
-  p.height = r.height();
-  p.batch_size = r.batch_size();
-  p.n_iter = r.n_iter();
-  p.max_images = kMaxImagesPerJob;
-  p.seed = r.seed();
-  p.subseed = r.subseed();
-  p.subseed_strength = r.subseed_strength();
-  p.seed_resize_from_w = std::max(0, r.seed_resize_from_w());
-  p.seed_resize_from_h = std::max(0, r.seed_resize_from_h());
-
+// The sampler, scheduler, steps, CFG, eta, churn/noise and schedule options (WebUI's option names), checked.
+absl::Status ReadSampling(const v1::GenerateRequest& r, Options& o, engine::SamplingSettings& s) {
   // Sampler and scheduler, WebUI's API default "Euler" and legacy combined names.
   auto choice = engine::ResolveSampler(r.sampler_name().empty() ? "Euler" : r.sampler_name(),
                                        r.scheduler().empty() ? "Automatic" : r.scheduler());
   if (!choice.ok()) return choice.status();
-  engine::SamplingSettings& s = p.sampling;
   s.choice = *choice;
   s.steps = r.steps();
   s.max_steps = kMaxSteps;
   s.cfg_scale = r.cfg_scale();
   s.denoising_strength = r.denoising_strength();
-
-  Options o(r.override_settings());
-  ATELIER_ASSIGN_OR_RETURN(const auto clip_skip, o.Integer("CLIP_stop_at_last_layers", 1, 12));
-  p.text.clip_skip = static_cast<int>(clip_skip.value_or(1));
-  ATELIER_ASSIGN_OR_RETURN(const auto ensd, o.Integer("eta_noise_seed_delta", 0, 4294967295.0));
-  p.eta_noise_seed_delta = ensd.value_or(0);
-  ATELIER_ASSIGN_OR_RETURN(const auto rng, o.Text("randn_source"));
-  if (rng.has_value()) {
-    auto source = engine::ParseNoiseSource(*rng);
-    if (!source.ok()) return Invalid(absl::StrCat("override_settings.randn_source: ", source.status().message()));
-    p.noise_source = *source;
-  }
-  ATELIER_ASSIGN_OR_RETURN(const auto emphasis, o.Text("emphasis"));
-  if (emphasis.has_value()) {
-    auto parsed = engine::ParseEmphasis(*emphasis);
-    if (!parsed.ok()) return Invalid(absl::StrCat("override_settings.emphasis: ", parsed.status().message()));
-    p.text.chunking.emphasis = *parsed;
-  }
-  ATELIER_ASSIGN_OR_RETURN(const auto backtrack, o.Integer("comma_padding_backtrack", 0, 74));
-  if (backtrack.has_value()) p.text.chunking.comma_padding_backtrack = static_cast<int>(*backtrack);
-  ATELIER_ASSIGN_OR_RETURN(const auto checkpoint, o.Text("sd_model_checkpoint"));
-  out.checkpoint = checkpoint.value_or("");
-  ATELIER_ASSIGN_OR_RETURN(const auto vae, o.Text("sd_vae"));
-  out.vae = vae;
 
   // Eta: the request's, else the option for the sampler's kind, else WebUI's defaults (left to the sampler).
   ATELIER_ASSIGN_OR_RETURN(const auto eta_ancestral, o.Number("eta_ancestral", 0, 100));
@@ -226,8 +179,41 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   ATELIER_ASSIGN_OR_RETURN(const auto fix_steps, o.Bool("img2img_fix_steps"));
   s.img2img_fix_steps = fix_steps.value_or(false);
   if (absl::Status st = engine::ValidateSamplingSettings(s); !st.ok()) return st;
+  return absl::OkStatus();
+}
 
-  // Hires fix (txt2img).
+// Text-encoder, noise and model options of override_settings.
+absl::Status ReadTextAndModelOptions(Options& o, JobSettings& out) {
+  engine::GenerationParams& p = out.params;
+  ATELIER_ASSIGN_OR_RETURN(const auto clip_skip, o.Integer("CLIP_stop_at_last_layers", 1, 12));
+  p.text.clip_skip = static_cast<int>(clip_skip.value_or(1));
+  ATELIER_ASSIGN_OR_RETURN(const auto ensd, o.Integer("eta_noise_seed_delta", 0, 4294967295.0));
+  p.eta_noise_seed_delta = ensd.value_or(0);
+  ATELIER_ASSIGN_OR_RETURN(const auto rng, o.Text("randn_source"));
+  if (rng.has_value()) {
+    auto source = engine::ParseNoiseSource(*rng);
+    if (!source.ok()) return Invalid(absl::StrCat("override_settings.randn_source: ", source.status().message()));
+    p.noise_source = *source;
+  }
+  ATELIER_ASSIGN_OR_RETURN(const auto emphasis, o.Text("emphasis"));
+  if (emphasis.has_value()) {
+    auto parsed = engine::ParseEmphasis(*emphasis);
+    if (!parsed.ok()) return Invalid(absl::StrCat("override_settings.emphasis: ", parsed.status().message()));
+    p.text.chunking.emphasis = *parsed;
+  }
+  ATELIER_ASSIGN_OR_RETURN(const auto backtrack, o.Integer("comma_padding_backtrack", 0, 74));
+  if (backtrack.has_value()) p.text.chunking.comma_padding_backtrack = static_cast<int>(*backtrack);
+  ATELIER_ASSIGN_OR_RETURN(const auto checkpoint, o.Text("sd_model_checkpoint"));
+  out.checkpoint = checkpoint.value_or("");
+  ATELIER_ASSIGN_OR_RETURN(const auto vae, o.Text("sd_vae"));
+  out.vae = vae;
+  return absl::OkStatus();
+}
+
+// Hires fix (txt2img): the second pass's size, upscaler, sampler and prompts; what would fail after the first pass
+// is refused now.
+absl::Status ReadHires(const v1::GenerateRequest& r, engine::GenerationParams& p) {
+  const engine::SamplingSettings& s = p.sampling;
   if (r.enable_hr() && r.mode() == v1::MODE_TXT2IMG) {
     engine::HiresFix& hr = p.hires;
     hr.enabled = true;
@@ -274,8 +260,12 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
                                   "most ", kMaxSteps, " schedule steps"));
     }
   }
+  return absl::OkStatus();
+}
 
-  // img2img.
+// img2img: resize mode, the mask's settings (inpainting), the noise multiplier.
+absl::Status ReadImg2Img(const v1::GenerateRequest& r, Options& o, JobSettings& out) {
+  engine::GenerationParams& p = out.params;
   out.resize_mode = static_cast<engine::ResizeMode>(r.resize_mode());
   p.resize_mode = out.resize_mode;
   if (!r.mask().empty()) {
@@ -319,8 +309,11 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
     ATELIER_ASSIGN_OR_RETURN(const auto multiplier, o.Number("initial_noise_multiplier", 0, 10));
     p.initial_noise_multiplier = multiplier.value_or(1.0);
   }
+  return absl::OkStatus();
+}
 
-  // Previews: the request's, else WebUI's options, else cheap approximation every step as JPEG at most 512 px.
+// Previews: the request's, else WebUI's options, else cheap approximation every step as JPEG at most 512 px.
+absl::Status ReadPreview(const v1::GenerateRequest& r, Options& o, JobSettings& out) {
   const v1::PreviewOptions& preview = r.preview();
   ATELIER_ASSIGN_OR_RETURN(const auto progress_type, o.Text("show_progress_type"));
   ATELIER_ASSIGN_OR_RETURN(const auto every_n, o.Integer("show_progress_every_n_steps", -1, 1000));
@@ -351,8 +344,11 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
     out.preview.every_n_steps = *every_n < 0 ? -1 : std::max<int>(1, static_cast<int>(*every_n));
   }
   out.preview.max_size = preview.max_size() > 0 ? preview.max_size() : 512;
+  return absl::OkStatus();
+}
 
-  // Results: the request's format, else samples_format; infotext unless omitted (or enable_pnginfo false).
+// Results: the request's format, else samples_format; infotext unless omitted (or enable_pnginfo false).
+absl::Status ReadOutput(const v1::GenerateRequest& r, Options& o, JobSettings& out) {
   ATELIER_ASSIGN_OR_RETURN(const auto samples_format, o.Text("samples_format"));
   engine::ImageFileFormat fallback = engine::ImageFileFormat::kPng;
   if (samples_format.has_value()) {
@@ -365,7 +361,44 @@ absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r)
   out.output.quality = r.output().quality() > 0 ? r.output().quality() : static_cast<int>(jpeg_quality.value_or(95));
   ATELIER_ASSIGN_OR_RETURN(const auto pnginfo, o.Bool("enable_pnginfo"));
   out.output.omit_infotext = r.output().omit_infotext() || !pnginfo.value_or(true);
+  return absl::OkStatus();
+}
 
+}  // namespace
+
+engine::ImageFileFormat FileFormatOf(v1::ImageFormat format, engine::ImageFileFormat fallback) {
+  switch (format) {
+    case v1::IMAGE_FORMAT_PNG: return engine::ImageFileFormat::kPng;
+    case v1::IMAGE_FORMAT_JPEG: return engine::ImageFileFormat::kJpeg;
+    case v1::IMAGE_FORMAT_WEBP: return engine::ImageFileFormat::kWebp;
+    default: return fallback;
+  }
+}
+
+absl::StatusOr<JobSettings> JobSettingsFromRequest(const v1::GenerateRequest& r) {
+  ATELIER_RETURN_IF_ERROR(RefuseWhatIsNotBuilt(r));
+  JobSettings out;
+  engine::GenerationParams& p = out.params;
+  p.prompt = r.prompt();
+  p.negative_prompt = r.negative_prompt();
+  p.width = r.width();
+  p.height = r.height();
+  p.batch_size = r.batch_size();
+  p.n_iter = r.n_iter();
+  p.max_images = kMaxImagesPerJob;
+  p.seed = r.seed();
+  p.subseed = r.subseed();
+  p.subseed_strength = r.subseed_strength();
+  p.seed_resize_from_w = std::max(0, r.seed_resize_from_w());
+  p.seed_resize_from_h = std::max(0, r.seed_resize_from_h());
+
+  Options o(r.override_settings());
+  ATELIER_RETURN_IF_ERROR(ReadSampling(r, o, p.sampling));
+  ATELIER_RETURN_IF_ERROR(ReadTextAndModelOptions(o, out));
+  ATELIER_RETURN_IF_ERROR(ReadHires(r, p));
+  ATELIER_RETURN_IF_ERROR(ReadImg2Img(r, o, out));
+  ATELIER_RETURN_IF_ERROR(ReadPreview(r, o, out));
+  ATELIER_RETURN_IF_ERROR(ReadOutput(r, o, out));
   out.ignored_settings = o.Unused();
   out.img2img = r.mode() == v1::MODE_IMG2IMG;
   auto plugin_args = PluginArgsJson(r);
