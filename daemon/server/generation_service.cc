@@ -5,6 +5,7 @@
 #include "server/grpc_status.h"
 #include "server/job_stream.h"
 #include "server/request_validation.h"
+#include "util/user_text.h"
 
 namespace atelier::server {
 namespace {
@@ -50,7 +51,7 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* GenerationService::Watch(grpc::Call
   std::shared_ptr<Job> job = jobs_.Find(request->job_id());
   if (job == nullptr) {
     return JobStream::Reject(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                          absl::StrCat("no queued or running job '", request->job_id(), "'")));
+                                          absl::StrCat("no queued or running job ", Quoted(request->job_id()))));
   }
   const EventCursor cursor = request->skip_history() ? job->LiveCursor() : EventCursor{};
   return JobStream::Attach(std::move(job), cursor, nullptr);

@@ -17,6 +17,7 @@
 #include "server/plugin_args.h"
 #include "util/limits.h"
 #include "util/status_macros.h"
+#include "util/user_text.h"
 
 namespace atelier::server {
 namespace {
@@ -96,7 +97,7 @@ absl::StatusOr<engine::ImageFileFormat> SamplesFormat(const std::string& name) {
   if (lower == "png") return engine::ImageFileFormat::kPng;
   if (lower == "jpg" || lower == "jpeg") return engine::ImageFileFormat::kJpeg;
   if (lower == "webp") return engine::ImageFileFormat::kWebp;
-  return Invalid(absl::StrCat("override_settings.samples_format '", name, "' is not one of png, jpg, jpeg, webp"));
+  return Invalid(absl::StrCat("override_settings.samples_format ", Quoted(name), " is not one of png, jpg, jpeg, webp"));
 }
 
 // WebUI features that belong to later work: refused clearly instead of ignored.
@@ -105,15 +106,15 @@ absl::Status RefuseWhatIsNotBuilt(const v1::GenerateRequest& r) {
     return NotBuilt("a separate hires-fix checkpoint (hr_checkpoint_name)");
   }
   if (!r.script_name().empty()) {
-    return absl::NotFoundError(absl::StrCat("selectable script '", r.script_name(),
-                                            "' not found: this daemon has no selectable scripts (plugins are "
+    return absl::NotFoundError(absl::StrCat("selectable script ", Quoted(r.script_name()),
+                                            " not found: this daemon has no selectable scripts (plugins are "
                                             "always-on: pass them in alwayson_scripts)"));
   }
   if (r.init_images_size() > 1) {
     return NotBuilt(absl::StrCat("img2img with ", r.init_images_size(), " init images (one per batch item)"));
   }
   if (r.styles_size() > 0) {
-    return absl::NotFoundError(absl::StrCat("style '", r.styles(0), "' not found: no prompt styles are defined"));
+    return absl::NotFoundError(absl::StrCat("style ", Quoted(r.styles(0)), " not found: no prompt styles are defined"));
   }
   if (r.has_s_min_uncond() && r.s_min_uncond() != 0.0f) return NotBuilt("negative guidance minimum sigma (s_min_uncond)");
   return absl::OkStatus();

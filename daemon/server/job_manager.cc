@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "server/job_context.h"
 #include "util/log.h"
+#include "util/user_text.h"
 
 namespace atelier::server {
 
@@ -37,7 +38,7 @@ absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, std:
     if (job_id.empty()) {
       do job_id = NewJobId(); while (active_.count(job_id) > 0);
     } else if (active_.count(job_id) > 0) {
-      return absl::AlreadyExistsError(absl::StrCat("job id '", job_id, "' (force_task_id) is already in use"));
+      return absl::AlreadyExistsError(absl::StrCat("job id ", Quoted(job_id), " (force_task_id) is already in use"));
     }
     job = std::make_shared<Job>(job_id, std::move(client_id), std::move(request));
     job->set_prepared(std::move(prepared));
@@ -60,7 +61,7 @@ std::shared_ptr<Job> JobManager::Find(const std::string& job_id) const {
 
 absl::StatusOr<v1::JobState> JobManager::Cancel(const std::string& job_id, const std::string& reason) {
   std::shared_ptr<Job> job = Find(job_id);
-  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no queued or running job '", job_id, "'"));
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no queued or running job ", Quoted(job_id)));
   const v1::JobState previous = job->state();
   job->RequestCancel(reason);
   if (queue_.Remove(job_id)) {
@@ -74,7 +75,7 @@ absl::StatusOr<v1::JobState> JobManager::Cancel(const std::string& job_id, const
 
 absl::StatusOr<v1::JobState> JobManager::Skip(const std::string& job_id) {
   std::shared_ptr<Job> job = Find(job_id);
-  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no queued or running job '", job_id, "'"));
+  if (job == nullptr) return absl::NotFoundError(absl::StrCat("no queued or running job ", Quoted(job_id)));
   job->RequestSkip();
   return job->state();
 }

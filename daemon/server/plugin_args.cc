@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "util/user_text.h"
 
 namespace atelier::server {
 
@@ -14,7 +15,7 @@ absl::StatusOr<std::map<std::string, std::string>> PluginArgsJson(const v1::Gene
     const auto status = google::protobuf::util::MessageToJsonString(value, &json);
     if (!status.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("alwayson_scripts['", name, "'] cannot be written as JSON: ", status.ToString()));
+          absl::StrCat("alwayson_scripts[", Quoted(name), "] cannot be written as JSON: ", status.ToString()));
     }
     out[absl::AsciiStrToLower(name)] = std::move(json);
   }

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "host/job_hooks.h"
+#include "util/user_text.h"
 
 namespace atelier::server {
 
@@ -17,8 +18,8 @@ absl::StatusOr<std::shared_ptr<const PreparedInvoke>> PrepareInvoke(const v1::In
   }
   const std::string choices = invokable.empty() ? "none" : absl::StrJoin(invokable, ", ");
   if (plugin == nullptr) {
-    return absl::NotFoundError(absl::StrCat("plugin: no plugin '", request.plugin().substr(0, 80),
-                                            "' (plugins with an invoke entry: ", choices, ")"));
+    return absl::NotFoundError(absl::StrCat("plugin: no plugin ", Quoted(request.plugin()),
+                                            " (plugins with an invoke entry: ", choices, ")"));
   }
   if (plugin->descriptor().invoke == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("plugin '", plugin->name(),

@@ -1,11 +1,17 @@
 #include "server/request_validation.h"
 
 #include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "engine/text/prompt_parser.h"
 #include "server/infotext_request.h"
+#include "util/user_text.h"
 #include "util/limits.h"
+#include "util/user_text.h"
 
 namespace atelier::server {
 namespace {
@@ -22,6 +28,83 @@ absl::Status CheckSide(const char* field, int value) {
 absl::Status CheckUnit(const char* field, float value) {
   if (!std::isfinite(value) || value < 0.0f || value > 1.0f) {
     return Invalid(absl::StrCat(field, " ", value, " is outside [0, 1]"));
+  }
+  return absl::OkStatus();
+}
+
+// A prompt's work and numbers bounded before the job is queued: its AND parts, and every emphasis weight finite and
+// within kMaxEmphasisWeight (a thousand nested brackets overflow to NaN in the model: bad input, not an internal
+// error).
+absl::Status CheckPromptText(const char* field, const std::string& text) {
+  if (text.size() > static_cast<size_t>(kMaxPromptBytes)) {
+    return Invalid(absl::StrCat(field, " is ", text.size(), " bytes; the limit is ", kMaxPromptBytes));
+  }
+  if (text.empty()) return absl::OkStatus();
+  const std::vector<engine::WeightedPrompt> parts = engine::GetMulticondPromptList(text);
+  if (parts.size() > static_cast<size_t>(kMaxAndParts)) {
+    return Invalid(absl::StrCat(field, " has ", parts.size(), " AND parts; at most ", kMaxAndParts));
+  }
+  for (const auto& part : parts) {
+    if (!std::isfinite(part.weight) || std::abs(part.weight) > kMaxEmphasisWeight) {
+      return Invalid(absl::StrCat(field, ": the AND weight ", part.weight, " is outside +-", kMaxEmphasisWeight));
+    }
+    auto runs = engine::ParsePromptAttention(part.text);
+    if (!runs.ok()) return absl::Status(runs.status().code(), absl::StrCat(field, ": ", runs.status().message()));
+    for (const auto& run : *runs) {
+      if (run.weight == engine::kBreakWeight && run.text == engine::kBreakText) continue;
+      if (!std::isfinite(run.weight) || std::abs(run.weight) > kMaxEmphasisWeight) {
+        return Invalid(absl::StrCat(field, ": the emphasis weight ", run.weight, " of ", Quoted(run.text),
+                                    " (from nested brackets or (text:weight)) is outside +-", kMaxEmphasisWeight));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Every float and double of the request (nested messages, override_settings and alwayson_scripts values included)
+// is finite: NaN or infinity is refused naming the field.
+absl::Status CheckFinite(const google::protobuf::Message& message, const std::string& path) {
+  const google::protobuf::Reflection* reflection = message.GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  reflection->ListFields(message, &fields);
+  // google.protobuf.Struct / Value (override_settings, alwayson_scripts) are named by their keys:
+  // override_settings['eta_ddim'], not override_settings.fields[3].value.number_value.
+  const std::string& type = message.GetDescriptor()->full_name();
+  for (const auto* field : fields) {
+    const bool transparent = type == "google.protobuf.Struct" || type == "google.protobuf.Value" ||
+                             (field->containing_type() != nullptr && field->containing_type()->map_value() == field);
+    const std::string name = transparent || path.empty() ? (path.empty() ? field->name() : path)
+                                                          : absl::StrCat(path, ".", field->name());
+    const bool repeated = field->is_repeated();
+    const int count = repeated ? reflection->FieldSize(message, field) : 1;
+    for (int i = 0; i < count; ++i) {
+      std::string at = repeated ? absl::StrCat(name, "[", i, "]") : name;
+      if (field->is_map()) {
+        const google::protobuf::Message& entry = reflection->GetRepeatedMessage(message, field, i);
+        const auto* key = entry.GetDescriptor()->FindFieldByNumber(1);
+        if (key != nullptr && key->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_STRING) {
+          at = absl::StrCat(name, "[", Quoted(entry.GetReflection()->GetString(entry, key)), "]");
+        }
+      }
+      double value = 0;
+      switch (field->cpp_type()) {
+        case google::protobuf::FieldDescriptor::CPPTYPE_FLOAT:
+          value = repeated ? reflection->GetRepeatedFloat(message, field, i) : reflection->GetFloat(message, field);
+          break;
+        case google::protobuf::FieldDescriptor::CPPTYPE_DOUBLE:
+          value = repeated ? reflection->GetRepeatedDouble(message, field, i) : reflection->GetDouble(message, field);
+          break;
+        case google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE: {
+          const google::protobuf::Message& child =
+              repeated ? reflection->GetRepeatedMessage(message, field, i) : reflection->GetMessage(message, field);
+          if (absl::Status s = CheckFinite(child, at); !s.ok()) return s;
+          continue;
+        }
+        default:
+          continue;
+      }
+      if (!std::isfinite(value)) return Invalid(absl::StrCat(at, " is ", value, ": a finite number is needed"));
+    }
   }
   return absl::OkStatus();
 }
@@ -48,12 +131,25 @@ absl::Status ValidateAndFillDefaults(v1::GenerateRequest& r) {
   if (r.mode() == v1::MODE_IMG2IMG && r.init_images_size() == 0) {
     return Invalid("img2img needs at least one image in init_images");
   }
-  if (r.prompt().size() > static_cast<size_t>(kMaxPromptBytes)) {
-    return Invalid(absl::StrCat("prompt is ", r.prompt().size(), " bytes; the limit is ", kMaxPromptBytes));
+  if (absl::Status s = CheckFinite(r, ""); !s.ok()) return s;
+  // Enums a client may send out of range: named with their valid values.
+  if (!v1::Mode_IsValid(r.mode())) {
+    return Invalid(absl::StrCat("mode ", static_cast<int>(r.mode()), " is not one of ", v1::Mode_Name(v1::MODE_TXT2IMG),
+                                ", ", v1::Mode_Name(v1::MODE_IMG2IMG)));
   }
-  if (r.negative_prompt().size() > static_cast<size_t>(kMaxPromptBytes)) {
-    return Invalid(absl::StrCat("negative_prompt is ", r.negative_prompt().size(), " bytes; the limit is ",
-                                kMaxPromptBytes));
+  if (!v1::PreviewMethod_IsValid(r.preview().method())) {
+    return Invalid(absl::StrCat("preview.method ", static_cast<int>(r.preview().method()),
+                                " is not a PreviewMethod (NONE, APPROX_CHEAP, APPROX_COMFYUI, TAESD, FULL)"));
+  }
+  if (!v1::ImageFormat_IsValid(r.preview().format()) || !v1::ImageFormat_IsValid(r.output().format())) {
+    return Invalid(absl::StrCat("preview.format ", static_cast<int>(r.preview().format()), " / output.format ",
+                                static_cast<int>(r.output().format()), ": an ImageFormat (PNG, JPEG, WEBP) is needed"));
+  }
+  for (const auto& [field, text] : {std::pair<const char*, const std::string*>{"prompt", &r.prompt()},
+                                    {"negative_prompt", &r.negative_prompt()},
+                                    {"hr_prompt", &r.hr_prompt()},
+                                    {"hr_negative_prompt", &r.hr_negative_prompt()}}) {
+    if (absl::Status s = CheckPromptText(field, *text); !s.ok()) return s;
   }
 
   if (!r.has_width()) r.set_width(512);
@@ -86,6 +182,13 @@ absl::Status ValidateAndFillDefaults(v1::GenerateRequest& r) {
   if (auto s = CheckUnit("subseed_strength", r.subseed_strength()); !s.ok()) return s;
   if (!r.has_seed_resize_from_w()) r.set_seed_resize_from_w(-1);
   if (!r.has_seed_resize_from_h()) r.set_seed_resize_from_h(-1);
+  // "Resize seed from" draws noise at that size: the same bound as the image's (0 or -1 = off).
+  for (const auto& [field, value] : {std::pair<const char*, int>{"seed_resize_from_w", r.seed_resize_from_w()},
+                                     {"seed_resize_from_h", r.seed_resize_from_h()}}) {
+    if (value > kMaxImageSide) {
+      return Invalid(absl::StrCat(field, " ", value, " is not allowed: use 0 (off) or at most ", kMaxImageSide));
+    }
+  }
   if (!r.has_denoising_strength()) r.set_denoising_strength(0.75f);
   if (auto s = CheckUnit("denoising_strength", r.denoising_strength()); !s.ok()) return s;
   if (!r.has_resize_mode()) r.set_resize_mode(0);
@@ -119,7 +222,7 @@ absl::Status ValidateAndFillDefaults(v1::GenerateRequest& r) {
 absl::Status ValidatePluginArgs(const v1::GenerateRequest& request, const host::PluginRegistry& plugins) {
   for (const auto& [name, value] : request.alwayson_scripts().fields()) {
     if (plugins.Find(name) == nullptr) {
-      return Invalid(absl::StrCat("always on script '", name, "' not found; loaded plugins: ", plugins.NameList()));
+      return Invalid(absl::StrCat("always on script ", Quoted(name), " not found; loaded plugins: ", plugins.NameList()));
     }
   }
   return absl::OkStatus();

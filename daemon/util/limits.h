@@ -13,6 +13,10 @@ inline constexpr int kMaxImagesPerJob = 256;
 inline constexpr int kMaxSteps = 1000;
 // Largest prompt or negative prompt, in bytes.
 inline constexpr int kMaxPromptBytes = 256 * 1024;
+// Most AND parts of one prompt (each is a conditioning of its own, computed for every step schedule).
+inline constexpr int kMaxAndParts = 32;
+// Largest emphasis weight magnitude ((text:w), or 1.1 per nested bracket): beyond it float16/32 overflow.
+inline constexpr double kMaxEmphasisWeight = 1000.0;
 // Default largest gRPC message (init images, results, artifacts), in bytes; --max-message-mb changes it.
 inline constexpr int kDefaultMaxMessageBytes = 64 * 1024 * 1024;
 // Default number of queued jobs before Generate answers RESOURCE_EXHAUSTED; --max-queue changes it.

@@ -1018,6 +1018,35 @@ TEST_F(GenerationTest, BadRequestsGetClearStatusesAndTheDaemonKeepsServing) {
        grpc::StatusCode::INVALID_ARGUMENT, "hr_scale 100 is outside"},
       {"TAESD without a decoder", [](auto& r) { r.mutable_preview()->set_method(v1::PREVIEW_METHOD_TAESD); },
        grpc::StatusCode::FAILED_PRECONDITION, "VAE-approx"},
+      // Every limit before the job is queued (issue 17's probes).
+      {"seed resize bomb", [](auto& r) { r.set_seed_resize_from_w(100000); r.set_seed_resize_from_h(100000); },
+       grpc::StatusCode::INVALID_ARGUMENT, "seed_resize_from_w 100000 is not allowed: use 0 (off) or at most 4096"},
+      {"2000 AND parts",
+       [](auto& r) {
+         std::string p = "a cat";
+         for (int i = 0; i < 1999; ++i) p += " AND a cat";
+         r.set_prompt(p);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "prompt has 2000 AND parts; at most 32"},
+      {"deep emphasis",
+       [](auto& r) { r.set_prompt(std::string(1000, '(') + "cat" + std::string(1000, ')')); },
+       grpc::StatusCode::INVALID_ARGUMENT, "prompt: the emphasis weight"},
+      {"huge hr_prompt", [](auto& r) { r.set_hr_prompt(std::string(300 * 1024, 'a')); },
+       grpc::StatusCode::INVALID_ARGUMENT, "hr_prompt is 307200 bytes"},
+      {"8000-character sampler", [](auto& r) { r.set_sampler_name(std::string(8000, 'x')); },
+       grpc::StatusCode::INVALID_ARGUMENT, "(8000 bytes); valid samplers"},
+      {"mode 99", [](auto& r) { r.set_mode(static_cast<v1::Mode>(99)); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "mode 99 is not one of MODE_TXT2IMG, MODE_IMG2IMG"},
+      {"preview method 99", [](auto& r) { r.mutable_preview()->set_method(static_cast<v1::PreviewMethod>(99)); },
+       grpc::StatusCode::INVALID_ARGUMENT, "preview.method 99"},
+      {"output format 99", [](auto& r) { r.mutable_output()->set_format(static_cast<v1::ImageFormat>(99)); },
+       grpc::StatusCode::INVALID_ARGUMENT, "output.format 99"},
+      {"NaN image_cfg_scale", [](auto& r) { r.set_image_cfg_scale(std::nan("")); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "image_cfg_scale is nan: a finite number is needed"},
+      {"NaN in override_settings", [](auto& r) { SetOption(r, "eta_ddim", std::nan("")); },
+       grpc::StatusCode::INVALID_ARGUMENT, "override_settings['eta_ddim'] is nan"},
+      {"long unknown checkpoint", [](auto& r) { SetOption(r, "sd_model_checkpoint", std::string(100000, 'c')); },
+       grpc::StatusCode::NOT_FOUND, "(100000 bytes) not found"},
   };
   for (const Case& c : cases) {
     v1::GenerateRequest r = SmallRequest(1);
@@ -1026,8 +1055,19 @@ TEST_F(GenerationTest, BadRequestsGetClearStatusesAndTheDaemonKeepsServing) {
     const auto events = Run(r, &status);
     EXPECT_EQ(status.error_code(), c.code) << c.name << ": " << status.error_message();
     EXPECT_THAT(status.error_message(), HasSubstr(c.message)) << c.name;
+    // Named, never echoed whole: no message repeats a long input.
+    EXPECT_LT(status.error_message().size(), 2000u) << c.name;
     EXPECT_TRUE(events.empty()) << c.name << ": refused at admission";
   }
+  // Job ids are quoted the same way.
+  grpc::ClientContext context;
+  v1::CancelRequest cancel;
+  cancel.set_job_id(std::string(100000, 'j'));
+  v1::CancelResponse response;
+  const grpc::Status unknown_job = generation_->Cancel(&context, cancel, &response);
+  EXPECT_EQ(unknown_job.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(unknown_job.error_message(), HasSubstr("(100000 bytes)"));
+  EXPECT_LT(unknown_job.error_message().size(), 300u);
   // An empty prompt is valid.
   v1::GenerateRequest empty = SmallRequest(1);
   empty.set_prompt("");

@@ -11,6 +11,7 @@
 #include "engine/models/checkpoint_layout.h"
 #include "engine/io/tensor_file.h"
 #include "util/log.h"
+#include "util/user_text.h"
 
 namespace atelier::engine {
 namespace fs = std::filesystem;
@@ -94,7 +95,7 @@ std::vector<ModelListing> ModelManager::List(std::optional<ModelFolder> only, bo
 
 absl::StatusOr<ModelFileEntry> ModelManager::FindCheckpoint(const std::string& query) {
   if (folders_ == nullptr) {
-    return absl::NotFoundError(absl::StrCat("checkpoint '", query, "' not found: the daemon has no models directory"));
+    return absl::NotFoundError(absl::StrCat("checkpoint ", Quoted(query), " not found: the daemon has no models directory"));
   }
   const auto files = folders_->List(ModelFolder::kCheckpoint);
   const fs::path dir = folders_->FolderPath(ModelFolder::kCheckpoint);
@@ -126,7 +127,7 @@ absl::StatusOr<ModelFileEntry> ModelManager::FindCheckpoint(const std::string& q
     }
     names.push_back(f.filename);
   }
-  return absl::NotFoundError(absl::StrCat("checkpoint '", query, "' not found in ", dir.string(), "; available: ",
+  return absl::NotFoundError(absl::StrCat("checkpoint ", Quoted(query), " not found in ", dir.string(), "; available: ",
                                           names.empty() ? "none" : absl::StrJoin(names, ", ")));
 }
 
@@ -156,7 +157,7 @@ absl::StatusOr<fs::path> ModelManager::ResolveVae(const std::string& sd_vae, con
   }
   std::vector<std::string> names = {"Automatic", "None"};
   for (const auto& v : vaes) names.push_back(v.filename);
-  return absl::NotFoundError(absl::StrCat("VAE '", sd_vae, "' not found; valid: ", absl::StrJoin(names, ", ")));
+  return absl::NotFoundError(absl::StrCat("VAE ", Quoted(sd_vae), " not found; valid: ", absl::StrJoin(names, ", ")));
 }
 
 absl::StatusOr<std::shared_ptr<const Sd1Weights>> ModelManager::Load(const std::string& checkpoint,

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/models/nn_util.h"
+#include "util/user_text.h"
 
 namespace atelier::engine {
 namespace {
@@ -39,7 +40,7 @@ absl::StatusOr<HiresUpscaler> FindHiresUpscaler(absl::string_view name) {
   for (const auto& u : Upscalers()) {
     if (u.name == name) return u;
   }
-  return absl::InvalidArgumentError(absl::StrCat("hr_upscaler '", name, "' not found; available: ",
+  return absl::InvalidArgumentError(absl::StrCat("hr_upscaler ", Quoted(name), " not found; available: ",
                                                  absl::StrJoin(HiresUpscalerNames(), ", "),
                                                  " (ESRGAN-style upscaler models are not supported)"));
 }

@@ -10,6 +10,7 @@
 #include "engine/models/nn_util.h"
 #include "engine/models/taesd.h"
 #include "engine/models/vae.h"
+#include "util/user_text.h"
 
 namespace atelier::engine {
 namespace {
@@ -51,9 +52,9 @@ absl::StatusOr<PreviewMethod> ParsePreviewMethod(absl::string_view name) {
   if (n == "full") return PreviewMethod::kFull;
   if (n == "approx nn" || n == "approx-nn") {
     return absl::UnimplementedError(
-        absl::StrCat("preview method \"", name, "\" (WebUI's VAE-approx model.pt) is not supported; choose one of: ", kChoices));
+        absl::StrCat("preview method ", Quoted(name, "\"", "\""), " (WebUI's VAE-approx model.pt) is not supported; choose one of: ", kChoices));
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown preview method \"", name, "\"; choose one of: ", kChoices));
+  return absl::InvalidArgumentError(absl::StrCat("unknown preview method ", Quoted(name, "\"", "\""), "; choose one of: ", kChoices));
 }
 
 const char* PreviewMethodName(PreviewMethod method) {

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/models/nn_util.h"
 #include "engine/sampling/philox.h"
+#include "util/user_text.h"
 
 namespace atelier::engine {
 namespace {
@@ -85,7 +86,7 @@ absl::StatusOr<NoiseSource> ParseNoiseSource(absl::string_view name) {
   if (n == "CPU") return NoiseSource::kCpu;
   if (n == "NV") return NoiseSource::kNv;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown random number generator source \"", name, "\"; choose one of: ", kSourceChoices));
+      absl::StrCat("unknown random number generator source ", Quoted(name, "\"", "\""), "; choose one of: ", kSourceChoices));
 }
 
 const char* NoiseSourceName(NoiseSource source) {

@@ -4,6 +4,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "util/user_text.h"
 
 namespace atelier::engine {
 namespace {
@@ -142,7 +143,7 @@ absl::StatusOr<SamplerChoice> ResolveSampler(absl::string_view sampler_name, abs
   }
   if (choice.sampler == nullptr) {
     return absl::InvalidArgumentError(
-        absl::StrCat("unknown sampler \"", sampler_name, "\"; valid samplers: ", ValidNames(),
+        absl::StrCat("unknown sampler ", Quoted(sampler_name, "\"", "\""), "; valid samplers: ", ValidNames(),
                      " (a schedule type may follow the name, e.g. \"DPM++ 2M Karras\")"));
   }
   if (choice.sampler->default_scheduler && *choice.sampler->default_scheduler == choice.scheduler) {

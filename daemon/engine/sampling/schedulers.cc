@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "util/user_text.h"
 
 namespace atelier::engine {
 namespace {
@@ -190,7 +191,7 @@ absl::StatusOr<Scheduler> ParseScheduler(absl::string_view name) {
     labels.push_back(info.label);
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown schedule type \"", name, "\"; choose one of: ", absl::StrJoin(labels, ", ")));
+      absl::StrCat("unknown schedule type ", Quoted(name, "\"", "\""), "; choose one of: ", absl::StrJoin(labels, ", ")));
 }
 
 absl::StatusOr<at::Tensor> BuildSigmas(Scheduler scheduler, int steps, const ModelSchedule& model,

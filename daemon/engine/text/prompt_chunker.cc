@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/text/prompt_parser.h"
+#include "util/user_text.h"
 
 namespace atelier::engine {
 namespace {
@@ -16,7 +17,7 @@ absl::StatusOr<Emphasis> ParseEmphasis(absl::string_view name) {
   if (name == "Original") return Emphasis::kOriginal;
   if (name == "No norm") return Emphasis::kNoNorm;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown emphasis '", name, "'; valid: None, Ignore, Original, No norm"));
+      absl::StrCat("unknown emphasis ", Quoted(name), "; valid: None, Ignore, Original, No norm"));
 }
 
 PromptChunk EmptyChunk() {
