@@ -189,6 +189,7 @@ absl::Status RunGenerationJob(PipelineCache& pipelines, const host::PluginRegist
   control.timing = timing;
   control.interrupt = [&events] { return events.ShouldStop(); };
   control.skip = [&events] { return events.TakeSkip(); };
+  control.abandoned = [&events] { return events.Abandoned(); };
   int batch_no = 0, batches = 1;
   engine::SamplingPass pass = settings.img2img ? engine::SamplingPass::kImg2Img : engine::SamplingPass::kTxt2Img;
   const bool hires = params.hires.enabled;
@@ -211,6 +212,7 @@ absl::Status RunGenerationJob(PipelineCache& pipelines, const host::PluginRegist
     progress.pass = engine::SamplingPassName(pass);
     if (p.preview != nullptr && preview.Due(step, p.total_steps)) {
       const auto start = std::chrono::steady_clock::now();
+      engine::StopScope stop_scope([&events] { return events.ShouldStop(); });  // a full-VAE preview stops too
       auto image = preview.Render(*p.preview);
       if (image.ok()) {
         progress.preview = *std::move(image);

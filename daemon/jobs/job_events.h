@@ -45,6 +45,9 @@ class JobEvents : public host::JobSink {
   virtual bool ShouldStop() const = 0;
   // True once per Skip request (WebUI's Skip: end the current batch early, go on with the next).
   virtual bool TakeSkip() = 0;
+  // True when the job was stopped and its remaining work should be dropped: no stream is left to receive it, or
+  // other jobs wait for the worker.
+  virtual bool Abandoned() const = 0;
 
   // The job began: every image's seed and variation seed.
   virtual void Started(std::vector<std::int64_t> seeds, std::vector<std::int64_t> subseeds, int image_count) = 0;

@@ -2,6 +2,7 @@
 // stage timings. It is the job layer's jobs::JobEvents: the one place where a job's events become gRPC messages.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -26,6 +27,12 @@ class JobContext final : public jobs::JobEvents {
   bool ShouldStop() const override { return job_->cancel_requested(); }
   // True once per Skip request: end the current image early and go on with the next.
   bool TakeSkip() override { return job_->TakeSkip(); }
+  // A cancelled job is abandoned when no stream is left to receive it, or when other jobs wait for the worker (its
+  // last prediction is decoded only while that costs nobody anything).
+  bool Abandoned() const override {
+    return job_->cancel_requested() && (job_->ObserverCount() == 0 || (others_waiting_ && others_waiting_()));
+  }
+  void set_others_waiting(std::function<bool()> probe) { others_waiting_ = std::move(probe); }
 
   // ---- Events ----
   void Started(std::vector<std::int64_t> seeds, std::vector<std::int64_t> subseeds, int image_count) override;
@@ -66,6 +73,7 @@ class JobContext final : public jobs::JobEvents {
   const absl::Time started_;
   std::vector<std::pair<std::string, double>> timings_;
   std::vector<std::string> warnings_;
+  std::function<bool()> others_waiting_;
   std::string invoke_result_;
 };
 

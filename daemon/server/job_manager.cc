@@ -165,6 +165,8 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
   PublishPositions();
 
   JobContext context(job, options_.max_message_bytes);
+  // A cancelled job's remaining courtesy work (decoding its last prediction) yields to jobs waiting behind it.
+  context.set_others_waiting([this] { return queue_.size() > 0; });
   absl::Status status = absl::CancelledError(job->cancel_reason());  // cancelled before it started
   if (!job->cancel_requested()) {
     try {

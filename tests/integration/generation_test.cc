@@ -648,6 +648,49 @@ TEST_F(GenerationTest, CancelledJobsFramesStillGoThroughThePlugins) {
   EXPECT_EQ(seen->artifact().data(), "seen=1");
 }
 
+// Cancel frees the worker in bounded time (issue 17): a 2048x2048 job whose one UNet step takes far longer than the
+// bound stops inside the UNet (between layers and attention blocks) once cancelled, and the next job starts at once;
+// a job whose client disconnects (nobody left to receive it) stops the same way and skips its decode.
+TEST_F(GenerationTest, CancelStopsInsideTheModelAndFreesTheWorker) {
+  auto huge = [] {
+    v1::GenerateRequest r = SmallRequest(1, 2);
+    r.set_width(2048);
+    r.set_height(2048);
+    return r;
+  };
+  auto started = [](const auto& e) { return Count(e, v1::GenerateEvent::kStarted) > 0; };
+  auto stream = Submit(huge());
+  ASSERT_TRUE(stream->WaitFor(started, 60s));
+  std::this_thread::sleep_for(2s);  // well inside the first UNet step
+  grpc::ClientContext context;
+  v1::CancelRequest cancel;
+  cancel.set_job_id(stream->job_id());
+  v1::CancelResponse response;
+  const auto asked = std::chrono::steady_clock::now();
+  ASSERT_TRUE(generation_->Cancel(&context, cancel, &response).ok());
+  grpc::Status next;
+  const auto small = Results(Run(SmallRequest(2), &next));  // queued behind the cancelled job
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
+  EXPECT_TRUE(next.ok()) << next.error_message();
+  EXPECT_EQ(small.size(), 1u);
+  EXPECT_EQ(stream->Wait(5s).error_code(), grpc::StatusCode::CANCELLED);
+  std::printf("cancel of a 2048x2048 step to the next job's end: %.2f s\n", seconds);
+  EXPECT_LT(seconds, 15.0);  // generous for slow CI machines; without the in-model checks: minutes
+
+  // The submitter goes away: its job is cancelled, nobody is left to receive it, and the worker is free again.
+  auto gone = Submit(huge());
+  ASSERT_TRUE(gone->WaitFor(started, 60s));
+  std::this_thread::sleep_for(1s);
+  const auto left = std::chrono::steady_clock::now();
+  gone.reset();  // disconnects
+  const auto after = Results(Run(SmallRequest(3), &next));
+  const double freed = std::chrono::duration<double>(std::chrono::steady_clock::now() - left).count();
+  EXPECT_TRUE(next.ok()) << next.error_message();
+  EXPECT_EQ(after.size(), 1u);
+  std::printf("disconnect of a 2048x2048 job to the next job's end: %.2f s\n", freed);
+  EXPECT_LT(freed, 15.0);
+}
+
 TEST_F(GenerationTest, JpegAndWebpResultsCarryTheInfotextInExif) {
   for (const auto format : {v1::IMAGE_FORMAT_JPEG, v1::IMAGE_FORMAT_WEBP}) {
     v1::GenerateRequest r = SmallRequest(4);

@@ -114,12 +114,31 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
       at::softmax_out(s, s, -1);
       at::Tensor dest = ob.narrow(0, start, n);
       at::mm_out(dest, s, vb);
+      CheckStop();  // one score block (about 1 MiB of work) at a time
     }
   }
   return upcast ? out.to(v.scalar_type()) : out;
 }
 
+namespace {
+thread_local const StopScope* g_stop_scope = nullptr;
+}  // namespace
+
+StopScope::StopScope(std::function<bool()> should_stop) : should_stop_(std::move(should_stop)), outer_(g_stop_scope) {
+  g_stop_scope = this;
+}
+
+StopScope::~StopScope() { g_stop_scope = outer_; }
+
+void CheckStop() {
+  const StopScope* scope = g_stop_scope;
+  if (scope != nullptr && scope->should_stop_ && scope->should_stop_()) throw StopRequested();
+}
+
 absl::Status StatusFromException(const std::exception& e, const std::string& doing) {
+  if (dynamic_cast<const StopRequested*>(&e) != nullptr) {
+    return absl::CancelledError(absl::StrCat(doing, " stopped: the job was cancelled"));
+  }
   const std::string what = e.what();
   // Only the first line: libtorch appends a C++ backtrace.
   const std::string first = what.substr(0, what.find('\n'));

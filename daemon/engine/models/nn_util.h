@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -35,8 +36,30 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 // Which attention Attention() runs for a device, for the log.
 std::string AttentionKind(const at::Tensor& sample);
 
+// A cooperative stop for long model calls (a 2048x2048 UNet step or VAE decode takes minutes on a CPU): while a
+// StopScope lives on this thread, CheckStop() — called between layers, VAE tiles and attention blocks — throws
+// StopRequested once the scope's predicate says stop. The model's entry point turns it into CANCELLED
+// (StatusFromException), so a cancelled job frees the device within one layer or attention block of work.
+struct StopRequested : std::exception {
+  const char* what() const noexcept override { return "stopped on request"; }
+};
+class StopScope {
+ public:
+  // `should_stop` must be cheap (an atomic read); empty: no stop (an outer scope stays hidden meanwhile).
+  explicit StopScope(std::function<bool()> should_stop);
+  ~StopScope();
+  StopScope(const StopScope&) = delete;
+  StopScope& operator=(const StopScope&) = delete;
+
+ private:
+  std::function<bool()> should_stop_;
+  const StopScope* outer_;
+  friend void CheckStop();
+};
+void CheckStop();
+
 // A libtorch exception as a status: allocation failures are RESOURCE_EXHAUSTED (the caller may retry with less
-// memory), anything else INTERNAL; the message says what was being done.
+// memory), StopRequested is CANCELLED, anything else INTERNAL; the message says what was being done.
 absl::Status StatusFromException(const std::exception& e, const std::string& doing);
 
 // GroupNorm computed in float32 whatever the input dtype (LDM's GroupNorm32), cast back.

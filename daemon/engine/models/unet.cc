@@ -193,6 +193,7 @@ TORCH_MODULE(Block);
 // Runs one layer of a block.
 at::Tensor RunLayer(const torch::nn::Module& layer, const at::Tensor& h, const at::Tensor& emb,
                     const at::Tensor& context, int64_t frames) {
+  CheckStop();
   if (const auto* res = dynamic_cast<const ResBlockImpl*>(&layer)) return res->forward(h, emb, frames);
   if (const auto* st = dynamic_cast<const SpatialTransformerImpl*>(&layer)) return st->forward(h, context);
   if (const auto* down = dynamic_cast<const DownsampleImpl*>(&layer)) return down->forward(h);

@@ -67,6 +67,7 @@ struct LevelImpl : torch::nn::Module {
   LevelImpl() : block(register_module("block", torch::nn::ModuleList())), attn(register_module("attn", torch::nn::ModuleList())) {}
   at::Tensor forward(at::Tensor h) const {
     for (size_t i = 0; i < blocks.size(); ++i) {
+      CheckStop();
       h = blocks[i]->forward(h);
       if (i < attns.size()) h = attns[i]->forward(h);
     }
@@ -420,11 +421,13 @@ absl::StatusOr<at::Tensor> Vae::DecodeTiled(const at::Tensor& latent, const VaeT
     const at::Tensor z = latent.to(to);
     if (latent.size(2) * latent.size(3) > kMaxWholeAttentionTokens) {
       return RunTiled(z, tiling, 1, 8, [&](const at::Tensor& piece) -> absl::StatusOr<at::Tensor> {
+        CheckStop();
         return root.decoder->forward(root.post_quant_conv->forward(piece));
       });
     }
     const at::Tensor head = root.decoder->head(root.post_quant_conv->forward(z));
     return RunTiled(head, tiling, 1, 8, [&](const at::Tensor& piece) -> absl::StatusOr<at::Tensor> {
+      CheckStop();
       return root.decoder->up_path(piece);
     });
   } catch (const std::exception& e) {

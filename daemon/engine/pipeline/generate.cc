@@ -1,5 +1,6 @@
 #include "engine/pipeline/generate.h"
 
+#include <functional>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -233,6 +234,7 @@ absl::StatusOr<at::Tensor> HiresUpscale(const Sd1Pipeline& pipeline, const at::T
                                         const HiresUpscaler& upscaler, const HiresTarget& target,
                                         const std::vector<int64_t>& seeds, const GenerationControl& control) {
   StageTimer clock(control.timing, "upscale");
+  StopScope stop_scope(control.interrupt);  // its VAE decode and encode stop with the job
   const int64_t th = target.height / 8, tw = target.width / 8;
   at::Tensor up;
   if (upscaler.kind == HiresUpscaleKind::kLatent) {
@@ -294,8 +296,15 @@ absl::StatusOr<SamplingResult> SamplePass(const Sd1Pipeline& pipeline, const Gen
   in.latent_keep = pass.keep;
   const UNet& unet = pipeline.unet();
   const int frames_per_video = plan.shape.frames_per_video;
+  // Interrupt or Skip: polled before every evaluation and, inside the UNet, between layers and attention blocks.
+  const std::function<bool()> stop = [&control, &skipped] {
+    if (skipped) return true;
+    if (control.skip && control.skip()) return skipped = true;
+    return control.interrupt && control.interrupt();
+  };
   // The innermost model call: the UNet with what the extension attached to the call.
-  in.model = [&unet, frames_per_video](ModelCall& call) -> absl::StatusOr<at::Tensor> {
+  in.model = [&unet, frames_per_video, stop](ModelCall& call) -> absl::StatusOr<at::Tensor> {
+    StopScope stop_scope(stop);
     UNetCallOptions options;
     for (const at::Tensor& r : call.residuals) {
       if (r.defined()) {
@@ -310,11 +319,7 @@ absl::StatusOr<SamplingResult> SamplePass(const Sd1Pipeline& pipeline, const Gen
   in.noise = pass.noise;
   in.step_noise = StepNoiseFrom(pass.rng);
   in.seeds.assign(pass.seeds->begin(), pass.seeds->end());
-  in.interrupt = [&control, &skipped] {
-    if (skipped) return true;
-    if (control.skip && control.skip()) return skipped = true;
-    return control.interrupt && control.interrupt();
-  };
+  in.interrupt = stop;
   in.extension = control.extension;
   in.progress = control.progress;
   in.init_latent = pass.init;
@@ -426,12 +431,18 @@ absl::StatusOr<BatchLatents> SampleBatch(const Sd1Pipeline& pipeline, const Gene
 absl::Status DecodeAndEmit(const Sd1Pipeline& pipeline, const GenerationPlan& plan, int batch,
                            const SamplingResult& sampled, const GenerationControl& control, GenerationResult& result) {
   const GenerationParams& params = plan.params;
+  const auto abandoned = [&control] { return control.abandoned && control.abandoned(); };
   for (int i = 0; i < params.batch_size; ++i) {
+    // A job nobody is left to receive skips its decode (a cancelled job's last prediction is decoded only while
+    // someone still listens, and that decode stops when the last listener goes).
+    if (abandoned()) return absl::OkStatus();
     at::Tensor rgb;
     {
       // One image at a time, as WebUI's decode_latent_batch: the first leaves before the second is decoded.
       StageTimer clock(control.timing, "decode");
+      StopScope stop_scope(abandoned);
       auto decoded = pipeline.vae().Decode(sampled.latent.slice(0, i, i + 1) / pipeline.weights().config.scale_factor);
+      if (!decoded.ok() && absl::IsCancelled(decoded.status()) && abandoned()) return absl::OkStatus();
       if (!decoded.ok()) return decoded.status();
       try {
         rgb = WebUiToUint8(*decoded).to(at::kCPU)[0];

@@ -79,6 +79,9 @@ struct GenerationControl {
   // the remaining batches are not run. skip (WebUI's Skip; consumed when it returns true): the current batch
   // keeps its last x0 and the next batch runs.
   std::function<bool()> interrupt, skip;
+  // True when nobody is left to receive the job's images (cancelled and every stream gone): decodes are skipped or
+  // stopped. Polled between images and inside the VAE.
+  std::function<bool()> abandoned;
   // The job's extension points (the plugins); null: none.
   JobExtension* extension = nullptr;
 };

@@ -187,6 +187,11 @@ at::Tensor CfgDenoiser::Evaluate(const at::Tensor& x_given, double sigma_or_t, b
     model_call.timesteps = ts;
     model_call.context = ctx;
     auto eps = points.model_call ? ext->CallModel(model_call, model_) : model_(model_call);
+    // A model call stopped inside the UNet by Interrupt/Skip ends like an interrupt before the evaluation: the last
+    // x0 stands.
+    if (!eps.ok() && absl::IsCancelled(eps.status()) && options_.interrupt && options_.interrupt()) {
+      Stop(absl::OkStatus());
+    }
     if (!eps.ok()) Stop(eps.status());
     return *std::move(eps);
   };
