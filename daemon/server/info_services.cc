@@ -95,9 +95,11 @@ grpc::ServerUnaryReactor* ModelsService::LoadModel(grpc::CallbackServerContext* 
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const std::string checkpoint = request->checkpoint();
   const std::string vae = request->vae().empty() ? "Automatic" : request->vae();
-  Detach([this, reactor, response, checkpoint, vae] {
+  Detach([this, context, reactor, response, checkpoint, vae] {
     const absl::Time start = absl::Now();
     const absl::Status status = jobs_.RunExclusive([&]() -> absl::Status {
+      // It waits for the running job: a caller that gave up meanwhile (deadline, disconnect) changes nothing later.
+      if (context->IsCancelled()) return absl::CancelledError("the caller gave up before the model could be loaded");
       runner_.ReleaseModel();
       return models_.Load(checkpoint, vae).status();  // the plugins hear of it from the manager
     });
@@ -111,8 +113,10 @@ grpc::ServerUnaryReactor* ModelsService::LoadModel(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* ModelsService::UnloadModel(grpc::CallbackServerContext* context,
                                                      const v1::UnloadModelRequest*, v1::UnloadModelResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  Detach([this, reactor, response] {
+  Detach([this, context, reactor, response] {
     const absl::Status status = jobs_.RunExclusive([&] {
+      // As LoadModel: an UnloadModel whose caller gave up while a job ran does not unload when that job ends.
+      if (context->IsCancelled()) return absl::CancelledError("the caller gave up before the model could be unloaded");
       runner_.ReleaseModel();
       models_.Unload();
       return absl::OkStatus();

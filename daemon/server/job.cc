@@ -79,7 +79,10 @@ bool Job::Finish(const absl::Status& status, v1::Finished finished) {
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_) return false;
     v1::JobState state = v1::JOB_STATE_SUCCEEDED;
-    if (status.code() == absl::StatusCode::kCancelled) {
+    // Stopped by Cancel, a disconnect or shutdown is CANCELLED (common.proto), also when the stream's status says
+    // UNAVAILABLE (a queued job at shutdown: the client may retry elsewhere).
+    if (status.code() == absl::StatusCode::kCancelled ||
+        (cancel_requested() && status.code() == absl::StatusCode::kUnavailable)) {
       state = v1::JOB_STATE_CANCELLED;
     } else if (!status.ok()) {
       state = v1::JOB_STATE_FAILED;

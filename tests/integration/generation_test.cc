@@ -691,6 +691,28 @@ TEST_F(GenerationTest, CancelStopsInsideTheModelAndFreesTheWorker) {
   EXPECT_LT(freed, 15.0);
 }
 
+// An UnloadModel whose caller gave up while a job ran does not unload when that job ends (the next job still runs).
+TEST_F(GenerationTest, AnAbandonedUnloadDoesNotTakeEffectLater) {
+  auto slow = Submit(SmallRequest(1, 1000));
+  ASSERT_TRUE(slow->WaitFor([](const auto& e) { return Count(e, v1::GenerateEvent::kProgress) > 0; }, 30s));
+  auto models = v1::Models::NewStub(channel_);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 300ms);
+  v1::UnloadModelResponse unloaded;
+  EXPECT_EQ(models->UnloadModel(&context, v1::UnloadModelRequest(), &unloaded).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  grpc::ClientContext cancel_context;
+  v1::CancelRequest cancel;
+  cancel.set_job_id(slow->job_id());
+  v1::CancelResponse cancelled;
+  ASSERT_TRUE(generation_->Cancel(&cancel_context, cancel, &cancelled).ok());
+  EXPECT_EQ(slow->Wait(30s).error_code(), grpc::StatusCode::CANCELLED);
+  grpc::Status status;
+  EXPECT_EQ(Results(Run(SmallRequest(2), &status)).size(), 1u);
+  EXPECT_TRUE(status.ok()) << status.error_message();  // the model is still loaded
+  EXPECT_NE(models_->current(), nullptr);
+}
+
 TEST_F(GenerationTest, JpegAndWebpResultsCarryTheInfotextInExif) {
   for (const auto format : {v1::IMAGE_FORMAT_JPEG, v1::IMAGE_FORMAT_WEBP}) {
     v1::GenerateRequest r = SmallRequest(4);

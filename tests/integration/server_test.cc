@@ -537,6 +537,9 @@ TEST_F(ServerTest, GracefulShutdownEndsEveryStreamWithAClearStatus) {
   const grpc::Status queued_status = queued->Wait();
   EXPECT_EQ(queued_status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(queued_status.error_message(), HasSubstr("the job was not started"));
+  // The stream says UNAVAILABLE (retry elsewhere); the job's state is CANCELLED, as common.proto promises.
+  ASSERT_TRUE(queued->events().back().has_finished());
+  EXPECT_EQ(queued->events().back().finished().state(), v1::JOB_STATE_CANCELLED);
   EXPECT_THAT(runner_->run_order(), ElementsAre("running"));
   server_->Stop(absl::Seconds(1));
 }
