@@ -91,6 +91,11 @@ int Run(int argc, char** argv) {
   app.add_option("--max-message-mb", max_message_mb, "largest gRPC message (images, artifacts) in MiB")
       ->capture_default_str()
       ->check(CLI::Range(4, 2000));
+  double max_job_seconds = -1;
+  app.add_option("--max-job-seconds", max_job_seconds,
+                 "stop a running job after this many seconds (DEADLINE_EXCEEDED); 0 = no limit; default 3600 on the "
+                 "CPU, 600 on CUDA")
+      ->check(CLI::Range(0.0, 1e7));
   app.add_option("--log-level", log_level, "debug, info, warning or error")->capture_default_str();
   app.add_option("--cache-dir", cache_dir, "where checkpoint hashes are cached (like WebUI's cache.json)")
       ->capture_default_str();
@@ -209,6 +214,9 @@ int Run(int argc, char** argv) {
   options.listen = listen;
   options.max_queue = max_queue;
   options.max_message_bytes = max_message_mb * 1024 * 1024;
+  // A runaway job must not hold the one worker forever (one SD1.5 512x512 20-step job is about a minute on a CPU
+  // with 2 cores, seconds on a GPU).
+  options.max_job_seconds = max_job_seconds >= 0 ? max_job_seconds : runtime->device == "cpu" ? 3600.0 : 600.0;
   server::DaemonFacts facts;
   facts.version = kAtelierVersion;
   facts.runtime = *runtime;

@@ -21,6 +21,7 @@ struct DaemonServerOptions {
   std::string listen = "127.0.0.1:50051";
   int max_queue = 64;
   int max_message_bytes = 64 * 1024 * 1024;
+  double max_job_seconds = 0;  // see JobManagerOptions
 };
 
 class GenerationService;

@@ -24,7 +24,18 @@ class JobContext final : public jobs::JobEvents {
   const std::string& job_id() const override { return job_->id(); }
 
   // True once the job must stop: Cancel, the submitting client gone, or daemon shutdown. Check every step.
-  bool ShouldStop() const override { return job_->cancel_requested(); }
+  bool ShouldStop() const override {
+    if (job_->cancel_requested()) return true;
+    if (deadline_ != absl::InfiniteFuture() && absl::Now() > deadline_) {  // the wall-time limit
+      timed_out_ = true;
+      job_->RequestCancel("the job ran past the daemon's wall-time limit (--max-job-seconds)");
+      return true;
+    }
+    return false;
+  }
+  // The job stops (as if cancelled) once the wall clock passes `deadline`.
+  void set_deadline(absl::Time deadline) { deadline_ = deadline; }
+  bool timed_out() const { return timed_out_; }
   // True once per Skip request: end the current image early and go on with the next.
   bool TakeSkip() override { return job_->TakeSkip(); }
   // A cancelled job is abandoned when no stream is left to receive it, or when other jobs wait for the worker (its
@@ -74,6 +85,8 @@ class JobContext final : public jobs::JobEvents {
   std::vector<std::pair<std::string, double>> timings_;
   std::vector<std::string> warnings_;
   std::function<bool()> others_waiting_;
+  absl::Time deadline_ = absl::InfiniteFuture();
+  mutable bool timed_out_ = false;
   std::string invoke_result_;
 };
 

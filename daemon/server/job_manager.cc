@@ -165,6 +165,7 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
   PublishPositions();
 
   JobContext context(job, options_.max_message_bytes);
+  if (options_.max_job_seconds > 0) context.set_deadline(absl::Now() + absl::Seconds(options_.max_job_seconds));
   // A cancelled job's remaining courtesy work (decoding its last prediction) yields to jobs waiting behind it.
   context.set_others_waiting([this] { return queue_.size() > 0; });
   absl::Status status = absl::CancelledError(job->cancel_reason());  // cancelled before it started
@@ -177,8 +178,14 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
       status = absl::InternalError("the job failed with an unknown error");
     }
   }
-  // A runner stopped by a cancel request reports it with the request's reason (a job that finished anyway is OK).
-  if (job->cancel_requested() && !status.ok()) status = absl::CancelledError(job->cancel_reason());
+  // A runner stopped by a cancel request reports it with the request's reason (a job that finished anyway is OK);
+  // one stopped by the wall-time limit says so.
+  if (context.timed_out() && !status.ok()) {
+    status = absl::DeadlineExceededError(absl::StrCat("the job ran past the daemon's limit of ", options_.max_job_seconds,
+                                                      " s (--max-job-seconds) and was stopped"));
+  } else if (job->cancel_requested() && !status.ok()) {
+    status = absl::CancelledError(job->cancel_reason());
+  }
   if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
     LogWarning(absl::StrCat("job ", job->id(), " failed: ", status.message()));
   }

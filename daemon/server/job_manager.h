@@ -22,6 +22,8 @@ namespace atelier::server {
 struct JobManagerOptions {
   int max_queue = 64;
   int max_message_bytes = 64 * 1024 * 1024;
+  // A running job past this many seconds is stopped (DEADLINE_EXCEEDED naming the limit); 0: no limit.
+  double max_job_seconds = 0;
 };
 
 class JobManager {

@@ -59,7 +59,7 @@ class ServerTest : public ::testing::Test {
     if (server_) server_->Shutdown(absl::Seconds(1));
   }
 
-  void StartServer(int max_queue) {
+  void StartServer(int max_queue, double max_job_seconds = 0) {
     testing::CopyPlugin(testing::BuiltPlugin("invert"), plugins_dir_.path(), "invert.so");
     testing::CopyPlugin(testing::TestPlugin("hook_probe"), plugins_dir_.path(), "hook_probe.so");
     testing::CopyPlugin(testing::TestPlugin("abi_major"), plugins_dir_.path(), "abi_major.so");
@@ -71,6 +71,7 @@ class ServerTest : public ::testing::Test {
     server::DaemonServerOptions server_options;
     server_options.listen = "127.0.0.1:0";
     server_options.max_queue = max_queue;
+    server_options.max_job_seconds = max_job_seconds;
     server::DaemonFacts facts;
     facts.version = "9.9.9";
     facts.runtime.device = "cpu";
@@ -513,6 +514,23 @@ TEST_F(ServerTest, SkipEndsTheCurrentImageEarly) {
   ASSERT_NE(result, events.end());
   EXPECT_TRUE(result->result().interrupted());
   EXPECT_LT(runner_->steps_done(), 1000);
+}
+
+// --max-job-seconds: a runaway job is stopped at the limit with DEADLINE_EXCEEDED naming it, and the next job runs.
+TEST_F(ServerTest, AJobPastTheWallTimeLimitIsStopped) {
+  server_->Shutdown(absl::Seconds(1));
+  server_.reset();
+  StartServer(8, 0.3);
+  const auto start = Clock::now();
+  auto runaway = Submit(TestRequest("runaway", 1000, 50));  // 50 s without the limit
+  const grpc::Status status = runaway->Wait(10s);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("--max-job-seconds"));
+  EXPECT_LT(seconds, 3.0);
+  ASSERT_TRUE(runaway->events().back().has_finished());
+  EXPECT_EQ(runaway->events().back().finished().state(), v1::JOB_STATE_FAILED);
+  EXPECT_TRUE(Submit(TestRequest("next", 2))->Wait().ok());
 }
 
 TEST_F(ServerTest, GracefulShutdownEndsEveryStreamWithAClearStatus) {
