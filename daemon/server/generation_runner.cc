@@ -14,6 +14,9 @@ namespace {
 // A generation request as the job layer takes it, parsed when the request was admitted.
 struct PreparedGeneration final : PreparedJob {
   jobs::JobSettings settings;
+  double work = 0;                  // jobs::EstimateWork
+  std::optional<double> estimate;   // seconds, once the cost model is calibrated
+  std::optional<double> estimated_seconds() const override { return estimate; }
 };
 
 }  // namespace
@@ -32,6 +35,8 @@ absl::StatusOr<std::shared_ptr<const PreparedJob>> GenerationRunner::Prepare(v1:
     if (absl::Status st = jobs::CheckJob(*settings, models_, init_image, request.mask()); !st.ok()) return st;
     auto prepared = std::make_shared<PreparedGeneration>();
     prepared->settings = *std::move(settings);
+    prepared->work = jobs::EstimateWork(prepared->settings);
+    prepared->estimate = cost_.EstimateSeconds(prepared->work);
     return prepared;
   } catch (const std::exception& e) {  // e.g. bad_alloc decoding an image: refuse the request, keep serving
     return absl::ResourceExhaustedError(absl::StrCat("cannot take this request: ", e.what()));
@@ -47,7 +52,17 @@ absl::Status GenerationRunner::Run(JobContext& context) {
   if (prepared == nullptr) return absl::InternalError("a generation job without its prepared settings");
   const v1::GenerateRequest& request = context.request();
   const std::string& init_image = request.init_images_size() > 0 ? request.init_images(0) : std::string();
-  return jobs::RunGenerationJob(pipelines_, plugins_, prepared->settings, init_image, request.mask(), context);
+  absl::Status status =
+      jobs::RunGenerationJob(pipelines_, plugins_, prepared->settings, init_image, request.mask(), context);
+  // Calibrate the cost model on what the estimate covers (sampling, hires upscale, decode; not a model load).
+  if (status.ok()) {
+    double seconds = 0;
+    for (const auto& [stage, s] : context.timings()) {
+      if (stage == "text" || stage == "sampling" || stage == "upscale" || stage == "decode") seconds += s;
+    }
+    cost_.Observe(prepared->work, seconds);
+  }
+  return status;
 }
 
 }  // namespace atelier::server

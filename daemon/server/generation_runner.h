@@ -8,6 +8,7 @@
 #include "engine/models/model_manager.h"
 #include "engine/text/clip_tokenizer.h"
 #include "host/plugin_registry.h"
+#include "jobs/job_cost.h"
 #include "jobs/pipeline_cache.h"
 #include "server/job_runner.h"
 
@@ -29,6 +30,7 @@ class GenerationRunner final : public JobRunner {
   engine::ModelManager& models_;
   const host::PluginRegistry& plugins_;
   jobs::PipelineCache pipelines_;  // executor thread only
+  jobs::CostModel cost_;           // thread-safe: estimated at admission, calibrated by every finished job
 };
 
 }  // namespace atelier::server

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,8 @@ struct EventCursor {
 class PreparedJob {
  public:
   virtual ~PreparedJob() = default;
+  // The runner's estimate of the job's run time on this device, when it has one (see jobs/job_cost.h).
+  virtual std::optional<double> estimated_seconds() const { return std::nullopt; }
 };
 
 class Job {

@@ -17,6 +17,7 @@ void JobContext::Started(std::vector<std::int64_t> seeds, std::vector<std::int64
   for (auto s : subseeds) started->add_all_subseeds(s);
   started->set_image_count(image_count);
   started->set_queued_seconds(absl::ToDoubleSeconds(job_->started_at() - job_->submitted_at()));
+  if (job_->prepared() != nullptr) started->set_estimated_seconds(job_->prepared()->estimated_seconds().value_or(0));
   job_->PublishReliable(std::move(event));
 }
 

@@ -32,6 +32,16 @@ absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, std:
   if (shutting_down_.load()) {
     return absl::UnavailableError("the daemon is shutting down and accepts no new jobs");
   }
+  // The cost budget: a job estimated to run past the wall-time limit is refused before it takes the worker.
+  if (prepared != nullptr && options_.max_job_seconds > 0) {
+    const std::optional<double> estimate = prepared->estimated_seconds();
+    if (estimate && *estimate > options_.max_job_seconds) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "this job would run about %.0f s on this device (estimated from its size, steps, batch and passes), over "
+          "the daemon's limit of %.0f s (--max-job-seconds): make it smaller, or ask the operator to raise the limit",
+          *estimate, options_.max_job_seconds));
+    }
+  }
   std::shared_ptr<Job> job;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -713,6 +713,61 @@ TEST_F(GenerationTest, AnAbandonedUnloadDoesNotTakeEffectLater) {
   EXPECT_NE(models_->current(), nullptr);
 }
 
+// The cost budget (issue 17): every finished job calibrates the estimate of the next from its shape; Started carries
+// it; a job estimated past --max-job-seconds is refused at admission, naming the estimate and the limit.
+TEST_F(GenerationTest, JobsEstimatedPastTheLimitAreRefusedAtAdmission) {
+  server_->Shutdown(absl::Seconds(1));
+  server::DaemonServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.max_job_seconds = 20;
+  server::DaemonFacts facts;
+  facts.version = "test";
+  facts.runtime.device = "cpu";
+  facts.started_at = absl::Now();
+  auto started = server::DaemonServer::Start(options, *runner_, *plugins_, *models_, facts);
+  ASSERT_TRUE(started.ok()) << started.status();
+  server_ = *std::move(started);
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  channel_ = grpc::CreateCustomChannel(server_->address(), grpc::InsecureChannelCredentials(), args);
+  generation_ = v1::Generation::NewStub(channel_);
+
+  auto estimate_of = [](const Stream::Events& events) {
+    for (const auto& e : events) {
+      if (e.has_started()) return e.started().estimated_seconds();
+    }
+    return -1.0;
+  };
+  grpc::Status status;
+  Run(SmallRequest(1, 10), &status);  // calibrates
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  // Shapes the estimate must follow (calibrated on the jobs before each): within a factor of 3 of the measurement.
+  for (const auto& [width, steps] : {std::pair<int, int>{64, 10}, {128, 6}, {192, 4}}) {
+    v1::GenerateRequest r = SmallRequest(2, steps);
+    r.set_width(width);
+    r.set_height(width);
+    const auto events = Run(r, &status);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    const double estimate = estimate_of(events);
+    double measured = 0;
+    for (const auto& t : events.back().finished().timings()) {
+      if (t.stage() == "text" || t.stage() == "sampling" || t.stage() == "decode") measured += t.seconds();
+    }
+    std::printf("estimate %.3f s, measured %.3f s for %dx%d, %d steps\n", estimate, measured, width, width, steps);
+    EXPECT_GT(estimate, 0.0);
+    EXPECT_LT(estimate, measured * 3 + 0.05);
+    EXPECT_GT(estimate, measured / 3 - 0.05);
+  }
+  v1::GenerateRequest huge = SmallRequest(3, 1000);
+  huge.set_width(2048);
+  huge.set_height(2048);
+  huge.set_batch_size(4);
+  const auto refused = Run(huge, &status);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("over the daemon's limit of 20 s (--max-job-seconds)"));
+  EXPECT_TRUE(refused.empty());
+}
+
 TEST_F(GenerationTest, JpegAndWebpResultsCarryTheInfotextInExif) {
   for (const auto format : {v1::IMAGE_FORMAT_JPEG, v1::IMAGE_FORMAT_WEBP}) {
     v1::GenerateRequest r = SmallRequest(4);
