@@ -35,7 +35,7 @@ absl::Status CheckUnit(const char* field, float value) {
 // A prompt's work and numbers bounded before the job is queued: its AND parts, and every emphasis weight finite and
 // within kMaxEmphasisWeight (a thousand nested brackets overflow to NaN in the model: bad input, not an internal
 // error).
-absl::Status CheckPromptText(const char* field, const std::string& text) {
+absl::Status CheckPromptText(const char* field, const std::string& text, int steps) {
   if (text.size() > static_cast<size_t>(kMaxPromptBytes)) {
     return Invalid(absl::StrCat(field, " is ", text.size(), " bytes; the limit is ", kMaxPromptBytes));
   }
@@ -44,7 +44,14 @@ absl::Status CheckPromptText(const char* field, const std::string& text) {
   if (parts.size() > static_cast<size_t>(kMaxAndParts)) {
     return Invalid(absl::StrCat(field, " has ", parts.size(), " AND parts; at most ", kMaxAndParts));
   }
+  size_t conditionings = 0;
   for (const auto& part : parts) {
+    conditionings += engine::GetPromptSchedules(part.text, steps).size();
+    if (conditionings > static_cast<size_t>(kMaxConditionings)) {
+      return Invalid(absl::StrCat(field, " needs more than ", kMaxConditionings,
+                                  " text conditionings (AND parts times prompt-editing switches over ", steps,
+                                  " steps); simplify its [from:to:when] / [a|b] editing or its AND parts"));
+    }
     if (!std::isfinite(part.weight) || std::abs(part.weight) > kMaxEmphasisWeight) {
       return Invalid(absl::StrCat(field, ": the AND weight ", part.weight, " is outside +-", kMaxEmphasisWeight));
     }
@@ -149,7 +156,9 @@ absl::Status ValidateAndFillDefaults(v1::GenerateRequest& r) {
                                     {"negative_prompt", &r.negative_prompt()},
                                     {"hr_prompt", &r.hr_prompt()},
                                     {"hr_negative_prompt", &r.hr_negative_prompt()}}) {
-    if (absl::Status s = CheckPromptText(field, *text); !s.ok()) return s;
+    if (text->size() > static_cast<size_t>(kMaxPromptBytes)) {
+      return Invalid(absl::StrCat(field, " is ", text->size(), " bytes; the limit is ", kMaxPromptBytes));
+    }
   }
 
   if (!r.has_width()) r.set_width(512);
@@ -160,6 +169,13 @@ absl::Status ValidateAndFillDefaults(v1::GenerateRequest& r) {
   if (!r.has_steps()) r.set_steps(50);
   if (r.steps() < 1 || r.steps() > kMaxSteps) {
     return Invalid(absl::StrCat("steps ", r.steps(), " is not allowed: use 1 to ", kMaxSteps));
+  }
+  // The prompts' AND parts, editing switches and emphasis, now that the step count is known.
+  for (const auto& [field, text] : {std::pair<const char*, const std::string*>{"prompt", &r.prompt()},
+                                    {"negative_prompt", &r.negative_prompt()},
+                                    {"hr_prompt", &r.hr_prompt()},
+                                    {"hr_negative_prompt", &r.hr_negative_prompt()}}) {
+    if (absl::Status s = CheckPromptText(field, *text, r.steps()); !s.ok()) return s;
   }
   if (!r.has_batch_size()) r.set_batch_size(1);
   if (!r.has_n_iter()) r.set_n_iter(1);

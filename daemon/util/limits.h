@@ -15,6 +15,9 @@ inline constexpr int kMaxSteps = 1000;
 inline constexpr int kMaxPromptBytes = 256 * 1024;
 // Most AND parts of one prompt (each is a conditioning of its own, computed for every step schedule).
 inline constexpr int kMaxAndParts = 32;
+// Most text conditionings of one prompt: its AND parts times their prompt-editing schedule entries (each one is a
+// text-encoder run held for the whole job).
+inline constexpr int kMaxConditionings = 256;
 // Largest emphasis weight magnitude ((text:w), or 1.1 per nested bracket): beyond it float16/32 overflow.
 inline constexpr double kMaxEmphasisWeight = 1000.0;
 // Default largest gRPC message (init images, results, artifacts), in bytes; --max-message-mb changes it.

@@ -16,6 +16,8 @@
 #include <set>
 #include <thread>
 
+#include <unistd.h>
+
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
@@ -768,6 +770,25 @@ TEST_F(GenerationTest, JobsEstimatedPastTheLimitAreRefusedAtAdmission) {
   EXPECT_TRUE(refused.empty());
 }
 
+// The seed-resize bomb (a 100000x100000 noise draw) is refused before it is queued: nothing is allocated.
+TEST_F(GenerationTest, SeedResizeBombIsRefusedWithoutAllocating) {
+  auto rss_mb = [] {
+    std::ifstream statm("/proc/self/statm");
+    long pages = 0, resident = 0;
+    statm >> pages >> resident;
+    return resident * (sysconf(_SC_PAGESIZE) / 1024.0) / 1024.0;
+  };
+  const double before = rss_mb();
+  v1::GenerateRequest r = SmallRequest(1, 4);
+  r.set_seed_resize_from_w(300000);
+  r.set_seed_resize_from_h(300000);
+  grpc::Status status;
+  EXPECT_TRUE(Run(r, &status).empty());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("seed_resize_from_w 300000 is not allowed"));
+  EXPECT_LT(rss_mb() - before, 64.0);  // the draw would have asked for ~22 GB
+}
+
 TEST_F(GenerationTest, JpegAndWebpResultsCarryTheInfotextInExif) {
   for (const auto format : {v1::IMAGE_FORMAT_JPEG, v1::IMAGE_FORMAT_WEBP}) {
     v1::GenerateRequest r = SmallRequest(4);
@@ -1148,6 +1169,14 @@ TEST_F(GenerationTest, BadRequestsGetClearStatusesAndTheDaemonKeepsServing) {
          r.set_prompt(p);
        },
        grpc::StatusCode::INVALID_ARGUMENT, "prompt has 2000 AND parts; at most 32"},
+      {"300 prompt-editing switches",
+       [](auto& r) {
+         r.set_steps(400);
+         std::string p;
+         for (int i = 1; i <= 300; ++i) p += "[a" + std::to_string(i) + ":b:" + std::to_string(i) + "] ";
+         r.set_prompt(p);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "prompt needs more than 256 text conditionings"},
       {"deep emphasis",
        [](auto& r) { r.set_prompt(std::string(1000, '(') + "cat" + std::string(1000, ')')); },
        grpc::StatusCode::INVALID_ARGUMENT, "prompt: the emphasis weight"},
