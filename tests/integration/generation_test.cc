@@ -128,8 +128,14 @@ class GenerationTest : public ::testing::Test {
     plugins_ = host::PluginRegistry::LoadDirectory(plugins_dir_.path(), std::move(options));
     models_->set_observer(plugins_.get());  // as atelierd does: model changes reach the plugins
     runner_ = std::make_unique<server::GenerationRunner>(*models_, *plugins_, *tokenizer_);
+    StartServer(0);
+  }
+  // (Re)starts the server on 127.0.0.1:0 with the fixture's runner; `max_job_seconds` 0: no limit.
+  void StartServer(double max_job_seconds) {
+    if (server_) server_->Shutdown(absl::Seconds(1));
     server::DaemonServerOptions server_options;
     server_options.listen = "127.0.0.1:0";
+    server_options.max_job_seconds = max_job_seconds;
     server::DaemonFacts facts;
     facts.version = "test";
     facts.runtime.device = "cpu";
@@ -718,21 +724,7 @@ TEST_F(GenerationTest, AnAbandonedUnloadDoesNotTakeEffectLater) {
 // The cost budget (issue 17): every finished job calibrates the estimate of the next from its shape; Started carries
 // it; a job estimated past --max-job-seconds is refused at admission, naming the estimate and the limit.
 TEST_F(GenerationTest, JobsEstimatedPastTheLimitAreRefusedAtAdmission) {
-  server_->Shutdown(absl::Seconds(1));
-  server::DaemonServerOptions options;
-  options.listen = "127.0.0.1:0";
-  options.max_job_seconds = 20;
-  server::DaemonFacts facts;
-  facts.version = "test";
-  facts.runtime.device = "cpu";
-  facts.started_at = absl::Now();
-  auto started = server::DaemonServer::Start(options, *runner_, *plugins_, *models_, facts);
-  ASSERT_TRUE(started.ok()) << started.status();
-  server_ = *std::move(started);
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(64 << 20);
-  channel_ = grpc::CreateCustomChannel(server_->address(), grpc::InsecureChannelCredentials(), args);
-  generation_ = v1::Generation::NewStub(channel_);
+  StartServer(20);
 
   auto estimate_of = [](const Stream::Events& events) {
     for (const auto& e : events) {
