@@ -153,6 +153,14 @@ class GenerationTest : public ::testing::Test {
     if (server_) server_->Shutdown(absl::Seconds(1));
   }
 
+  grpc::Status CancelJob(const std::string& job_id) {
+    grpc::ClientContext context;
+    v1::CancelRequest cancel;
+    cancel.set_job_id(job_id);
+    v1::CancelResponse response;
+    return generation_->Cancel(&context, cancel, &response);
+  }
+
   std::unique_ptr<Stream> Submit(const v1::GenerateRequest& request, const std::string& client = "client-a") {
     auto stream = std::make_unique<Stream>();
     stream->context.AddMetadata("atelier-client", client);
@@ -287,12 +295,8 @@ TEST_F(GenerationTest, CancelMidRunStopsPromptlyAndTheNextJobRuns) {
   slow.set_height(128);
   auto stream = Submit(slow);
   ASSERT_TRUE(stream->WaitFor([](const auto& e) { return Count(e, v1::GenerateEvent::kProgress) > 0; }, 30s));
-  grpc::ClientContext context;
-  v1::CancelRequest cancel;
-  cancel.set_job_id(stream->job_id());
-  v1::CancelResponse response;
   const auto asked = std::chrono::steady_clock::now();
-  ASSERT_TRUE(generation_->Cancel(&context, cancel, &response).ok());
+  ASSERT_TRUE(CancelJob(stream->job_id()).ok());
   const grpc::Status status = stream->Wait(30s);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
@@ -327,11 +331,7 @@ TEST_F(GenerationTest, SkipEndsTheCurrentBatchOnly) {
   ASSERT_TRUE(stream->WaitFor([](const auto& e) {
     return std::any_of(e.begin(), e.end(), [](const auto& x) { return x.has_progress() && x.progress().job_no() == 1; });
   }, 30s));
-  grpc::ClientContext cancel_context;
-  v1::CancelRequest cancel;
-  cancel.set_job_id(stream->job_id());
-  v1::CancelResponse cancelled;
-  ASSERT_TRUE(generation_->Cancel(&cancel_context, cancel, &cancelled).ok());
+  ASSERT_TRUE(CancelJob(stream->job_id()).ok());
   EXPECT_EQ(stream->Wait(30s).error_code(), grpc::StatusCode::CANCELLED);
   const auto results = Results(stream->events());
   ASSERT_EQ(results.size(), 2u);
@@ -639,11 +639,7 @@ TEST_F(GenerationTest, CancelledJobsFramesStillGoThroughThePlugins) {
   (*slow.mutable_alwayson_scripts()->mutable_fields())["invert"] = args;
   auto stream = Submit(slow);
   ASSERT_TRUE(stream->WaitFor([](const auto& e) { return Count(e, v1::GenerateEvent::kProgress) > 0; }, 30s));
-  grpc::ClientContext context;
-  v1::CancelRequest cancel;
-  cancel.set_job_id(stream->job_id());
-  v1::CancelResponse response;
-  ASSERT_TRUE(generation_->Cancel(&context, cancel, &response).ok());
+  ASSERT_TRUE(CancelJob(stream->job_id()).ok());
   EXPECT_EQ(stream->Wait(30s).error_code(), grpc::StatusCode::CANCELLED);
   const auto events = stream->events();
   const auto results = Results(events);
@@ -670,12 +666,8 @@ TEST_F(GenerationTest, CancelStopsInsideTheModelAndFreesTheWorker) {
   auto stream = Submit(huge());
   ASSERT_TRUE(stream->WaitFor(started, 60s));
   std::this_thread::sleep_for(2s);  // well inside the first UNet step
-  grpc::ClientContext context;
-  v1::CancelRequest cancel;
-  cancel.set_job_id(stream->job_id());
-  v1::CancelResponse response;
   const auto asked = std::chrono::steady_clock::now();
-  ASSERT_TRUE(generation_->Cancel(&context, cancel, &response).ok());
+  ASSERT_TRUE(CancelJob(stream->job_id()).ok());
   grpc::Status next;
   const auto small = Results(Run(SmallRequest(2), &next));  // queued behind the cancelled job
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
@@ -709,11 +701,7 @@ TEST_F(GenerationTest, AnAbandonedUnloadDoesNotTakeEffectLater) {
   v1::UnloadModelResponse unloaded;
   EXPECT_EQ(models->UnloadModel(&context, v1::UnloadModelRequest(), &unloaded).error_code(),
             grpc::StatusCode::DEADLINE_EXCEEDED);
-  grpc::ClientContext cancel_context;
-  v1::CancelRequest cancel;
-  cancel.set_job_id(slow->job_id());
-  v1::CancelResponse cancelled;
-  ASSERT_TRUE(generation_->Cancel(&cancel_context, cancel, &cancelled).ok());
+  ASSERT_TRUE(CancelJob(slow->job_id()).ok());
   EXPECT_EQ(slow->Wait(30s).error_code(), grpc::StatusCode::CANCELLED);
   grpc::Status status;
   EXPECT_EQ(Results(Run(SmallRequest(2), &status)).size(), 1u);
@@ -1201,11 +1189,7 @@ TEST_F(GenerationTest, BadRequestsGetClearStatusesAndTheDaemonKeepsServing) {
     EXPECT_TRUE(events.empty()) << c.name << ": refused at admission";
   }
   // Job ids are quoted the same way.
-  grpc::ClientContext context;
-  v1::CancelRequest cancel;
-  cancel.set_job_id(std::string(100000, 'j'));
-  v1::CancelResponse response;
-  const grpc::Status unknown_job = generation_->Cancel(&context, cancel, &response);
+  const grpc::Status unknown_job = CancelJob(std::string(100000, 'j'));
   EXPECT_EQ(unknown_job.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(unknown_job.error_message(), HasSubstr("(100000 bytes)"));
   EXPECT_LT(unknown_job.error_message().size(), 300u);
