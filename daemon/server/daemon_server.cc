@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/generation_service.h"
+#include "server/request_parse_errors.h"
 #include "util/log.h"
 
 namespace atelier::server {
@@ -48,6 +49,10 @@ absl::StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonSe
   builder.RegisterService(server->daemon_.get());
   // Images travel as bytes inside messages: raise gRPC's 4 MiB default to the configured maximum, both ways.
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  // A request that cannot be parsed gets INVALID_ARGUMENT with the reason instead of gRPC's empty UNIMPLEMENTED.
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<RequestParseErrorInterceptorFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   // Long-lived streams through NATs: ping idle connections, and accept client pings every 20 s or slower.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);

@@ -310,6 +310,81 @@ TEST_F(ServerTest, BadRequestsAreRejectedAtOnceWithTheReason) {
   EXPECT_TRUE(Submit(request)->Wait().ok());
 }
 
+// Requests that cannot be parsed never reach a handler; they are answered INVALID_ARGUMENT naming the RPC, the
+// request type and the reason (which field is not UTF-8), never gRPC's empty UNIMPLEMENTED and never the bytes sent.
+TEST_F(ServerTest, UnparseableRequestsAreInvalidArgumentWithTheReason) {
+  auto raw_call = [&](const std::string& method, const std::string& bytes) {
+    grpc::GenericStub stub(channel_);
+    grpc::CompletionQueue cq;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer request(&slice, 1);
+    auto call = stub.PrepareUnaryCall(&context, method, request, &cq);
+    call->StartCall();
+    grpc::ByteBuffer response;
+    grpc::Status status;
+    call->Finish(&response, &status, reinterpret_cast<void*>(1));
+    void* tag = nullptr;
+    bool ok = false;
+    EXPECT_TRUE(cq.Next(&tag, &ok));
+    cq.Shutdown();
+    while (cq.Next(&tag, &ok)) {
+    }
+    return status;
+  };
+  // A length-delimited field holding `value`, encoded by hand (field numbers below 16, lengths below 2^21).
+  auto field = [](int number, const std::string& value) {
+    std::string out(1, static_cast<char>((number << 3) | 2));
+    for (std::size_t n = value.size(); ; n >>= 7) {
+      out.push_back(static_cast<char>((n & 0x7f) | (n >= 0x80 ? 0x80 : 0)));
+      if (n < 0x80) break;
+    }
+    return out + value;
+  };
+  const std::string garbage("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 11);
+  const std::string not_utf8 = std::string(300000, 'a') + "\xff\xfe";
+
+  struct Case {
+    std::string method, bytes, message;
+  };
+  const std::vector<Case> cases = {
+      {"/atelier.v1.Generation/Generate", garbage,
+       "/atelier.v1.Generation/Generate: the atelier.v1.GenerateRequest could not be parsed"},
+      {"/atelier.v1.Generation/Cancel", garbage, "atelier.v1.CancelRequest could not be parsed"},
+      {"/atelier.v1.Daemon/GetInfo", garbage, "atelier.v1.GetInfoRequest could not be parsed"},
+      {"/atelier.v1.Generation/Generate", field(v1::GenerateRequest::kPromptFieldNumber, not_utf8),
+       "string field 'atelier.v1.GenerateRequest.prompt' is not valid UTF-8"},
+      {"/atelier.v1.Generation/Generate", field(v1::GenerateRequest::kNegativePromptFieldNumber, "\xc3\x28"),
+       "string field 'atelier.v1.GenerateRequest.negative_prompt' is not valid UTF-8"},
+      {"/atelier.v1.Generation/Cancel", field(v1::CancelRequest::kJobIdFieldNumber, not_utf8),
+       "'atelier.v1.CancelRequest.job_id' is not valid UTF-8"},
+  };
+  for (const Case& c : cases) {
+    const grpc::Status status = raw_call(c.method, c.bytes);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.message << ": " << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(c.message));
+    EXPECT_LT(status.error_message().size(), 600u);  // the bytes sent are never echoed
+  }
+
+  // alwayson_scripts nested 40 levels deep: 120 messages, past protobuf's limit of 100.
+  v1::GenerateRequest deep = TestRequest("deep", 2);
+  google::protobuf::Struct* level = deep.mutable_alwayson_scripts();
+  for (int i = 0; i < 40; ++i) level = (*level->mutable_fields())["x"].mutable_struct_value();
+  grpc::Status status = raw_call("/atelier.v1.Generation/Generate", deep.SerializeAsString());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("nested deeper than protobuf's limit of 100"));
+
+  // Parseable requests keep their own answers, and an unknown method is still UNIMPLEMENTED.
+  v1::CancelRequest cancel;
+  cancel.set_job_id("no-such-job");
+  EXPECT_EQ(raw_call("/atelier.v1.Generation/Cancel", cancel.SerializeAsString()).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(raw_call("/atelier.v1.Generation/NoSuchMethod", "").error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  // The daemon still serves.
+  EXPECT_TRUE(Submit(TestRequest("after", 2))->Wait(10s).ok());
+}
+
 TEST_F(ServerTest, ForcedTaskIdIsUsedAndMustBeUnique) {
   v1::GenerateRequest request = TestRequest("forced", 1000, 5);
   request.set_force_task_id("task(abc123)");
