@@ -14,7 +14,7 @@ namespace {
 // A generation request as the job layer takes it, parsed when the request was admitted.
 struct PreparedGeneration final : PreparedJob {
   jobs::JobSettings settings;
-  double work = 0;                  // jobs::EstimateWork
+  jobs::JobWork work;
   std::optional<double> estimate;   // seconds, once the cost model is calibrated
   std::optional<double> estimated_seconds() const override { return estimate; }
 };
@@ -36,7 +36,7 @@ absl::StatusOr<std::shared_ptr<const PreparedJob>> GenerationRunner::Prepare(v1:
     auto prepared = std::make_shared<PreparedGeneration>();
     prepared->settings = *std::move(settings);
     prepared->work = jobs::EstimateWork(prepared->settings);
-    prepared->estimate = cost_.EstimateSeconds(prepared->work);
+    prepared->estimate = cost_.EstimateSeconds(prepared->work, models_.current().get());
     return prepared;
   } catch (const std::exception& e) {  // e.g. bad_alloc decoding an image: refuse the request, keep serving
     return absl::ResourceExhaustedError(absl::StrCat("cannot take this request: ", e.what()));
@@ -56,11 +56,13 @@ absl::Status GenerationRunner::Run(JobContext& context) {
       jobs::RunGenerationJob(pipelines_, plugins_, prepared->settings, init_image, request.mask(), context);
   // Calibrate the cost model on what the estimate covers (sampling, hires upscale, decode; not a model load).
   if (status.ok()) {
-    double seconds = 0;
+    jobs::StageSeconds seconds;
     for (const auto& [stage, s] : context.timings()) {
-      if (stage == "text" || stage == "sampling" || stage == "upscale" || stage == "decode") seconds += s;
+      if (stage == "text") seconds.text += s;
+      if (stage == "sampling") seconds.sampling += s;
+      if (stage == "upscale" || stage == "decode") seconds.vae += s;
     }
-    cost_.Observe(prepared->work, seconds);
+    cost_.Observe(prepared->work, seconds, models_.current().get());
   }
   return status;
 }

@@ -78,6 +78,7 @@ class Started:
     seeds: List[int]
     subseeds: List[int]
     image_count: int
+    estimated_seconds: float = 0.0  # the daemon's estimate of the run time; 0 before it has calibrated
 
 
 @dataclasses.dataclass
@@ -143,7 +144,8 @@ def to_event(e):
     if kind == "queued":
         return Queued(e.job_id, e.queued.position, e.queued.queue_length)
     if kind == "started":
-        return Started(e.job_id, list(e.started.all_seeds), list(e.started.all_subseeds), e.started.image_count)
+        return Started(e.job_id, list(e.started.all_seeds), list(e.started.all_subseeds), e.started.image_count,
+                       e.started.estimated_seconds)
     if kind == "progress":
         p = e.progress
         return Progress(e.job_id, p.job_no, p.job_count, p.sampling_step, p.sampling_steps, p.progress,
