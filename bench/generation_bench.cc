@@ -50,7 +50,7 @@ Daemon* Get() {
     const fs::path assets = fs::path(ATELIER_SOURCE_DIR) / "assets";
     d->folders = std::make_unique<engine::ModelFolders>(*engine::ModelFolders::Open(assets / "models"));
     d->models = std::make_unique<engine::ModelManager>(d->folders.get(), "", engine::LoadOptions());
-    auto weights = d->models->Load("tiny-sd", "None");
+    auto weights = d->models->Load("atelier-shapes", "None");
     if (!weights.ok()) return static_cast<Daemon*>(nullptr);
     d->tokenizer = *engine::ClipTokenizer::Load(assets / "clip");
     d->pipeline = *engine::Sd1Pipeline::Create(*weights, *d->tokenizer, nullptr);

@@ -150,7 +150,7 @@ _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)
 _NAMES = list(COLOURS)
 
 
-def _nearest(rgb):
+def nearest_colour(rgb):
     return _NAMES[int(np.argmin(((_PALETTE - np.asarray(rgb, np.float32)) ** 2).sum(axis=1)))]
 
 
@@ -185,7 +185,7 @@ def read_scene(image):
     h, w, _ = image.shape
     border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
     bg_rgb = np.median(border, axis=0)
-    background = _nearest(bg_rgb)
+    background = nearest_colour(bg_rgb)
     fg = np.sqrt(((image - bg_rgb) ** 2).sum(axis=2)) > 70
     labels = np.argmin(((image[..., None, :] - _PALETTE) ** 2).sum(axis=3), axis=2)
     min_pixels = max(6, int(0.004 * h * w))

@@ -169,8 +169,8 @@ void AddGenerateFlags(CLI::App* c, GenerateFlags& f) {
   add("--seed", f.seed, "seed; -1 = random (default)");
   add("--subseed", f.subseed, "variation seed");
   add("--subseed-strength", f.subseed_strength, "variation strength 0..1");
-  add("-W,--width", f.width, "width in pixels, a multiple of 8 (default 512)");
-  add("-H,--height", f.height, "height in pixels, a multiple of 8 (default 512)");
+  add("-W,--width", f.width, "width in pixels, a multiple of 8 (default: the model's native size, 512 for SD1.x)");
+  add("-H,--height", f.height, "height in pixels, a multiple of 8 (default: the model's native size, 512 for SD1.x)");
   add("--batch-size", f.batch_size, "images per batch");
   add("--n-iter,--batch-count", f.n_iter, "number of batches");
   add("--clip-skip", f.clip_skip, "CLIP_stop_at_last_layers (1..12)");

@@ -160,12 +160,13 @@ int Run(int argc, char** argv) {
     auto embedded = engine::ModelFolders::Open(fs::path(assets_dir) / "models");
     if (embedded.ok() && !embedded->List(engine::ModelFolder::kCheckpoint).empty()) {
       folders = *std::move(embedded);
+      const auto first = folders->List(engine::ModelFolder::kCheckpoint).front();
       LogInfo(absl::StrCat(
           "no checkpoint in ", fs::absolute(models_dir).string(), "/Stable-diffusion: serving the embedded model ",
-          (folders->FolderPath(engine::ModelFolder::kCheckpoint) / "tiny-sd.safetensors").string(),
-          " (a 9 MB SD1.x-architecture test model with random weights: it makes abstract patterns, not pictures). "
-          "Put a real SD1.x checkpoint (.safetensors or .ckpt) in <models-dir>/Stable-diffusion and restart, or "
-          "pass --models-dir to a WebUI install"));
+          (folders->FolderPath(engine::ModelFolder::kCheckpoint) / first.filename).string(),
+          " (a tiny SD1.x model trained on shapes and colours at 64x64: ask for e.g. 'a small red circle on the "
+          "left, blue background'; see assets/models/README.md). Put a real SD1.x checkpoint (.safetensors or "
+          ".ckpt) in <models-dir>/Stable-diffusion and restart, or pass --models-dir to a WebUI install"));
     }
   }
 

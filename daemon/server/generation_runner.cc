@@ -1,5 +1,6 @@
 #include "server/generation_runner.h"
 
+#include <filesystem>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -41,6 +42,20 @@ absl::StatusOr<std::shared_ptr<const PreparedJob>> GenerationRunner::Prepare(v1:
   } catch (const std::exception& e) {  // e.g. bad_alloc decoding an image: refuse the request, keep serving
     return absl::ResourceExhaustedError(absl::StrCat("cannot take this request: ", e.what()));
   }
+}
+
+void GenerationRunner::FillDefaultSize(v1::GenerateRequest& request) const {
+  if (request.has_width() && request.has_height()) return;
+  const auto model = models_.current();
+  if (model == nullptr || model->config.native_width <= 0) return;
+  const auto& fields = request.override_settings().fields();
+  if (auto it = fields.find("sd_model_checkpoint"); it != fields.end() && it->second.has_string_value()) {
+    const std::string& named = it->second.string_value();
+    const std::string stem = std::filesystem::path(model->filename).replace_extension().string();
+    if (!named.empty() && named != model->filename && named != model->title && named != stem) return;
+  }
+  if (!request.has_width()) request.set_width(model->config.native_width);
+  if (!request.has_height()) request.set_height(model->config.native_height);
 }
 
 void GenerationRunner::ReleaseModel() { pipelines_.Release(); }

@@ -23,6 +23,9 @@ class GenerationRunner final : public JobRunner {
 
   // INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION naming the field and the valid choices (see JobCheck).
   absl::StatusOr<std::shared_ptr<const PreparedJob>> Prepare(v1::GenerateRequest& request) const override;
+  // The loaded checkpoint's declared native size (modelspec.resolution) for a request without width / height that
+  // runs on it; nothing (WebUI's 512) for undeclared sizes or a request naming another checkpoint.
+  void FillDefaultSize(v1::GenerateRequest& request) const override;
   absl::Status Run(JobContext& context) override;
   void ReleaseModel() override;
 

@@ -32,6 +32,7 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* GenerationService::Generate(grpc::C
     return JobStream::Reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the daemon is shutting down"));
   }
   v1::GenerateRequest prepared = *request;
+  runner_.FillDefaultSize(prepared);
   if (absl::Status s = ValidateAndFillDefaults(prepared); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
   if (absl::Status s = ValidatePluginArgs(prepared, plugins_); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
   auto parsed = runner_.Prepare(prepared);

@@ -18,6 +18,9 @@ class JobRunner {
   // What it returns (may be null) travels with the job to Run (context.prepared()): the request is parsed once.
   // Called on gRPC threads, concurrently: must not touch the device.
   virtual absl::StatusOr<std::shared_ptr<const PreparedJob>> Prepare(v1::GenerateRequest& request) const = 0;
+  // Sets width / height where the request omits them, before validation (which fills WebUI's 512 for what is
+  // still unset): e.g. the size the loaded checkpoint declares. Called on gRPC threads, concurrently.
+  virtual void FillDefaultSize(v1::GenerateRequest& request) const { (void)request; }
   // Runs one job on the executor thread (the only thread that uses the device). Must call
   // context.ShouldStop() at every step boundary and return CANCELLED promptly when it is true.
   virtual absl::Status Run(JobContext& context) = 0;

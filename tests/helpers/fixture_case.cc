@@ -146,7 +146,7 @@ std::filesystem::path InstallTinyCheckpoint(const std::filesystem::path& weights
   const std::filesystem::path sd = models_root / "Stable-diffusion";
   std::filesystem::create_directories(sd);
   std::filesystem::copy_file(weights, sd / "tiny.safetensors");
-  std::filesystem::copy_file(std::filesystem::path(ATELIER_SOURCE_DIR) / "assets/models/Stable-diffusion/tiny-sd.yaml",
+  std::filesystem::copy_file(std::filesystem::path(ATELIER_SOURCE_DIR) / "tests/data/tiny-sd.yaml",
                              sd / "tiny.yaml");
   return sd;
 }

@@ -43,7 +43,7 @@ std::vector<int> IoKeyNumbers(const FixtureCase& c, const std::string& prefix);
 std::filesystem::path WeightsFile(const FixtureCase& c);
 
 // Installs a tiny SD1.x checkpoint as a user would: `weights` as <models_root>/Stable-diffusion/tiny.safetensors
-// with the shipped tiny-sd.yaml beside it as tiny.yaml. Returns the Stable-diffusion folder.
+// with tests/data/tiny-sd.yaml beside it as tiny.yaml. Returns the Stable-diffusion folder.
 std::filesystem::path InstallTinyCheckpoint(const std::filesystem::path& weights,
                                             const std::filesystem::path& models_root);
 

@@ -270,8 +270,12 @@ TEST(DaemonProcessTest, EmbeddedModelAndWebUiPayloads) {
   const fs::path out_dir = daemon.dir().path() / "out";
   std::string out = daemon.Client("txt2img -p 'a cat' -W 64 -H 64 --steps 2 --seed 5 -o " + out_dir.string(), &code);
   ASSERT_EQ(code, 0) << out;
-  EXPECT_THAT(out, HasSubstr("Model: tiny-sd"));
+  EXPECT_THAT(out, HasSubstr("Model: atelier-shapes"));
   const std::string first = SavedPath(out, out_dir.string());
+  // Without a size the job gets the size the embedded checkpoint declares (64x64), not WebUI's 512.
+  const std::string native = daemon.Client("txt2img -p 'a red circle' --steps 2 --seed 5 -o " + out_dir.string(), &code);
+  ASSERT_EQ(code, 0) << native;
+  EXPECT_THAT(native, HasSubstr("Size: 64x64"));
   const std::string png = ReadAll(first);
   // Re-running an image from its infotext makes the same image.
   out = daemon.Client("txt2img --from " + first + " -o " + out_dir.string(), &code);

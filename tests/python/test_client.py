@@ -130,8 +130,8 @@ class DaemonTest(unittest.TestCase):
         self.assertTrue(results[0].interrupted)
 
     def test_listings(self):
-        self.assertIn("tiny-sd.safetensors", [m.filename for m in self.client.models()])
-        self.assertIn("tiny-sd.safetensors", self.client.status().checkpoint)
+        self.assertIn("atelier-shapes.safetensors", [m.filename for m in self.client.models()])
+        self.assertIn("atelier-shapes.safetensors", self.client.status().checkpoint)
         self.assertIn("invert", [p.name for p in self.client.plugins()])
         self.assertEqual(self.client.info().api_version, "atelier.v1")
 

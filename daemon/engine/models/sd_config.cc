@@ -6,7 +6,9 @@
 #include <sstream>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_join.h"
 
 namespace atelier::engine {
@@ -284,6 +286,16 @@ absl::StatusOr<Sd1Config> ResolveSd1Config(const fs::path& path, const TensorInd
     take("num_attention_heads", config.clip.num_attention_heads);
     take("num_heads", config.unet.num_heads);
     if (any) config.source = "SD1.x defaults and __metadata__";
+  }
+  if (auto it = index.metadata.find("modelspec.resolution"); it != index.metadata.end()) {
+    // "64x64"; anything else is ignored with the 512 default (metadata is advisory, the weights are what count).
+    const std::vector<std::string> parts = absl::StrSplit(absl::AsciiStrToLower(it->second), 'x');
+    int w = 0, h = 0;
+    if (parts.size() == 2 && absl::SimpleAtoi(parts[0], &w) && absl::SimpleAtoi(parts[1], &h) && w >= 64 &&
+        h >= 64 && w <= 4096 && h <= 4096 && w % 8 == 0 && h % 8 == 0) {
+      config.native_width = w;
+      config.native_height = h;
+    }
   }
   if (auto s = CheckSd1Config(config, index, label); !s.ok()) return s;
   return config;

@@ -68,6 +68,9 @@ struct Sd1Config {
   ClipTextConfig clip;
   ScheduleConfig schedule;
   double scale_factor = 0.18215;
+  // The size the model was trained for, when the file declares it (safetensors metadata "modelspec.resolution",
+  // "WIDTHxHEIGHT", Stability's ModelSpec key); 0: not declared, and requests without a size get WebUI's 512.
+  int native_width = 0, native_height = 0;
   // Where it came from: "yaml <file>", "__metadata__", "SD1.x defaults".
   std::string source = "SD1.x defaults";
 };

@@ -41,7 +41,7 @@ fs::path TinySd() {
   const testing::FixtureCase c = TinySdCase();
   return c.dir.empty() ? testing::FixturesDir() / "tiny-sd" / "weights.safetensors" : testing::WeightsFile(c);
 }
-fs::path TinyYaml() { return fs::path(ATELIER_SOURCE_DIR) / "assets" / "models" / "Stable-diffusion" / "tiny-sd.yaml"; }
+fs::path TinyYaml() { return fs::path(ATELIER_SOURCE_DIR) / "tests" / "data" / "tiny-sd.yaml"; }
 
 std::string Shell(const std::string& command) {
   std::string out;
@@ -157,6 +157,32 @@ TEST(Sd1ConfigTest, DefaultsFitTheReleasedSd15Layout) {
   EXPECT_EQ(json["config"]["unet"]["num_heads"].get<int>(), config->unet.num_heads);
   EXPECT_EQ(json["config"]["clip"]["layers"].get<int>(), config->clip.num_hidden_layers);
   EXPECT_EQ(json["config"]["vae_ddconfig"]["ch"].get<int>(), config->vae.ch);
+}
+
+// A file may declare the size it was trained for (Stability's ModelSpec key); anything malformed is ignored.
+TEST(Sd1ConfigTest, NativeSizeFromModelspecResolution) {
+  const auto json = nlohmann::json::parse(std::ifstream(testing::FixturesDir().parent_path() / "manifests/sd15-ldm.json"));
+  struct Case {
+    const char* value;  // nullptr: no key
+    int width, height;
+  };
+  for (const Case& c : {Case{nullptr, 0, 0}, Case{"64x64", 64, 64}, Case{"768X512", 768, 512},
+                        Case{"64", 0, 0}, Case{"63x64", 0, 0}, Case{"0x0", 0, 0}, Case{"99999x64", 0, 0},
+                        Case{"axb", 0, 0}}) {
+    engine::TensorIndex index;
+    for (const auto& [name, shape] : json["tensors"].items()) {
+      index.tensors.push_back({name, engine::DType::kF32, shape.get<std::vector<std::int64_t>>()});
+    }
+    index.metadata["num_attention_heads"] = "12";
+    if (c.value != nullptr) index.metadata["modelspec.resolution"] = c.value;
+    index.Build();
+    auto layout = engine::DetectLayout(index, "v1-5");
+    ASSERT_TRUE(layout.ok());
+    auto config = engine::ResolveSd1Config("/nonexistent/m.safetensors", index, *layout);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->native_width, c.width) << (c.value ? c.value : "none");
+    EXPECT_EQ(config->native_height, c.height) << (c.value ? c.value : "none");
+  }
 }
 
 TEST(Sd1ConfigTest, ScheduleMatchesTheCheckpointBuffer) {
