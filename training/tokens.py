@@ -25,12 +25,28 @@ def _vocab():
     return _VOCAB
 
 
-def encode(text):
+def _words(text):
     ids = []
     for word in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]+", text.lower()):
         token = word + "</w>"
         if token not in _vocab():
             raise ValueError(f"{word!r} is not a single CLIP token")
         ids.append(_vocab()[token])
+    return ids
+
+
+def encode(text):
+    return encode_weighted([(text, 1.0)])[0]
+
+
+def encode_weighted(segments):
+    """[(text, weight), ...] -> (77 ids, 77 multipliers): WebUI's emphasis, e.g. "a (red:1.3) circle" is
+    [("a", 1), ("red", 1.3), ("circle", 1)]; BOS, EOS and padding weigh 1."""
+    ids, weights = [], []
+    for text, weight in segments:
+        words = _words(text)
+        ids += words
+        weights += [weight] * len(words)
     ids = [BOS] + ids[:LENGTH - 2] + [EOS]
-    return ids + [EOS] * (LENGTH - len(ids))
+    weights = [1.0] + weights[:LENGTH - 2] + [1.0]
+    return ids + [EOS] * (LENGTH - len(ids)), weights + [1.0] * (LENGTH - len(weights))

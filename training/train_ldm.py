@@ -44,11 +44,44 @@ class Latents:
                 self.scenes.extend(scenes)
         self.mean, self.std, self.scale = torch.cat(means), torch.cat(stds), scale
 
-    def batch(self, rng, n, drop=0.1):
+    def batch(self, rng, n, drop=0.1, contested=0.0):
+        """Latents, token ids and emphasis multipliers. A `contested` share of single-shape captions names two
+        colours for the shape with WebUI emphasis weights, the drawn one weighted up (1.1-1.6) and the other down
+        (0.4-0.9): "a large (red:1.3) (blue:0.7) circle ..." with a red circle, so that emphasis means what it
+        means to a user (the heavier word wins) instead of being ignored by a model that never saw it."""
         index = [rng.randrange(len(self.scenes)) for _ in range(n)]
         z = (self.mean[index] + self.std[index] * torch.randn_like(self.mean[index])) * self.scale
-        ids = [tokens.encode("" if rng.random() < drop else world.caption(self.scenes[i], rng)) for i in index]
-        return z, torch.tensor(ids)
+        ids, weights = [], []
+        for i in index:
+            scene = self.scenes[i]
+            if rng.random() < drop:
+                row = tokens.encode_weighted([("", 1.0)])
+            elif len(scene["shapes"]) == 1 and rng.random() < contested:
+                row = tokens.encode_weighted(contested_caption(scene, rng))
+            else:
+                row = tokens.encode_weighted([(world.caption(scene, rng), 1.0)])
+            ids.append(row[0])
+            weights.append(row[1])
+        return z, torch.tensor(ids), torch.tensor(weights)
+
+
+def contested_caption(scene, rng):
+    caption = world.caption(scene, rng)
+    colour = scene["shapes"][0]["colour"]
+    at = caption.index(f" {colour} ") + 1
+    other = rng.choice([c for c in world.COLOURS if c not in (colour, scene["background"])])
+    drawn, distractor = (colour, rng.uniform(1.1, 1.6)), (other, rng.uniform(0.4, 0.9))
+    pair = [drawn, distractor] if rng.random() < 0.5 else [distractor, drawn]
+    return [(caption[:at], 1.0), pair[0], pair[1], (caption[at + len(colour):], 1.0)]
+
+
+def emphasis(z, multipliers):
+    """WebUI's "Original" emphasis (sd_hijack_clip): scale each token's vector, then restore the mean of z."""
+    if bool((multipliers == 1.0).all()):
+        return z
+    original = z.mean(dim=(1, 2), keepdim=True)
+    scaled = z * multipliers[:, :, None]
+    return scaled * (original / scaled.mean(dim=(1, 2), keepdim=True))
 
 
 def measure_scale(vae, seed=3, n=2048):
@@ -101,6 +134,8 @@ def main():
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--pool", type=int, default=24000)
     parser.add_argument("--eval-minutes", type=float, default=10)
+    parser.add_argument("--contested", type=float, default=0.15,
+                        help="share of single-shape captions naming two colours with emphasis weights")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -150,12 +185,12 @@ def main():
         lr = args.lr * min(1.0, (state["step"] + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
         for group in opt.param_groups:
             group["lr"] = lr
-        z, ids = pool.batch(rng, args.batch)
+        z, ids, multipliers = pool.batch(rng, args.batch, contested=args.contested)
         t = torch.randint(0, 1000, (args.batch,))
         noise = torch.randn_like(z)
         a = ac[t][:, None, None, None]
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
-        eps = unet(noisy, t.float(), text(ids))
+        eps = unet(noisy, t.float(), emphasis(text(ids), multipliers))
         loss = (weight[t] * ((eps - noise) ** 2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
