@@ -7,15 +7,14 @@ import os
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 import unittest
 
 import grpc
 
 from atelier_client import AtelierError, Client, Finished, Progress, Queued, Result, Started
 from atelier_client.client import ArtifactJoiner
+from daemon_process import DaemonProcess
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
@@ -51,25 +50,14 @@ class ArtifactJoinerTest(unittest.TestCase):
 class DaemonTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        models = os.path.join(cls.tmp.name, "models")
-        os.makedirs(models)
-        cls.log = open(os.path.join(cls.tmp.name, "atelierd.log"), "w")
-        cls.daemon = subprocess.Popen([os.environ["ATELIER_DAEMON"], "--listen", "127.0.0.1:0", "--models-dir", models,
-                                       "--cache-dir", os.path.join(cls.tmp.name, "cache")],
-                                      stdout=subprocess.PIPE, stderr=cls.log, text=True)
-        line = cls.daemon.stdout.readline()
-        assert line.startswith("atelierd listening on "), line
-        cls.address = line.split()[-1]
+        cls.daemon = DaemonProcess()
+        cls.address = cls.daemon.address
         cls.client = Client(cls.address)
 
     @classmethod
     def tearDownClass(cls):
         cls.client.close()
-        cls.daemon.terminate()
-        assert cls.daemon.wait(timeout=30) == 0
-        cls.log.close()
-        cls.tmp.cleanup()
+        assert cls.daemon.stop() == 0
 
     def small(self, **fields):
         request = dict(steps=3, width=64, height=64, seed=5, sampler_name="Euler",
@@ -156,7 +144,7 @@ class DaemonTest(unittest.TestCase):
         self.assertIn("Denoising strength: 0.5", results[0].infotext)
 
     def test_live_preview_example_saves_previews(self):
-        out = os.path.join(self.tmp.name, "previews")
+        out = os.path.join(self.daemon.tmp.name, "previews")
         done = subprocess.run([sys.executable, os.path.join(SOURCE, "examples", "python", "live_preview.py"),
                                "--server", self.address, "--steps", "3", "--size", "64", "--seed", "3", "--out", out],
                               capture_output=True, text=True, timeout=120)

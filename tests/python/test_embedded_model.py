@@ -9,15 +9,14 @@ python3-numpy and python3-pil. Prints the measured figures (the README quotes th
 import io
 import os
 import random
-import subprocess
 import sys
-import tempfile
 import unittest
 
 import numpy as np
 from PIL import Image
 
 from atelier_client import Client, Result
+from daemon_process import DaemonProcess
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 sys.path.insert(0, os.path.join(SOURCE, "training"))
@@ -59,24 +58,13 @@ class ScorerTest(unittest.TestCase):
 class EmbeddedModelTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        models = os.path.join(cls.tmp.name, "models")
-        os.makedirs(models)
-        cls.log = open(os.path.join(cls.tmp.name, "atelierd.log"), "w")
-        cls.daemon = subprocess.Popen([os.environ["ATELIER_DAEMON"], "--listen", "127.0.0.1:0", "--models-dir", models,
-                                       "--cache-dir", os.path.join(cls.tmp.name, "cache")],
-                                      stdout=subprocess.PIPE, stderr=cls.log, text=True)
-        line = cls.daemon.stdout.readline()
-        assert line.startswith("atelierd listening on "), line
-        cls.client = Client(line.split()[-1])
+        cls.daemon = DaemonProcess()
+        cls.client = Client(cls.daemon.address)
 
     @classmethod
     def tearDownClass(cls):
         cls.client.close()
-        cls.daemon.terminate()
-        cls.daemon.wait(timeout=30)
-        cls.log.close()
-        cls.tmp.cleanup()
+        assert cls.daemon.stop() == 0
 
     def generate(self, prompt, **fields):
         request = dict(steps=20, cfg_scale=7.0, seed=1, sampler_name="DPM++ 2M")

@@ -1,0 +1,28 @@
+"""A real atelierd for the Python suites: started on 127.0.0.1:0 with an empty models folder (so it serves the
+embedded model), its address read from its first stdout line, its log kept beside it, stopped cleanly."""
+
+import os
+import subprocess
+import tempfile
+
+
+class DaemonProcess:
+    def __init__(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        models = os.path.join(self.tmp.name, "models")
+        os.makedirs(models)
+        self.log = open(os.path.join(self.tmp.name, "atelierd.log"), "w")
+        self.process = subprocess.Popen(
+            [os.environ["ATELIER_DAEMON"], "--listen", "127.0.0.1:0", "--models-dir", models, "--cache-dir",
+             os.path.join(self.tmp.name, "cache")], stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.process.stdout.readline()
+        assert line.startswith("atelierd listening on "), line
+        self.address = line.split()[-1]
+
+    def stop(self):
+        """Terminates the daemon; its exit code (0 after a clean drain)."""
+        self.process.terminate()
+        code = self.process.wait(timeout=30)
+        self.log.close()
+        self.tmp.cleanup()
+        return code
