@@ -140,8 +140,19 @@ absl::StatusOr<Layout> DetectLayout(const TensorIndex& index, absl::string_view 
     layout.architecture = "ControlNet (SD1.x)";
     return layout;
   }
-  if (AnyStartsWith(index, "controlnet_cond_embedding.", &evidence)) {
-    return Unsupported(label, "ControlNet in diffusers layout", evidence);
+  // A ControlNet in diffusers' ControlNetModel layout (diffusion_pytorch_model.safetensors): the ControlNet plugin
+  // maps its names onto the ldm ones (sd-webui-controlnet's controlnet_diffusers.py does the same).
+  if (index.Find("controlnet_cond_embedding.conv_in.weight") != nullptr) {
+    if (index.Find("add_embedding.linear_1.weight") != nullptr) {
+      return Unsupported(label, "SDXL ControlNet", "add_embedding");
+    }
+    const std::int64_t context = ContextDim(index, "down_blocks.");
+    if (context == 1024) return Unsupported(label, "SD2.x ControlNet", "cross-attention of width 1024");
+    Layout layout;
+    layout.type = ModelType::kControlNet;
+    layout.variant = "diffusers";
+    layout.architecture = "ControlNet (SD1.x)";
+    return layout;
   }
 
   if (index.Find("model.diffusion_model.input_blocks.0.0.weight") != nullptr) return Sd1Checkpoint(index, label);

@@ -17,7 +17,7 @@ struct Layout {
   ModelType type = ModelType::kSd1Checkpoint;
   // For people and the Models API: "SD1.x", "SD1.x inpainting", "VAE", "ControlNet (SD1.x)", ...
   std::string architecture;
-  // Sub-kind: ControlNet "control_model." / "stripped"; motion module "v1"/"v2"/"v3"/"AnimateLCM";
+  // Sub-kind: ControlNet "control_model." / "stripped" / "diffusers"; motion module "v1"/"v2"/"v3"/"AnimateLCM";
   // RIFE "4.6"/"4.25"; TAESD "encoder"/"decoder"/"encoder+decoder"; embedding "pt"/"safetensors".
   std::string variant;
   // SD1.x checkpoints.

@@ -178,6 +178,20 @@ TEST(CheckpointLayoutTest, EmbeddingsAndStrippedControlNets) {
   ASSERT_TRUE(layout.ok()) << layout.status();
   EXPECT_EQ(layout->type, ModelType::kControlNet);
   EXPECT_EQ(layout->variant, "stripped");
+
+  // The same ControlNet in diffusers' layout (every name of the manifest's diffusers table, shapes of the ldm key).
+  const auto manifest = nlohmann::json::parse(std::ifstream(ManifestsDir() / "controlnet-v11-sd15.json"));
+  TensorIndex diffusers;
+  for (const auto& [name, ldm] : manifest["diffusers_layout"].items()) {
+    const auto shape = manifest["tensors"]["control_model." + ldm.get<std::string>()].get<std::vector<std::int64_t>>();
+    diffusers.tensors.push_back({name, engine::DType::kF16, shape});
+  }
+  diffusers.Build();
+  layout = engine::DetectLayout(diffusers, "diffusion_pytorch_model.safetensors");
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  EXPECT_EQ(layout->type, ModelType::kControlNet);
+  EXPECT_EQ(layout->variant, "diffusers");
+  EXPECT_EQ(layout->architecture, "ControlNet (SD1.x)");
 }
 
 // Every fixture file that holds a model is identified from its real file (names, dtypes and shapes as stored).
