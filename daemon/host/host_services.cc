@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "atelier/sdk/tensor.h"
 #include "image/image_codec.h"
+#include "engine/io/file_hash.h"
 #include "engine/io/tensor_file.h"
 #include "engine/io/tensor_view.h"
 #include "image/image_formats.h"
@@ -396,6 +397,38 @@ atelier_status HostCallPlugin(atelier_job* job, const char* plugin, const char* 
   });
 }
 
+// ---- ABI 1.2 ----
+
+atelier_status HostModelList(const atelier_host_api* host, int32_t folder, atelier_bytes* json, atelier_error* err) {
+  return Guarded(err, "model_list", [&]() -> atelier_status {
+    if (json == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "model_list: json is required");
+    *json = atelier_bytes{};
+    if (folder < 0 || folder >= engine::kModelFolderCount) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "model_list: unknown folder %d (ATELIER_FOLDER_*)", folder);
+    }
+    const PluginHostContext* context = ContextOf(host);
+    nlohmann::json list = nlohmann::json::array();
+    if (context != nullptr && context->environment != nullptr && context->environment->model_folders != nullptr) {
+      const engine::ModelFolders& folders = *context->environment->model_folders;
+      for (const auto& e : folders.List(static_cast<engine::ModelFolder>(folder))) {
+        auto path = folders.Resolve(e.folder, e.filename);
+        std::string hash = "NOFILE";
+        if (path.ok()) {
+          auto h = engine::ShortHash(*path);
+          hash = h.ok() ? *h : "NOHASH";
+        }
+        list.push_back({{"name", e.name}, {"filename", e.filename}, {"format", e.format},
+                        {"size_bytes", e.size_bytes}, {"short_hash", hash}});
+      }
+    }
+    auto* owned = new std::string(list.dump());
+    json->data = reinterpret_cast<const uint8_t*>(owned->data());
+    json->size = owned->size();
+    json->owner = owned;
+    return ATELIER_OK;
+  });
+}
+
 atelier_status HostSetInvokeResult(atelier_job* job, const char* json, atelier_error* err) {
   return Guarded(err, "set_invoke_result", [&]() -> atelier_status {
     if (job == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "set_invoke_result: null job");
@@ -447,6 +480,7 @@ atelier_host_api MakeHostApi(PluginHostContext* context) {
   api.feed_plugin = HostFeedPlugin;
   api.call_plugin = HostCallPlugin;
   api.set_invoke_result = HostSetInvokeResult;
+  api.model_list = HostModelList;
   return api;
 }
 
@@ -464,6 +498,7 @@ absl::Status PluginStatus(atelier_status code, const std::string& plugin, const 
     case ATELIER_UNAVAILABLE: return absl::UnavailableError(message);
     case ATELIER_CANCELLED: return absl::CancelledError(message);
     case ATELIER_RESOURCE_EXHAUSTED: return absl::ResourceExhaustedError(message);
+    case ATELIER_UNIMPLEMENTED: return absl::UnimplementedError(message);
     default: return absl::InternalError(message);
   }
 }

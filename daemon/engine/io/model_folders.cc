@@ -76,9 +76,30 @@ fs::path ModelFolders::FolderPath(ModelFolder folder) const {
   return models_ / ModelFolderName(folder);
 }
 
+std::vector<fs::path> ModelFolders::FolderPaths(ModelFolder folder) const {
+  std::vector<fs::path> dirs = {FolderPath(folder)};
+  // sd-webui-controlnet also reads its own models folder in a WebUI install.
+  if (folder == ModelFolder::kControlNet && models_ == root_ / "models") {
+    dirs.push_back(root_ / "extensions" / "sd-webui-controlnet" / "models");
+  }
+  return dirs;
+}
+
 std::vector<ModelFileEntry> ModelFolders::List(ModelFolder folder) const {
   std::vector<ModelFileEntry> out;
-  const fs::path dir = FolderPath(folder);
+  std::set<std::string> seen;
+  for (const fs::path& dir : FolderPaths(folder)) {
+    for (auto& e : ListDirectory(folder, dir)) {
+      if (seen.insert(e.filename).second) out.push_back(std::move(e));  // the first folder wins a name
+    }
+  }
+  std::sort(out.begin(), out.end(),
+            [](const ModelFileEntry& a, const ModelFileEntry& b) { return a.filename < b.filename; });
+  return out;
+}
+
+std::vector<ModelFileEntry> ModelFolders::ListDirectory(ModelFolder folder, const fs::path& dir) const {
+  std::vector<ModelFileEntry> out;
   std::error_code ec;
   const fs::path real_root = fs::canonical(dir, ec);
   if (ec || !IsDirectory(real_root)) return out;
@@ -108,8 +129,6 @@ std::vector<ModelFileEntry> ModelFolders::List(ModelFolder folder) const {
       out.push_back(std::move(file));
     }
   }
-  std::sort(out.begin(), out.end(),
-            [](const ModelFileEntry& a, const ModelFileEntry& b) { return a.filename < b.filename; });
   return out;
 }
 
@@ -125,8 +144,14 @@ absl::StatusOr<fs::path> ModelFolders::Resolve(ModelFolder folder, const std::st
           absl::StrCat("model file name '", relative, "' may not contain '..'"));
     }
   }
-  const fs::path dir = FolderPath(folder);
   std::error_code ec;
+  fs::path dir = FolderPath(folder);
+  for (const fs::path& d : FolderPaths(folder)) {
+    if (fs::is_regular_file(d / rel, ec)) {
+      dir = d;
+      break;
+    }
+  }
   const fs::path candidate = dir / rel;
   if (!fs::is_regular_file(candidate, ec)) {
     return absl::NotFoundError(

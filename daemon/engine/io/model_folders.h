@@ -44,14 +44,18 @@ class ModelFolders {
   // The directory of a kind (it may not exist).
   std::filesystem::path FolderPath(ModelFolder folder) const;
 
-  // Model files of one kind, sorted by filename; files with other extensions are skipped.
+  // Model files of one kind, sorted by filename; files with other extensions are skipped. ControlNets also come
+  // from a WebUI install's extensions/sd-webui-controlnet/models (the models folder wins a name found in both).
   std::vector<ModelFileEntry> List(ModelFolder folder) const;
+  // Every directory a kind is read from, in priority order (FolderPath first).
+  std::vector<std::filesystem::path> FolderPaths(ModelFolder folder) const;
 
   // Resolves `relative` (e.g. "anime/foo.safetensors") inside a kind's folder. Refuses absolute paths, "..",
   // and anything whose real path leaves the folder (symlink escapes): INVALID_ARGUMENT; NOT_FOUND when absent.
   absl::StatusOr<std::filesystem::path> Resolve(ModelFolder folder, const std::string& relative) const;
 
  private:
+  std::vector<ModelFileEntry> ListDirectory(ModelFolder folder, const std::filesystem::path& dir) const;
   std::filesystem::path root_;
   std::filesystem::path models_;      // holds Stable-diffusion, VAE, ...
   std::filesystem::path embeddings_;  // embeddings folder

@@ -1,5 +1,5 @@
 /*
- * atelier/plugin.h -- the Atelier plugin ABI, version 1.1 (1.0 plugins load and run unchanged).
+ * atelier/plugin.h -- the Atelier plugin ABI, version 1.2 (1.0 and 1.1 plugins load and run unchanged).
  *
  * A plugin is a shared library that exports one C function, `atelier_plugin_entry`, returning a descriptor. The
  * daemon (the "host") loads every `*.so` in --plugins-dir with dlopen(RTLD_NOW | RTLD_LOCAL), calls the entry,
@@ -58,7 +58,7 @@
 #endif
 
 #define ATELIER_PLUGIN_ABI_MAJOR 1
-#define ATELIER_PLUGIN_ABI_MINOR 1
+#define ATELIER_PLUGIN_ABI_MINOR 2
 
 /* Name of the one symbol a plugin exports. */
 #define ATELIER_PLUGIN_ENTRY_NAME "atelier_plugin_entry"
@@ -90,7 +90,9 @@ enum {
   ATELIER_UNAVAILABLE = 4,        /* cannot work right now; retrying later may succeed ("not now") */
   ATELIER_CANCELLED = 5,          /* the plugin saw is_cancelled() and stopped early */
   ATELIER_RESOURCE_EXHAUSTED = 6, /* out of memory or over a limit */
-  ATELIER_INTERNAL = 7            /* a bug or an unexpected failure */
+  ATELIER_INTERNAL = 7,           /* a bug or an unexpected failure */
+  ATELIER_UNIMPLEMENTED = 8       /* (1.2) a feature this build does not have (e.g. a preprocessor that needs a
+                                   * network): not this input's fault; a 1.1 host reads it as INTERNAL */
 };
 
 #define ATELIER_ERROR_CAPACITY 1024
@@ -287,6 +289,16 @@ struct atelier_host_api {
    * client with the job's end (copied; the last call wins). INVALID_ARGUMENT for text that is not JSON.
    * [any thread; during invoke] */
   atelier_status (*set_invoke_result)(atelier_job* job, const char* json, atelier_error* err);
+
+  /* ---- ABI 1.2 ---- */
+
+  /* The model files of a folder (ATELIER_FOLDER_*) as a JSON array, sorted by file name, each
+   * {"name": "sub/stem", "filename": "sub/stem.safetensors", "format": "safetensors", "size_bytes": N,
+   *  "short_hash": "0123abcd"} (short_hash: WebUI's old 8-digit hash, sha256 of 64 KiB at 1 MiB, as
+   * sd-webui-controlnet titles its models). ATELIER_FOLDER_CONTROLNET also lists a WebUI install's
+   * extensions/sd-webui-controlnet/models (names there open with tensor_file_open too). `*json` receives bytes the
+   * caller releases with bytes_free. [any thread; until finalize returns] */
+  atelier_status (*model_list)(const atelier_host_api* host, int32_t folder, atelier_bytes* json, atelier_error* err);
 };
 
 /* ------------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ inline atelier_status ToAbi(absl::StatusCode code) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kOutOfRange: return ATELIER_INVALID_ARGUMENT;
     case absl::StatusCode::kNotFound: return ATELIER_NOT_FOUND;
-    case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kUnimplemented: return ATELIER_UNIMPLEMENTED;
     case absl::StatusCode::kFailedPrecondition: return ATELIER_UNSUPPORTED;
     case absl::StatusCode::kUnavailable: return ATELIER_UNAVAILABLE;
     case absl::StatusCode::kCancelled: return ATELIER_CANCELLED;
@@ -45,6 +45,7 @@ inline absl::Status FromAbi(atelier_status code, const atelier_error& err) {
     case ATELIER_UNAVAILABLE: return absl::UnavailableError(message);
     case ATELIER_CANCELLED: return absl::CancelledError(message);
     case ATELIER_RESOURCE_EXHAUSTED: return absl::ResourceExhaustedError(message);
+    case ATELIER_UNIMPLEMENTED: return absl::UnimplementedError(message);
     default: return absl::InternalError(message);
   }
 }
