@@ -3,7 +3,11 @@
 #include <cmath>
 #include <type_traits>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "engine/pipeline/infotext_parse.h"
 #include "util/status_macros.h"
@@ -39,6 +43,59 @@ class Filler {
   const engine::ParsedInfotext& p_;
 };
 
+// sd-webui-controlnet's on_infotext_pasted: a "ControlNet N" value ("Module: canny, Model: ..., Weight: 1.0, ...")
+// becomes unit N, enabled, with each "Key Words: value" as the field key_words (True/False, numbers, else text).
+// Malformed values (the legacy lowercase format) are skipped, as the extension skips them.
+bool UnitFromInfotext(const std::string& text, google::protobuf::Struct& unit) {
+  auto& fields = *unit.mutable_fields();
+  fields["enabled"].set_bool_value(true);
+  for (absl::string_view item : absl::StrSplit(text, ',')) {
+    item = absl::StripAsciiWhitespace(item);
+    std::vector<std::string> kv = absl::StrSplit(item, ": ");
+    if (kv.size() != 2) return false;
+    const std::string field = absl::AsciiStrToLower(absl::StrJoin(absl::StrSplit(kv[0], ' '), "_"));
+    double number = 0;
+    if (kv[1] == "True" || kv[1] == "False") {
+      fields[field].set_bool_value(kv[1] == "True");
+    } else if (absl::SimpleAtod(kv[1], &number) && kv[1].find_first_not_of("0123456789+-.eE") == std::string::npos) {
+      fields[field].set_number_value(number);
+    } else {
+      fields[field].set_string_value(kv[1]);
+    }
+  }
+  return true;
+}
+
+// Units from the infotext fill what the request's units leave unset (the request's own fields win), as pasting
+// into the extension's UI and then adding the image does.
+void ApplyControlNetUnits(const engine::ParsedInfotext& parsed, v1::GenerateRequest& r) {
+  std::vector<google::protobuf::Struct> units;
+  for (int i = 0; i < 64; ++i) {
+    const std::string* text = parsed.Find(absl::StrCat("ControlNet ", i));
+    if (text == nullptr) break;
+    google::protobuf::Struct unit;
+    if (UnitFromInfotext(*text, unit)) units.push_back(std::move(unit));
+  }
+  if (units.empty()) return;
+  auto& scripts = *r.mutable_alwayson_scripts()->mutable_fields();
+  std::string key = "controlnet";
+  for (const auto& [name, value] : scripts) {
+    if (absl::AsciiStrToLower(name) == "controlnet") key = name;
+  }
+  google::protobuf::Value& entry = scripts[key];
+  auto& args_value = (*entry.mutable_struct_value()->mutable_fields())["args"];
+  google::protobuf::ListValue* args = args_value.mutable_list_value();
+  for (size_t i = 0; i < units.size(); ++i) {
+    if (static_cast<int>(i) >= args->values_size()) args->add_values()->mutable_struct_value();
+    google::protobuf::Value& given = *args->mutable_values(static_cast<int>(i));
+    if (!given.has_struct_value()) continue;  // positional or odd values: left as given
+    auto& fields = *given.mutable_struct_value()->mutable_fields();
+    for (const auto& [field, value] : units[i].fields()) {
+      if (fields.count(field) == 0) fields[field] = value;
+    }
+  }
+}
+
 }  // namespace
 
 absl::Status ApplyInfotext(v1::GenerateRequest& r) {
@@ -47,6 +104,7 @@ absl::Status ApplyInfotext(v1::GenerateRequest& r) {
   Filler f(parsed);
   const bool img2img = r.mode() == v1::MODE_IMG2IMG || (r.mode() == v1::MODE_UNSPECIFIED && r.init_images_size() > 0);
 
+  ApplyControlNetUnits(parsed, r);
   if (r.prompt().empty()) r.set_prompt(parsed.prompt);
   if (r.negative_prompt().empty()) r.set_negative_prompt(parsed.negative_prompt);
   if (r.sampler_name().empty()) {

@@ -28,7 +28,7 @@ std::string Quoted(const json& v) {
 absl::StatusOr<bool> Bool(const json& j, const std::string& f, bool fallback, int index) {
   if (!j.contains(f) || j[f].is_null()) return fallback;
   if (j[f].is_boolean()) return j[f].get<bool>();
-  if (j[f].is_number_integer() && (j[f] == 0 || j[f] == 1)) return j[f].get<int>() == 1;
+  if (j[f].is_number() && (j[f].get<double>() == 0 || j[f].get<double>() == 1)) return j[f].get<double>() == 1;
   return Bad(index, f, absl::StrCat("must be true or false, got ", Quoted(j[f])));
 }
 
@@ -54,9 +54,10 @@ absl::StatusOr<E> Enum(const json& j, const std::string& f, E fallback, const st
                        const std::map<std::string, int>& aliases, int index) {
   if (!j.contains(f) || j[f].is_null()) return fallback;
   const json& v = j[f];
-  if (v.is_number_integer()) {
-    const int i = v.get<int>();
-    if (i >= 0 && i < static_cast<int>(names.size())) return static_cast<E>(i);
+  // Integers (also as JSON doubles, as a protobuf Struct carries them).
+  if (v.is_number() && v.get<double>() == std::floor(v.get<double>())) {
+    const double i = v.get<double>();
+    if (i >= 0 && i < static_cast<double>(names.size())) return static_cast<E>(static_cast<int>(i));
   } else if (v.is_string()) {
     std::string s = v.get<std::string>();
     // The pre-pydantic API also accepted "ResizeMode.INNER_FIT"-style names; values are matched as written.

@@ -7,14 +7,19 @@ import tempfile
 
 
 class DaemonProcess:
-    def __init__(self):
+    def __init__(self, prepare_models=None, extra_args=(), env=None):
+        """`prepare_models(path)` may fill the models folder first (checkpoints, ControlNets)."""
         self.tmp = tempfile.TemporaryDirectory()
         models = os.path.join(self.tmp.name, "models")
         os.makedirs(models)
+        if prepare_models is not None:
+            prepare_models(models)
+        self.models = models
         self.log = open(os.path.join(self.tmp.name, "atelierd.log"), "w")
         self.process = subprocess.Popen(
             [os.environ["ATELIER_DAEMON"], "--listen", "127.0.0.1:0", "--models-dir", models, "--cache-dir",
-             os.path.join(self.tmp.name, "cache")], stdout=subprocess.PIPE, stderr=self.log, text=True)
+             os.path.join(self.tmp.name, "cache"), *extra_args], stdout=subprocess.PIPE, stderr=self.log, text=True,
+            env=None if env is None else dict(os.environ, **env))
         line = self.process.stdout.readline()
         assert line.startswith("atelierd listening on "), line
         self.address = line.split()[-1]

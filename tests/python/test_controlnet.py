@@ -1,0 +1,286 @@
+"""The ControlNet plugin through a real atelierd that loads it from build/plugins like any third-party plugin: a tiny
+SD1.x checkpoint whose UNet is the fixtures' plugin-base-unet (so controlnet-tiny fits it), the controlnet-tiny file
+in models/ControlNet, WebUI payloads with sd-webui-controlnet units, the extension's endpoints through
+Plugins.Invoke, and every bad input as a clear gRPC error after which the daemon goes on serving.
+
+Fixtures come from ATELIER_FIXTURES (default ../shared/fixtures); run by ctest with ATELIER_DAEMON and PYTHONPATH."""
+
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import struct
+import unittest
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from atelier_client import AtelierError, Client, Finished, Result
+from daemon_process import DaemonProcess
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+FIXTURES = os.environ.get("ATELIER_FIXTURES", os.path.join(SOURCE, "..", "shared", "fixtures"))
+
+
+def cases_of(kind):
+    found = []
+    for name in sorted(os.listdir(FIXTURES)):
+        path = os.path.join(FIXTURES, name, "case.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                if json.load(f).get("case") == kind:
+                    found.append(os.path.join(FIXTURES, name))
+    assert found, f"no '{kind}' case in {FIXTURES}"
+    return found
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    tensors = {k: (v["dtype"], v["shape"], body[v["data_offsets"][0]:v["data_offsets"][1]])
+               for k, v in header.items() if k != "__metadata__"}
+    return tensors, header.get("__metadata__", {})
+
+
+def write_safetensors(path, tensors, metadata=None):
+    header, offset, blobs = {}, 0, []
+    for name, (dtype, shape, blob) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    if metadata:
+        header["__metadata__"] = metadata
+    text = json.dumps(header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def short_hash(path):
+    """WebUI's old model hash, which sd-webui-controlnet puts in its model titles."""
+    with open(path, "rb") as f:
+        f.seek(0x100000)
+        return hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+
+
+def png_b64(array):
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def shapes_image(size=64):
+    """A control image with clear edges: a white square and a disc on black."""
+    img = np.zeros((size, size, 3), np.uint8)
+    img[8:30, 10:34] = 255
+    yy, xx = np.mgrid[:size, :size]
+    img[(yy - 44) ** 2 + (xx - 42) ** 2 < 100] = (255, 128, 0)
+    return img
+
+
+class ControlNetTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cn_case = cases_of("controlnet-tiny")[0]
+        base_dir = os.path.join(cls.cn_case, "..", "plugin-base-unet")
+        tiny_dir = cases_of("tiny-sd")[0]
+        with open(os.path.join(base_dir, "case.json")) as f:
+            base_config = json.load(f)["config"]
+
+        def prepare(models):
+            # The tiny checkpoint's text encoder and VAE with the plugin cases' base UNet.
+            sd = os.path.join(models, "Stable-diffusion")
+            cn = os.path.join(models, "ControlNet")
+            os.makedirs(sd)
+            os.makedirs(cn)
+            tiny, _ = read_safetensors(os.path.join(tiny_dir, "weights.safetensors"))
+            base, _ = read_safetensors(os.path.join(base_dir, "weights.safetensors"))
+            merged = {k: v for k, v in tiny.items() if not k.startswith("model.diffusion_model.")}
+            merged.update({k: v for k, v in base.items() if k.startswith("model.diffusion_model.")})
+            write_safetensors(os.path.join(sd, "cnbase.safetensors"), merged)
+            with open(os.path.join(SOURCE, "tests", "data", "tiny-sd.yaml")) as f:
+                yaml = f.read()
+            yaml = re.sub(r"channel_mult: \[[^\]]*\]\n        num_heads: \d+",
+                          "channel_mult: %s\n        num_heads: %d" % (json.dumps(base_config["channel_mult"]),
+                                                                        base_config["num_heads"]), yaml)
+            with open(os.path.join(sd, "cnbase.yaml"), "w") as f:
+                f.write(yaml)
+            shutil.copy(os.path.join(cls.cn_case, "weights.safetensors"), os.path.join(cn, "control_tiny.safetensors"))
+            with open(os.path.join(cn, "broken_cn.safetensors"), "wb") as f:
+                f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+            sd15, _ = read_safetensors(os.path.join(tiny_dir, "weights.safetensors"))
+            write_safetensors(os.path.join(cn, "not_a_controlnet.safetensors"),
+                              {k: v for k, v in list(sd15.items())[:4]})
+
+        cls.daemon = DaemonProcess(prepare_models=prepare)
+        cls.client = Client(cls.daemon.address)
+        cls.title = "control_tiny [%s]" % short_hash(os.path.join(cls.daemon.models, "ControlNet",
+                                                                   "control_tiny.safetensors"))
+        cls.image = png_b64(shapes_image())
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        assert cls.daemon.stop() == 0
+
+    def run_job(self, units=None, **fields):
+        payload = dict(prompt="a cat", negative_prompt="blurry", steps=4, width=64, height=64, seed=1234,
+                       sampler_name="Euler", cfg_scale=7.0, **fields)
+        if units is not None:
+            payload["alwayson_scripts"] = {"controlnet": {"args": units}}
+        events = list(self.client.webui(payload))
+        results = [e for e in events if isinstance(e, Result)]
+        finished = [e for e in events if isinstance(e, Finished)]
+        return results, events, finished
+
+    def pixels(self, result):
+        return np.asarray(Image.open(io.BytesIO(result.image)).convert("RGB")).astype(np.int16)
+
+    def unit(self, **fields):
+        u = dict(enabled=True, module="canny", model=self.title, image=self.image, weight=1.0)
+        u.update(fields)
+        return u
+
+    def test_endpoints(self):
+        job = self.client.invoke("controlnet", "model_list")
+        result = json.loads([e for e in job if isinstance(e, Finished)][0].invoke_result_json)
+        self.assertIn(self.title, result["model_list"])
+        version = json.loads([e for e in self.client.invoke("controlnet", "version")
+                              if isinstance(e, Finished)][0].invoke_result_json)
+        self.assertEqual(version, {"version": 3})
+        settings = json.loads([e for e in self.client.invoke("controlnet", "settings")
+                               if isinstance(e, Finished)][0].invoke_result_json)
+        self.assertEqual(settings["control_net_unit_count"], 3)
+        modules = json.loads([e for e in self.client.invoke("controlnet", "module_list")
+                              if isinstance(e, Finished)][0].invoke_result_json)
+        self.assertEqual(modules["module_list"][0], "none")
+        # The extension's own test of this endpoint.
+        self.assertEqual(modules["module_detail"]["canny"]["sliders"],
+                         [{"name": "Resolution", "value": 512, "min": 64, "max": 2048, "step": 8},
+                          {"name": "Low Threshold", "value": 100, "min": 1, "max": 255, "step": 1},
+                          {"name": "High Threshold", "value": 200, "min": 1, "max": 255, "step": 1}])
+        types = json.loads([e for e in self.client.invoke("controlnet", "control_types")
+                            if isinstance(e, Finished)][0].invoke_result_json)["control_types"]
+        self.assertEqual(types["Canny"]["default_option"], "canny")
+        self.assertEqual(types["All"]["model_list"][0], "None")
+
+    def test_detect_streams_the_maps(self):
+        events = list(self.client.invoke("controlnet", "detect", {
+            "controlnet_module": "canny", "controlnet_input_images": [self.image], "controlnet_processor_res": 64}))
+        finished = [e for e in events if isinstance(e, Finished)][0]
+        result = json.loads(finished.invoke_result_json)
+        self.assertEqual(result["info"], "Success")
+        edges = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["images"][0]))).convert("L"))
+        self.assertEqual(edges.shape, (64, 64))
+        self.assertEqual(set(np.unique(edges)) <= {0, 255}, True)
+        self.assertGreater((edges == 255).sum(), 40)  # the square's and the disc's outlines
+        with self.assertRaises(AtelierError) as e:
+            list(self.client.invoke("controlnet", "detect", {"controlnet_module": "inpaint",
+                                                               "controlnet_input_images": [self.image]}))
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("controlnet_masks", e.exception.details)
+
+    def test_a_unit_steers_the_image_and_reports_itself(self):
+        plain, _, _ = self.run_job()
+        self.assertEqual(len(plain), 1)
+        results, events, _ = self.run_job([self.unit()])
+        # The image, then the detected map appended as the extension does.
+        self.assertEqual(len(results), 2)
+        self.assertGreater(np.abs(self.pixels(results[0]) - self.pixels(plain[0])).max(), 0)
+        infotext = results[0].infotext
+        self.assertIn('ControlNet 0: "Module: canny, Model: %s, Weight: 1.0, Resize Mode: Crop and Resize, '
+                      'Processor Res: 512, Threshold A: 100, Threshold B: 200, Guidance Start: 0.0, '
+                      'Guidance End: 1.0, Pixel Perfect: False, Control Mode: Balanced"' % self.title, infotext)
+        artifacts = [e for e in events if type(e).__name__ == "Artifact"]
+        self.assertTrue(any(a.name == "controlnet-0-canny.png" for a in artifacts), [a.name for a in artifacts])
+        # Deterministic.
+        again, _, _ = self.run_job([self.unit()])
+        self.assertEqual(np.abs(self.pixels(again[0]) - self.pixels(results[0])).max(), 0)
+        # save_detected_map false: no extra result.
+        only, _, _ = self.run_job([self.unit(save_detected_map=False)])
+        self.assertEqual(len(only), 1)
+
+    def test_units_that_do_nothing_change_nothing(self):
+        plain, _, _ = self.run_job()
+        base = self.pixels(plain[0])
+        for units in ([self.unit(enabled=False)],
+                      # 4 steps: sampling_step/total is 0, 0, 0.25, 0.5, never inside [0.9, 1.0].
+                      [self.unit(guidance_start=0.9, guidance_end=1.0, save_detected_map=False)],
+                      [self.unit(weight=0.0, save_detected_map=False)]):
+            results, _, _ = self.run_job(units)
+            self.assertEqual(np.abs(self.pixels(results[0]) - base).max(), 0, units[0])
+
+    def test_two_units_sum(self):
+        one, _, _ = self.run_job([self.unit(weight=1.0, save_detected_map=False)])
+        two, _, _ = self.run_job([self.unit(weight=0.5, save_detected_map=False),
+                                  self.unit(weight=0.5, save_detected_map=False)])
+        self.assertLessEqual(np.abs(self.pixels(one[0]) - self.pixels(two[0])).max(), 1)
+        half, _, _ = self.run_job([self.unit(weight=0.5, save_detected_map=False)])
+        self.assertGreater(np.abs(self.pixels(one[0]) - self.pixels(half[0])).max(), 0)
+
+    def test_webui_payload_from_the_extensions_api_example(self):
+        # scripts/api example shape: positional-free dict units, legacy aliases, string enums, unknown keys.
+        payload = {"prompt": "a cat", "negative_prompt": "", "batch_size": 1, "steps": 4, "cfg_scale": 7,
+                   "width": 64, "height": 64, "seed": 7, "sampler_name": "Euler a",
+                   "alwayson_scripts": {"controlnet": {"args": [{
+                       "input_image": self.image, "module": "canny", "model": "control_tiny", "weight": 1,
+                       "resize_mode": "Inner Fit (Scale to Fit)", "lowvram": False, "processor_res": 64,
+                       "threshold_a": 64, "threshold_b": 64, "guidance": 1, "guessmode": False,
+                       "control_mode": 0, "pixel_perfect": True, "enabled": True}]}}}
+        events = list(self.client.webui(payload))
+        results = [e for e in events if isinstance(e, Result)]
+        self.assertEqual(len(results), 2)
+        self.assertIn("ControlNet 0", results[0].infotext)
+        self.assertIn("Threshold A: 64.0", results[0].infotext)
+
+    def test_infotext_paste_reruns_the_units(self):
+        first, _, _ = self.run_job([self.unit(save_detected_map=False)])
+        infotext = first[0].infotext
+        # The pasted infotext gives back the unit (the image comes with the request, as in WebUI's UI).
+        from atelier.v1 import generation_pb2
+        request = Client.request({"infotext": infotext, "steps": 4, "width": 64, "height": 64, "seed": 1234,
+                                  "sampler_name": "Euler", "cfg_scale": 7.0,
+                                  "alwayson_scripts": {"controlnet": {"args": [{"image": self.image,
+                                                                                "save_detected_map": False}]}}},
+                                 generation_pb2.MODE_TXT2IMG)
+        results = [e for e in self.client.generate(request) if isinstance(e, Result)]
+        self.assertEqual(np.abs(self.pixels(results[0]) - self.pixels(first[0])).max(), 0)
+
+    def test_bad_input_is_a_clear_error_and_the_daemon_goes_on(self):
+        cases = [
+            (dict(module="no_such_module"), grpc.StatusCode.NOT_FOUND, "canny"),
+            (dict(model="no_such_model"), grpc.StatusCode.NOT_FOUND, self.title),
+            (dict(module="openpose"), grpc.StatusCode.UNIMPLEMENTED, "canny"),
+            (dict(model="broken_cn"), grpc.StatusCode.INVALID_ARGUMENT, "broken_cn"),
+            (dict(model="not_a_controlnet"), grpc.StatusCode.INVALID_ARGUMENT, "not a ControlNet"),
+            (dict(image="not an image at all"), grpc.StatusCode.INVALID_ARGUMENT, "image"),
+            (dict(image=base64.b64encode(b"garbage bytes").decode()), grpc.StatusCode.INVALID_ARGUMENT, "decoded"),
+            (dict(module="inpaint"), grpc.StatusCode.INVALID_ARGUMENT, "mask"),
+            (dict(guidance_start=0.8, guidance_end=0.2), grpc.StatusCode.INVALID_ARGUMENT, "guidance_end"),
+            (dict(weight=3.0), grpc.StatusCode.INVALID_ARGUMENT, "[0, 2]"),
+            (dict(control_mode="Loud"), grpc.StatusCode.INVALID_ARGUMENT, "Balanced"),
+            (dict(model="None"), grpc.StatusCode.INVALID_ARGUMENT, "no ControlNet model"),
+        ]
+        for fields, code, text in cases:
+            with self.subTest(fields=fields):
+                with self.assertRaises(AtelierError) as e:
+                    self.run_job([self.unit(**fields)])
+                self.assertEqual(e.exception.code, code, e.exception.details)
+                self.assertIn(text, e.exception.details)
+        with self.assertRaises(AtelierError) as e:
+            self.run_job([self.unit()] * 4)
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("at most 3", e.exception.details)
+        results, _, _ = self.run_job([self.unit()])
+        self.assertEqual(len(results), 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
