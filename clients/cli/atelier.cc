@@ -9,11 +9,15 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <iterator>
+#include <fstream>
 
 #include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
+#include <nlohmann/json.hpp>
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "atelier/v1/daemon.grpc.pb.h"
@@ -251,7 +255,7 @@ int Watch(const Options& options, const std::string& job_id) {
 // A plugin's work outside a generation (Plugins.Invoke): its progress on stderr, its files into `output_dir`, its
 // JSON result on stdout.
 int Invoke(const Options& options, const std::string& plugin, const std::string& method, const std::string& args,
-           const std::string& output_dir) {
+           const std::string& output_dir, bool print_result = true) {
   auto stub = v1::Plugins::NewStub(Connect(options));
   grpc::ClientContext context;
   context.AddMetadata("atelier-client", "atelier-cli");
@@ -284,8 +288,35 @@ int Invoke(const Options& options, const std::string& plugin, const std::string&
   printer.Flush();
   const grpc::Status status = reader->Finish();
   if (!status.ok()) return Fail(options, status);
-  if (!result.empty()) std::printf("%s\n", result.c_str());
+  if (!result.empty() && print_result) std::printf("%s\n", result.c_str());
   return code;
+}
+
+// `atelier controlnet models|modules|types|detect`: sd-webui-controlnet's endpoints through Plugins.Invoke.
+int ControlNet(const Options& options, const std::string& what, const std::vector<std::string>& images,
+               const std::string& module, double resolution, double a, double b, const std::string& output_dir) {
+  if (what == "models") return Invoke(options, "controlnet", "model_list", "", output_dir);
+  if (what == "modules") return Invoke(options, "controlnet", "module_list", "", output_dir);
+  if (what == "types") return Invoke(options, "controlnet", "control_types", "", output_dir);
+  if (what != "detect") {
+    std::fprintf(stderr, "atelier: controlnet %s: expected models, modules, types or detect\n", what.c_str());
+    return cli::kExitUsage;
+  }
+  nlohmann::json args = {{"controlnet_module", module}, {"controlnet_processor_res", resolution},
+                         {"controlnet_threshold_a", a}, {"controlnet_threshold_b", b}};
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& path : images) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      std::fprintf(stderr, "atelier: cannot read %s\n", path.c_str());
+      return cli::kExitUsage;
+    }
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    list.push_back(absl::Base64Escape(bytes));
+  }
+  args["controlnet_input_images"] = list;
+  // The maps arrive as files (written to output_dir, their paths printed); the JSON result would repeat them.
+  return Invoke(options, "controlnet", "detect", args.dump(), output_dir, false);
 }
 
 int Cancel(const Options& options, const std::string& job_id, bool skip) {
@@ -348,6 +379,17 @@ int main(int argc, char** argv) {
   invoke->add_option("method", invoke_method, "what it should do, e.g. detect")->required();
   invoke->add_option("args", invoke_args, "its arguments as JSON (default: none)");
   invoke->add_option("-o,--output-dir", invoke_dir, "where its files are written")->capture_default_str();
+  std::string cn_what, cn_module = "canny", cn_dir = "outputs/controlnet";
+  std::vector<std::string> cn_images;
+  double cn_res = -1, cn_a = -1, cn_b = -1;
+  auto* controlnet = app.add_subcommand("controlnet", "ControlNet: models, modules, types, or detect (run a preprocessor)");
+  controlnet->add_option("what", cn_what, "models | modules | types | detect")->required();
+  controlnet->add_option("images", cn_images, "detect: the images (PNG, JPEG, WebP)");
+  controlnet->add_option("--module", cn_module, "detect: the preprocessor")->capture_default_str();
+  controlnet->add_option("--res", cn_res, "detect: processor resolution (-1: the module's default)");
+  controlnet->add_option("--threshold-a", cn_a, "detect: first slider (-1: default)");
+  controlnet->add_option("--threshold-b", cn_b, "detect: second slider (-1: default)");
+  controlnet->add_option("-o,--output-dir", cn_dir, "detect: where the maps are written")->capture_default_str();
   auto* status = app.add_subcommand("status", "loaded model, device and memory");
   auto* jobs = app.add_subcommand("jobs", "the running job and the queue");
   std::string job_id;
@@ -387,6 +429,7 @@ int main(int argc, char** argv) {
   if (*convert) return Convert(input, output, fp16);
   if (*status) return Status(options);
   if (*invoke) return Invoke(options, invoke_plugin, invoke_method, invoke_args, invoke_dir);
+  if (*controlnet) return ControlNet(options, cn_what, cn_images, cn_module, cn_res, cn_a, cn_b, cn_dir);
   if (*jobs) return Jobs(options);
   if (*watch) return Watch(options, job_id);
   if (*cancel) return Cancel(options, job_id, false);

@@ -15,6 +15,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "atelier/v1/generation.grpc.pb.h"
 #include "image/image_formats.h"
@@ -203,6 +205,9 @@ void AddGenerateFlags(CLI::App* c, GenerateFlags& f) {
   }
   add("--override", f.overrides, "KEY=VALUE WebUI option for this job (VALUE is JSON, else text); repeatable");
   add("--script", f.scripts, "NAME=JSON always-on plugin arguments, e.g. 'invert={\"args\":[true,1.0]}'; repeatable");
+  add("--controlnet", f.controlnet,
+      "a ControlNet unit: 'image=FILE,module=canny,model=control_v11p_sd15_canny,weight=1,...' (any field of "
+      "sd-webui-controlnet's API unit; enabled by default); repeatable");
   add("--preview", f.preview_method, "live previews: none, approx-cheap, approx-comfyui, taesd, full")
       ->capture_default_str();
   add("--preview-every", f.preview_every, "a preview every N steps (default 1)");
@@ -274,6 +279,36 @@ absl::StatusOr<v1::GenerateRequest> BuildRequest(const GenerateFlags& f) {
     if (auto s = SetStructValue(r.mutable_alwayson_scripts(), item.substr(0, eq), item.substr(eq + 1), false);
         !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("--script ", item.substr(0, eq), ": ", s.message()));
+    }
+  }
+  if (!f.controlnet.empty()) {
+    auto& scripts = *r.mutable_alwayson_scripts()->mutable_fields();
+    google::protobuf::ListValue* args =
+        (*scripts["controlnet"].mutable_struct_value()->mutable_fields())["args"].mutable_list_value();
+    for (const std::string& spec : f.controlnet) {
+      auto& unit = *args->add_values()->mutable_struct_value()->mutable_fields();
+      unit["enabled"].set_bool_value(true);
+      for (absl::string_view item : absl::StrSplit(spec, ',', absl::SkipEmpty())) {
+        const size_t eq = item.find('=');
+        if (eq == absl::string_view::npos || eq == 0) {
+          return absl::InvalidArgumentError(absl::StrCat("--controlnet '", spec, "': '", item, "' is not key=value"));
+        }
+        const std::string key(item.substr(0, eq)), value(item.substr(eq + 1));
+        if (key == "image" || key == "mask") {
+          auto bytes = ReadFile(value);
+          if (!bytes.ok()) return bytes.status();
+          unit[key].set_string_value(absl::Base64Escape(*bytes));
+          continue;
+        }
+        double number = 0;
+        if (value == "true" || value == "false") {
+          unit[key].set_bool_value(value == "true");
+        } else if (absl::SimpleAtod(value, &number)) {
+          unit[key].set_number_value(number);
+        } else {
+          unit[key].set_string_value(value);
+        }
+      }
     }
   }
   if (f.Given("--mask")) {

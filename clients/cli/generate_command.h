@@ -34,6 +34,7 @@ struct GenerateFlags {
   double cfg_scale = 0, denoising_strength = 0, subseed_strength = 0, eta = 0, noise_multiplier = 1;
   std::vector<std::string> overrides;  // KEY=VALUE (VALUE as JSON, else a string)
   std::vector<std::string> scripts;    // NAME=JSON (alwayson_scripts)
+  std::vector<std::string> controlnet; // image=FILE,module=...,model=...,... (one sd-webui-controlnet unit each)
   std::string preview_method = "approx-cheap", preview_format = "jpeg", output_format;
   int preview_every = 0;
   std::string previews_dir, output_dir = ".";

@@ -687,6 +687,11 @@ absl::Status Detect(PluginState& ps, atelier_job* job, const json& a, json& resu
     }
     auto png = EncodePng(ps, shown);
     if (!png.ok()) return png.status();
+    const std::string name = absl::StrCat("detect-", i, "-", module->name, ".png");
+    if (atelier_status s = ps.host->emit_artifact(job, name.c_str(), "image/png", png->data(), png->size(), &e);
+        s != ATELIER_OK) {
+      return sdk::FromAbi(s, e);
+    }
     total += png->size() * 4 / 3;
     if (total < 900 * 1024) out_images.push_back(absl::Base64Escape(*png));
     ps.host->report_progress(job, "detect", static_cast<int32_t>(i + 1), static_cast<int32_t>(images.size()), nullptr, &e);

@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import struct
+import subprocess
+import tempfile
 import unittest
 
 import grpc
@@ -252,6 +254,37 @@ class ControlNetTest(unittest.TestCase):
                                  generation_pb2.MODE_TXT2IMG)
         results = [e for e in self.client.generate(request) if isinstance(e, Result)]
         self.assertEqual(np.abs(self.pixels(results[0]) - self.pixels(first[0])).max(), 0)
+
+    def test_client_helpers_and_cli(self):
+        self.assertIn(self.title, self.client.controlnet_models())
+        self.assertIn("canny", self.client.controlnet_modules()["module_list"])
+        maps = self.client.controlnet_detect([base64.b64decode(self.image)], module="invert")
+        inverted = np.asarray(Image.open(io.BytesIO(maps[0])).convert("RGB"))
+        self.assertEqual(np.abs(inverted.astype(int) - (255 - shapes_image())).max(), 0)
+        cli = os.path.join(os.path.dirname(os.environ["ATELIER_DAEMON"]), "atelier")
+        with tempfile.TemporaryDirectory() as tmp:
+            image = os.path.join(tmp, "control.png")
+            with open(image, "wb") as f:
+                f.write(base64.b64decode(self.image))
+            out = subprocess.run([cli, "--server", self.daemon.address, "controlnet", "models"], capture_output=True,
+                                 text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn(self.title, out.stdout)
+            out = subprocess.run([cli, "--server", self.daemon.address, "controlnet", "detect", image, "--module",
+                                  "canny", "--res", "64", "-o", tmp], capture_output=True, text=True, timeout=60)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertTrue(os.path.exists(os.path.join(tmp, "detect-0-canny.png")), out.stdout)
+            out = subprocess.run([cli, "--server", self.daemon.address, "txt2img", "-p", "a cat", "--steps", "4",
+                                  "-W", "64", "-H", "64", "--seed", "1234", "--sampler", "Euler", "--controlnet",
+                                  f"image={image},module=canny,model=control_tiny,save_detected_map=false",
+                                  "-o", tmp, "-q"], capture_output=True, text=True, timeout=120)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            # The detected map streamed as an artifact is saved too; the image carries the unit in its infotext.
+            saved = out.stdout.split()
+            self.assertTrue(any(os.path.basename(p) == "controlnet-0-canny.png" for p in saved), out.stdout)
+            images = [p for p in saved if not os.path.basename(p).startswith("controlnet-")]
+            self.assertEqual(len(images), 1, out.stdout)
+            self.assertIn("ControlNet 0", Image.open(images[0]).info.get("parameters", ""))
 
     def test_bad_input_is_a_clear_error_and_the_daemon_goes_on(self):
         cases = [

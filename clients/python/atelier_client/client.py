@@ -336,5 +336,33 @@ class Client:
                                             args_json="" if args is None else json.dumps(args))
         return Job(self, self._plugins.Invoke(request, metadata=self._metadata))
 
+    # ---- ControlNet (sd-webui-controlnet's endpoints through the controlnet plugin) ----
+    def _invoke_result(self, method: str, args=None):
+        for event in self.invoke("controlnet", method, args):
+            if isinstance(event, Finished):
+                return json.loads(event.invoke_result_json or "null")
+        return None
+
+    def controlnet_models(self) -> List[str]:
+        """Model titles as the extension lists them: "control_v11p_sd15_canny [d14c016b]"."""
+        return self._invoke_result("model_list")["model_list"]
+
+    def controlnet_modules(self, alias_names: bool = False) -> dict:
+        """{"module_list": [...], "module_detail": {name: {"model_free", "sliders"}}}."""
+        return self._invoke_result("module_list", {"alias_names": alias_names})
+
+    def controlnet_control_types(self) -> dict:
+        return self._invoke_result("control_types")["control_types"]
+
+    def controlnet_detect(self, images: List[bytes], module: str = "canny", processor_res: float = -1,
+                          threshold_a: float = -1, threshold_b: float = -1,
+                          masks: Optional[List[bytes]] = None) -> List[bytes]:
+        """Runs a preprocessor alone; returns each detected map as PNG bytes (the streamed artifacts)."""
+        args = {"controlnet_module": module, "controlnet_processor_res": processor_res,
+                "controlnet_threshold_a": threshold_a, "controlnet_threshold_b": threshold_b,
+                "controlnet_input_images": [base64.b64encode(i).decode() for i in images],
+                "controlnet_masks": [base64.b64encode(m).decode() for m in (masks or [])]}
+        return [e.data for e in self.invoke("controlnet", "detect", args) if isinstance(e, Artifact)]
+
     def info(self):
         return self._unary(self._daemon.GetInfo, daemon_pb2.GetInfoRequest())
