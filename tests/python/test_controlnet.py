@@ -227,6 +227,21 @@ class ControlNetTest(unittest.TestCase):
         half, _, _ = self.run_job([self.unit(weight=0.5, save_detected_map=False)])
         self.assertGreater(np.abs(self.pixels(one[0]) - self.pixels(half[0])).max(), 0)
 
+    def test_hires_option_picks_the_passes(self):
+        hires = dict(enable_hr=True, hr_scale=2.0, hr_upscaler="Latent", denoising_strength=0.5,
+                     hr_second_pass_steps=2)
+        plain, _, _ = self.run_job(**hires)
+        both, _, _ = self.run_job([self.unit(save_detected_map=False)], **hires)
+        low, _, _ = self.run_job([self.unit(save_detected_map=False, hr_option="Low res only")], **hires)
+        high, _, _ = self.run_job([self.unit(save_detected_map=False, hr_option="High res only")], **hires)
+        self.assertEqual(self.pixels(both[0]).shape, (128, 128, 3))
+        images = [self.pixels(r[0]) for r in (plain, both, low, high)]
+        # Each option steers a different set of passes: four different images.
+        for i in range(4):
+            for j in range(i + 1, 4):
+                self.assertGreater(np.abs(images[i] - images[j]).max(), 0, (i, j))
+        self.assertIn("Hires upscale", both[0].infotext)
+
     def test_webui_payload_from_the_extensions_api_example(self):
         # scripts/api example shape: positional-free dict units, legacy aliases, string enums, unknown keys.
         payload = {"prompt": "a cat", "negative_prompt": "", "batch_size": 1, "steps": 4, "cfg_scale": 7,
