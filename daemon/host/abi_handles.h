@@ -52,6 +52,8 @@ struct atelier_job {
   atelier::host::JobPluginServices* hooks = nullptr;
   // call_plugin.
   atelier::host::PluginCaller call_plugin;
+  // vae_encode (generations only).
+  std::function<absl::StatusOr<at::Tensor>(const at::Tensor& image)> vae_encode;
   // The invoke's JSON result (set_invoke_result).
   std::string invoke_result;
 };

@@ -429,6 +429,26 @@ atelier_status HostModelList(const atelier_host_api* host, int32_t folder, ateli
   });
 }
 
+atelier_status HostVaeEncode(atelier_job* job, const DLTensor* image, DLManagedTensor** latent, atelier_error* err) {
+  return Guarded(err, "vae_encode", [&]() -> atelier_status {
+    if (latent == nullptr || image == nullptr || job == nullptr) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "vae_encode: job, image and latent are required");
+    }
+    *latent = nullptr;
+    if (!job->vae_encode) return atelier_fail(err, ATELIER_UNSUPPORTED, "vae_encode: only during a generation");
+    const at::Tensor in = sdk::View(image);
+    if (in.dim() != 4 || in.size(1) != 3 || in.size(2) % 8 != 0 || in.size(3) % 8 != 0 || in.size(2) == 0 ||
+        in.size(3) == 0) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT,
+                          "vae_encode: the image must be float [n, 3, H, W] with H, W multiples of 8");
+    }
+    auto out = job->vae_encode(in.to(at::kFloat).clone());
+    if (!out.ok()) return FromAbsl(out.status(), err);
+    *latent = sdk::Export(*out);
+    return ATELIER_OK;
+  });
+}
+
 atelier_status HostSetInvokeResult(atelier_job* job, const char* json, atelier_error* err) {
   return Guarded(err, "set_invoke_result", [&]() -> atelier_status {
     if (job == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "set_invoke_result: null job");
@@ -481,6 +501,7 @@ atelier_host_api MakeHostApi(PluginHostContext* context) {
   api.call_plugin = HostCallPlugin;
   api.set_invoke_result = HostSetInvokeResult;
   api.model_list = HostModelList;
+  api.vae_encode = HostVaeEncode;
   return api;
 }
 

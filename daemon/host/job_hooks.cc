@@ -118,6 +118,7 @@ absl::StatusOr<std::unique_ptr<JobHooks>> JobHooks::Begin(const PluginRegistry& 
                                               const std::string& args) {
       return InvokePlugin(registry, name, method, args, sink, self);
     };
+    job->vae_encode = info.vae_encode;
     atelier_job_state* state = nullptr;
     absl::Status status = CallHook(*plugin, "process", [&](atelier_error* err) {
       return d.process(plugin->state(), job.get(), &c_info, args.c_str(), &state, err);
@@ -130,6 +131,8 @@ absl::StatusOr<std::unique_ptr<JobHooks>> JobHooks::Begin(const PluginRegistry& 
     hooks->has_cfg_ |= d.cfg_denoiser != nullptr || d.cfg_denoised != nullptr || d.cfg_after_cfg != nullptr;
     hooks->has_residuals_ |= d.unet_residuals != nullptr;
     hooks->has_block_ |= d.unet_block != nullptr;
+    hooks->has_attention_ |= d.self_attention != nullptr;
+    hooks->has_block_end_ |= d.unet_block_end != nullptr;
     hooks->has_postprocess_ |= d.postprocess_frames != nullptr;
     hooks->has_export_ |= d.export_media != nullptr;
     hooks->has_shape_ |= d.shape_job != nullptr;
@@ -166,7 +169,7 @@ engine::JobExtension::Points JobHooks::points() const {
   points.schedule = has_schedule_;
   points.pass = has_pass_;
   points.cfg = has_cfg_;
-  points.model_call = has_residuals_ || has_block_ || has_model_call_;
+  points.model_call = has_residuals_ || has_block_ || has_model_call_ || has_attention_ || has_block_end_;
   points.infotext = true;  // add_infotext may be called from any hook
   return points;
 }
@@ -317,7 +320,81 @@ absl::StatusOr<at::Tensor> JobHooks::CallInnermost(engine::ModelCall& call, cons
       return UnetBlock(where.point, static_cast<int>(where.kind), where.index, cond_rows, hidden, context);
     };
   }
+  if (has_attention_) {
+    const int cond_rows = call.cond_rows;
+    call.attention_hook = [this, cond_rows](int layer, const at::Tensor& hidden) {
+      return SelfAttention(layer, cond_rows, hidden);
+    };
+  }
+  if (has_block_end_) {
+    const int cond_rows = call.cond_rows;
+    call.block_end_hook = [this, cond_rows](engine::UNetBlockKind kind, int index, at::Tensor& hidden) {
+      return UnetBlockEnd(static_cast<int>(kind), index, cond_rows, hidden);
+    };
+  }
   return next(call);
+}
+
+absl::StatusOr<engine::SelfAttentionExtra> JobHooks::SelfAttention(int layer, int cond_rows, const at::Tensor& hidden) {
+  engine::SelfAttentionExtra extra;
+  std::vector<at::Tensor> contexts;
+  for (auto& p : participants_) {
+    const auto& d = p.plugin->descriptor();
+    if (d.self_attention == nullptr) continue;
+    sdk::Borrow h_in(hidden);
+    atelier_self_attention_params params{};
+    params.struct_size = sizeof(params);
+    params.layer = layer;
+    params.cond_rows = cond_rows;
+    params.hidden = h_in.get();
+    absl::Status status = CallHook(*p.plugin, "self_attention", [&](atelier_error* err) {
+      return d.self_attention(p.plugin->state(), p.state, &params, err);
+    });
+    at::Tensor context = sdk::Adopt(params.context_out);
+    at::Tensor weight = sdk::Adopt(params.plain_weight_out);
+    if (!status.ok()) return status;
+    if (context.defined()) {
+      if (context.dim() != 3 || context.size(0) != hidden.size(0) || context.size(2) != hidden.size(2)) {
+        return absl::InvalidArgumentError(absl::StrCat("plugin '", p.plugin->name(),
+                                                       "' returned a self-attention context of shape ",
+                                                       c10::str(context.sizes()), " for hidden states ",
+                                                       c10::str(hidden.sizes())));
+      }
+      contexts.push_back(context.to(hidden.device(), hidden.scalar_type()));
+    }
+    if (weight.defined()) {
+      if (weight.numel() != hidden.size(0)) {
+        return absl::InvalidArgumentError(absl::StrCat("plugin '", p.plugin->name(),
+                                                       "' returned plain_weight with ", weight.numel(),
+                                                       " values for ", hidden.size(0), " rows"));
+      }
+      extra.plain_weight = weight.reshape({-1}).to(hidden.device(), at::kFloat);  // the last plugin's wins
+    }
+  }
+  if (!contexts.empty()) extra.context = contexts.size() == 1 ? contexts[0] : at::cat(contexts, 1);
+  return extra;
+}
+
+absl::Status JobHooks::UnetBlockEnd(int block_kind, int block_index, int cond_rows, at::Tensor& hidden) {
+  for (auto& p : participants_) {
+    const auto& d = p.plugin->descriptor();
+    if (d.unet_block_end == nullptr) continue;
+    sdk::Borrow h_in(hidden);
+    atelier_unet_block_end_params params{};
+    params.struct_size = sizeof(params);
+    params.block_kind = block_kind;
+    params.block_index = block_index;
+    params.cond_rows = cond_rows;
+    params.hidden = h_in.get();
+    absl::Status status = CallHook(*p.plugin, "unet_block_end", [&](atelier_error* err) {
+      return d.unet_block_end(p.plugin->state(), p.state, &params, err);
+    });
+    auto out = TakeOutput(params.hidden_out, *p.plugin, "unet_block_end", "hidden", hidden);
+    if (!status.ok()) return status;
+    if (!out.ok()) return out.status();
+    if (out->defined()) hidden = *out;
+  }
+  return absl::OkStatus();
 }
 
 void JobHooks::InfotextAdditions(int index, std::vector<std::pair<std::string, std::string>>& extra) const {

@@ -43,6 +43,8 @@ struct JobHookInfo {
   at::Tensor mask;        // uint8 [H, W] CPU, or undefined
   bool inpaint_full_res = false;
   std::string checkpoint_title;
+  // The job's VAE encoder for vae_encode: float [n, 3, H, W] in [0, 1] -> scaled latents. Empty: unsupported.
+  std::function<absl::StatusOr<at::Tensor>(const at::Tensor& image)> vae_encode;
 };
 
 // Inputs of WebUI's on_cfg_denoiser; plugins may replace x, sigma and the conditioning.
@@ -58,6 +60,9 @@ class JobHooks final : public engine::JobExtension, public JobPluginServices {
                                                          const std::map<std::string, std::string>& args_by_plugin);
   // Calls job_end of every participant, in reverse hook order.
   ~JobHooks() override;
+  // 1.2: the self_attention and unet_block_end hooks of the participants, in hook order (contexts concatenated).
+  absl::StatusOr<engine::SelfAttentionExtra> SelfAttention(int layer, int cond_rows, const at::Tensor& hidden);
+  absl::Status UnetBlockEnd(int block_kind, int block_index, int cond_rows, at::Tensor& hidden);
   JobHooks(const JobHooks&) = delete;
   JobHooks& operator=(const JobHooks&) = delete;
 
@@ -136,6 +141,7 @@ class JobHooks final : public engine::JobExtension, public JobPluginServices {
   std::unique_ptr<sdk::Borrow> init_image_, mask_;
   std::vector<Participant> participants_;
   bool has_cfg_ = false, has_residuals_ = false, has_block_ = false, has_postprocess_ = false, has_export_ = false;
+  bool has_attention_ = false, has_block_end_ = false;  // 1.2: self_attention, unet_block_end
   bool has_shape_ = false, has_schedule_ = false, has_pass_ = false, has_model_call_ = false, has_frame_ = false;
   // process phase: plugins whose process already ran (lower-case), and arguments fed by earlier plugins.
   std::vector<std::string> processed_;

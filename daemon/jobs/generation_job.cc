@@ -67,6 +67,13 @@ host::JobHookInfo HookInfo(const JobEvents& events, const engine::GenerationPara
   info.mask = params.mask;
   info.inpaint_full_res = settings.inpaint && params.inpaint.full_res;
   info.checkpoint_title = pipeline.weights().title;
+  // The posterior mean (sd-webui-controlnet samples it; the mean keeps jobs reproducible).
+  const engine::Sd1Pipeline* p = &pipeline;
+  info.vae_encode = [p](const at::Tensor& image) -> absl::StatusOr<at::Tensor> {
+    auto posterior = p->vae().Encode(image.to(p->device()).mul(2).sub(1));
+    if (!posterior.ok()) return posterior.status();
+    return posterior->mean * p->weights().config.scale_factor;
+  };
   return info;
 }
 

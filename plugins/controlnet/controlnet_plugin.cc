@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
@@ -269,6 +270,21 @@ struct UnitState {
   cn::PreprocessorParams params;
   cv::Mat detected;                          // the preprocessor's output
   std::map<std::pair<int64_t, int64_t>, at::Tensor> guided;  // encoded hint per latent size
+  std::map<std::pair<int64_t, int64_t>, at::Tensor> latent;  // reference_*: the hint's VAE latent per size
+};
+
+// reference_only / reference_adain: a pass of the UNet over the noised reference latent writes banks (each
+// self-attention's input; each gn block's output statistics), which the job's own pass then reads.
+enum class BankMode { kIdle, kWrite, kRead };
+
+struct AttentionEntry {
+  at::Tensor hidden;  // [rows, tokens, channels]
+  double weight, style;
+};
+
+struct AdainEntry {
+  at::Tensor mean, var;  // [rows, channels, 1, 1]
+  double weight, style;
 };
 
 struct JobState {
@@ -278,6 +294,18 @@ struct JobState {
   bool hires = false;
   int width = 0, height = 0;  // the first pass's size
   std::vector<cv::Mat> maps;  // detected maps to append as results
+  // Reference units.
+  bool has_reference = false;
+  at::Tensor alphas_cumprod;  // the job's schedule (from the schedule hook), CPU float32
+  uint64_t noise_calls = 0;   // seeds the reference noise: the job's seed + a counter (reproducible)
+  int64_t seed = 0;
+  BankMode mode = BankMode::kIdle;
+  // What the unit being written contributes.
+  double write_weight = 0, write_style = 0;
+  bool write_attention = false, write_adain = false;
+  std::map<int, std::vector<AttentionEntry>> attention_bank;  // by layer
+  std::map<int, int64_t> layer_channels;                      // by layer, from the write pass
+  std::map<std::pair<int, int>, std::vector<AdainEntry>> adain_bank;  // by (block kind, index)
 };
 
 JobState* Job(atelier_job_state* s) { return reinterpret_cast<JobState*>(s); }
@@ -318,20 +346,19 @@ absl::Status PrepareUnit(PluginState& ps, const atelier_job_info* info, const st
     return absl::NotFoundError(absl::StrCat(prefix, "unknown module '", shown, "'; modules: ", cn::ModuleNames()));
   }
   if (u.module->model_free) {
-    return absl::UnimplementedError(absl::StrCat(
-        prefix, u.module->name, " (attention injection) is not available in this build; preprocessors that work with "
-                                "a ControlNet model: ", cn::ModuleNames()));
-  }
-  if (u.unit.model.empty() || u.unit.model == "None") {
+    // reference_*: no ControlNet model (the extension ignores the unit's model).
+  } else if (u.unit.model.empty() || u.unit.model == "None") {
     return absl::InvalidArgumentError(
         absl::StrCat(prefix, "no ControlNet model selected (\"model\"); models: ", Titles(*models)));
   }
-  auto entry = ResolveModel(*models, u.unit.model);
-  if (!entry.ok()) return absl::Status(entry.status().code(), prefix + std::string(entry.status().message()));
-  auto net = LoadNet(ps, *entry);
-  if (!net.ok()) return absl::Status(net.status().code(), prefix + std::string(net.status().message()));
-  u.net = *net;
-  u.global_average_pooling = absl::StrContains(absl::AsciiStrToLower(entry->stem), "shuffle");
+  if (!u.module->model_free) {
+    auto entry = ResolveModel(*models, u.unit.model);
+    if (!entry.ok()) return absl::Status(entry.status().code(), prefix + std::string(entry.status().message()));
+    auto net = LoadNet(ps, *entry);
+    if (!net.ok()) return absl::Status(net.status().code(), prefix + std::string(net.status().message()));
+    u.net = *net;
+    u.global_average_pooling = absl::StrContains(absl::AsciiStrToLower(entry->stem), "shuffle");
+  }
 
   // The input image: the unit's, else (img2img) the job's init image and mask.
   cv::Mat image, mask;
@@ -461,6 +488,7 @@ atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atel
     js->hires = info->hires != 0;
     js->width = info->width;
     js->height = info->height;
+    js->seed = info->seed;
     for (auto& u : js->units) {
       if (auto s = PrepareUnit(ps, info, &*models, u, job); !s.ok()) return s;
       // Stream the detected map now; keep it (fitted to the job's size) for the results.
@@ -475,6 +503,7 @@ atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atel
         return sdk::FromAbi(s, e);
       }
       if (u.unit.save_detected_map) js->maps.push_back(fitted);
+      js->has_reference |= u.module->model_free;
     }
     *job_state = reinterpret_cast<atelier_job_state*>(js.release());
     return absl::OkStatus();
@@ -502,6 +531,7 @@ atelier_status UnetResiduals(atelier_plugin_state*, atelier_job_state* job_state
                              atelier_unet_residuals_params* params, atelier_error* err) {
   return sdk::Guard(err, [&]() -> absl::Status {
     JobState* js = Job(job_state);
+    if (js->mode == BankMode::kWrite) return absl::OkStatus();  // the reference pass runs without control
     const bool hires_pass = js->pass == ATELIER_PASS_HIRES;
     const at::Tensor x = sdk::View(params->x);
     const at::Tensor t = sdk::View(params->timesteps);
@@ -539,6 +569,222 @@ atelier_status UnetResiduals(atelier_plugin_state*, atelier_job_state* job_state
       if (!sum[i].defined()) continue;
       params->residual_out[i] = sdk::Export(sum[i].contiguous());
     }
+    return absl::OkStatus();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// reference_only / reference_adain / reference_adain+attn (scripts/hook.py: AttentionInjection).
+
+bool UnitActive(const JobState& js, const UnitState& u, int sampling_step, int total_sampling_steps) {
+  const bool hires_pass = js.pass == ATELIER_PASS_HIRES;
+  if ((u.unit.hr_option == cn::HrOption::kLowResOnly && hires_pass) ||
+      (u.unit.hr_option == cn::HrOption::kHighResOnly && js.hires && !hires_pass)) {
+    return false;
+  }
+  return cn::GuidanceActive(sampling_step, total_sampling_steps, u.unit.guidance_start, u.unit.guidance_end);
+}
+
+// The reference image's latent at latent size h x w (the fitted map through the job's VAE), once per size.
+absl::StatusOr<at::Tensor> ReferenceLatent(const PluginState& ps, JobState& js, UnitState& u, int64_t h, int64_t w) {
+  auto key = std::make_pair(h, w);
+  auto it = u.latent.find(key);
+  if (it != u.latent.end()) return it->second;
+  cv::Mat fitted = cn::FitDetectedMap(u.detected, u.unit.resize_mode, static_cast<int>(h * 8), static_cast<int>(w * 8));
+  at::Tensor image = cn::HintTensor(fitted);
+  sdk::Borrow b(image);
+  DLManagedTensor* latent = nullptr;
+  atelier_error err{};
+  if (atelier_status s = ps.host->vae_encode(js.job, b.get(), &latent, &err); s != ATELIER_OK) {
+    return sdk::FromAbi(s, err);
+  }
+  at::Tensor l = sdk::Adopt(latent);
+  u.latent.emplace(key, l);
+  return l;
+}
+
+atelier_status Schedule(atelier_plugin_state*, atelier_job_state* job_state, atelier_schedule_params* params,
+                        atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    Job(job_state)->alphas_cumprod = sdk::View(params->alphas_cumprod).to(at::kDouble).clone();
+    return absl::OkStatus();  // read only
+  });
+}
+
+atelier_status ModelCall(atelier_plugin_state* state, atelier_job_state* job_state, atelier_model_call_params* params,
+                         atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    PluginState& ps = *Plugin(state);
+    JobState* js = Job(job_state);
+    if (!js->has_reference || js->mode != BankMode::kIdle) return absl::OkStatus();
+    const atelier_model_call_args* args = params->args;
+    const at::Tensor x = sdk::View(args->x);
+    const at::Tensor t = sdk::View(args->timesteps);
+    std::vector<UnitState*> active;
+    for (auto& u : js->units) {
+      if (u.module->model_free && u.unit.weight > 0 &&
+          UnitActive(*js, u, params->sampling_step, params->total_sampling_steps)) {
+        active.push_back(&u);
+      }
+    }
+    if (active.empty()) return absl::OkStatus();  // the call runs unchanged
+    if (!js->alphas_cumprod.defined()) return absl::InternalError("reference: the job's noise schedule is unknown");
+    js->attention_bank.clear();
+    js->adain_bank.clear();
+    const int64_t rows = x.size(0);
+    const at::Tensor steps = t.round().to(at::kLong).clamp(0, js->alphas_cumprod.size(0) - 1).cpu();
+    const at::Tensor ac = js->alphas_cumprod.index_select(0, steps).to(at::kFloat).view({-1, 1, 1, 1});
+    for (UnitState* u : active) {
+      auto latent = ReferenceLatent(ps, *js, *u, x.size(2), x.size(3));
+      if (!latent.ok()) return latent.status();
+      const at::Tensor x0 = latent->to(at::kFloat).cpu().expand({rows, -1, -1, -1});
+      at::Generator gen = at::detail::createCPUGenerator(static_cast<uint64_t>(js->seed) + 7919 * ++js->noise_calls);
+      const at::Tensor noise = at::randn(x0.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
+      at::Tensor ref_xt = ac.sqrt() * x0 + (1 - ac).sqrt() * noise;
+      if (x.size(1) == 9) ref_xt = at::cat({ref_xt, at::zeros({rows, 1, x.size(2), x.size(3)}), x0}, 1);
+      ref_xt = ref_xt.to(x.device()).contiguous();
+      double style = std::clamp(u->params.a, 0.0, 1.0);
+      if (u->unit.control_mode == cn::ControlMode::kControlMoreImportant) {
+        style = 1.0;
+      } else if (u->unit.control_mode == cn::ControlMode::kPromptMoreImportant || js->pass == ATELIER_PASS_HIRES) {
+        style = 0.0;
+      }
+      js->write_weight = u->unit.weight;
+      js->write_style = style;
+      js->write_attention = u->module->name == "reference_only" || u->module->name == "reference_adain+attn";
+      js->write_adain = u->module->name == "reference_adain" || u->module->name == "reference_adain+attn";
+      js->mode = BankMode::kWrite;
+      sdk::Borrow bx(ref_xt);
+      atelier_model_call_args ref = *args;
+      ref.x = bx.get();
+      DLManagedTensor* discard = nullptr;
+      atelier_error e{};
+      const atelier_status s = ps.host->model_call_next(params->call, &ref, &discard, &e);
+      sdk::Adopt(discard);
+      js->mode = BankMode::kIdle;
+      if (s != ATELIER_OK) return sdk::FromAbi(s, e);
+    }
+    js->mode = BankMode::kRead;
+    DLManagedTensor* eps = nullptr;
+    atelier_error e{};
+    const atelier_status s = ps.host->model_call_next(params->call, args, &eps, &e);
+    js->mode = BankMode::kIdle;
+    js->attention_bank.clear();
+    js->adain_bank.clear();
+    if (s != ATELIER_OK) {
+      sdk::Adopt(eps);
+      return sdk::FromAbi(s, e);
+    }
+    params->eps_out = eps;
+    return absl::OkStatus();
+  });
+}
+
+// The extension's attn_weight of each layer: layers stably sorted by channels, widest first; weight = rank / count.
+double AttentionWeight(const JobState& js, int layer) {
+  std::vector<std::pair<int, int64_t>> order(js.layer_channels.begin(), js.layer_channels.end());
+  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (order[i].first == layer) return static_cast<double>(i) / static_cast<double>(order.size());
+  }
+  return 1.0;
+}
+
+atelier_status SelfAttention(atelier_plugin_state*, atelier_job_state* job_state,
+                             atelier_self_attention_params* params, atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    JobState* js = Job(job_state);
+    if (js->mode == BankMode::kWrite) {
+      const at::Tensor h = sdk::View(params->hidden);
+      js->layer_channels[params->layer] = h.size(2);
+      if (js->write_attention) {
+        js->attention_bank[params->layer].push_back({h.clone(), js->write_weight, js->write_style});
+      }
+      return absl::OkStatus();
+    }
+    if (js->mode != BankMode::kRead) return absl::OkStatus();
+    auto it = js->attention_bank.find(params->layer);
+    if (it == js->attention_bank.end()) return absl::OkStatus();
+    const double attn_weight = AttentionWeight(*js, params->layer);
+    std::vector<at::Tensor> bank;
+    double style_sum = 0;
+    for (const auto& entry : it->second) {
+      if (entry.weight > attn_weight) {  // the extension writes only when weight > attn_weight
+        bank.push_back(entry.hidden);
+        style_sum += entry.style;
+      }
+    }
+    if (bank.empty()) return absl::OkStatus();
+    const double style = style_sum / static_cast<double>(bank.size());
+    const at::Tensor h = sdk::View(params->hidden);
+    params->context_out = sdk::Export(bank.size() == 1 ? bank[0] : at::cat(bank, 1));
+    if (style > 1e-5 && params->cond_rows < h.size(0)) {
+      at::Tensor w = at::zeros({h.size(0)}, at::kFloat);
+      w.narrow(0, params->cond_rows, h.size(0) - params->cond_rows).fill_(style);
+      params->plain_weight_out = sdk::Export(w);
+    }
+    return absl::OkStatus();
+  });
+}
+
+// The extension's gn_weight of a block (SD1.x): middle 0; input blocks 4, 5, 7, 8, 10, 11: (1 - w/6) * 2; output
+// blocks 0..7: (w/8) * 2; others have none (-1).
+double AdainWeight(int kind, int index) {
+  if (kind == ATELIER_UNET_MIDDLE_BLOCK) return 0.0;
+  if (kind == ATELIER_UNET_INPUT_BLOCK) {
+    static const int kInputs[] = {4, 5, 7, 8, 10, 11};
+    for (int w = 0; w < 6; ++w) {
+      if (kInputs[w] == index) return (1.0 - w / 6.0) * 2.0;
+    }
+    return -1;
+  }
+  return index >= 0 && index < 8 ? (index / 8.0) * 2.0 : -1;
+}
+
+atelier_status UnetBlockEnd(atelier_plugin_state*, atelier_job_state* job_state,
+                            atelier_unet_block_end_params* params, atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    JobState* js = Job(job_state);
+    const double gn_weight = AdainWeight(params->block_kind, params->block_index);
+    if (gn_weight < 0 || js->mode == BankMode::kIdle) return absl::OkStatus();
+    const auto key = std::make_pair(params->block_kind, params->block_index);
+    const at::Tensor x = sdk::View(params->hidden);
+    if (js->mode == BankMode::kWrite) {
+      if (js->write_adain && js->write_weight > gn_weight) {
+        const at::Tensor xf = x.to(at::kFloat);
+        auto [var, mean] = at::var_mean(xf, {2, 3}, /*unbiased=*/false, /*keepdim=*/true);
+        js->adain_bank[key].push_back({mean, var, js->write_weight, js->write_style});
+      }
+      return absl::OkStatus();
+    }
+    auto it = js->adain_bank.find(key);
+    if (it == js->adain_bank.end() || it->second.empty()) return absl::OkStatus();
+    constexpr double kEps = 1e-6;
+    at::Tensor mean_acc, var_acc;
+    double style = 0;
+    for (const auto& e : it->second) {
+      mean_acc = mean_acc.defined() ? mean_acc + e.mean : e.mean;
+      var_acc = var_acc.defined() ? var_acc + e.var : e.var;
+      style += e.style;
+    }
+    const double n = static_cast<double>(it->second.size());
+    mean_acc = mean_acc / n;
+    var_acc = var_acc / n;
+    style /= n;
+    const at::Tensor xf = x.to(at::kFloat);
+    auto [var, mean] = at::var_mean(xf, {2, 3}, /*unbiased=*/false, /*keepdim=*/true);
+    const at::Tensor std = at::clamp_min(var, kEps).sqrt();
+    const at::Tensor std_acc = at::clamp_min(var_acc, kEps).sqrt();
+    const at::Tensor y_uc = (xf - mean) / std * std_acc + mean_acc;
+    at::Tensor y = y_uc;
+    const int64_t rows = x.size(0);
+    if (style > 1e-5 && params->cond_rows < rows) {
+      at::Tensor y_c = y_uc.clone();
+      y_c.narrow(0, params->cond_rows, rows - params->cond_rows)
+          .copy_(xf.narrow(0, params->cond_rows, rows - params->cond_rows));
+      y = style * y_c + (1.0 - style) * y_uc;
+    }
+    params->hidden_out = sdk::Export(y.to(x.scalar_type()).contiguous());
     return absl::OkStatus();
   });
 }
@@ -802,6 +1048,10 @@ extern "C" ATELIER_PLUGIN_EXPORT const atelier_plugin_descriptor* atelier_plugin
     d.pass_started = PassStarted;
     d.frames_finish = FramesFinish;
     d.invoke = Invoke;
+    d.schedule = Schedule;
+    d.model_call = ModelCall;
+    d.self_attention = SelfAttention;
+    d.unet_block_end = UnetBlockEnd;
     return d;
   }();
   return host_abi_major == ATELIER_PLUGIN_ABI_MAJOR && host_abi_minor >= 2 ? &descriptor : nullptr;

@@ -332,3 +332,58 @@ class ControlNetTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ReferenceTest(unittest.TestCase):
+    """reference_only / reference_adain / reference_adain+attn on the embedded trained model (no ControlNet file):
+    the reference image's UNet pass feeds every self-attention (and block statistics); judged by behaviour."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = DaemonProcess()
+        cls.client = Client(cls.daemon.address)
+        red = np.zeros((64, 64, 3), np.uint8)
+        red[...] = (230, 20, 20)
+        cls.red = png_b64(red)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        assert cls.daemon.stop() == 0
+
+    def run_job(self, units=None):
+        payload = dict(prompt="a blue circle on a white background", steps=12, seed=5, sampler_name="DPM++ 2M",
+                       cfg_scale=7.0)
+        if units:
+            payload["alwayson_scripts"] = {"controlnet": {"args": units}}
+        results = [e for e in self.client.webui(payload) if isinstance(e, Result)]
+        return np.asarray(Image.open(io.BytesIO(results[0].image)).convert("RGB")).astype(float), results
+
+    def unit(self, module, **fields):
+        u = dict(enabled=True, module=module, image=self.red, save_detected_map=False)
+        u.update(fields)
+        return u
+
+    def test_weight_zero_is_the_plain_image_and_the_reference_pulls_its_colours(self):
+        plain, _ = self.run_job()
+        redness = lambda img: float((img[..., 0] - img[..., 2]).mean())  # noqa: E731
+        for module in ("reference_only", "reference_adain", "reference_adain+attn"):
+            with self.subTest(module=module):
+                zero, _ = self.run_job([self.unit(module, weight=0.0)])
+                self.assertEqual(np.abs(zero - plain).max(), 0)
+                ref, results = self.run_job([self.unit(module, weight=1.0)])
+                self.assertGreater(redness(ref), redness(plain) + 10, (redness(ref), redness(plain)))
+                self.assertIn('Module: %s, Model: None' % module, results[0].infotext)
+
+    def test_control_modes_and_guidance_window(self):
+        balanced, _ = self.run_job([self.unit("reference_only")])
+        prompt, _ = self.run_job([self.unit("reference_only", control_mode="My prompt is more important")])
+        control, _ = self.run_job([self.unit("reference_only", control_mode="ControlNet is more important")])
+        self.assertGreater(np.abs(balanced - prompt).max(), 0)
+        self.assertGreater(np.abs(balanced - control).max(), 0)
+        plain, _ = self.run_job()
+        outside, _ = self.run_job([self.unit("reference_only", guidance_start=0.95, guidance_end=1.0)])
+        self.assertEqual(np.abs(outside - plain).max(), 0)
+        # Deterministic: the reference noise is seeded by the job.
+        again, _ = self.run_job([self.unit("reference_only")])
+        self.assertEqual(np.abs(again - balanced).max(), 0)

@@ -80,6 +80,8 @@ struct ModelCall {
   // Added to the 12 skips and the middle block's output (ControlNet); undefined entries add nothing.
   std::array<at::Tensor, kUNetResiduals> residuals;
   UNetBlockHook block_hook;          // the 21 insertion points (motion modules); empty: none
+  SelfAttentionHook attention_hook;  // every self-attention (reference attention); empty: none
+  UNetBlockEndHook block_end_hook;   // every whole block's output; empty: none
   int frames_per_video = 0;          // see JobShape
 };
 

@@ -94,6 +94,27 @@ struct FeedForwardImpl : torch::nn::Module {
 };
 TORCH_MODULE(FeedForward);
 
+// The self-attention hook of the forward running on this thread (UNet::Forward sets it; nested forwards of other
+// models on the same thread, e.g. a ControlNet's encoder, run outside its scope).
+struct AttentionHookState {
+  const SelfAttentionHook* hook = nullptr;
+  int next_layer = 0;
+};
+thread_local AttentionHookState* g_attention = nullptr;
+
+class AttentionHookScope {
+ public:
+  explicit AttentionHookScope(const SelfAttentionHook& hook) : previous_(g_attention) {
+    state_.hook = hook ? &hook : nullptr;
+    g_attention = &state_;
+  }
+  ~AttentionHookScope() { g_attention = previous_; }
+
+ private:
+  AttentionHookState state_;
+  AttentionHookState* previous_;
+};
+
 // attention.BasicTransformerBlock.
 struct TransformerBlockImpl : torch::nn::Module {
   TransformerBlockImpl(int64_t dim, int64_t heads, int64_t dim_head, int64_t context_dim)
@@ -105,9 +126,27 @@ struct TransformerBlockImpl : torch::nn::Module {
         norm3(register_module("norm3", LayerNorm(dim, 1e-5))) {}
 
   at::Tensor forward(at::Tensor x, const at::Tensor& context) const {
-    x = attn1->forward(norm1->forward(x), at::Tensor()) + x;
+    x = SelfAttention(norm1->forward(x)) + x;
     x = attn2->forward(norm2->forward(x), context) + x;
     return ff->forward(norm3->forward(x)) + x;
+  }
+
+  at::Tensor SelfAttention(const at::Tensor& xn) const {
+    AttentionHookState* state = g_attention;
+    if (state == nullptr || state->hook == nullptr) return attn1->forward(xn, at::Tensor());
+    const int layer = state->next_layer++;
+    auto extra = (*state->hook)(layer, xn);
+    if (!extra.ok()) throw std::runtime_error(std::string(extra.status().message()));
+    if (!extra->context.defined()) return attn1->forward(xn, at::Tensor());
+    const at::Tensor bank = extra->context.to(xn.options());
+    if (bank.dim() != 3 || bank.size(0) != xn.size(0) || bank.size(2) != xn.size(2)) {
+      throw std::runtime_error("a self-attention hook returned a context of the wrong shape");
+    }
+    const at::Tensor with_bank = attn1->forward(xn, at::cat({xn, bank}, 1));
+    if (!extra->plain_weight.defined()) return with_bank;
+    const at::Tensor w = extra->plain_weight.to(xn.options()).view({-1, 1, 1});
+    if (w.size(0) != xn.size(0)) throw std::runtime_error("a self-attention hook returned weights for other rows");
+    return w * attn1->forward(xn, at::Tensor()) + (1 - w) * with_bank;
   }
 
   CrossAttention attn1;
@@ -311,6 +350,7 @@ struct EncoderPass {
   at::TensorOptions to;
   int64_t frames = 0;
   const UNetBlockHook* block_hook = nullptr;
+  const UNetBlockEndHook* block_end_hook = nullptr;
   at::Tensor after_first;
   // Out:
   at::Tensor t_emb, emb, ctx, h;
@@ -320,6 +360,16 @@ struct EncoderPass {
 absl::Status RunEncoder(const RootImpl& root, const UNetConfig& c, const at::Tensor& x, const at::Tensor& timesteps,
                         const at::Tensor& context, EncoderPass& pass) {
   const at::TensorOptions& to = pass.to;
+  auto block_end = [&](UNetBlockKind kind, int index, at::Tensor& h) -> absl::Status {
+    if (pass.block_end_hook == nullptr || !*pass.block_end_hook) return absl::OkStatus();
+    const std::vector<int64_t> before = h.sizes().vec();
+    if (auto s = (*pass.block_end_hook)(kind, index, h); !s.ok()) return s;
+    if (!h.defined() || h.sizes().vec() != before) {
+      return absl::InvalidArgumentError("a UNet block-end hook returned a tensor of another shape");
+    }
+    h = h.to(to);
+    return absl::OkStatus();
+  };
   pass.t_emb = UNet::TimestepEmbedding(timesteps.to(to.device()), c.model_channels);
   pass.emb = root.time_embed_2->forward(at::silu(root.time_embed_0->forward(pass.t_emb.to(to))));
   pass.ctx = context.to(to);
@@ -332,6 +382,7 @@ absl::Status RunEncoder(const RootImpl& root, const UNetConfig& c, const at::Ten
     const BlockImpl& block = *root.inputs[i];
     for (const auto& layer : block.layers) h = RunLayer(*layer, h, pass.emb, pass.ctx, pass.frames);
     if (i == 0 && pass.after_first.defined()) h = h + pass.after_first.to(to);
+    if (auto s = block_end(UNetBlockKind::kInput, static_cast<int>(i), h); !s.ok()) return s;
     if (point < 8 && static_cast<int>(i) == kInputPoints[point]) {
       if (auto s = CallBlockHook(hook, to, point, UNetBlockKind::kInput, static_cast<int>(i), h); !s.ok()) return s;
       ++point;
@@ -345,7 +396,7 @@ absl::Status RunEncoder(const RootImpl& root, const UNetConfig& c, const at::Ten
     }
     h = RunLayer(*middle[j], h, pass.emb, pass.ctx, pass.frames);
   }
-  return absl::OkStatus();
+  return block_end(UNetBlockKind::kMiddle, 0, h);
 }
 
 }  // namespace
@@ -440,6 +491,8 @@ absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& x, const at::Tensor& 
     pass.to = to;
     pass.frames = frames;
     pass.block_hook = &options.block_hook;
+    pass.block_end_hook = &options.block_end_hook;
+    AttentionHookScope attention_scope(options.attention_hook);
     if (auto s = RunEncoder(root, c, x, timesteps, context, pass); !s.ok()) return s;
     if (trace) {
       trace->t_emb = pass.t_emb;
@@ -484,6 +537,14 @@ absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& x, const at::Tensor& 
       }
       if (!upsample) {
         if (auto s = hook(point, UNetBlockKind::kOutput, static_cast<int>(i)); !s.ok()) return s;
+      }
+      if (options.block_end_hook) {
+        const std::vector<int64_t> before = h.sizes().vec();
+        if (auto s = options.block_end_hook(UNetBlockKind::kOutput, static_cast<int>(i), h); !s.ok()) return s;
+        if (!h.defined() || h.sizes().vec() != before) {
+          return absl::InvalidArgumentError("a UNet block-end hook returned a tensor of another shape");
+        }
+        h = h.to(to);
       }
       ++point;
       if (trace) trace->output_blocks.push_back(h);

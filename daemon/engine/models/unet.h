@@ -38,6 +38,21 @@ struct UNetBlockPoint {
 // Replaces `hidden` ([rows, channels, h, w], the UNet's dtype) with a tensor of the same shape, or fails the call.
 using UNetBlockHook = std::function<absl::Status(const UNetBlockPoint& where, at::Tensor& hidden)>;
 
+// Reference attention (sd-webui-controlnet's reference_only): at every BasicTransformerBlock's self-attention, in
+// forward order (`layer` 0..N-1; 16 for SD1.x), with its input norm1(x) [rows, tokens, channels] (the UNet's dtype).
+// A returned `context` [rows, tokens', channels] is appended to the keys and values (tokens concatenated); a returned
+// `plain_weight` [rows] mixes each row's output as w * attn(x, x) + (1 - w) * attn(x, [x, context]). Nothing
+// returned leaves the attention exactly as without the hook.
+struct SelfAttentionExtra {
+  at::Tensor context;
+  at::Tensor plain_weight;
+};
+using SelfAttentionHook = std::function<absl::StatusOr<SelfAttentionExtra>(int layer, const at::Tensor& hidden)>;
+
+// The output of every whole block (input blocks 0..11, the middle block, output blocks 0..11, in forward order),
+// which the hook may replace with a tensor of the same shape (reference_adain's statistics).
+using UNetBlockEndHook = std::function<absl::Status(UNetBlockKind kind, int index, at::Tensor& hidden)>;
+
 // Intermediate values of one forward, for tests and debugging.
 struct UNetTrace {
   at::Tensor t_emb, emb;
@@ -49,6 +64,8 @@ struct UNetCallOptions {
   // Added to the skips and the middle output; undefined entries add nothing. Shapes must match.
   const std::array<at::Tensor, kUNetResiduals>* residuals = nullptr;
   UNetBlockHook block_hook;  // empty: no hook
+  SelfAttentionHook attention_hook;  // empty: no hook
+  UNetBlockEndHook block_end_hook;   // empty: no hook
   // > 0: the ResBlock and output GroupNorms normalise every run of this many batch rows jointly (AnimateDiff v1).
   int frames_per_video = 0;
   UNetTrace* trace = nullptr;

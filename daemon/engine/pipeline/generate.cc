@@ -313,6 +313,8 @@ absl::StatusOr<SamplingResult> SamplePass(const Sd1Pipeline& pipeline, const Gen
       }
     }
     options.block_hook = call.block_hook;
+    options.attention_hook = call.attention_hook;
+    options.block_end_hook = call.block_end_hook;
     options.frames_per_video = call.frames_per_video > 0 ? call.frames_per_video : frames_per_video;
     return unet.Forward(call.x, call.timesteps, call.context, options);
   };

@@ -299,6 +299,12 @@ struct atelier_host_api {
    * extensions/sd-webui-controlnet/models (names there open with tensor_file_open too). `*json` receives bytes the
    * caller releases with bytes_free. [any thread; until finalize returns] */
   atelier_status (*model_list)(const atelier_host_api* host, int32_t folder, atelier_bytes* json, atelier_error* err);
+
+  /* Encodes images with the job's VAE: `image` float32 [n, 3, H, W] in [0, 1] (H, W multiples of 8; any device) ->
+   * `*latent` float32 [n, 4, H/8, W/8] on the daemon's device, the posterior mean times the checkpoint's
+   * scale_factor (what the UNet sees; sd-webui-controlnet's reference and inpaint latents). Borrowed input; the
+   * caller owns `*latent`. UNSUPPORTED outside a generation. [executor thread; during a hook of a generation] */
+  atelier_status (*vae_encode)(atelier_job* job, const DLTensor* image, DLManagedTensor** latent, atelier_error* err);
 };
 
 /* ------------------------------------------------------------------------------------------------------------------
@@ -535,6 +541,36 @@ typedef struct atelier_frames_finish_params {
 } atelier_frames_finish_params;
 
 /* ------------------------------------------------------------------------------------------------------------------
+ * ABI 1.2 hook parameters.
+ * ---------------------------------------------------------------------------------------------------------------- */
+
+/* Reference attention (sd-webui-controlnet's reference_only): every BasicTransformerBlock's self-attention, in
+ * forward order, sees its input. A plugin may append tokens to its keys and values (`context_out`, e.g. the same
+ * layer's input from a pass over a reference image) and mix each row's output with the plain self-attention:
+ * out = w * attn(x, x) + (1 - w) * attn(x, [x, context]) with w = plain_weight_out[row] (0 when NULL). Returning
+ * nothing leaves the attention exactly as it is. Called inside every UNet forward of the job, including the ones a
+ * plugin makes with model_call_next. */
+typedef struct atelier_self_attention_params {
+  uint64_t struct_size;
+  int32_t layer;           /* 0..N-1 in forward order (16 for SD1.x: input, middle, output blocks) */
+  int32_t cond_rows;       /* rows [0, cond_rows) are conditional */
+  const DLTensor* hidden;  /* norm1(x) [rows, tokens, channels], compute dtype */
+  DLManagedTensor* context_out;      /* [rows, tokens', channels], any floating dtype */
+  DLManagedTensor* plain_weight_out; /* [rows] */
+} atelier_self_attention_params;
+
+/* The output of every whole UNet block (input blocks 0..11, the middle block, output blocks 0..11, in forward
+ * order; sd-webui-controlnet's reference_adain). A plugin may replace it with a tensor of the same shape. */
+typedef struct atelier_unet_block_end_params {
+  uint64_t struct_size;
+  int32_t block_kind;      /* ATELIER_UNET_*_BLOCK */
+  int32_t block_index;     /* index within input_blocks / output_blocks; 0 for the middle block */
+  int32_t cond_rows;
+  const DLTensor* hidden;  /* [rows, channels, h, w], compute dtype */
+  DLManagedTensor* hidden_out;
+} atelier_unet_block_end_params;
+
+/* ------------------------------------------------------------------------------------------------------------------
  * The descriptor a plugin returns from atelier_plugin_entry.
  * ---------------------------------------------------------------------------------------------------------------- */
 
@@ -643,6 +679,15 @@ typedef struct atelier_plugin_descriptor {
    * UNSUPPORTED for an unknown method, naming the known ones. [executor thread] */
   atelier_status (*invoke)(atelier_plugin_state* state, atelier_job* job, const char* method,
                            const char* args_json, atelier_error* err);
+
+  /* ---- ABI 1.2 (a 1.1 descriptor ends above). ---- */
+
+  /* Each self-attention of each UNet forward (reference_only). [executor thread] */
+  atelier_status (*self_attention)(atelier_plugin_state* state, atelier_job_state* job_state,
+                                   atelier_self_attention_params* params, atelier_error* err);
+  /* Each whole block's output of each UNet forward (reference_adain). [executor thread] */
+  atelier_status (*unet_block_end)(atelier_plugin_state* state, atelier_job_state* job_state,
+                                   atelier_unet_block_end_params* params, atelier_error* err);
 } atelier_plugin_descriptor;
 
 /* The bytes of the descriptor the host requires: everything up to and including `finalize`. */

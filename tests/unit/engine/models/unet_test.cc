@@ -195,6 +195,91 @@ TEST(UNetTest, ResidualsAreAddedToTheSkipsAndTheMiddleOutput) {
   }
 }
 
+// The reference-attention hook (ABI 1.2 self_attention): appending a layer's own input to its keys and values
+// duplicates every key, which leaves softmax attention unchanged (an independent fact); a plain weight of 1 gives
+// the plain attention whatever the context; another context changes the result; layers come in forward order.
+TEST(UNetTest, SelfAttentionHookAppendsKeysAndValues) {
+  for (const auto& c : testing::CasesOf("unet-tiny")) {
+    auto unet = TinyUNet(c);
+    ASSERT_NE(unet, nullptr);
+    const auto& io = c.io;
+    auto base = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"));
+    ASSERT_TRUE(base.ok());
+    std::vector<int> layers;
+    engine::UNetCallOptions self;
+    self.attention_hook = [&](int layer, const at::Tensor& hidden) -> absl::StatusOr<engine::SelfAttentionExtra> {
+      layers.push_back(layer);
+      return engine::SelfAttentionExtra{hidden.clone(), at::Tensor()};
+    };
+    auto same = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), self);
+    ASSERT_TRUE(same.ok()) << same.status();
+    EXPECT_TRUE(testing::AllClose(*same, *base, 1e-5, 1e-4, "duplicated keys"));
+    ASSERT_FALSE(layers.empty());
+    for (size_t i = 0; i < layers.size(); ++i) EXPECT_EQ(layers[i], static_cast<int>(i));
+
+    engine::UNetCallOptions other;
+    other.attention_hook = [&](int, const at::Tensor& hidden) -> absl::StatusOr<engine::SelfAttentionExtra> {
+      return engine::SelfAttentionExtra{at::ones_like(hidden), at::Tensor()};
+    };
+    auto moved = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), other);
+    ASSERT_TRUE(moved.ok());
+    EXPECT_FALSE(at::allclose(*moved, *base, 1e-4, 1e-4));
+
+    engine::UNetCallOptions plain;
+    plain.attention_hook = [&](int, const at::Tensor& hidden) -> absl::StatusOr<engine::SelfAttentionExtra> {
+      return engine::SelfAttentionExtra{at::ones_like(hidden), at::ones({hidden.size(0)})};
+    };
+    auto back = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), plain);
+    ASSERT_TRUE(back.ok());
+    EXPECT_TRUE(testing::AllClose(*back, *base, 1e-5, 1e-4, "plain weight 1"));
+
+    engine::UNetCallOptions failing;
+    failing.attention_hook = [&](int, const at::Tensor&) -> absl::StatusOr<engine::SelfAttentionExtra> {
+      return absl::InvalidArgumentError("no bank");
+    };
+    auto failed = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), failing);
+    ASSERT_FALSE(failed.ok());
+    EXPECT_NE(failed.status().message().find("no bank"), std::string::npos) << failed.status();
+  }
+}
+
+// The block-end hook (ABI 1.2 unet_block_end) sees the 12 input blocks, the middle block and the 12 output blocks in
+// forward order; returning the same tensors changes nothing; a changed middle output changes the result.
+TEST(UNetTest, BlockEndHookSeesEveryWholeBlock) {
+  for (const auto& c : testing::CasesOf("unet-tiny")) {
+    auto unet = TinyUNet(c);
+    ASSERT_NE(unet, nullptr);
+    const auto& io = c.io;
+    auto base = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"));
+    ASSERT_TRUE(base.ok());
+    std::vector<std::pair<int, int>> seen;
+    engine::UNetCallOptions options;
+    options.block_end_hook = [&](engine::UNetBlockKind kind, int index, at::Tensor&) {
+      seen.emplace_back(static_cast<int>(kind), index);
+      return absl::OkStatus();
+    };
+    auto same = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), options);
+    ASSERT_TRUE(same.ok());
+    EXPECT_TRUE(at::equal(*same, *base));
+    const engine::UNetConfig config = testing::UNetConfigOf(c.json["config"]);
+    const size_t levels = config.channel_mult.size();
+    const size_t inputs = 1 + levels * config.num_res_blocks + (levels - 1);
+    ASSERT_EQ(seen.size(), 2 * inputs + 1);
+    for (size_t i = 0; i < inputs; ++i) {
+      EXPECT_EQ(seen[i], std::make_pair(0, static_cast<int>(i)));
+      EXPECT_EQ(seen[inputs + 1 + i], std::make_pair(2, static_cast<int>(i)));
+    }
+    EXPECT_EQ(seen[inputs], std::make_pair(1, 0));
+    options.block_end_hook = [&](engine::UNetBlockKind kind, int, at::Tensor& h) {
+      if (kind == engine::UNetBlockKind::kMiddle) h = h * 0.5;
+      return absl::OkStatus();
+    };
+    auto changed = unet->Forward(io.at("x"), io.at("timesteps"), io.at("context"), options);
+    ASSERT_TRUE(changed.ok());
+    EXPECT_FALSE(at::allclose(*changed, *base));
+  }
+}
+
 TEST(UNetTest, BlockHookSeesTheTwentyOnePointsInOrder) {
   for (const auto& c : testing::CasesOf("unet-tiny")) {
     auto unet = TinyUNet(c);
