@@ -294,8 +294,9 @@ struct JobState {
   bool hires = false;
   int width = 0, height = 0;  // the first pass's size
   std::vector<cv::Mat> maps;  // detected maps to append as results
-  // Reference units.
+  // Reference units; units whose output transforms the UNet's prediction (inpaint_only, tile_colorfix).
   bool has_reference = false;
+  bool has_post = false;
   at::Tensor alphas_cumprod;  // the job's schedule (from the schedule hook), CPU float32
   uint64_t noise_calls = 0;   // seeds the reference noise: the job's seed + a counter (reproducible)
   int64_t seed = 0;
@@ -377,6 +378,11 @@ absl::Status PrepareUnit(PluginState& ps, const atelier_job_info* info, const st
     }
   } else if (info->init_image != nullptr) {
     image = Rgb(MatOf(sdk::View(info->init_image)));
+    if (u.module->name == "inpaint_only" && info->mask != nullptr) {
+      // "A1111 inpaint and ControlNet inpaint duplicated": the extension runs inpaint (global harmonious) then.
+      ps.host->log(ps.host, ATELIER_LOG_WARNING, "inpaint_only with img2img inpainting: using inpaint");
+      u.module = cn::FindModule("inpaint");
+    }
     if (u.module->inpaint && info->mask != nullptr) {
       mask = MatOf(sdk::View(info->mask));
       if (mask.rows != image.rows || mask.cols != image.cols) cv::resize(mask, mask, image.size(), 0, 0, cv::INTER_NEAREST);
@@ -504,6 +510,7 @@ atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atel
       }
       if (u.unit.save_detected_map) js->maps.push_back(fitted);
       js->has_reference |= u.module->model_free;
+      js->has_post |= u.module->name == "inpaint_only" || absl::StrContains(u.module->name, "colorfix");
     }
     *job_state = reinterpret_cast<atelier_job_state*>(js.release());
     return absl::OkStatus();
@@ -591,7 +598,8 @@ absl::StatusOr<at::Tensor> ReferenceLatent(const PluginState& ps, JobState& js, 
   auto it = u.latent.find(key);
   if (it != u.latent.end()) return it->second;
   cv::Mat fitted = cn::FitDetectedMap(u.detected, u.unit.resize_mode, static_cast<int>(h * 8), static_cast<int>(w * 8));
-  at::Tensor image = cn::HintTensor(fitted);
+  // The map's RGB in [0, 1] (an inpaint map's unmasked original image, not the -1-masked hint).
+  at::Tensor image = cn::HintTensor(cn::DisplayRgb(fitted));
   sdk::Borrow b(image);
   DLManagedTensor* latent = nullptr;
   atelier_error err{};
@@ -611,12 +619,69 @@ atelier_status Schedule(atelier_plugin_state*, atelier_job_state* job_state, ate
   });
 }
 
+// avg_pool2d over a replicate-padded (2k+1)^2 window: the extension's latent-space box blur.
+at::Tensor BoxBlur(const at::Tensor& x, int64_t k) {
+  if (k <= 0) return x;
+  return at::avg_pool2d(at::replication_pad2d(x, {k, k, k, k}), {2 * k + 1, 2 * k + 1}, {1, 1});
+}
+
+// The prediction transforms of hook.py that follow the UNet (not gated by the guidance window): inpaint_only keeps
+// the original latent outside the mask; tile_colorfix replaces the prediction's low frequencies with the
+// reference's. `eps` [rows, 4, h, w] float32 is transformed in place.
+absl::Status PostSteps(const PluginState& ps, JobState& js, const at::Tensor& x, const at::Tensor& timesteps,
+                       int64_t cond_rows, at::Tensor& eps) {
+  const int64_t rows = x.size(0), h = x.size(2), w = x.size(3);
+  const at::Tensor steps = timesteps.round().to(at::kLong).clamp(0, js.alphas_cumprod.size(0) - 1).cpu();
+  const at::Tensor ac = js.alphas_cumprod.index_select(0, steps).view({-1, 1, 1, 1});
+  const at::Tensor recip = (1.0 / ac).sqrt().to(at::kFloat).to(eps.device());
+  const at::Tensor recipm1 = (1.0 / ac - 1.0).sqrt().to(at::kFloat).to(eps.device());
+  const at::Tensor xt = x.narrow(1, 0, 4).to(at::kFloat);
+  for (auto& u : js.units) {
+    const bool inpaint = u.module->name == "inpaint_only" && u.detected.channels() == 4;
+    const bool colorfix = absl::StrContains(u.module->name, "colorfix");
+    if (!inpaint && !colorfix) continue;
+    auto origin = ReferenceLatent(ps, js, u, h, w);
+    if (!origin.ok()) return origin.status();
+    const at::Tensor x0_origin = origin->to(eps.device(), at::kFloat).expand({rows, -1, -1, -1});
+    const at::Tensor x0_prd = recip * xt - recipm1 * eps;
+    at::Tensor x0;
+    if (inpaint) {
+      cv::Mat fitted = cn::FitDetectedMap(u.detected, u.unit.resize_mode, static_cast<int>(h * 8), static_cast<int>(w * 8));
+      std::vector<cv::Mat> ch;
+      cv::split(fitted, ch);
+      cv::Mat alpha;
+      ch[3].convertTo(alpha, CV_32F, 1.0 / 255.0);
+      at::Tensor m = at::from_blob(alpha.data, {1, 1, alpha.rows, alpha.cols}, at::kFloat).clone();
+      m = at::max_pool2d(m, {10, 10}, {8, 8}, {1, 1}).to(eps.device());
+      if (m.size(2) != h || m.size(3) != w) m = at::upsample_nearest2d(m, {h, w});
+      x0 = x0_prd * m + x0_origin * (1 - m);
+    } else {
+      int64_t k = static_cast<int64_t>(u.params.a);
+      const bool disabled = (u.unit.hr_option == cn::HrOption::kLowResOnly && js.pass == ATELIER_PASS_HIRES) ||
+                            (u.unit.hr_option == cn::HrOption::kHighResOnly && js.hires && js.pass != ATELIER_PASS_HIRES);
+      if (js.pass == ATELIER_PASS_HIRES && !disabled) k *= 2;
+      x0 = x0_prd - BoxBlur(x0_prd, k) + BoxBlur(x0_origin, k);
+      if (absl::StrContains(u.module->name, "+sharp")) {
+        const double detail = u.params.b * 0.01;  // the extension's scale of its Sharpness slider
+        const at::Tensor neg = detail * BoxBlur(x0, k) + (1 - detail) * x0;
+        at::Tensor mark = at::zeros({rows, 1, 1, 1}, eps.options());
+        mark.narrow(0, 0, std::min(cond_rows, rows)).fill_(1.0);
+        x0 = mark * x0 + (1 - mark) * neg;
+      }
+    }
+    const at::Tensor eps_prd = (recip * xt - x0) / recipm1;
+    const double wt = std::clamp(u.unit.weight, 0.0, 1.0);
+    eps = eps_prd * wt + eps * (1 - wt);
+  }
+  return absl::OkStatus();
+}
+
 atelier_status ModelCall(atelier_plugin_state* state, atelier_job_state* job_state, atelier_model_call_params* params,
                          atelier_error* err) {
   return sdk::Guard(err, [&]() -> absl::Status {
     PluginState& ps = *Plugin(state);
     JobState* js = Job(job_state);
-    if (!js->has_reference || js->mode != BankMode::kIdle) return absl::OkStatus();
+    if ((!js->has_reference && !js->has_post) || js->mode != BankMode::kIdle) return absl::OkStatus();
     const atelier_model_call_args* args = params->args;
     const at::Tensor x = sdk::View(args->x);
     const at::Tensor t = sdk::View(args->timesteps);
@@ -627,8 +692,20 @@ atelier_status ModelCall(atelier_plugin_state* state, atelier_job_state* job_sta
         active.push_back(&u);
       }
     }
-    if (active.empty()) return absl::OkStatus();  // the call runs unchanged
-    if (!js->alphas_cumprod.defined()) return absl::InternalError("reference: the job's noise schedule is unknown");
+    if (!js->alphas_cumprod.defined()) return absl::InternalError("controlnet: the job's noise schedule is unknown");
+    if (active.empty()) {
+      if (!js->has_post) return absl::OkStatus();  // the call runs unchanged
+      DLManagedTensor* eps = nullptr;
+      atelier_error e{};
+      if (atelier_status s = ps.host->model_call_next(params->call, args, &eps, &e); s != ATELIER_OK) {
+        sdk::Adopt(eps);
+        return sdk::FromAbi(s, e);
+      }
+      at::Tensor out = sdk::Adopt(eps);
+      if (auto st = PostSteps(ps, *js, x, t, args->cond_rows, out); !st.ok()) return st;
+      params->eps_out = sdk::Export(out);
+      return absl::OkStatus();
+    }
     js->attention_bank.clear();
     js->adain_bank.clear();
     const int64_t rows = x.size(0);
@@ -675,7 +752,13 @@ atelier_status ModelCall(atelier_plugin_state* state, atelier_job_state* job_sta
       sdk::Adopt(eps);
       return sdk::FromAbi(s, e);
     }
-    params->eps_out = eps;
+    if (!js->has_post) {
+      params->eps_out = eps;
+      return absl::OkStatus();
+    }
+    at::Tensor out = sdk::Adopt(eps);
+    if (auto st = PostSteps(ps, *js, x, t, args->cond_rows, out); !st.ok()) return st;
+    params->eps_out = sdk::Export(out);
     return absl::OkStatus();
   });
 }
@@ -785,6 +868,38 @@ atelier_status UnetBlockEnd(atelier_plugin_state*, atelier_job_state* job_state,
       y = style * y_c + (1.0 - style) * y_uc;
     }
     params->hidden_out = sdk::Export(y.to(x.scalar_type()).contiguous());
+    return absl::OkStatus();
+  });
+}
+
+// inpaint_only's pixel blend after decoding: the decoded image inside the (dilated, blurred) mask, the original
+// outside (the extension's inpaint_only_post_processing, blur sigma 7).
+atelier_status Frame(atelier_plugin_state*, atelier_job_state* job_state, atelier_frame_params* params,
+                     atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    JobState* js = Job(job_state);
+    const at::Tensor image = sdk::View(params->frame->image);
+    at::Tensor out;
+    for (auto& u : js->units) {
+      if (u.module->name != "inpaint_only" || u.detected.channels() != 4) continue;
+      const int hh = static_cast<int>(image.size(1)), ww = static_cast<int>(image.size(2));
+      cv::Mat fitted = cn::FitDetectedMap(u.detected, u.unit.resize_mode, hh, ww);
+      std::vector<cv::Mat> ch;
+      cv::split(fitted, ch);
+      cv::Mat m;
+      ch[3].convertTo(m, CV_32F, 1.0 / 255.0);
+      constexpr int kSigma = 7;
+      cv::dilate(m, m, cv::Mat::ones(kSigma, kSigma, CV_8U));
+      cv::blur(m, m, cv::Size(kSigma, kSigma));
+      cv::Mat rgb;
+      cv::merge(std::vector<cv::Mat>{ch[0], ch[1], ch[2]}, rgb);
+      rgb.convertTo(rgb, CV_32F, 1.0 / 255.0);
+      const at::Tensor mask = at::from_blob(m.data, {1, hh, ww}, at::kFloat).clone();
+      const at::Tensor raw = at::from_blob(rgb.data, {hh, ww, 3}, at::kFloat).permute({2, 0, 1}).clone();
+      const at::Tensor x = out.defined() ? out : image.to(at::kFloat);
+      out = (mask * x.clamp(0, 1) + (1 - mask) * raw).clamp(0, 1);
+    }
+    if (out.defined()) params->image_out = sdk::Export(out.contiguous());
     return absl::OkStatus();
   });
 }
@@ -1052,6 +1167,7 @@ extern "C" ATELIER_PLUGIN_EXPORT const atelier_plugin_descriptor* atelier_plugin
     d.model_call = ModelCall;
     d.self_attention = SelfAttention;
     d.unet_block_end = UnetBlockEnd;
+    d.frame = Frame;
     return d;
   }();
   return host_abi_major == ATELIER_PLUGIN_ABI_MAJOR && host_abi_minor >= 2 ? &descriptor : nullptr;

@@ -232,4 +232,16 @@ cv::Mat DisplayMap(const cv::Mat& fitted) {
   return out;
 }
 
+cv::Mat DisplayRgb(const cv::Mat& fitted) {
+  cv::Mat rgb = fitted;
+  if (fitted.channels() == 4) {
+    std::vector<cv::Mat> ch;
+    cv::split(fitted, ch);
+    cv::merge(std::vector<cv::Mat>{ch[0], ch[1], ch[2]}, rgb);
+  }
+  cv::Mat out;
+  rgb.convertTo(out, CV_8U);
+  return out;
+}
+
 }  // namespace atelier::controlnet

@@ -31,4 +31,7 @@ at::Tensor HintTensor(const cv::Mat& fitted);
 // A uint8 RGB image of a fitted map for the client (inpaint maps show their RGB with masked pixels black).
 cv::Mat DisplayMap(const cv::Mat& fitted);
 
+// The RGB channels of a fitted map as uint8 (an inpaint map's original image, mask ignored).
+cv::Mat DisplayRgb(const cv::Mat& fitted);
+
 }  // namespace atelier::controlnet

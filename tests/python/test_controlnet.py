@@ -242,6 +242,29 @@ class ControlNetTest(unittest.TestCase):
                 self.assertGreater(np.abs(images[i] - images[j]).max(), 0, (i, j))
         self.assertIn("Hires upscale", both[0].infotext)
 
+    def test_inpaint_only_keeps_the_unmasked_image(self):
+        original = (np.random.RandomState(3).rand(64, 64, 3) * 255).astype(np.uint8)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[:, :24] = 255  # repaint the left part
+        unit = self.unit(module="inpaint_only", image={"image": png_b64(original), "mask": png_b64(mask)},
+                         save_detected_map=False)
+        results, _, _ = self.run_job([unit])
+        out = self.pixels(results[0])
+        # Far from the mask (dilated and blurred by 7 pixels) the decoded image is replaced by the original.
+        self.assertLessEqual(np.abs(out[:, 40:] - original[:, 40:].astype(np.int16)).max(), 1)
+        plain, _, _ = self.run_job()
+        self.assertGreater(np.abs(out[:, :16] - self.pixels(plain[0])[:, :16]).max(), 0)
+
+    def test_tile_colorfix_transforms_the_prediction(self):
+        plain, _, _ = self.run_job()
+        fixed, _, _ = self.run_job([self.unit(module="tile_colorfix", save_detected_map=False)])
+        self.assertGreater(np.abs(self.pixels(fixed[0]) - self.pixels(plain[0])).max(), 0)
+        sharp, _, _ = self.run_job([self.unit(module="tile_colorfix+sharp", threshold_b=2.0, save_detected_map=False)])
+        self.assertGreater(np.abs(self.pixels(sharp[0]) - self.pixels(fixed[0])).max(), 0)
+        # Weight 0: no residuals and the prediction kept as it is.
+        zero, _, _ = self.run_job([self.unit(module="tile_colorfix", weight=0.0, save_detected_map=False)])
+        self.assertEqual(np.abs(self.pixels(zero[0]) - self.pixels(plain[0])).max(), 0)
+
     def test_webui_payload_from_the_extensions_api_example(self):
         # scripts/api example shape: positional-free dict units, legacy aliases, string enums, unknown keys.
         payload = {"prompt": "a cat", "negative_prompt": "", "batch_size": 1, "steps": 4, "cfg_scale": 7,
