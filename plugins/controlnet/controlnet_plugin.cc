@@ -271,6 +271,10 @@ struct UnitState {
   cv::Mat detected;                          // the preprocessor's output
   std::map<std::pair<int64_t, int64_t>, at::Tensor> guided;  // encoded hint per latent size
   std::map<std::pair<int64_t, int64_t>, at::Tensor> latent;  // reference_*: the hint's VAE latent per size
+  // img2img "Only masked" with inpaint_crop_input_image: the input waits for the pass's crop region.
+  cv::Mat input;
+  bool crop_pending = false;
+  int init_width = 0, init_height = 0;
 };
 
 // reference_only / reference_adain: a pass of the UNet over the noised reference latent writes banks (each
@@ -432,10 +436,59 @@ absl::Status PrepareUnit(PluginState& ps, const atelier_job_info* info, const st
   u.params.seed = static_cast<std::uint32_t>((static_cast<std::uint64_t>(std::max<int64_t>(info->seed, 0)) +
                                               static_cast<std::uint64_t>(std::max<int64_t>(info->subseed, 0))) &
                                              0xffffffffULL);
+  if (info->init_image != nullptr && info->mask != nullptr && info->inpaint_full_res != 0 &&
+      u.unit.inpaint_crop_input_image && !u.module->model_free) {
+    // "Only masked": the extension crops the control image to the region the pass samples (pass_started).
+    u.input = input;
+    u.crop_pending = true;
+    u.init_width = static_cast<int>(info->init_image->shape[1]);
+    u.init_height = static_cast<int>(info->init_image->shape[0]);
+    return absl::OkStatus();
+  }
   auto detected = cn::RunPreprocessor(*u.module, input, u.params);
   if (!detected.ok()) return absl::Status(detected.status().code(), prefix + std::string(detected.status().message()));
   u.detected = *detected;
   return absl::OkStatus();
+}
+
+// Streams a unit's detected map (fitted to h x w) as an artifact and keeps it for the results.
+absl::Status EmitMap(const PluginState& ps, JobState& js, const UnitState& u, int h, int w) {
+  cv::Mat fitted = cn::DisplayMap(cn::FitDetectedMap(u.detected, u.unit.resize_mode, h, w));
+  auto png = EncodePng(ps, fitted);
+  if (!png.ok()) return png.status();
+  atelier_error e{};
+  const std::string name = absl::StrCat("controlnet-", u.index, "-", u.module->name, ".png");
+  if (atelier_status s = ps.host->emit_artifact(js.job, name.c_str(), "image/png", png->data(), png->size(), &e);
+      s != ATELIER_OK) {
+    return sdk::FromAbi(s, e);
+  }
+  if (u.unit.save_detected_map) js.maps.push_back(fitted);
+  return absl::OkStatus();
+}
+
+// try_crop_image_with_a1111_mask: the input fitted to the init image (the unit's resize mode), cut to the region,
+// fitted to the pass's size with Resize and Fill, then preprocessed.
+absl::Status CropAndPreprocess(const PluginState& ps, JobState& js, UnitState& u, const atelier_pass_info& pass) {
+  cv::Mat input = u.input;
+  if (pass.crop_width > 0 && pass.crop_height > 0) {
+    cv::Mat whole = cn::FitDetectedMap(input, u.unit.resize_mode, u.init_height, u.init_width);
+    if (whole.depth() != CV_8U) whole.convertTo(whole, CV_8U);
+    const cv::Rect region = cv::Rect(pass.crop_x, pass.crop_y, pass.crop_width, pass.crop_height) &
+                            cv::Rect(0, 0, whole.cols, whole.rows);
+    if (region.area() > 0) {
+      input = cn::FitDetectedMap(whole(region).clone(), cn::ResizeMode::kResizeAndFill, pass.height, pass.width);
+      if (input.depth() != CV_8U) input.convertTo(input, CV_8U);
+    }
+  }
+  auto detected = cn::RunPreprocessor(*u.module, input, u.params);
+  if (!detected.ok()) {
+    return absl::Status(detected.status().code(),
+                        absl::StrCat("ControlNet unit ", u.index, ": ", detected.status().message()));
+  }
+  u.detected = *detected;
+  u.crop_pending = false;
+  u.input.release();
+  return EmitMap(ps, js, u, pass.height / 8 * 8, pass.width / 8 * 8);
 }
 
 atelier_status Init(const atelier_host_api* host, atelier_plugin_state** state, atelier_error* err) {
@@ -498,17 +551,9 @@ atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atel
     for (auto& u : js->units) {
       if (auto s = PrepareUnit(ps, info, &*models, u, job); !s.ok()) return s;
       // Stream the detected map now; keep it (fitted to the job's size) for the results.
-      cv::Mat fitted = cn::DisplayMap(cn::FitDetectedMap(u.detected, u.unit.resize_mode, info->height / 8 * 8,
-                                                         info->width / 8 * 8));
-      auto png = EncodePng(ps, fitted);
-      if (!png.ok()) return png.status();
-      atelier_error e{};
-      const std::string name = absl::StrCat("controlnet-", u.index, "-", u.module->name, ".png");
-      if (atelier_status s = ps.host->emit_artifact(job, name.c_str(), "image/png", png->data(), png->size(), &e);
-          s != ATELIER_OK) {
-        return sdk::FromAbi(s, e);
+      if (!u.crop_pending) {
+        if (auto s = EmitMap(ps, *js, u, info->height / 8 * 8, info->width / 8 * 8); !s.ok()) return s;
       }
-      if (u.unit.save_detected_map) js->maps.push_back(fitted);
       js->has_reference |= u.module->model_free;
       js->has_post |= u.module->name == "inpaint_only" || absl::StrContains(u.module->name, "colorfix");
     }
@@ -519,11 +564,15 @@ atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atel
 
 void JobEnd(atelier_plugin_state*, atelier_job_state* job_state) { delete Job(job_state); }
 
-atelier_status PassStarted(atelier_plugin_state*, atelier_job_state* job_state, const atelier_pass_info* info,
+atelier_status PassStarted(atelier_plugin_state* state, atelier_job_state* job_state, const atelier_pass_info* info,
                            atelier_error* err) {
   return sdk::Guard(err, [&]() -> absl::Status {
     JobState* js = Job(job_state);
     js->pass = info->pass;
+    for (auto& u : js->units) {
+      if (!u.crop_pending) continue;
+      if (auto s = CropAndPreprocess(*Plugin(state), *js, u, *info); !s.ok()) return s;
+    }
     // Encode each unit's hint for this pass's size now, once (not per step).
     for (auto& u : js->units) {
       if (u.net == nullptr) continue;

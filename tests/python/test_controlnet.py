@@ -265,6 +265,28 @@ class ControlNetTest(unittest.TestCase):
         zero, _, _ = self.run_job([self.unit(module="tile_colorfix", weight=0.0, save_detected_map=False)])
         self.assertEqual(np.abs(self.pixels(zero[0]) - self.pixels(plain[0])).max(), 0)
 
+    def test_only_masked_inpainting_crops_the_control_image(self):
+        init = (np.random.RandomState(4).rand(64, 64, 3) * 255).astype(np.uint8)
+        mask = np.zeros((64, 64), np.uint8)
+        mask[20:36, 24:40] = 255
+
+        def run(crop):
+            payload = dict(prompt="a cat", steps=4, width=64, height=64, seed=9, sampler_name="Euler",
+                           init_images=[png_b64(init)], mask=png_b64(mask), inpaint_full_res=True,
+                           inpaint_full_res_padding=8, denoising_strength=0.75,
+                           alwayson_scripts={"controlnet": {"args": [self.unit(inpaint_crop_input_image=crop)]}})
+            results = [e for e in self.client.webui(payload, img2img=True) if isinstance(e, Result)]
+            self.assertEqual(len(results), 2)
+            return self.pixels(results[1])
+
+        cropped, whole = run(True), run(False)
+        self.assertEqual(cropped.shape, whole.shape)
+        # The cropped region's edges, enlarged to the pass, are not the whole image's edges.
+        self.assertGreater(np.abs(cropped - whole).max(), 0)
+        # Without the crop the map is the one a txt2img job of the same size makes.
+        txt2img, _, _ = self.run_job([self.unit()])
+        self.assertEqual(np.abs(whole - self.pixels(txt2img[1])).max(), 0)
+
     def test_webui_payload_from_the_extensions_api_example(self):
         # scripts/api example shape: positional-free dict units, legacy aliases, string enums, unknown keys.
         payload = {"prompt": "a cat", "negative_prompt": "", "batch_size": 1, "steps": 4, "cfg_scale": 7,
