@@ -32,7 +32,11 @@ atelier_status FromAbsl(const absl::Status& status, atelier_error* err) {
   if (status.ok()) return ATELIER_OK;
   atelier_status code = ATELIER_INTERNAL;
   switch (status.code()) {
-    case absl::StatusCode::kInvalidArgument: code = ATELIER_INVALID_ARGUMENT; break;
+    // A refused or damaged file (a pickle that would run code, truncated data) is the caller's input problem.
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kDataLoss: code = ATELIER_INVALID_ARGUMENT; break;
     case absl::StatusCode::kNotFound: code = ATELIER_NOT_FOUND; break;
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kUnimplemented: code = ATELIER_UNSUPPORTED; break;

@@ -117,6 +117,10 @@ class ControlNetTest(unittest.TestCase):
             shutil.copy(os.path.join(cls.cn_case, "weights.safetensors"), os.path.join(cn, "control_tiny.safetensors"))
             with open(os.path.join(cn, "broken_cn.safetensors"), "wb") as f:
                 f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+            # Pickles go through the daemon's non-executing reader: one that would run code, one without a net.
+            formats = cases_of("ckpt-formats")[0]
+            shutil.copy(os.path.join(formats, "evil.ckpt"), os.path.join(cn, "evil_cn.pth"))
+            shutil.copy(os.path.join(formats, "zip_state_dict.ckpt"), os.path.join(cn, "pickled_sd.pth"))
             sd15, _ = read_safetensors(os.path.join(tiny_dir, "weights.safetensors"))
             write_safetensors(os.path.join(cn, "not_a_controlnet.safetensors"),
                               {k: v for k, v in list(sd15.items())[:4]})
@@ -353,6 +357,8 @@ class ControlNetTest(unittest.TestCase):
             (dict(module="openpose"), grpc.StatusCode.UNIMPLEMENTED, "canny"),
             (dict(model="broken_cn"), grpc.StatusCode.INVALID_ARGUMENT, "broken_cn"),
             (dict(model="not_a_controlnet"), grpc.StatusCode.INVALID_ARGUMENT, "not a ControlNet"),
+            (dict(model="evil_cn"), grpc.StatusCode.INVALID_ARGUMENT, "evil_cn.pth"),
+            (dict(model="pickled_sd"), grpc.StatusCode.INVALID_ARGUMENT, "not a ControlNet"),
             (dict(image="not an image at all"), grpc.StatusCode.INVALID_ARGUMENT, "image"),
             (dict(image=base64.b64encode(b"garbage bytes").decode()), grpc.StatusCode.INVALID_ARGUMENT, "decoded"),
             (dict(module="inpaint"), grpc.StatusCode.INVALID_ARGUMENT, "mask"),
