@@ -167,7 +167,7 @@ engine::JobExtension::Points JobHooks::points() const {
   Points points;
   points.shape = has_shape_;
   points.schedule = has_schedule_;
-  points.pass = has_pass_;
+  points.pass = has_pass_ || has_residuals_;  // unet_residuals carries the pass kind
   points.cfg = has_cfg_;
   points.model_call = has_residuals_ || has_block_ || has_model_call_ || has_attention_ || has_block_end_;
   points.infotext = true;  // add_infotext may be called from any hook
@@ -219,6 +219,7 @@ absl::Status JobHooks::OverrideSchedule(at::Tensor& alphas_cumprod) {
 }
 
 absl::Status JobHooks::PassStarted(const engine::PassInfo& pass) {
+  current_pass_ = static_cast<int32_t>(pass.pass);
   atelier_pass_info info{};
   info.struct_size = sizeof(info);
   info.pass = static_cast<int32_t>(pass.pass);
@@ -533,6 +534,7 @@ absl::Status JobHooks::UnetResiduals(int sampling_step, int total_sampling_steps
     params.x = x_in.get();
     params.timesteps = t_in.get();
     params.context = c_in.get();
+    params.pass = current_pass_;
     absl::Status status = CallHook(*p.plugin, "unet_residuals", [&](atelier_error* err) {
       return d.unet_residuals(p.plugin->state(), p.state, &params, err);
     });

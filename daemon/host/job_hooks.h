@@ -142,6 +142,7 @@ class JobHooks final : public engine::JobExtension, public JobPluginServices {
   std::vector<Participant> participants_;
   bool has_cfg_ = false, has_residuals_ = false, has_block_ = false, has_postprocess_ = false, has_export_ = false;
   bool has_attention_ = false, has_block_end_ = false;  // 1.2: self_attention, unet_block_end
+  int32_t current_pass_ = 0;  // ATELIER_PASS_* of the pass running (unet_residuals' pass)
   bool has_shape_ = false, has_schedule_ = false, has_pass_ = false, has_model_call_ = false, has_frame_ = false;
   // process phase: plugins whose process already ran (lower-case), and arguments fed by earlier plugins.
   std::vector<std::string> processed_;

@@ -588,7 +588,7 @@ atelier_status UnetResiduals(atelier_plugin_state*, atelier_job_state* job_state
   return sdk::Guard(err, [&]() -> absl::Status {
     JobState* js = Job(job_state);
     if (js->mode == BankMode::kWrite) return absl::OkStatus();  // the reference pass runs without control
-    const bool hires_pass = js->pass == ATELIER_PASS_HIRES;
+    const bool hires_pass = params->pass == ATELIER_PASS_HIRES;  // the host says which pass the call is in
     const at::Tensor x = sdk::View(params->x);
     const at::Tensor t = sdk::View(params->timesteps);
     const at::Tensor ctx = sdk::View(params->context);

@@ -407,6 +407,8 @@ typedef struct atelier_unet_residuals_params {
   const DLTensor* timesteps; /* [rows] fractional timesteps */
   const DLTensor* context;   /* [rows, tokens, 768] */
   DLManagedTensor* residual_out[ATELIER_UNET_RESIDUALS];
+  /* ---- ABI 1.2 ---- */
+  int32_t pass;              /* ATELIER_PASS_* of the call (hires fix: which pass; sd-webui-controlnet's hr_option) */
 } atelier_unet_residuals_params;
 
 enum {
