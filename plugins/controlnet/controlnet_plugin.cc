@@ -212,24 +212,8 @@ absl::StatusOr<cv::Mat> DecodeImage(const PluginState& ps, const std::string& b6
   return MatOf(sdk::Adopt(image));
 }
 
-// HWC3: gray -> RGB, RGBA composited over white.
-cv::Mat Rgb(const cv::Mat& m) {
-  if (m.channels() == 3) return m;
-  cv::Mat out(m.rows, m.cols, CV_8UC3);
-  for (int y = 0; y < m.rows; ++y) {
-    for (int x = 0; x < m.cols; ++x) {
-      if (m.channels() == 1) {
-        const uint8_t v = m.at<uint8_t>(y, x);
-        out.at<cv::Vec3b>(y, x) = cv::Vec3b(v, v, v);
-      } else {
-        const cv::Vec4b p = m.at<cv::Vec4b>(y, x);
-        const float a = p[3] / 255.0f;
-        for (int c = 0; c < 3; ++c) out.at<cv::Vec3b>(y, x)[c] = static_cast<uint8_t>(std::clamp(p[c] * a + 255.0f * (1 - a), 0.0f, 255.0f));
-      }
-    }
-  }
-  return out;
-}
+// HWC3: gray -> RGB, RGBA composited over white (the preprocessors' own).
+cv::Mat Rgb(const cv::Mat& m) { return cn::Hwc3(m); }
 
 cv::Mat Channel0(const cv::Mat& m) {
   if (m.channels() == 1) return m;

@@ -96,29 +96,6 @@ const std::set<std::string>& NetworkModuleNames() {
 
 bool Uint8Rgb(const cv::Mat& m) { return m.type() == CV_8UC3; }
 
-// HWC3 of a uint8 image: gray to RGB, RGBA composited over white (truncating).
-cv::Mat Hwc3(const cv::Mat& x) {
-  if (x.type() == CV_8UC3) return x;
-  cv::Mat out;
-  if (x.type() == CV_8UC1) {
-    cv::cvtColor(x, out, cv::COLOR_GRAY2RGB);
-    return out;
-  }
-  out.create(x.rows, x.cols, CV_8UC3);
-  for (int y = 0; y < x.rows; ++y) {
-    const uint8_t* s = x.ptr<uint8_t>(y);
-    uint8_t* d = out.ptr<uint8_t>(y);
-    for (int i = 0; i < x.cols; ++i) {
-      const float alpha = static_cast<float>(s[4 * i + 3]) / 255.0f;
-      for (int c = 0; c < 3; ++c) {
-        const float v = static_cast<float>(s[4 * i + c]) * alpha + 255.0f * (1.0f - alpha);
-        d[3 * i + c] = static_cast<uint8_t>(std::clamp(v, 0.0f, 255.0f));
-      }
-    }
-  }
-  return out;
-}
-
 cv::Mat Crop(const cv::Mat& m, int h, int w) { return m(cv::Rect(0, 0, w, h)).clone(); }
 
 // numpy's legacy RandomState(seed).uniform(0, 1): MT19937 seeded by init_genrand, 53-bit doubles from two draws.
@@ -163,6 +140,28 @@ cv::Mat Canny(const cv::Mat& rgb_padded, double low, double high) {
 
 absl::StatusOr<cv::Mat> RunPreprocessorOrThrow(const ModuleInfo& module, const cv::Mat& input,
                                                const PreprocessorParams& p);
+
+cv::Mat Hwc3(const cv::Mat& x) {
+  if (x.type() == CV_8UC3) return x;
+  cv::Mat out;
+  if (x.type() == CV_8UC1) {
+    cv::cvtColor(x, out, cv::COLOR_GRAY2RGB);
+    return out;
+  }
+  out.create(x.rows, x.cols, CV_8UC3);
+  for (int y = 0; y < x.rows; ++y) {
+    const uint8_t* s = x.ptr<uint8_t>(y);
+    uint8_t* d = out.ptr<uint8_t>(y);
+    for (int i = 0; i < x.cols; ++i) {
+      const float alpha = static_cast<float>(s[4 * i + 3]) / 255.0f;
+      for (int c = 0; c < 3; ++c) {
+        const float v = static_cast<float>(s[4 * i + c]) * alpha + 255.0f * (1.0f - alpha);
+        d[3 * i + c] = static_cast<uint8_t>(std::clamp(v, 0.0f, 255.0f));
+      }
+    }
+  }
+  return out;
+}
 
 const std::vector<ModuleInfo>& Modules() {
   static const std::vector<ModuleInfo> modules = BuildModules();

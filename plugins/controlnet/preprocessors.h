@@ -56,6 +56,9 @@ struct PreprocessorParams {
 };
 PreprocessorParams BoundParams(const ModuleInfo& module, double processor_res, double threshold_a, double threshold_b);
 
+// The extension's HWC3 of a uint8 image: gray to RGB, RGBA composited over white (truncating), RGB as is.
+cv::Mat Hwc3(const cv::Mat& image);
+
 // resize_image_with_pad: the short side to `resolution` (INTER_CUBIC up, INTER_AREA otherwise; sizes rounded half
 // to even), then the bottom/right edge replicated to multiples of 64. `*height`/`*width` receive the resized size
 // (the crop that undoes the padding).
