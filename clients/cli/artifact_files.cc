@@ -1,16 +1,39 @@
 #include "artifact_files.h"
 
+#include <algorithm>
 #include <fstream>
+#include <regex>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace atelier::cli {
 
+int NextImageNumber(const std::filesystem::path& dir) {
+  static const std::regex kNumbered(R"(^(\d{5,})-.*)");
+  int next = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    std::smatch m;
+    const std::string name = entry.path().filename().string();
+    int number = 0;
+    if (std::regex_match(name, m, kNumbered) && absl::SimpleAtoi(m[1].str(), &number) && number < 99999999) {
+      next = std::max(next, number + 1);
+    }
+  }
+  return next;
+}
+
 absl::StatusOr<std::optional<std::filesystem::path>> ArtifactFiles::Add(const v1::Artifact& artifact) {
-  const std::string& name = artifact.name();
+  std::string name = artifact.name();
   if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
       name.find('\\') != std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("artifact name '", name, "' is not a plain file name"));
+  }
+  if (artifact.plugin() == "export") {
+    if (export_number_ < 0) export_number_ = NextImageNumber(dir_);
+    name = absl::StrFormat("%05d-%s", export_number_, name);
   }
   const auto it = written_.find(name);
   const std::uint64_t have = it == written_.end() ? 0 : it->second;

@@ -117,21 +117,6 @@ absl::StatusOr<v1::PreviewMethod> ParsePreview(const std::string& name) {
 }
 
 // WebUI's file names: a five-digit counter continuing the folder's highest, then the seed.
-int NextImageNumber(const fs::path& dir) {
-  static const std::regex kNumbered(R"(^(\d{5,})-.*)");
-  int next = 0;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    std::smatch m;
-    const std::string name = entry.path().filename().string();
-    int number = 0;
-    if (std::regex_match(name, m, kNumbered) && absl::SimpleAtoi(m[1].str(), &number) && number < 99999999) {
-      next = std::max(next, number + 1);
-    }
-  }
-  return next;
-}
-
 const char* ExtensionOf(const std::string& mime) {
   if (mime == "image/jpeg") return "jpg";
   if (mime == "image/webp") return "webp";

@@ -217,6 +217,31 @@ class Job:
         except grpc.RpcError as error:
             raise AtelierError(error.code(), error.details()) from None
 
+    def save(self, directory: str) -> List[str]:
+        """Runs the stream to its end, writing what it brings as WebUI names it: results "{seq:05}-{seed}.png",
+        the export plugin's files "{seq:05}-{seed}.gif" (one number per job, as sd-webui-animatediff's), other
+        artifacts under their own names. Returns the paths written, in order."""
+        os.makedirs(directory, exist_ok=True)
+        paths, export_number = [], None
+        for event in self:
+            if isinstance(event, Result):
+                ext = {"image/jpeg": "jpg", "image/webp": "webp"}.get(event.mime_type, "png")
+                path = os.path.join(directory, "%05d-%d.%s" % (_next_number(directory), event.seed, ext))
+                data = event.image
+            elif isinstance(event, Artifact):
+                name = os.path.basename(event.name)
+                if event.plugin == "export":
+                    if export_number is None:
+                        export_number = _next_number(directory)
+                    name = "%05d-%s" % (export_number, name)
+                path, data = os.path.join(directory, name), event.data
+            else:
+                continue
+            with open(path, "wb") as f:
+                f.write(data)
+            paths.append(path)
+        return paths
+
     def wait(self) -> List[Result]:
         """Runs the stream to its end and returns the results."""
         for _ in self:
@@ -226,6 +251,13 @@ class Job:
     def cancel(self):
         if self.id is not None:
             self._client.cancel(self.id)
+
+
+def _next_number(directory: str) -> int:
+    """WebUI's next sequence number in a folder: one more than the largest "NNNNN-..." name there."""
+    numbers = [int(n.split("-", 1)[0]) for n in os.listdir(directory)
+               if "-" in n and n.split("-", 1)[0].isdigit() and len(n.split("-", 1)[0]) >= 5]
+    return max(numbers) + 1 if numbers else 0
 
 
 def _strip_data_uri(value):
