@@ -88,6 +88,10 @@ int Run(int argc, char** argv) {
   app.add_option("--max-queue", max_queue, "jobs that may wait before Generate answers RESOURCE_EXHAUSTED")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  std::string outputs_dir;
+  app.add_option("--outputs-dir", outputs_dir,
+                 "also save the export plugin's files (GIF, MP4, contact sheets) here, in WebUI's "
+                 "txt2img-images/AnimateDiff/<date>/ layout; off by default (clients save what they receive)");
   app.add_option("--max-message-mb", max_message_mb, "largest gRPC message (images, artifacts) in MiB")
       ->capture_default_str()
       ->check(CLI::Range(4, 2000));
@@ -210,11 +214,21 @@ int Run(int argc, char** argv) {
     LogInfo("no checkpoint found; put .safetensors/.ckpt files in <models-dir>/Stable-diffusion");
   }
 
+  std::unique_ptr<server::OutputsSaver> outputs;
+  if (!outputs_dir.empty()) {
+    auto opened = server::OutputsSaver::Open(outputs_dir);
+    if (!opened.ok()) {
+      LogError(std::string(opened.status().message()));
+      return 2;
+    }
+    outputs = *std::move(opened);
+  }
   server::GenerationRunner runner(models, *plugins, **tokenizer);
   server::DaemonServerOptions options;
   options.listen = listen;
   options.max_queue = max_queue;
   options.max_message_bytes = max_message_mb * 1024 * 1024;
+  options.outputs = outputs.get();
   // A runaway job must not hold the one worker forever (one SD1.5 512x512 20-step job is about a minute on a CPU
   // with 2 cores, seconds on a GPU).
   options.max_job_seconds = max_job_seconds >= 0 ? max_job_seconds : runtime->device == "cpu" ? 3600.0 : 600.0;

@@ -32,7 +32,7 @@ absl::StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonSe
   server->facts_.max_queue = options.max_queue;
   server->facts_.max_message_bytes = options.max_message_bytes;
   server->jobs_ = std::make_unique<JobManager>(
-      runner, JobManagerOptions{options.max_queue, options.max_message_bytes, options.max_job_seconds});
+      runner, JobManagerOptions{options.max_queue, options.max_message_bytes, options.max_job_seconds, options.outputs});
   server->generation_ = std::make_unique<GenerationService>(*server->jobs_, runner, plugins);
   server->models_ = std::make_unique<ModelsService>(models, *server->jobs_, runner, plugins, server->facts_);
   server->plugins_ = std::make_unique<PluginsService>(plugins, *server->jobs_);

@@ -14,6 +14,8 @@
 #include "server/job_manager.h"
 #include "server/job_runner.h"
 
+#include "server/outputs_saver.h"
+
 namespace atelier::server {
 
 struct DaemonServerOptions {
@@ -22,6 +24,7 @@ struct DaemonServerOptions {
   int max_queue = 64;
   int max_message_bytes = 64 * 1024 * 1024;
   double max_job_seconds = 0;  // see JobManagerOptions
+  OutputsSaver* outputs = nullptr;  // see JobManagerOptions
 };
 
 class GenerationService;

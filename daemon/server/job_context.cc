@@ -153,6 +153,11 @@ absl::Status JobContext::EmitFrame(const std::string& plugin, int index, std::st
 
 absl::Status JobContext::EmitArtifact(const std::string& plugin, std::string name, std::string mime_type,
                                       std::string data) {
+  if (outputs_ != nullptr && plugin == "export") {
+    const bool img2img = request().mode() == v1::MODE_IMG2IMG || request().init_images_size() > 0;
+    auto saved = outputs_->Save(job_id(), img2img, name, data);
+    if (!saved.ok()) Warn(std::string(saved.status().message()));
+  }
   v1::Artifact artifact;
   artifact.set_name(std::move(name));
   artifact.set_mime_type(std::move(mime_type));

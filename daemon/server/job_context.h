@@ -12,6 +12,8 @@
 #include "jobs/job_events.h"
 #include "server/job.h"
 
+#include "server/outputs_saver.h"
+
 namespace atelier::server {
 
 class JobContext final : public jobs::JobEvents {
@@ -44,6 +46,8 @@ class JobContext final : public jobs::JobEvents {
     return job_->cancel_requested() && (job_->ObserverCount() == 0 || (others_waiting_ && others_waiting_()));
   }
   void set_others_waiting(std::function<bool()> probe) { others_waiting_ = std::move(probe); }
+  // --outputs-dir: the export plugin's files are also written there (a failure is a warning of the job).
+  void set_outputs(OutputsSaver* outputs) { outputs_ = outputs; }
 
   // ---- Events ----
   void Started(std::vector<std::int64_t> seeds, std::vector<std::int64_t> subseeds, int image_count) override;
@@ -88,6 +92,7 @@ class JobContext final : public jobs::JobEvents {
   absl::Time deadline_ = absl::InfiniteFuture();
   mutable bool timed_out_ = false;
   std::string invoke_result_;
+  OutputsSaver* outputs_ = nullptr;
 };
 
 }  // namespace atelier::server

@@ -175,6 +175,7 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
   PublishPositions();
 
   JobContext context(job, options_.max_message_bytes);
+  context.set_outputs(options_.outputs);
   if (options_.max_job_seconds > 0) context.set_deadline(absl::Now() + absl::Seconds(options_.max_job_seconds));
   // A cancelled job's remaining courtesy work (decoding its last prediction) yields to jobs waiting behind it.
   context.set_others_waiting([this] { return queue_.size() > 0; });

@@ -17,6 +17,8 @@
 #include "server/job_queue.h"
 #include "server/job_runner.h"
 
+#include "server/outputs_saver.h"
+
 namespace atelier::server {
 
 struct JobManagerOptions {
@@ -24,6 +26,8 @@ struct JobManagerOptions {
   int max_message_bytes = 64 * 1024 * 1024;
   // A running job past this many seconds is stopped (DEADLINE_EXCEEDED naming the limit); 0: no limit.
   double max_job_seconds = 0;
+  // --outputs-dir: where the export plugin's files are saved too (null: nowhere). Outlives the manager.
+  OutputsSaver* outputs = nullptr;
 };
 
 class JobManager {

@@ -139,6 +139,29 @@ class ExportTest(unittest.TestCase):
                 "formats": ["GIF"]}))
         self.assertIn("16x16 but the gif is 32x32", e.exception.details)
 
+    def test_outputs_dir_saves_on_the_daemon_side_and_an_unwritable_one_is_refused(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            outputs = os.path.join(tmp, "outputs")
+            daemon = DaemonProcess(extra_args=["--outputs-dir", outputs])
+            try:
+                with Client(daemon.address) as client:
+                    list(client.webui(self.payload({"enabled": True, "formats": ["GIF", "TXT"]}, batch_size=2)))
+            finally:
+                self.assertEqual(daemon.stop(), 0)
+            dated = os.path.join(outputs, "txt2img-images", "AnimateDiff")
+            days = os.listdir(dated)
+            self.assertEqual(len(days), 1)
+            self.assertTrue(re.fullmatch(r"\d{4}-\d{2}-\d{2}", days[0]), days)
+            self.assertEqual(sorted(os.listdir(os.path.join(dated, days[0]))), ["00000-77.gif", "00000-77.txt"])
+            blocker = os.path.join(tmp, "a-file")
+            with open(blocker, "w") as f:
+                f.write("x")
+            out = subprocess.run([os.environ["ATELIER_DAEMON"], "--listen", "127.0.0.1:0", "--models-dir", tmp,
+                                  "--outputs-dir", os.path.join(blocker, "sub")], capture_output=True, text=True,
+                                 timeout=120)
+            self.assertNotEqual(out.returncode, 0)
+            self.assertIn("--outputs-dir", out.stderr)
+
     def test_stand_alone_invoke_makes_files_from_images(self):
         images = []
         for colour in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]:
