@@ -122,6 +122,7 @@ class GenerationTest : public ::testing::Test {
     testing::CopyPlugin(testing::TestPlugin("probe_v11"), plugins_dir_.path(), "probe_v11.so");
     testing::CopyPlugin(testing::TestPlugin("abi_v10"), plugins_dir_.path(), "abi_v10.so");
     testing::CopyPlugin(testing::BuiltPlugin("grayscale"), plugins_dir_.path(), "grayscale.so");
+    testing::CopyPlugin(testing::BuiltPlugin("export"), plugins_dir_.path(), "export.so");
     host::PluginLoaderOptions options;
     options.environment.host_version = "test";
     options.environment.device = "cpu";
@@ -579,6 +580,35 @@ TEST_F(GenerationTest, Abi11PluginsFeedEachOtherAndTheCExampleRuns) {
   const at::Tensor luma = (p.select(2, 0) * 0.299 + p.select(2, 1) * 0.587 + p.select(2, 2) * 0.114);
   EXPECT_LE((g.select(2, 0).to(at::kFloat) - luma).abs().max().item<float>(), 1.0f);
   EXPECT_THAT(greyed[0].infotext(), HasSubstr("Grayscale: 1.0"));
+}
+
+// Another plugin asks export for files the way AnimateDiff will (its "format" list, fps, loop count): the GIF and
+// the TXT arrive as artifacts of the job, named by the first seed, the GIF carrying the infotext and the loop.
+TEST_F(GenerationTest, APluginFeedsExportItsFormatsAndTheFilesArrive) {
+  grpc::Status status;
+  v1::GenerateRequest r = SmallRequest(41);
+  r.set_batch_size(2);
+  (*r.mutable_alwayson_scripts()->mutable_fields())["probe_v11"].set_string_value("feed_export");
+  const auto events = Run(r, &status);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  const auto results = Results(events);
+  ASSERT_EQ(results.size(), 2u);
+  std::map<std::string, std::string> files;
+  for (const auto& e : events) {
+    if (e.has_artifact() && e.artifact().plugin() == "export") files[e.artifact().name()] += e.artifact().data();
+  }
+  ASSERT_EQ(files.size(), 2u);
+  ASSERT_TRUE(files.count("41.gif") && files.count("41.txt"));
+  EXPECT_EQ(files["41.txt"], results[0].infotext());
+  const std::string& gif = files["41.gif"];
+  EXPECT_EQ(gif.compare(0, 6, "GIF89a"), 0);
+  const size_t loop = gif.find("NETSCAPE2.0");
+  ASSERT_NE(loop, std::string::npos);
+  EXPECT_EQ(static_cast<uint8_t>(gif[loop + 13]), 1);
+  EXPECT_NE(gif.find(results[0].infotext().substr(0, 40)), std::string::npos);  // the comment extension
+  size_t frames = 0;
+  for (size_t at = gif.find("\x21\xF9\x04"); at != std::string::npos; at = gif.find("\x21\xF9\x04", at + 1)) ++frames;
+  EXPECT_EQ(frames, 2u);  // one graphic control block per frame
 }
 
 // A plugin built against ABI 1.0 (1.0 descriptor size, abi_minor 0) loads and runs unchanged under the 1.1 host:
@@ -1132,7 +1162,7 @@ TEST_F(GenerationTest, BadRequestsGetClearStatusesAndTheDaemonKeepsServing) {
       {"clip skip 13", [](auto& r) { SetOption(r, "CLIP_stop_at_last_layers", 13.0); },
        grpc::StatusCode::INVALID_ARGUMENT, "CLIP_stop_at_last_layers"},
       {"unknown plugin", [](auto& r) { (*r.mutable_alwayson_scripts()->mutable_fields())["controlnet"]; },
-       grpc::StatusCode::INVALID_ARGUMENT, "loaded plugins: abi_v10, grayscale, hook_probe, invert, probe_v11"},
+       grpc::StatusCode::INVALID_ARGUMENT, "loaded plugins: abi_v10, export, grayscale, hook_probe, invert, probe_v11"},
       {"unknown hires upscaler", [](auto& r) { r.set_enable_hr(true); r.set_hr_upscaler("R-ESRGAN 4x+"); },
        grpc::StatusCode::INVALID_ARGUMENT, "Latent (nearest-exact)"},
       {"hires too large", [](auto& r) { r.set_enable_hr(true); r.set_hr_scale(100.0); },

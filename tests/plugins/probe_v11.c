@@ -8,6 +8,7 @@
  *               in-between, as RIFE); frames_finish pushes a black frame and emits "frames.txt" = "seen=<n>"
  *   "fail_finish"  frames_finish fails (after pushing nothing)
  *   "feed"      process: enables the template plugin ("invert", strength 1) for this job with feed_plugin
+ *   "feed_export" process: enables the export plugin with AnimateDiff's way of asking (format list, fps, loop)
  *   "passes"    pass_started: records "<pass>:<w>x<h>:<steps>" and emits it as "passes.txt" at frames_finish
  * and always adds the infotext key "Probe11: on".
  * invoke methods: "echo" (result = arguments), "encode" (a 4x4 PNG through image_encode, decoded again with
@@ -86,7 +87,14 @@ static atelier_status v11_process(atelier_plugin_state* state, atelier_job* job,
   *job_state = (atelier_job_state*)j;
   atelier_status st = s->host->add_infotext(job, -1, "Probe11", "on", err);
   if (st != ATELIER_OK) return st;
-  if (strstr(args, "feed") != NULL) {
+  if (strstr(args, "feed_export") != NULL) {
+    /* As AnimateDiff hands export its format list and fps. */
+    st = s->host->feed_plugin(job, "export",
+                              "{\"args\": [{\"enabled\": true, \"format\": [\"GIF\", \"TXT\", \"Frame\"], "
+                              "\"fps\": 4, \"loop_number\": 1}]}",
+                              err);
+    if (st != ATELIER_OK) return st;
+  } else if (strstr(args, "feed") != NULL) {
     st = s->host->feed_plugin(job, "invert", "{\"args\": [true, 1.0]}", err);
     if (st != ATELIER_OK) return st;
   }
