@@ -292,6 +292,55 @@ int Invoke(const Options& options, const std::string& plugin, const std::string&
   return code;
 }
 
+// `atelier interpolate --x N frames...`: RIFE on frames a user has (Plugins.Invoke rife interpolate); the frames come
+// back as they are made and are written as {i:05}.png.
+int Interpolate(const Options& options, const std::vector<std::string>& images, int multiplier, double scale,
+                bool loop, const std::string& model, const std::string& output_dir) {
+  nlohmann::json args = {{"multiplier", multiplier}, {"scale", scale}, {"loop", loop}};
+  if (!model.empty()) args["model"] = model;
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& path : images) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      std::fprintf(stderr, "atelier: cannot read %s\n", path.c_str());
+      return cli::kExitUsage;
+    }
+    list.push_back(absl::Base64Escape(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>())));
+  }
+  args["images"] = list;
+  auto stub = v1::Plugins::NewStub(Connect(options));
+  grpc::ClientContext context;
+  context.AddMetadata("atelier-client", "atelier-cli");
+  v1::InvokeRequest request;
+  request.set_plugin("rife");
+  request.set_method("interpolate");
+  request.set_args_json(args.dump());
+  std::error_code ec;
+  std::filesystem::create_directories(output_dir, ec);
+  auto reader = stub->Invoke(&context, request);
+  cli::EventPrinter printer(stderr, isatty(STDERR_FILENO) != 0);
+  v1::GenerateEvent event;
+  int code = cli::kExitOk;
+  while (reader->Read(&event)) {
+    printer.Print(event);
+    if (!event.has_frame()) continue;
+    const std::filesystem::path path =
+        std::filesystem::path(output_dir) / absl::StrFormat("%05d.png", event.frame().index());
+    std::ofstream out(path, std::ios::binary);
+    out << event.frame().image().data();
+    if (!out) {
+      std::fprintf(stderr, "atelier: cannot write %s\n", path.c_str());
+      code = cli::kExitError;
+      continue;
+    }
+    printer.Flush();
+    std::printf("%s\n", path.c_str());
+  }
+  printer.Flush();
+  const grpc::Status status = reader->Finish();
+  return status.ok() ? code : Fail(options, status);
+}
+
 // `atelier controlnet models|modules|types|detect`: sd-webui-controlnet's endpoints through Plugins.Invoke.
 int ControlNet(const Options& options, const std::string& what, const std::vector<std::string>& images,
                const std::string& module, double resolution, double a, double b, const std::string& output_dir) {
@@ -390,6 +439,18 @@ int main(int argc, char** argv) {
   controlnet->add_option("--threshold-a", cn_a, "detect: first slider (-1: default)");
   controlnet->add_option("--threshold-b", cn_b, "detect: second slider (-1: default)");
   controlnet->add_option("-o,--output-dir", cn_dir, "detect: where the maps are written")->capture_default_str();
+  std::vector<std::string> interp_images;
+  int interp_x = 2;
+  double interp_scale = 1.0;
+  bool interp_loop = false;
+  std::string interp_model, interp_dir = "outputs/interpolated";
+  auto* interpolate = app.add_subcommand("interpolate", "RIFE frame interpolation of frames you have (PNG/JPEG/WebP)");
+  interpolate->add_option("frames", interp_images, "the frames, in order")->required();
+  interpolate->add_option("--x,--multiplier", interp_x, "frames per input frame: n frames -> (n-1)*x+1")->capture_default_str();
+  interpolate->add_option("--scale", interp_scale, "RIFE scale: 1 (default), 0.5 for 4K")->capture_default_str();
+  interpolate->add_flag("--loop", interp_loop, "also interpolate from the last frame back to the first");
+  interpolate->add_option("--model", interp_model, "a file in models/RIFE (default: the first)");
+  interpolate->add_option("-o,--output-dir", interp_dir, "where the frames are written")->capture_default_str();
   auto* status = app.add_subcommand("status", "loaded model, device and memory");
   auto* jobs = app.add_subcommand("jobs", "the running job and the queue");
   std::string job_id;
@@ -429,6 +490,7 @@ int main(int argc, char** argv) {
   if (*convert) return Convert(input, output, fp16);
   if (*status) return Status(options);
   if (*invoke) return Invoke(options, invoke_plugin, invoke_method, invoke_args, invoke_dir);
+  if (*interpolate) return Interpolate(options, interp_images, interp_x, interp_scale, interp_loop, interp_model, interp_dir);
   if (*controlnet) return ControlNet(options, cn_what, cn_images, cn_module, cn_res, cn_a, cn_b, cn_dir);
   if (*jobs) return Jobs(options);
   if (*watch) return Watch(options, job_id);

@@ -163,7 +163,12 @@ int Run(int argc, char** argv) {
       (!folders || folders->List(engine::ModelFolder::kCheckpoint).empty())) {
     auto embedded = engine::ModelFolders::Open(fs::path(assets_dir) / "models");
     if (embedded.ok() && !embedded->List(engine::ModelFolder::kCheckpoint).empty()) {
-      folders = *std::move(embedded);
+      // The embedded checkpoint; ControlNets, RIFE models, VAEs, ... still come from the user's folders.
+      if (folders) {
+        folders->UseCheckpointFolder(embedded->FolderPath(engine::ModelFolder::kCheckpoint));
+      } else {
+        folders = *std::move(embedded);
+      }
       const auto first = folders->List(engine::ModelFolder::kCheckpoint).front();
       LogInfo(absl::StrCat(
           "no checkpoint in ", fs::absolute(models_dir).string(), "/Stable-diffusion: serving the embedded model ",

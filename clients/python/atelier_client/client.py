@@ -396,5 +396,16 @@ class Client:
                 "controlnet_masks": [base64.b64encode(m).decode() for m in (masks or [])]}
         return [e.data for e in self.invoke("controlnet", "detect", args) if isinstance(e, Artifact)]
 
+    # ---- RIFE (the rife plugin) ----
+    def interpolate(self, frames: List[bytes], x: int = 2, scale: float = 1.0, loop: bool = False,
+                    model: Optional[str] = None) -> List[bytes]:
+        """RIFE frame interpolation of encoded frames (PNG/JPEG/WebP): n frames -> (n-1)*x+1 (n*x with loop), as
+        PNG bytes in order, streamed back as they are made."""
+        args = {"images": [base64.b64encode(f).decode() for f in frames], "multiplier": x, "scale": scale,
+                "loop": loop}
+        if model:
+            args["model"] = model
+        return [e.image.data for e in self.invoke("rife", "interpolate", args) if isinstance(e, Frame)]
+
     def info(self):
         return self._unary(self._daemon.GetInfo, daemon_pb2.GetInfoRequest())

@@ -73,6 +73,7 @@ absl::StatusOr<ModelFolders> ModelFolders::Open(const fs::path& root) {
 
 fs::path ModelFolders::FolderPath(ModelFolder folder) const {
   if (folder == ModelFolder::kEmbedding) return embeddings_;
+  if (folder == ModelFolder::kCheckpoint && !checkpoints_.empty()) return checkpoints_;
   return models_ / ModelFolderName(folder);
 }
 

@@ -47,6 +47,10 @@ class ModelFolders {
   // Model files of one kind, sorted by filename; files with other extensions are skipped. ControlNets also come
   // from a WebUI install's extensions/sd-webui-controlnet/models (the models folder wins a name found in both).
   std::vector<ModelFileEntry> List(ModelFolder folder) const;
+  // Checkpoints come from `dir` instead of <models>/Stable-diffusion (the daemon's embedded model while the user's
+  // folder has none); every other kind stays the user's.
+  void UseCheckpointFolder(std::filesystem::path dir) { checkpoints_ = std::move(dir); }
+
   // Every directory a kind is read from, in priority order (FolderPath first).
   std::vector<std::filesystem::path> FolderPaths(ModelFolder folder) const;
 
@@ -59,6 +63,7 @@ class ModelFolders {
   std::filesystem::path root_;
   std::filesystem::path models_;      // holds Stable-diffusion, VAE, ...
   std::filesystem::path embeddings_;  // embeddings folder
+  std::filesystem::path checkpoints_;  // set by UseCheckpointFolder
 };
 
 }  // namespace atelier::engine
