@@ -1,6 +1,7 @@
 #include "rife_model.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include <ATen/ATen.h>
@@ -27,13 +28,26 @@ at::Tensor Resize(const at::Tensor& x, double factor) {
 
 at::Tensor LeakyRelu(const at::Tensor& x) { return at::leaky_relu(x, 0.2); }
 
+// ConvTranspose2d(k 4, stride 2, padding 1). libtorch 1.13's oneDNN path mis-shapes it for bfloat16 inputs, so
+// reduced precision runs this one layer in float32.
+at::Tensor UpConv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  static constexpr std::array<int64_t, 2> kStride = {2, 2}, kPad = {1, 1};
+  const at::IntArrayRef stride(kStride), pad(kPad);
+  if (x.scalar_type() == at::kBFloat16) {
+    return at::conv_transpose2d(x.to(at::kFloat), w.to(at::kFloat), b.to(at::kFloat), stride, pad).to(x.scalar_type());
+  }
+  return at::conv_transpose2d(x, w, b, stride, pad);
+}
+
 at::Tensor Conv2d(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, int64_t stride, int64_t pad) {
   return at::conv2d(x, w, b, at::IntArrayRef({stride, stride}), at::IntArrayRef({pad, pad}));
 }
 
 }  // namespace
 
-at::Tensor Warp(const at::Tensor& image, const at::Tensor& flow) {
+at::Tensor Warp(const at::Tensor& image_in, const at::Tensor& flow_in) {
+  // Sampled in float32 whatever the net computes in (as vs-rife's warp does for half precision).
+  const at::Tensor image = image_in.to(at::kFloat), flow = flow_in.to(at::kFloat);
   const int64_t n = flow.size(0), h = flow.size(2), w = flow.size(3);
   const auto opts = flow.options();
   const at::Tensor hor = at::linspace(-1.0, 1.0, w, opts).view({1, 1, 1, w}).expand({n, -1, h, -1});
@@ -42,7 +56,8 @@ at::Tensor Warp(const at::Tensor& image, const at::Tensor& flow) {
   const at::Tensor f = at::cat({flow.narrow(1, 0, 1) / ((image.size(3) - 1.0) / 2.0),
                                 flow.narrow(1, 1, 1) / ((image.size(2) - 1.0) / 2.0)},
                                1);
-  return at::grid_sampler(image, (grid + f).permute({0, 2, 3, 1}), /*bilinear*/ 0, /*border*/ 1, /*align_corners*/ true);
+  return at::grid_sampler(image, (grid + f).permute({0, 2, 3, 1}), /*bilinear*/ 0, /*border*/ 1, /*align_corners*/ true)
+      .to(image_in.scalar_type());
 }
 
 double ThumbnailSsim(const at::Tensor& img0, const at::Tensor& img1) {
@@ -149,7 +164,7 @@ at::Tensor RifeModel::RunBlock(const Block& b, const at::Tensor& input, const at
   at::Tensor feat = LeakyRelu(Conv2d(x, b.conv0a.weight, b.conv0a.bias, 2, 1));
   feat = LeakyRelu(Conv2d(feat, b.conv0b.weight, b.conv0b.bias, 2, 1));
   for (const auto& [c, beta] : b.res) feat = LeakyRelu(Conv2d(feat, c.weight, c.bias, 1, 1) * beta + feat);
-  at::Tensor tmp = at::pixel_shuffle(at::conv_transpose2d(feat, b.last.weight, b.last.bias, at::IntArrayRef({2, 2}), at::IntArrayRef({1, 1})), 2);
+  at::Tensor tmp = at::pixel_shuffle(UpConv(feat, b.last.weight, b.last.bias), 2);
   return Resize(tmp, s);
 }
 
@@ -157,6 +172,15 @@ int64_t RifeModel::PadMultiple(double scale) { return std::max<int64_t>(128, sta
 
 absl::StatusOr<at::Tensor> RifeModel::Interpolate(const at::Tensor& img0_in, const at::Tensor& img1_in, double t,
                                                   double scale, RifeTrace* trace) const {
+  try {
+    return InterpolateOrThrow(img0_in, img1_in, t, scale, trace);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("RIFE failed: ", std::string(e.what()).substr(0, 300)));
+  }
+}
+
+absl::StatusOr<at::Tensor> RifeModel::InterpolateOrThrow(const at::Tensor& img0_in, const at::Tensor& img1_in,
+                                                         double t, double scale, RifeTrace* trace) const {
   if (img0_in.dim() != 4 || img0_in.size(1) != 3 || img0_in.sizes() != img1_in.sizes()) {
     return absl::InvalidArgumentError(absl::StrCat("RIFE needs two frames [n, 3, H, W] of one size, got ",
                                                    ShapeText(img0_in), " and ", ShapeText(img1_in)));
@@ -183,7 +207,7 @@ absl::StatusOr<at::Tensor> RifeModel::Interpolate(const at::Tensor& img0_in, con
       at::Tensor y = LeakyRelu(Conv2d(x, head_[0].weight, head_[0].bias, 2, 1));
       y = LeakyRelu(Conv2d(y, head_[1].weight, head_[1].bias, 1, 1));
       y = LeakyRelu(Conv2d(y, head_[2].weight, head_[2].bias, 1, 1));
-      return at::conv_transpose2d(y, head_[3].weight, head_[3].bias, at::IntArrayRef({2, 2}), at::IntArrayRef({1, 1}));
+      return UpConv(y, head_[3].weight, head_[3].bias);
     };
     f0 = head(img0);
     f1 = head(img1);

@@ -58,6 +58,8 @@ class RifeModel {
     Conv last;                                     // ConvTranspose2d(c, 4 * out, 4, 2, 1)
   };
   RifeModel() = default;
+  absl::StatusOr<at::Tensor> InterpolateOrThrow(const at::Tensor& img0, const at::Tensor& img1, double t, double scale,
+                                                RifeTrace* trace) const;
   // One IFBlock: (x, flow) at 1/s -> tmp [N, out, H, W] at the input's resolution.
   at::Tensor RunBlock(const Block& b, const at::Tensor& x, const at::Tensor& flow, double s) const;
 

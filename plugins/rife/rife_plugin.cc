@@ -35,6 +35,7 @@ using nlohmann::json;
 struct PluginState {
   const atelier_host_api* host = nullptr;
   at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;  // the daemon's compute dtype (float16 on CUDA, bfloat16 when chosen)
   int max_multiplier = 16;
   std::mutex mu;
   std::map<std::string, std::shared_ptr<rf::RifeModel>> models;  // by file name
@@ -135,7 +136,7 @@ absl::StatusOr<std::shared_ptr<rf::RifeModel>> LoadModel(PluginState& ps, const 
     raw.emplace(name, sdk::Adopt(t));
   }
   ps.host->tensor_file_close(tf);
-  auto model = rf::RifeModel::Create(raw, file, ps.device, at::kFloat);
+  auto model = rf::RifeModel::Create(raw, file, ps.device, ps.dtype);
   if (!model.ok()) return model.status();
   std::shared_ptr<rf::RifeModel> shared = std::move(*model);
   std::lock_guard<std::mutex> lock(ps.mu);
@@ -164,6 +165,8 @@ atelier_status Init(const atelier_host_api* host, atelier_plugin_state** state, 
     s->host = host;
     const std::string device = host->device != nullptr ? host->device : "cpu";
     s->device = device == "cpu" ? at::Device(at::kCPU) : at::Device(device);
+    const std::string dtype = host->compute_dtype != nullptr ? host->compute_dtype : "float32";
+    s->dtype = dtype == "float16" ? at::kHalf : dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
     if (const char* v = std::getenv("ATELIER_RIFE_MAX_MULTIPLIER"); v != nullptr && std::atoi(v) >= 2) {
       s->max_multiplier = std::atoi(v);
     }

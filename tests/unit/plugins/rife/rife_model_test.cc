@@ -136,6 +136,23 @@ TEST(RifeSequenceTest, MultiplierSceneCutsAndFrameCounts) {
   EXPECT_EQ(rife::AnimateDiffGapFrames(8, 2), 1);
 }
 
+// The reduced-precision path (bfloat16 nets, the warp sampled in float32) stays close to float32: what the plugin
+// runs when the daemon computes in bfloat16 (or float16 on CUDA).
+TEST(RifeModelTest, Bfloat16StaysCloseToFloat32) {
+  for (const auto& c : testing::CasesOf("rife-v4")) {
+    auto f32 = Load(c);
+    auto bf16 = rife::RifeModel::Create(testing::ReadWeights(c, ""), "flownet.pkl", at::kCPU, at::kBFloat16);
+    ASSERT_TRUE(f32 && bf16.ok());
+    auto a = f32->Interpolate(c.io.at("img0"), c.io.at("img1"), 0.5, 1.0);
+    auto b = (*bf16)->Interpolate(c.io.at("img0"), c.io.at("img1"), 0.5, 1.0);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(b->scalar_type(), at::kFloat);
+    const double err = (*a - *b).abs().max().item<double>();
+    std::printf("    bfloat16 vs float32 max abs %.4f\n", err);
+    EXPECT_LT(err, 0.05);
+  }
+}
+
 TEST(RifeModelTest, WrongWeightsAreNamed) {
   for (const auto& c : testing::CasesOf("rife-v4")) {
     auto w = testing::ReadWeights(c, "");
