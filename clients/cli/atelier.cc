@@ -222,6 +222,21 @@ int Status(const Options& options) {
   return cli::kExitOk;
 }
 
+// `atelier styles`: WebUI's prompt styles the daemon knows (styles.csv).
+int Styles(const Options& options) {
+  auto stub = v1::Models::NewStub(Connect(options));
+  grpc::ClientContext context;
+  SetDeadline(context, options);
+  v1::ListStylesResponse response;
+  const grpc::Status status = stub->ListStyles(&context, v1::ListStylesRequest(), &response);
+  if (!status.ok()) return Fail(options, status);
+  if (response.styles().empty()) std::printf("no prompt styles (styles.csv beside the models, or --styles-file)\n");
+  for (const auto& s : response.styles()) {
+    std::printf("%s\n  prompt: %s\n  negative: %s\n", s.name().c_str(), s.prompt().c_str(), s.negative_prompt().c_str());
+  }
+  return cli::kExitOk;
+}
+
 int Jobs(const Options& options) {
   auto stub = v1::Generation::NewStub(Connect(options));
   grpc::ClientContext context;
@@ -451,6 +466,7 @@ int main(int argc, char** argv) {
   interpolate->add_flag("--loop", interp_loop, "also interpolate from the last frame back to the first");
   interpolate->add_option("--model", interp_model, "a file in models/RIFE (default: the first)");
   interpolate->add_option("-o,--output-dir", interp_dir, "where the frames are written")->capture_default_str();
+  auto* styles = app.add_subcommand("styles", "WebUI prompt styles the daemon knows (request field: styles)");
   auto* status = app.add_subcommand("status", "loaded model, device and memory");
   auto* jobs = app.add_subcommand("jobs", "the running job and the queue");
   std::string job_id;
@@ -489,6 +505,7 @@ int main(int argc, char** argv) {
   if (*unload) return Load(options, "", "", true);
   if (*convert) return Convert(input, output, fp16);
   if (*status) return Status(options);
+  if (*styles) return Styles(options);
   if (*invoke) return Invoke(options, invoke_plugin, invoke_method, invoke_args, invoke_dir);
   if (*interpolate) return Interpolate(options, interp_images, interp_x, interp_scale, interp_loop, interp_model, interp_dir);
   if (*controlnet) return ControlNet(options, cn_what, cn_images, cn_module, cn_res, cn_a, cn_b, cn_dir);

@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "atelier/plugin.h"
 #include "engine/io/model_folders.h"
+#include "engine/text/prompt_styles.h"
 #include "engine/models/model_manager.h"
 #include "engine/models/runtime.h"
 #include "host/plugin_registry.h"
@@ -89,6 +90,10 @@ int Run(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   std::string outputs_dir;
+  std::vector<std::string> styles_files;
+  app.add_option("--styles-file", styles_files,
+                 "WebUI prompt styles (styles.csv: name,prompt,negative_prompt); repeatable; default: styles.csv of a "
+                 "WebUI install given as --models-dir, else <models-dir>/styles.csv");
   app.add_option("--outputs-dir", outputs_dir,
                  "also save the export plugin's files (GIF, MP4, contact sheets) here, in WebUI's "
                  "txt2img-images/AnimateDiff/<date>/ layout; off by default (clients save what they receive)");
@@ -228,7 +233,21 @@ int Run(int argc, char** argv) {
     }
     outputs = *std::move(opened);
   }
+  if (styles_files.empty()) {
+    const fs::path root(models_dir);
+    styles_files.push_back((root / "styles.csv").string());
+    // A WebUI install's models/ folder given directly: its styles.csv is beside it.
+    if (root.filename() == "models") styles_files.push_back((root.parent_path() / "styles.csv").string());
+  }
+  std::vector<fs::path> style_paths(styles_files.begin(), styles_files.end());
+  auto styles = engine::PromptStyles::Load(style_paths);
+  if (!styles.ok()) {
+    LogError(absl::StrCat("prompt styles: ", styles.status().message()));
+    return 2;
+  }
+  if (!styles->styles().empty()) LogInfo(absl::StrCat("prompt styles: ", styles->styles().size(), " loaded"));
   server::GenerationRunner runner(models, *plugins, **tokenizer);
+  runner.set_styles(&*styles);
   server::DaemonServerOptions options;
   options.listen = listen;
   options.max_queue = max_queue;
@@ -239,6 +258,7 @@ int Run(int argc, char** argv) {
   options.max_job_seconds = max_job_seconds >= 0 ? max_job_seconds : runtime->device == "cpu" ? 3600.0 : 600.0;
   server::DaemonFacts facts;
   facts.version = kAtelierVersion;
+  facts.styles = &*styles;
   facts.runtime = *runtime;
   facts.started_at = absl::Now();
   auto server = server::DaemonServer::Start(options, runner, *plugins, models, facts);

@@ -30,6 +30,25 @@ GenerationRunner::~GenerationRunner() = default;
 
 absl::StatusOr<std::shared_ptr<const PreparedJob>> GenerationRunner::Prepare(v1::GenerateRequest& request) const {
   try {
+    // Styles first, as WebUI's processing does: the styled prompts are the job's prompts (and its infotext's).
+    if (request.styles_size() > 0) {
+      if (styles_ == nullptr) {
+        return absl::NotFoundError(absl::StrCat("style \"", request.styles(0).substr(0, 64),
+                                                "\" not found: no prompt styles are defined (styles.csv, --styles-file)"));
+      }
+      const std::vector<std::string> names(request.styles().begin(), request.styles().end());
+      std::string prompt = request.prompt(), negative = request.negative_prompt();
+      if (auto st = styles_->Apply(names, prompt, negative); !st.ok()) return st;
+      request.set_prompt(prompt);
+      request.set_negative_prompt(negative);
+      if (!request.hr_prompt().empty() || !request.hr_negative_prompt().empty()) {
+        std::string hr = request.hr_prompt(), hr_negative = request.hr_negative_prompt();
+        if (auto st = styles_->Apply(names, hr, hr_negative); !st.ok()) return st;
+        request.set_hr_prompt(hr);
+        request.set_hr_negative_prompt(hr_negative);
+      }
+      request.clear_styles();
+    }
     auto settings = JobSettingsFromRequest(request);
     if (!settings.ok()) return settings.status();
     const std::string& init_image = request.init_images_size() > 0 ? request.init_images(0) : std::string();

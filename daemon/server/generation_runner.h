@@ -12,6 +12,8 @@
 #include "jobs/pipeline_cache.h"
 #include "server/job_runner.h"
 
+#include "engine/text/prompt_styles.h"
+
 namespace atelier::server {
 
 class GenerationRunner final : public JobRunner {
@@ -28,12 +30,15 @@ class GenerationRunner final : public JobRunner {
   void FillDefaultSize(v1::GenerateRequest& request) const override;
   absl::Status Run(JobContext& context) override;
   void ReleaseModel() override;
+  // WebUI's prompt styles a request names (`styles`); null: none defined. Outlives the runner.
+  void set_styles(const engine::PromptStyles* styles) { styles_ = styles; }
 
  private:
   engine::ModelManager& models_;
   const host::PluginRegistry& plugins_;
   jobs::PipelineCache pipelines_;  // executor thread only
   jobs::CostModel cost_;           // thread-safe: estimated at admission, calibrated by every finished job
+  const engine::PromptStyles* styles_ = nullptr;
 };
 
 }  // namespace atelier::server

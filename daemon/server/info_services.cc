@@ -127,6 +127,19 @@ grpc::ServerUnaryReactor* ModelsService::UnloadModel(grpc::CallbackServerContext
   return reactor;
 }
 
+grpc::ServerUnaryReactor* ModelsService::ListStyles(grpc::CallbackServerContext* context, const v1::ListStylesRequest*,
+                                                    v1::ListStylesResponse* response) {
+  if (facts_.styles != nullptr) {
+    for (const auto& s : facts_.styles->styles()) {
+      v1::PromptStyle* out = response->add_styles();
+      out->set_name(s.name);
+      out->set_prompt(s.prompt);
+      out->set_negative_prompt(s.negative_prompt);
+    }
+  }
+  return FinishUnary(context, grpc::Status::OK);
+}
+
 grpc::ServerUnaryReactor* ModelsService::GetStatus(grpc::CallbackServerContext* context, const v1::GetStatusRequest*,
                                                    v1::ModelsStatus* response) {
   FillStatus(response);

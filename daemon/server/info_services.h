@@ -16,6 +16,8 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "engine/text/prompt_styles.h"
+
 namespace atelier::server {
 
 // What the daemon reports about itself.
@@ -25,6 +27,7 @@ struct DaemonFacts {
   absl::Time started_at;
   int max_queue = 0;
   int max_message_bytes = 0;
+  const engine::PromptStyles* styles = nullptr;  // styles.csv (null: none); outlives the server
 };
 
 class ModelsService final : public v1::Models::CallbackService {
@@ -39,6 +42,8 @@ class ModelsService final : public v1::Models::CallbackService {
 
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context, const v1::ListModelsRequest* request,
                                        v1::ListModelsResponse* response) override;
+  grpc::ServerUnaryReactor* ListStyles(grpc::CallbackServerContext* context, const v1::ListStylesRequest* request,
+                                       v1::ListStylesResponse* response) override;
   grpc::ServerUnaryReactor* LoadModel(grpc::CallbackServerContext* context, const v1::LoadModelRequest* request,
                                       v1::LoadModelResponse* response) override;
   grpc::ServerUnaryReactor* UnloadModel(grpc::CallbackServerContext* context, const v1::UnloadModelRequest* request,

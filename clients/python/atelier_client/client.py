@@ -355,6 +355,11 @@ class Client:
         request = models_pb2.LoadModelRequest(checkpoint=checkpoint, vae=vae)
         return self._unary(self._models.LoadModel, request, timeout=None)
 
+    def styles(self):
+        """WebUI's prompt styles the daemon knows: [(name, prompt, negative_prompt)]."""
+        response = self._unary(self._models.ListStyles, models_pb2.ListStylesRequest())
+        return [(s.name, s.prompt, s.negative_prompt) for s in response.styles]
+
     def status(self):
         return self._unary(self._models.GetStatus, models_pb2.GetStatusRequest())
 
