@@ -225,4 +225,25 @@ at::Tensor ClipTextModel::Encode(const at::Tensor& ids, int clip_skip,
   return m.final_layer_norm(x);
 }
 
+
+absl::StatusOr<at::Tensor> ClipTextModel::Parameter(const std::string& name) const {
+  for (const auto& p : impl_->root->named_parameters()) {
+    if (p.key() == name) return p.value().data();
+  }
+  return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
+}
+
+absl::Status ClipTextModel::ReplaceParameter(const std::string& name, const at::Tensor& value) {
+  for (auto& p : impl_->root->named_parameters()) {
+    if (p.key() != name) continue;
+    if (p.value().sizes() != value.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter ", name, " cannot change its shape"));
+    }
+    at::Tensor param = p.value();
+    param.set_data(value);
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
+}
+
 }  // namespace atelier::engine

@@ -48,6 +48,11 @@ class ClipTextModel {
 
   const ClipTextConfig& config() const { return config_; }
 
+  // Patching weights in place of the model (LoRA): the live tensor of parameter `name` (its module path + ".weight",
+  // the checkpoint's names below the model's prefix), and replacing it for every later forward. Giving back the
+  // tensor read before restores the model exactly. NOT_FOUND for an unknown name, INVALID_ARGUMENT for a shape change.
+  absl::StatusOr<at::Tensor> Parameter(const std::string& name) const;
+  absl::Status ReplaceParameter(const std::string& name, const at::Tensor& value);
  private:
   struct Impl;
   explicit ClipTextModel(const ClipTextConfig& config);

@@ -633,4 +633,25 @@ absl::StatusOr<UNetEncoder::Output> UNetEncoder::Forward(const at::Tensor& x, co
   }
 }
 
+
+absl::StatusOr<at::Tensor> UNet::Parameter(const std::string& name) const {
+  for (const auto& p : impl_->root->named_parameters()) {
+    if (p.key() == name) return p.value().data();
+  }
+  return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
+}
+
+absl::Status UNet::ReplaceParameter(const std::string& name, const at::Tensor& value) {
+  for (auto& p : impl_->root->named_parameters()) {
+    if (p.key() != name) continue;
+    if (p.value().sizes() != value.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter ", name, " cannot change its shape"));
+    }
+    at::Tensor param = p.value();
+    param.set_data(value);
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
+}
+
 }  // namespace atelier::engine

@@ -87,6 +87,11 @@ class UNet {
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& x, const at::Tensor& timesteps, const at::Tensor& context,
                                      const UNetCallOptions& options = {}) const;
 
+  // Patching weights in place of the model (LoRA): the live tensor of parameter `name` (its module path + ".weight",
+  // the checkpoint's names below the model's prefix), and replacing it for every later forward. Giving back the
+  // tensor read before restores the model exactly. NOT_FOUND for an unknown name, INVALID_ARGUMENT for a shape change.
+  absl::StatusOr<at::Tensor> Parameter(const std::string& name) const;
+  absl::Status ReplaceParameter(const std::string& name, const at::Tensor& value);
   const UNetConfig& config() const { return config_; }
   at::ScalarType dtype() const;
   // The attention kernel the forward uses on this model's device, for the log.
