@@ -18,6 +18,7 @@
 #include "engine/pipeline/infotext.h"
 #include "host/job_hooks.h"
 #include "jobs/job_inputs.h"
+#include "jobs/job_loras.h"
 #include "jobs/live_preview.h"
 #include "util/limits.h"
 #include "util/log.h"
@@ -159,6 +160,11 @@ absl::Status RunGenerationJob(PipelineCache& pipelines, const host::PluginRegist
   auto pipeline_or = pipelines.PipelineFor(settings.checkpoint, settings.vae, timing);
   if (!pipeline_or.ok()) return pipeline_or.status();
   const engine::Sd1Pipeline& pipeline = **pipeline_or;
+  // The prompts' <lora:...> networks, on the pipeline for this job only (taken off when `loras` goes). The pipeline
+  // is the cache's, used by this executor thread alone; patching it is the one change a job makes to it.
+  auto loras = JobLoras::Apply(const_cast<engine::Sd1Pipeline&>(pipeline), pipelines.models().folders(),
+                               {settings.params.prompt, settings.params.hires.prompt});
+  if (!loras.ok()) return loras.status();
 
   engine::GenerationParams params = settings.params;
   if (settings.img2img) {

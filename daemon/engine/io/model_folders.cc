@@ -48,6 +48,7 @@ const char* ModelFolderName(ModelFolder folder) {
     case ModelFolder::kMotionModule: return "AnimateDiff";
     case ModelFolder::kVaeApprox: return "VAE-approx";
     case ModelFolder::kRife: return "RIFE";
+    case ModelFolder::kLora: return "Lora";
   }
   return "?";
 }
@@ -83,6 +84,7 @@ std::vector<fs::path> ModelFolders::FolderPaths(ModelFolder folder) const {
   if (folder == ModelFolder::kControlNet && models_ == root_ / "models") {
     dirs.push_back(root_ / "extensions" / "sd-webui-controlnet" / "models");
   }
+  if (folder == ModelFolder::kLora) dirs.push_back(models_ / "LyCORIS");  // WebUI reads both
   return dirs;
 }
 

@@ -19,8 +19,9 @@ enum class ModelFolder : int {
   kMotionModule = 4,  // models/AnimateDiff
   kVaeApprox = 5,     // models/VAE-approx
   kRife = 6,          // models/RIFE
+  kLora = 7,          // models/Lora (and models/LyCORIS)
 };
-inline constexpr int kModelFolderCount = 7;
+inline constexpr int kModelFolderCount = 8;
 
 // WebUI's folder name of a kind ("Stable-diffusion", "VAE", ...).
 const char* ModelFolderName(ModelFolder folder);

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/models/nn_util.h"
 #include "engine/pipeline/latent_preview.h"
+#include "engine/text/prompt_parser.h"
 #include "util/limits.h"
 
 namespace atelier::engine {
@@ -31,7 +32,9 @@ ScheduledCond ToScheduled(const std::vector<ScheduledConditioning>& schedule) {
 absl::StatusOr<CfgConditioning> Condition(const Sd1Pipeline& pipeline, const std::string& prompt,
                                           const std::string& negative, int batch_size, int steps,
                                           std::optional<int> hires_steps, const ConditioningOptions& options) {
-  const std::vector<std::string> prompts(batch_size, prompt);
+  // WebUI's extra_networks.parse_prompts: <lora:...> and other network tags leave the text CLIP sees (the job layer
+  // applies the networks; the infotext keeps the tags).
+  const std::vector<std::string> prompts(batch_size, StripExtraNetworkTags(prompt));
   const std::vector<std::string> negatives(batch_size, negative);
   auto cond = GetMulticondLearnedConditioning(pipeline.text(), prompts, steps, options, hires_steps);
   if (!cond.ok()) return cond.status();

@@ -31,6 +31,9 @@ class Sd1Pipeline {
   const Vae& vae() const { return *vae_; }
   const ModelSchedule& schedule() const { return *schedule_; }
   const at::Device& device() const { return device_; }
+  // For patching weights between jobs (LoRA), on the executor thread only.
+  UNet& mutable_unet() { return *unet_; }
+  ClipTextModel& mutable_clip() { return *clip_; }
 
  private:
   Sd1Pipeline() = default;

@@ -158,7 +158,8 @@ enum {
   ATELIER_FOLDER_CONTROLNET = 3,    /* models/ControlNet */
   ATELIER_FOLDER_MOTION_MODULE = 4, /* models/AnimateDiff */
   ATELIER_FOLDER_VAE_APPROX = 5,    /* models/VAE-approx */
-  ATELIER_FOLDER_RIFE = 6           /* models/RIFE */
+  ATELIER_FOLDER_RIFE = 6,          /* models/RIFE */
+  ATELIER_FOLDER_LORA = 7           /* (1.2) models/Lora and models/LyCORIS */
 };
 
 /* ------------------------------------------------------------------------------------------------------------------
