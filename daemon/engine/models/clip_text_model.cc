@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -114,6 +115,7 @@ TORCH_MODULE(Root);
 }  // namespace
 
 struct ClipTextModel::Impl {
+  std::map<std::string, at::Tensor> parameters;  // Parameter(): the handles by name, filled on first use
   explicit Impl(const ClipTextConfig& c) : root(c) {}
   Root root;
 };
@@ -227,23 +229,23 @@ at::Tensor ClipTextModel::Encode(const at::Tensor& ids, int clip_skip,
 
 
 absl::StatusOr<at::Tensor> ClipTextModel::Parameter(const std::string& name) const {
-  for (const auto& p : impl_->root->named_parameters()) {
-    if (p.key() == name) return p.value().data();
+  // The parameter handles by name, found once (named_parameters() rebuilds every name on each call).
+  if (impl_->parameters.empty()) {
+    for (const auto& p : impl_->root->named_parameters()) impl_->parameters.emplace(p.key(), p.value());
   }
-  return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
+  auto it = impl_->parameters.find(name);
+  if (it == impl_->parameters.end()) return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
+  return it->second.data();
 }
 
 absl::Status ClipTextModel::ReplaceParameter(const std::string& name, const at::Tensor& value) {
-  for (auto& p : impl_->root->named_parameters()) {
-    if (p.key() != name) continue;
-    if (p.value().sizes() != value.sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat("parameter ", name, " cannot change its shape"));
-    }
-    at::Tensor param = p.value();
-    param.set_data(value);
-    return absl::OkStatus();
+  if (auto current = Parameter(name); !current.ok()) return current.status();
+  at::Tensor& param = impl_->parameters.at(name);
+  if (param.sizes() != value.sizes()) {
+    return absl::InvalidArgumentError(absl::StrCat("parameter ", name, " cannot change its shape"));
   }
-  return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
+  param.set_data(value);
+  return absl::OkStatus();
 }
 
 }  // namespace atelier::engine

@@ -88,29 +88,47 @@ absl::StatusOr<at::Tensor> LoraNetwork::Delta(const LoraModule& m, at::IntArrayR
 }
 
 absl::StatusOr<LoraPatch> ApplyLoras(UNet* unet, ClipTextModel* text, const std::vector<LoraUse>& uses) {
-  // Every target's ΔW summed first (several networks add), then one replacement per parameter.
-  std::map<std::pair<int, std::string>, at::Tensor> deltas;
+  // Per parameter, every network's contribution in one float32 result: W + Σ m·s·up·down, as fused matrix
+  // products (addmm) over the kernels flattened to [out, in·kh·kw]; Tucker cores through their full ΔW.
+  struct Contribution {
+    const LoraModule* module;
+    double factor;
+  };
+  std::map<std::pair<int, std::string>, std::vector<Contribution>> by_param;
   for (const LoraUse& use : uses) {
     for (const LoraModule& m : use.network->modules()) {
       const bool te = m.target.part == LoraTarget::Part::kTextEncoder;
-      const double mult = te ? use.te_multiplier : use.unet_multiplier;
       if (te && text == nullptr) continue;
-      const std::string name = m.target.module + ".weight";
-      auto w = te ? text->Parameter(name) : unet->Parameter(name);
-      if (!w.ok()) return w.status();
-      auto delta = LoraNetwork::Delta(m, w->sizes());
-      if (!delta.ok()) return delta.status();
-      at::Tensor& sum = deltas[{te ? 1 : 0, name}];
-      const at::Tensor d = *delta * mult;
-      sum = sum.defined() ? sum + d : d;
+      by_param[{te ? 1 : 0, m.target.module + ".weight"}].push_back({&m, te ? use.te_multiplier : use.unet_multiplier});
     }
   }
   LoraPatch patch;
-  for (const auto& [key, delta] : deltas) {
+  for (const auto& [key, contributions] : by_param) {
     const bool te = key.first == 1;
     auto w = te ? text->Parameter(key.second) : unet->Parameter(key.second);
     if (!w.ok()) return w.status();
-    const at::Tensor patched = (w->to(at::kFloat) + delta.to(w->device())).to(w->scalar_type());
+    const at::IntArrayRef shape = w->sizes();
+    at::Tensor sum = w->to(at::kFloat).reshape({shape[0], -1});
+    bool fresh = false;  // `sum` is still the weight itself (no new tensor yet)
+    for (const Contribution& c : contributions) {
+      const LoraModule& m = *c.module;
+      const double alpha = c.factor * m.scale();
+      if (m.mid.defined()) {
+        auto delta = LoraNetwork::Delta(m, shape);
+        if (!delta.ok()) return delta.status();
+        sum = fresh ? sum.add_(delta->reshape({shape[0], -1}), c.factor) : sum.add(delta->reshape({shape[0], -1}), c.factor);
+      } else {
+        const at::Tensor up = m.up.flatten(1).to(sum.device()), down = m.down.flatten(1).to(sum.device());
+        if (up.size(0) != sum.size(0) || up.size(1) != down.size(0) || down.size(1) != sum.size(1)) {
+          return absl::InvalidArgumentError(absl::StrCat("LoRA module ", m.target.module, ": up ",
+                                                         ShapeText(m.up.sizes()), " and down ", ShapeText(m.down.sizes()),
+                                                         " do not fit the weight ", ShapeText(shape)));
+        }
+        sum = fresh ? sum.addmm_(up, down, 1.0, alpha) : at::addmm(sum, up, down, 1.0, alpha);
+      }
+      fresh = true;
+    }
+    const at::Tensor patched = sum.reshape(shape).to(w->scalar_type());
     absl::Status s = te ? text->ReplaceParameter(key.second, patched) : unet->ReplaceParameter(key.second, patched);
     if (!s.ok()) {
       (void)RestoreLoras(unet, text, patch);

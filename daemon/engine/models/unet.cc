@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <cmath>
 
 #include "absl/strings/match.h"
@@ -404,6 +405,7 @@ absl::Status RunEncoder(const RootImpl& root, const UNetConfig& c, const at::Ten
 struct UNet::Impl {
   explicit Impl(const UNetConfig& c) : root(c) {}
   Root root;
+  std::map<std::string, at::Tensor> parameters;  // Parameter(): the handles by name, filled on first use
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
 };
@@ -635,23 +637,23 @@ absl::StatusOr<UNetEncoder::Output> UNetEncoder::Forward(const at::Tensor& x, co
 
 
 absl::StatusOr<at::Tensor> UNet::Parameter(const std::string& name) const {
-  for (const auto& p : impl_->root->named_parameters()) {
-    if (p.key() == name) return p.value().data();
+  // The parameter handles by name, found once (named_parameters() rebuilds every name on each call).
+  if (impl_->parameters.empty()) {
+    for (const auto& p : impl_->root->named_parameters()) impl_->parameters.emplace(p.key(), p.value());
   }
-  return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
+  auto it = impl_->parameters.find(name);
+  if (it == impl_->parameters.end()) return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
+  return it->second.data();
 }
 
 absl::Status UNet::ReplaceParameter(const std::string& name, const at::Tensor& value) {
-  for (auto& p : impl_->root->named_parameters()) {
-    if (p.key() != name) continue;
-    if (p.value().sizes() != value.sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat("parameter ", name, " cannot change its shape"));
-    }
-    at::Tensor param = p.value();
-    param.set_data(value);
-    return absl::OkStatus();
+  if (auto current = Parameter(name); !current.ok()) return current.status();
+  at::Tensor& param = impl_->parameters.at(name);
+  if (param.sizes() != value.sizes()) {
+    return absl::InvalidArgumentError(absl::StrCat("parameter ", name, " cannot change its shape"));
   }
-  return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
+  param.set_data(value);
+  return absl::OkStatus();
 }
 
 }  // namespace atelier::engine
