@@ -35,6 +35,7 @@
 #include "atelier/sdk/descriptor.h"
 #include "atelier/sdk/status.h"
 #include "atelier/sdk/tensor.h"
+#include "atelier/sdk/tensor_file.h"
 #include "control_model.h"
 #include "control_unit.h"
 #include "control_weights.h"
@@ -143,27 +144,9 @@ absl::StatusOr<std::shared_ptr<cn::ControlNetModel>> LoadNet(PluginState& ps, co
       }
     }
   }
-  atelier_tensor_file* file = nullptr;
-  atelier_error err{};
-  if (atelier_status s = ps.host->tensor_file_open(ps.host, ATELIER_FOLDER_CONTROLNET, entry.filename.c_str(), &file,
-                                                   &err);
-      s != ATELIER_OK) {
-    return sdk::FromAbi(s, err);
-  }
-  atelier::engine::WeightMap raw;
-  const int64_t count = ps.host->tensor_file_count(file);
-  for (int64_t i = 0; i < count; ++i) {
-    const char* name = nullptr;
-    DLManagedTensor* t = nullptr;
-    atelier_error e{};
-    if (atelier_status s = ps.host->tensor_file_get(file, i, &name, &t, &e); s != ATELIER_OK) {
-      ps.host->tensor_file_close(file);
-      return sdk::FromAbi(s, e);
-    }
-    raw.emplace(name, sdk::Adopt(t));
-  }
-  ps.host->tensor_file_close(file);
-  auto normalized = cn::NormalizeControlNetKeys(std::move(raw), entry.filename);
+  auto raw = sdk::ReadTensorFile(ps.host, ATELIER_FOLDER_CONTROLNET, entry.filename);
+  if (!raw.ok()) return raw.status();
+  auto normalized = cn::NormalizeControlNetKeys(*std::move(raw), entry.filename);
   if (!normalized.ok()) return normalized.status();
   auto net = cn::ControlNetModel::Create(*normalized, entry.filename, ps.device, ps.dtype);
   if (!net.ok()) return net.status();

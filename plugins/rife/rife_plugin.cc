@@ -23,6 +23,7 @@
 #include "atelier/sdk/descriptor.h"
 #include "atelier/sdk/status.h"
 #include "atelier/sdk/tensor.h"
+#include "atelier/sdk/tensor_file.h"
 #include "rife_model.h"
 #include "rife_sequence.h"
 
@@ -119,24 +120,9 @@ absl::StatusOr<std::shared_ptr<rf::RifeModel>> LoadModel(PluginState& ps, const 
     auto it = ps.models.find(file);
     if (it != ps.models.end()) return it->second;
   }
-  atelier_tensor_file* tf = nullptr;
-  if (atelier_status s = ps.host->tensor_file_open(ps.host, ATELIER_FOLDER_RIFE, file.c_str(), &tf, &err); s != ATELIER_OK) {
-    return sdk::FromAbi(s, err);
-  }
-  rf::WeightMap raw;
-  const int64_t count = ps.host->tensor_file_count(tf);
-  for (int64_t i = 0; i < count; ++i) {
-    const char* name = nullptr;
-    DLManagedTensor* t = nullptr;
-    atelier_error e{};
-    if (atelier_status s = ps.host->tensor_file_get(tf, i, &name, &t, &e); s != ATELIER_OK) {
-      ps.host->tensor_file_close(tf);
-      return sdk::FromAbi(s, e);
-    }
-    raw.emplace(name, sdk::Adopt(t));
-  }
-  ps.host->tensor_file_close(tf);
-  auto model = rf::RifeModel::Create(raw, file, ps.device, ps.dtype);
+  auto raw = sdk::ReadTensorFile(ps.host, ATELIER_FOLDER_RIFE, file);
+  if (!raw.ok()) return raw.status();
+  auto model = rf::RifeModel::Create(*raw, file, ps.device, ps.dtype);
   if (!model.ok()) return model.status();
   std::shared_ptr<rf::RifeModel> shared = std::move(*model);
   std::lock_guard<std::mutex> lock(ps.mu);
