@@ -33,6 +33,7 @@
 #include "absl/strings/str_join.h"
 #include "atelier/sdk/args.h"
 #include "atelier/sdk/descriptor.h"
+#include "atelier/sdk/host.h"
 #include "atelier/sdk/status.h"
 #include "atelier/sdk/tensor.h"
 #include "atelier/sdk/tensor_file.h"
@@ -465,10 +466,8 @@ atelier_status Init(const atelier_host_api* host, atelier_plugin_state** state, 
     }
     auto s = std::make_unique<PluginState>();
     s->host = host;
-    const std::string device = host->device != nullptr ? host->device : "cpu";
-    s->device = device == "cpu" ? at::Device(at::kCPU) : at::Device(device);
-    const std::string dtype = host->compute_dtype != nullptr ? host->compute_dtype : "float32";
-    s->dtype = dtype == "float16" ? at::kHalf : dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+    s->device = sdk::HostDevice(host);
+    s->dtype = sdk::HostComputeDtype(host);
     s->cache_size = static_cast<size_t>(EnvInt("ATELIER_CONTROLNET_CACHE_SIZE", 2, 1, 64));
     s->max_units = EnvInt("ATELIER_CONTROLNET_UNIT_COUNT", 3, 1, 64);
     *state = reinterpret_cast<atelier_plugin_state*>(s.release());

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "atelier/sdk/args.h"
 #include "atelier/sdk/descriptor.h"
+#include "atelier/sdk/host.h"
 #include "atelier/sdk/status.h"
 #include "atelier/sdk/tensor.h"
 #include "atelier/sdk/tensor_file.h"
@@ -149,10 +150,8 @@ atelier_status Init(const atelier_host_api* host, atelier_plugin_state** state, 
     }
     auto s = std::make_unique<PluginState>();
     s->host = host;
-    const std::string device = host->device != nullptr ? host->device : "cpu";
-    s->device = device == "cpu" ? at::Device(at::kCPU) : at::Device(device);
-    const std::string dtype = host->compute_dtype != nullptr ? host->compute_dtype : "float32";
-    s->dtype = dtype == "float16" ? at::kHalf : dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+    s->device = sdk::HostDevice(host);
+    s->dtype = sdk::HostComputeDtype(host);
     if (const char* v = std::getenv("ATELIER_RIFE_MAX_MULTIPLIER"); v != nullptr && std::atoi(v) >= 2) {
       s->max_multiplier = std::atoi(v);
     }
