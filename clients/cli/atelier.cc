@@ -17,7 +17,9 @@
 
 #include "absl/strings/str_cat.h"
 #include <nlohmann/json.hpp>
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "atelier/v1/daemon.grpc.pb.h"
@@ -133,12 +135,21 @@ int Plugins(const Options& options, bool verbose) {
   return cli::kExitOk;
 }
 
-int Models(const Options& options, bool hashes) {
+int Models(const Options& options, bool hashes, const std::string& kind) {
   auto stub = v1::Models::NewStub(Connect(options));
   grpc::ClientContext context;
   if (!hashes) SetDeadline(context, options);  // hashing GB files takes as long as it takes
   v1::ListModelsRequest request;
   request.set_compute_hashes(hashes);
+  if (!kind.empty()) {
+    v1::ModelKind parsed;
+    if (!v1::ModelKind_Parse("MODEL_KIND_" + absl::AsciiStrToUpper(absl::StrReplaceAll(kind, {{"-", "_"}})), &parsed)) {
+      std::fprintf(stderr, "atelier: --kind %s: expected checkpoint, vae, embedding, controlnet, motion_module, "
+                           "vae_approx, rife, lora or upscaler\n", kind.c_str());
+      return cli::kExitUsage;
+    }
+    request.set_kind(parsed);
+  }
   v1::ListModelsResponse response;
   const grpc::Status status = stub->ListModels(&context, request, &response);
   if (!status.ok()) return Fail(options, status);
@@ -147,6 +158,17 @@ int Models(const Options& options, bool hashes) {
     const std::string what = m.error().empty() ? m.architecture() : "unusable: " + m.error();
     std::printf("  %-14s %-48s %9.1f MB  %s\n", v1::ModelKind_Name(m.kind()).substr(11).c_str(), m.title().c_str(),
                 m.size_bytes() / 1e6, what.c_str());
+    if (m.kind() == v1::MODEL_KIND_LORA) {
+      // What WebUI's extra-networks card shows: the alias, the hash "Lora hashes" uses, the training metadata.
+      std::string line = absl::StrCat("alias ", m.alias());
+      if (!m.network_hash().empty()) absl::StrAppend(&line, ", hash ", m.network_hash().substr(0, 12));
+      for (const char* key : {"ss_sd_model_name", "ss_network_module", "ss_network_dim", "ss_network_alpha",
+                              "ss_num_train_images", "ss_clip_skip"}) {
+        const auto it = m.metadata().find(key);
+        if (it != m.metadata().end()) absl::StrAppend(&line, ", ", key + 3, " ", it->second.substr(0, 60));
+      }
+      std::printf("  %14s %s\n", "", line.c_str());
+    }
   }
   if (response.models().empty()) std::printf("  no model files found\n");
   return cli::kExitOk;
@@ -426,6 +448,9 @@ int main(int argc, char** argv) {
   bool hashes = false;
   auto* models = app.add_subcommand("models", "model files the daemon found, with what each one is");
   models->add_flag("--hashes", hashes, "compute missing SHA-256 hashes (slow for GB files; cached)");
+  std::string models_kind;
+  models->add_option("--kind", models_kind, "only this kind: checkpoint, vae, embedding, controlnet, motion_module, "
+                                            "vae_approx, rife, lora, upscaler");
   std::string checkpoint, vae = "Automatic";
   auto* load = app.add_subcommand("load", "load (or switch to) a checkpoint, between jobs");
   load->add_option("checkpoint", checkpoint, "title, filename or name, as `atelier models` shows")->required();
@@ -500,7 +525,7 @@ int main(int argc, char** argv) {
   if (*health) return Health(options, service);
   if (*version) return Version(options);
   if (*plugins) return Plugins(options, verbose);
-  if (*models) return Models(options, hashes);
+  if (*models) return Models(options, hashes, models_kind);
   if (*load) return Load(options, checkpoint, vae, false);
   if (*unload) return Load(options, "", "", true);
   if (*convert) return Convert(input, output, fp16);

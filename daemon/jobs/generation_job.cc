@@ -19,6 +19,7 @@
 #include "host/job_hooks.h"
 #include "jobs/job_inputs.h"
 #include "jobs/job_loras.h"
+#include "jobs/job_ti_hashes.h"
 #include "jobs/live_preview.h"
 #include "util/limits.h"
 #include "util/log.h"
@@ -162,11 +163,24 @@ absl::Status RunGenerationJob(PipelineCache& pipelines, const host::PluginRegist
   const engine::Sd1Pipeline& pipeline = **pipeline_or;
   // The prompts' <lora:...> networks, on the pipeline for this job only (taken off when `loras` goes). The pipeline
   // is the cache's, used by this executor thread alone; patching it is the one change a job makes to it.
-  auto loras = JobLoras::Apply(const_cast<engine::Sd1Pipeline&>(pipeline), pipelines.models().folders(),
-                               {settings.params.prompt, settings.params.hires.prompt});
+  std::vector<std::string> lora_warnings;
+  const auto lora_start = std::chrono::steady_clock::now();
+  auto loras = JobLoras::Apply(const_cast<engine::Sd1Pipeline&>(pipeline), pipelines.models().loras(),
+                               pipelines.lora_cache(), {settings.params.prompt, settings.params.hires.prompt},
+                               settings.lora_missing_warn, &lora_warnings);
   if (!loras.ok()) return loras.status();
+  for (const auto& w : lora_warnings) events.Warn(w);
+  // "lora (cached)": the same networks as the last LoRA job, swapped in without computing anything.
+  if (*loras != nullptr) events.AddTiming((*loras)->reused() ? "lora (cached)" : "lora", SecondsSince(lora_start));
 
   engine::GenerationParams params = settings.params;
+  if (*loras != nullptr && settings.lora_hashes_infotext && !(*loras)->hashes_infotext().empty()) {
+    params.extra_infotext.emplace_back("Lora hashes", (*loras)->hashes_infotext());
+  }
+  if (settings.ti_hashes_infotext) {
+    const std::string ti = TiHashes(pipeline.text(), params.text, params.prompt, params.negative_prompt, pipelines.models());
+    if (!ti.empty()) params.extra_infotext.emplace_back("TI hashes", ti);
+  }
   if (settings.img2img) {
     auto image = DecodeInitImage(init_image, settings);
     if (!image.ok()) return image.status();

@@ -1,5 +1,7 @@
 #include "jobs/job_check.h"
 
+#include "jobs/job_loras.h"
+
 #include <memory>
 #include <optional>
 
@@ -35,6 +37,11 @@ absl::Status CheckJob(const JobSettings& settings, engine::ModelManager& models,
     if (!vae.ok()) {
       return absl::Status(vae.status().code(), absl::StrCat("override_settings.sd_vae: ", vae.status().message()));
     }
+  }
+  if (absl::Status s = CheckLoras(models.loras(), {settings.params.prompt, settings.params.hires.prompt},
+                                  settings.lora_missing_warn);
+      !s.ok()) {
+    return s;
   }
   if (settings.img2img) {
     auto image = engine::DecodeImageRgb(init_image);

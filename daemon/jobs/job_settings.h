@@ -42,6 +42,11 @@ struct JobSettings {
   std::map<std::string, std::string> plugin_args;
   // override_settings keys this daemon does not use (accepted, as WebUI accepts any option name).
   std::vector<std::string> ignored_settings;
+  // override_settings lora_missing_warn: a <lora:...> that names no file is a warning (WebUI's behaviour) instead of
+  // NOT_FOUND. lora_add_hashes_to_infotext / textual_inversion_add_hashes_to_infotext: WebUI's options (default on).
+  bool lora_missing_warn = false;
+  bool lora_hashes_infotext = true;
+  bool ti_hashes_infotext = true;
 };
 
 }  // namespace atelier::jobs

@@ -35,6 +35,7 @@ absl::StatusOr<const engine::Sd1Pipeline*> PipelineCache::PipelineFor(const std:
     return absl::FailedPreconditionError("no checkpoint is loaded (it was unloaded after the job was queued)");
   }
   if (weights != weights_ || pipeline_ == nullptr) {
+    lora_cache_.Clear();
     pipeline_.reset();
     embeddings_ = std::make_unique<engine::EmbeddingDatabase>(
         models_.folders() != nullptr
@@ -49,6 +50,7 @@ absl::StatusOr<const engine::Sd1Pipeline*> PipelineCache::PipelineFor(const std:
 }
 
 void PipelineCache::Release() {
+  lora_cache_.Clear();
   pipeline_.reset();
   embeddings_.reset();
   weights_.reset();

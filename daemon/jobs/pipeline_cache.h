@@ -13,6 +13,7 @@
 #include "engine/pipeline/sd_pipeline.h"
 #include "engine/text/clip_tokenizer.h"
 #include "engine/text/embeddings.h"
+#include "jobs/job_loras.h"
 #include "util/stage_timer.h"
 
 namespace atelier::jobs {
@@ -33,6 +34,8 @@ class PipelineCache {
   void Release();
 
   engine::ModelManager& models() const { return models_; }
+  // The last LoRA patch of the pipeline (see JobLoras); dropped with the pipeline.
+  LoraPatchCache& lora_cache() { return lora_cache_; }
 
  private:
   engine::ModelManager& models_;
@@ -41,6 +44,7 @@ class PipelineCache {
   std::unique_ptr<engine::EmbeddingDatabase> embeddings_;
   std::unique_ptr<engine::Sd1Pipeline> pipeline_;
   std::unique_ptr<engine::Taesd> taesd_;
+  LoraPatchCache lora_cache_;
 };
 
 }  // namespace atelier::jobs

@@ -30,6 +30,7 @@ class GenerationRunner final : public JobRunner {
   void FillDefaultSize(v1::GenerateRequest& request) const override;
   absl::Status Run(JobContext& context) override;
   void ReleaseModel() override;
+  engine::LoraCatalog* loras() const override { return &models_.loras(); }
   // WebUI's prompt styles a request names (`styles`); null: none defined. Outlives the runner.
   void set_styles(const engine::PromptStyles* styles) { styles_ = styles; }
 

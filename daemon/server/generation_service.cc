@@ -33,7 +33,7 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* GenerationService::Generate(grpc::C
   }
   v1::GenerateRequest prepared = *request;
   runner_.FillDefaultSize(prepared);
-  if (absl::Status s = ValidateAndFillDefaults(prepared); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
+  if (absl::Status s = ValidateAndFillDefaults(prepared, runner_.loras()); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
   if (absl::Status s = ValidatePluginArgs(prepared, plugins_); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
   auto parsed = runner_.Prepare(prepared);
   if (!parsed.ok()) return JobStream::Reject(ToGrpcStatus(parsed.status()));

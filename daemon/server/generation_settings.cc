@@ -208,6 +208,12 @@ absl::Status ReadTextAndModelOptions(Options& o, JobSettings& out) {
   out.checkpoint = checkpoint.value_or("");
   ATELIER_ASSIGN_OR_RETURN(const auto vae, o.Text("sd_vae"));
   out.vae = vae;
+  ATELIER_ASSIGN_OR_RETURN(const auto lora_warn, o.Bool("lora_missing_warn"));
+  out.lora_missing_warn = lora_warn.value_or(false);
+  ATELIER_ASSIGN_OR_RETURN(const auto lora_hashes, o.Bool("lora_add_hashes_to_infotext"));
+  out.lora_hashes_infotext = lora_hashes.value_or(true);
+  ATELIER_ASSIGN_OR_RETURN(const auto ti_hashes, o.Bool("textual_inversion_add_hashes_to_infotext"));
+  out.ti_hashes_infotext = ti_hashes.value_or(true);
   return absl::OkStatus();
 }
 

@@ -27,6 +27,7 @@ constexpr KindFolder kKinds[] = {
     {v1::MODEL_KIND_MOTION_MODULE, engine::ModelFolder::kMotionModule},
     {v1::MODEL_KIND_VAE_APPROX, engine::ModelFolder::kVaeApprox},
     {v1::MODEL_KIND_RIFE, engine::ModelFolder::kRife},
+    {v1::MODEL_KIND_LORA, engine::ModelFolder::kLora},
 };
 
 }  // namespace
@@ -79,6 +80,9 @@ grpc::ServerUnaryReactor* ModelsService::ListModels(grpc::CallbackServerContext*
       file->set_architecture(listing.architecture);
       file->set_short_hash(listing.short_hash);
       file->set_error(listing.error);
+      file->set_alias(listing.alias);
+      file->set_network_hash(listing.network_hash);
+      for (const auto& [k, v] : listing.metadata) (*file->mutable_metadata())[k] = v;
     }
     reactor->Finish(grpc::Status::OK);
   });

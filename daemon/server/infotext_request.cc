@@ -1,5 +1,7 @@
 #include "server/infotext_request.h"
 
+#include "jobs/job_loras.h"
+
 #include <cmath>
 #include <type_traits>
 
@@ -98,14 +100,18 @@ void ApplyControlNetUnits(const engine::ParsedInfotext& parsed, v1::GenerateRequ
 
 }  // namespace
 
-absl::Status ApplyInfotext(v1::GenerateRequest& r) {
+absl::Status ApplyInfotext(v1::GenerateRequest& r, engine::LoraCatalog* loras) {
   if (r.infotext().empty()) return absl::OkStatus();
   const engine::ParsedInfotext parsed = engine::ParseInfotext(r.infotext());
   Filler f(parsed);
   const bool img2img = r.mode() == v1::MODE_IMG2IMG || (r.mode() == v1::MODE_UNSPECIFIED && r.init_images_size() > 0);
 
   ApplyControlNetUnits(parsed, r);
-  if (r.prompt().empty()) r.set_prompt(parsed.prompt);
+  if (r.prompt().empty()) {
+    const std::string* hashes = f.Text("Lora hashes");
+    r.set_prompt(loras != nullptr && hashes != nullptr ? jobs::RenameLorasByHash(parsed.prompt, *hashes, *loras)
+                                                        : parsed.prompt);
+  }
   if (r.negative_prompt().empty()) r.set_negative_prompt(parsed.negative_prompt);
   if (r.sampler_name().empty()) {
     if (const std::string* v = f.Text("Sampler")) r.set_sampler_name(*v);

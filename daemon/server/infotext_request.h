@@ -6,11 +6,14 @@
 
 #include "absl/status/status.h"
 #include "atelier/v1/generation.pb.h"
+#include "engine/models/lora_catalog.h"
 
 namespace atelier::server {
 
 // Fills `request` from request.infotext() (nothing when it is empty). INVALID_ARGUMENT when a value the request
 // would take is not a number where one is needed, naming the key.
-absl::Status ApplyInfotext(v1::GenerateRequest& request);
+// With `loras`, a prompt taken from the infotext has its <lora:NAME: renamed to the local file whose hash its
+// "Lora hashes" gives (WebUI's Lora infotext_pasted).
+absl::Status ApplyInfotext(v1::GenerateRequest& request, engine::LoraCatalog* loras = nullptr);
 
 }  // namespace atelier::server

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "atelier/v1/generation.pb.h"
+#include "engine/models/lora_catalog.h"
 #include "server/job_context.h"
 
 namespace atelier::server {
@@ -27,6 +28,8 @@ class JobRunner {
   // The loaded model is about to change or go away (Models.LoadModel / UnloadModel, run on the executor between
   // jobs): drop whatever was built from it so its memory can be freed.
   virtual void ReleaseModel() {}
+  // The LoRAs jobs can name (infotext "Lora hashes" lookups); null when the runner has none.
+  virtual engine::LoraCatalog* loras() const { return nullptr; }
 };
 
 }  // namespace atelier::server

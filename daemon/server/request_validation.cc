@@ -129,11 +129,11 @@ bool ValidJobId(const std::string& id) {
 
 }  // namespace
 
-absl::Status ValidateAndFillDefaults(v1::GenerateRequest& r) {
+absl::Status ValidateAndFillDefaults(v1::GenerateRequest& r, engine::LoraCatalog* loras) {
   if (r.infotext().size() > static_cast<size_t>(kMaxPromptBytes) * 3) {
     return Invalid(absl::StrCat("infotext is ", r.infotext().size(), " bytes; the limit is ", kMaxPromptBytes * 3));
   }
-  if (absl::Status s = ApplyInfotext(r); !s.ok()) return s;
+  if (absl::Status s = ApplyInfotext(r, loras); !s.ok()) return s;
   if (r.mode() == v1::MODE_UNSPECIFIED) r.set_mode(r.init_images_size() > 0 ? v1::MODE_IMG2IMG : v1::MODE_TXT2IMG);
   if (r.mode() == v1::MODE_IMG2IMG && r.init_images_size() == 0) {
     return Invalid("img2img needs at least one image in init_images");

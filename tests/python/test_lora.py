@@ -1,12 +1,16 @@
 """LoRA through a real atelierd on the embedded model: a LoRA file written here in kohya naming (a UNet conv, in
 LDM-style naming, and a text-encoder linear) in models/Lora; <lora:name:w> changes the image, weight 0 gives the plain
 image exactly, the next plain job is the plain image again (weights restored), the tag stays in the infotext and
-leaves the text CLIP sees, and an unknown LoRA is NOT_FOUND naming the ones there are.
+leaves the text CLIP sees, and an unknown LoRA is NOT_FOUND naming the ones there are. Also WebUI's infotext
+"Lora hashes" (AutoV3, computed here with hashlib), its paste path renaming a LoRA by hash, aliases from
+ss_output_name, the listing with metadata, the lenient lora_missing_warn mode and the patch cache.
 
 Run by ctest with ATELIER_DAEMON and PYTHONPATH set."""
 
+import hashlib
 import io
 import json
+import shutil
 import os
 import struct
 import unittest
@@ -15,7 +19,7 @@ import grpc
 import numpy as np
 from PIL import Image
 
-from atelier_client import AtelierError, Client, Result
+from atelier_client import AtelierError, Client, Finished, Result
 from daemon_process import DaemonProcess
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
@@ -28,8 +32,10 @@ def header(path):
         return json.loads(f.read(n))
 
 
-def write_safetensors(path, tensors):
+def write_safetensors(path, tensors, metadata=None):
     head, blobs, offset = {}, [], 0
+    if metadata:
+        head["__metadata__"] = metadata
     for name, array in tensors.items():
         data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
         head[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
@@ -59,6 +65,26 @@ class LoraTest(unittest.TestCase):
                 "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": rng.randn(fc1[0], 2) * 0.5,
                 "lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": rng.randn(2, fc1[1]) * 0.5,
             })
+            # The same network under another file name, with kohya's metadata: found by its alias.
+            shutil.copy(os.path.join(lora, "shapes_style.safetensors"), os.path.join(lora, "renamed.safetensors"))
+            tensors = {}
+            with open(os.path.join(lora, "shapes_style.safetensors"), "rb") as f:
+                n = struct.unpack("<Q", f.read(8))[0]
+                head = json.loads(f.read(n))
+                data = f.read()
+            for name, info in head.items():
+                b, e = info["data_offsets"]
+                tensors[name] = np.frombuffer(data[b:e], dtype=np.float32).reshape(info["shape"])
+            os.makedirs(os.path.join(models, "LyCORIS"))
+            write_safetensors(os.path.join(models, "LyCORIS", "trained_v3.safetensors"), tensors,
+                              {"ss_output_name": "shapes_alias", "ss_network_dim": "4", "ss_sd_model_name": "sd15"})
+            write_safetensors(os.path.join(lora, "xl_style.safetensors"), {
+                "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight": np.zeros((8, 2)),
+                "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": np.zeros((2, 8))},
+                {"ss_base_model_version": "sdxl_base_v1-0"})
+            with open(os.path.join(lora, "broken.safetensors"), "wb") as f:
+                f.write(struct.pack("<Q", 1 << 40) + b"{not json")
+            cls.lora_dir = lora
         cls.daemon = DaemonProcess(prepare_models=prepare)
         cls.client = Client(cls.daemon.address)
 
@@ -67,10 +93,58 @@ class LoraTest(unittest.TestCase):
         cls.client.close()
         assert cls.daemon.stop() == 0
 
-    def run_job(self, prompt):
-        results = [e for e in self.client.txt2img(prompt, steps=6, seed=11, sampler_name="Euler")
-                   if isinstance(e, Result)]
+    def run_job(self, prompt, **fields):
+        events = list(self.client.txt2img(prompt, steps=6, seed=11, sampler_name="Euler", **fields))
+        results = [e for e in events if isinstance(e, Result)]
+        self.finished = [e for e in events if isinstance(e, Finished)][0]
         return np.asarray(Image.open(io.BytesIO(results[0].image)).convert("RGB")).astype(int), results[0].infotext
+
+    @staticmethod
+    def addnet_hash(path):
+        with open(path, "rb") as f:
+            n = struct.unpack("<Q", f.read(8))[0]
+            f.seek(8 + n)
+            return hashlib.sha256(f.read()).hexdigest()
+
+    def test_hashes_infotext_paste_alias_and_cache(self):
+        prompt = "a red circle on a white background <lora:shapes_style:0.8>"
+        styled, infotext = self.run_job(prompt)
+        short = self.addnet_hash(os.path.join(self.lora_dir, "shapes_style.safetensors"))[:12]
+        self.assertIn('Lora hashes: "shapes_style: %s"' % short, infotext)
+        self.assertIn("lora", self.finished.timings)
+        # The same networks again: the patched weights are swapped back in, nothing computed; same image.
+        again, _ = self.run_job(prompt)
+        self.assertIn("lora (cached)", self.finished.timings)
+        self.assertEqual(np.abs(again - styled).max(), 0)
+        # A WebUI infotext naming a LoRA this folder has under another name: renamed by its hash, same image.
+        pasted_text = infotext.replace("<lora:shapes_style:", "<lora:from_elsewhere:").replace(
+            "shapes_style: ", "from_elsewhere: ")
+        pasted, pasted_info = self.run_job("", infotext=pasted_text)
+        self.assertEqual(np.abs(pasted - styled).max(), 0)
+        self.assertNotIn("from_elsewhere", pasted_info.split("\n")[0])
+        # The alias from ss_output_name names the LyCORIS copy; <lyco:...> is the same tag.
+        aliased, alias_info = self.run_job("a red circle on a white background <lyco:shapes_alias:0.8>")
+        self.assertEqual(np.abs(aliased - styled).max(), 0)
+        self.assertIn('Lora hashes: "shapes_alias: %s"' % short, alias_info)
+
+    def test_listing_and_lenient_mode(self):
+        loras = {m.name: m for m in self.client.models(compute_hashes=True) if m.kind == 8}  # MODEL_KIND_LORA
+        self.assertEqual(set(loras), {"shapes_style", "renamed", "trained_v3", "xl_style", "broken"})
+        self.assertEqual(loras["xl_style"].architecture, "LoRA (SDXL)")
+        self.assertTrue(loras["broken"].error)
+        trained = loras["trained_v3"]
+        self.assertEqual(trained.alias, "shapes_alias")
+        self.assertEqual(trained.metadata["ss_network_dim"], "4")
+        self.assertEqual(trained.architecture, "LoRA (SD1)")
+        self.assertEqual(trained.network_hash, self.addnet_hash(os.path.join(self.lora_dir, "shapes_style.safetensors")))
+        self.assertEqual(loras["shapes_style"].alias, "shapes_style")
+        # WebUI only warns about a missing network; lora_missing_warn asks for that.
+        plain, _ = self.run_job("a red circle on a white background")
+        lenient, info = self.run_job("a red circle on a white background <lora:nowhere:1>",
+                                     override_settings={"lora_missing_warn": True})
+        self.assertEqual(np.abs(lenient - plain).max(), 0)
+        self.assertIn("Lora not found: nowhere", self.finished.warnings)
+        self.assertNotIn("Lora hashes", info)
 
     def test_lora_changes_the_image_and_comes_off_exactly(self):
         plain, _ = self.run_job("a red circle on a white background")
@@ -91,8 +165,19 @@ class LoraTest(unittest.TestCase):
         self.assertEqual(e.exception.code, grpc.StatusCode.NOT_FOUND)
         self.assertIn("shapes_style", e.exception.details)
         with self.assertRaises(AtelierError) as e:
+            list(self.client.txt2img("a cat <lora:shapes_styel:1>", steps=2))
+        self.assertIn("nearest: shapes_style", e.exception.details)
+        with self.assertRaises(AtelierError) as e:
+            list(self.client.txt2img("a cat <lora:shapes_style:1:1:x>", steps=2))
+        self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(AtelierError) as e:
             list(self.client.txt2img("a cat <lora:shapes_style:1e9>", steps=2))
         self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        for name in ("xl_style", "broken"):  # an SDXL LoRA, a corrupt file: refused by name, the daemon goes on
+            with self.assertRaises(AtelierError) as e:
+                list(self.client.txt2img("a cat <lora:%s:1>" % name, steps=2))
+            self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT, e.exception.details)
+            self.assertIn(name, e.exception.details)
         plain, _ = self.run_job("a red circle on a white background")
         self.assertEqual(plain.shape, (64, 64, 3))
 

@@ -69,7 +69,31 @@ bool Stat(const fs::path& path, std::uint64_t* size, std::int64_t* mtime_ns) {
   return true;
 }
 
+std::string CacheKey(const fs::path& path, HashCache::Kind kind) {
+  const std::string key = fs::absolute(path).lexically_normal().string();
+  return kind == HashCache::Kind::kAddnet ? "addnet:" + key : key;
+}
+
 }  // namespace
+
+absl::StatusOr<std::string> AddnetHash(const fs::path& path) {
+  std::unique_ptr<FILE, FileCloser> file(std::fopen(path.c_str(), "rb"));
+  if (file == nullptr) {
+    return absl::NotFoundError(absl::StrCat("cannot read '", path.filename().string(), "': ", std::strerror(errno)));
+  }
+  unsigned char size_bytes[8];
+  if (std::fread(size_bytes, 1, 8, file.get()) != 8) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path.filename().string(), "' is not a safetensors file"));
+  }
+  std::uint64_t header = 0;
+  for (int i = 7; i >= 0; --i) header = (header << 8) | size_bytes[i];
+  std::error_code ec;
+  const std::uint64_t size = fs::file_size(path, ec);
+  if (ec || header > size - 8) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path.filename().string(), "': bad safetensors header length"));
+  }
+  return HashRange(path, static_cast<long>(8 + header), UINT64_MAX);
+}
 
 absl::StatusOr<std::string> Sha256File(const fs::path& path) { return HashRange(path, 0, UINT64_MAX); }
 
@@ -98,25 +122,25 @@ HashCache::HashCache(fs::path file) : file_(std::move(file)) {
   }
 }
 
-std::string HashCache::Cached(const fs::path& path) {
+std::string HashCache::Cached(const fs::path& path, Kind kind) {
   std::uint64_t size;
   std::int64_t mtime;
   if (!Stat(path, &size, &mtime)) return "";
   std::lock_guard<std::mutex> lock(mu_);
-  const auto it = entries_.find(fs::absolute(path).lexically_normal().string());
+  const auto it = entries_.find(CacheKey(path, kind));
   if (it == entries_.end() || it->second.size != size || it->second.mtime_ns != mtime) return "";
   return it->second.sha256;
 }
 
-absl::StatusOr<std::string> HashCache::Sha256(const fs::path& path) {
-  if (std::string cached = Cached(path); !cached.empty()) return cached;
+absl::StatusOr<std::string> HashCache::Sha256(const fs::path& path, Kind kind) {
+  if (std::string cached = Cached(path, kind); !cached.empty()) return cached;
   std::uint64_t size;
   std::int64_t mtime;
   if (!Stat(path, &size, &mtime)) return absl::NotFoundError(absl::StrCat("cannot stat '", path.string(), "'"));
-  auto hash = Sha256File(path);
+  auto hash = kind == Kind::kAddnet ? AddnetHash(path) : Sha256File(path);
   if (!hash.ok()) return hash.status();
   std::lock_guard<std::mutex> lock(mu_);
-  entries_[fs::absolute(path).lexically_normal().string()] = Entry{size, mtime, *hash};
+  entries_[CacheKey(path, kind)] = Entry{size, mtime, *hash};
   Save();
   return hash;
 }

@@ -15,6 +15,9 @@ namespace atelier::engine {
 
 // Full SHA-256 of a file, lower-case hex (OpenSSL).
 absl::StatusOr<std::string> Sha256File(const std::filesystem::path& path);
+// WebUI's "AutoV3" hash of a LoRA (hashes.addnet_hash_safetensors): the SHA-256 of a safetensors file's bytes after
+// its header (from offset 8 + header length to the end), so editing the metadata leaves it unchanged.
+absl::StatusOr<std::string> AddnetHash(const std::filesystem::path& path);
 // WebUI's old model_hash: sha256 of 0x10000 bytes from offset 0x100000 (fewer when the file is shorter), 8 hex.
 absl::StatusOr<std::string> ShortHash(const std::filesystem::path& path);
 // The infotext "Model hash": the first 10 hex digits of the full SHA-256.
@@ -26,10 +29,12 @@ class HashCache {
   // `file` may be empty: nothing is persisted then. An unreadable or corrupt cache file is ignored.
   explicit HashCache(std::filesystem::path file);
 
+  // Which hash of a file: the whole file's SHA-256, or AutoV3 (AddnetHash).
+  enum class Kind { kSha256, kAddnet };
   // The cached hash when the file is unchanged, else computes and stores it.
-  absl::StatusOr<std::string> Sha256(const std::filesystem::path& path);
+  absl::StatusOr<std::string> Sha256(const std::filesystem::path& path, Kind kind = Kind::kSha256);
   // The cached hash when the file is unchanged; empty otherwise (never computes).
-  std::string Cached(const std::filesystem::path& path);
+  std::string Cached(const std::filesystem::path& path, Kind kind = Kind::kSha256);
 
  private:
   struct Entry {

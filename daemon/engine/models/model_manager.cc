@@ -19,7 +19,7 @@ namespace {
 
 constexpr ModelFolder kAllFolders[] = {ModelFolder::kCheckpoint, ModelFolder::kVae,         ModelFolder::kEmbedding,
                                        ModelFolder::kControlNet, ModelFolder::kMotionModule, ModelFolder::kVaeApprox,
-                                       ModelFolder::kRife};
+                                       ModelFolder::kRife,       ModelFolder::kLora};
 
 std::string Title(const std::string& filename, const std::string& sha256) {
   return sha256.empty() ? filename : absl::StrCat(filename, " [", ModelHash(sha256), "]");
@@ -72,6 +72,26 @@ std::vector<ModelListing> ModelManager::List(std::optional<ModelFolder> only, bo
   if (folders_ == nullptr) return out;
   for (ModelFolder folder : kAllFolders) {
     if (only && *only != folder) continue;
+    if (folder == ModelFolder::kLora) {
+      for (LoraFile& lora : loras_.List()) {
+        ModelListing listing;
+        listing.architecture = lora.error.empty() ? (lora.sd_version == "Unknown" ? "LoRA" : absl::StrCat("LoRA (", lora.sd_version, ")")) : "";
+        listing.error = lora.error;
+        listing.alias = lora.alias;
+        listing.metadata = lora.metadata;
+        if (compute_hashes) {
+          auto hash = loras_.Hash(lora);
+          if (hash.ok()) listing.network_hash = *hash;
+        } else {
+          listing.network_hash = loras_.CachedHash(lora);
+        }
+        listing.sha256 = hashes_.Cached(lora.path);
+        listing.title = Title(lora.file.filename, listing.sha256);
+        listing.file = std::move(lora.file);
+        out.push_back(std::move(listing));
+      }
+      continue;
+    }
     for (ModelFileEntry& file : folders_->List(folder)) {
       const fs::path path = folders_->FolderPath(folder) / file.filename;
       ModelListing listing;

@@ -15,6 +15,7 @@
 #include "engine/models/checkpoint_loader.h"
 #include "engine/io/file_hash.h"
 #include "engine/io/model_folders.h"
+#include "engine/models/lora_catalog.h"
 
 namespace atelier::engine {
 
@@ -25,6 +26,9 @@ struct ModelListing {
   std::string short_hash;    // WebUI's old 8-digit hash (cheap: 64 KiB)
   std::string architecture;  // e.g. "SD1.x", "VAE (SD1.x)"; empty when unrecognised
   std::string error;         // why the file is not usable, when it is not
+  // LoRAs: alias, metadata and WebUI's network hash (see LoraCatalog).
+  std::string alias, network_hash;
+  std::map<std::string, std::string> metadata;
 };
 
 // Told when the current model changes: the one place the plugins' model_loaded / model_unloaded come from (the
@@ -66,6 +70,10 @@ class ModelManager {
   // Set before the first load; must outlive the manager (null: none).
   void set_observer(ModelObserver* observer) { observer_ = observer; }
   const ModelFolders* folders() const { return folders_; }
+  // A file's full SHA-256 through the manager's hash cache (embeddings' "TI hashes").
+  absl::StatusOr<std::string> FileSha256(const std::filesystem::path& path) { return hashes_.Sha256(path); }
+  // The LoRAs of models/Lora and models/LyCORIS (names, aliases, hashes through the manager's hash cache).
+  LoraCatalog& loras() { return loras_; }
 
  private:
   struct Identified {
@@ -82,6 +90,7 @@ class ModelManager {
 
   const ModelFolders* folders_;
   HashCache hashes_;
+  LoraCatalog loras_{folders_, &hashes_};
   const LoadOptions options_;
 
   std::mutex identify_mu_;

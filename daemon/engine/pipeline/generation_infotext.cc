@@ -88,6 +88,7 @@ InfotextFields GenerationInfotext(const Sd1Weights& w, const GenerationParams& p
   if (f.img2img && params.initial_noise_multiplier != 1.0) {
     f.extra.emplace_back("Noise multiplier", PythonFloat(params.initial_noise_multiplier));
   }
+  for (const auto& kv : params.extra_infotext) f.extra.push_back(kv);
   // WebUI records eta when it differs from the option's default (eta_ancestral 1.0 / eta_ddim 0.0).
   const double eta_default = sampler.timesteps ? 0.0 : 1.0;
   if (sampler.takes_eta && eta != eta_default) f.extra.emplace_back(sampler.timesteps ? "Eta DDIM" : "Eta", PythonFloat(eta));

@@ -64,6 +64,9 @@ struct GenerationParams {
   // The eps of the VAE posterior sample [1, 4, h / 8, w / 8] of the init image's size. WebUI draws it from the
   // global torch RNG (history dependent); undefined here means a CPU generator seeded with the first image's seed.
   at::Tensor posterior_noise;
+  // Infotext keys the job layer adds (the extra networks' "Lora hashes", "TI hashes"), written after the
+  // img2img keys and before the sampler's, where WebUI's activation puts them in extra_generation_params.
+  std::vector<std::pair<std::string, std::string>> extra_infotext;
 };
 
 struct GenerationControl {

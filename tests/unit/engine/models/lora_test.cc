@@ -126,8 +126,125 @@ TEST(LoraTest, PatchEqualsAnIndependentMergeAndRestoresExactly) {
     auto foreign = engine::LoraNetwork::FromTensors(xl.tensors, map, "xl.safetensors");
     EXPECT_EQ(foreign.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(foreign.status().message()), HasSubstr("lora_te1_text_model_encoder_layers_0_mlp_fc1"));
-    std::map<std::string, at::Tensor> loha = {{q + ".hada_w1_a", at::zeros({2, 2})}};
-    EXPECT_EQ(engine::LoraNetwork::FromTensors(loha, map, "loha.safetensors").status().code(), absl::StatusCode::kUnimplemented);
+    std::map<std::string, at::Tensor> ia3 = {{q + ".weight", at::zeros({2})}};
+    EXPECT_EQ(engine::LoraNetwork::FromTensors(ia3, map, "ia3.safetensors").status().code(), absl::StatusCode::kUnimplemented);
+    std::map<std::string, at::Tensor> half_loha = {{q + ".hada_w1_a", at::zeros({2, 2})}};
+    auto incomplete = engine::LoraNetwork::FromTensors(half_loha, map, "loha.safetensors");
+    EXPECT_EQ(incomplete.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(incomplete.status().message()), HasSubstr("incomplete"));
+  }
+}
+
+// Merges `delta` (already scaled) times `mult` into a copy of the weights and compares the patched parameter.
+void ExpectPatchEquals(engine::UNet& unet, const std::string& param, const at::Tensor& original, const at::Tensor& delta,
+                       double mult, const std::string& what) {
+  const at::Tensor expected = original + mult * delta.reshape(original.sizes());
+  EXPECT_TRUE(testing::AllClose(*unet.Parameter(param), expected, 1e-6, 1e-6, what));
+}
+
+TEST(LoraTest, LohaLokrDoraDynAndPeftKeysMatchThePublishedArithmetic) {
+  for (const auto& c : testing::CasesOf("tiny-sd")) {
+    const engine::UNetConfig config = testing::UNetConfigOf(c.json["config"]["unet"]);
+    engine::WeightMap weights = testing::ReadWeights(c, "model.diffusion_model.");
+    auto unet = engine::UNet::Create(config, weights);
+    ASSERT_TRUE(unet.ok()) << unet.status();
+    std::vector<std::pair<std::string, size_t>> names;
+    for (const auto& [n, shape] : engine::UNet::ParameterShapes(config)) names.emplace_back(n, shape.size());
+    const auto map = engine::LoraNameMap::Build(names, {});
+    const std::string q = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
+    const std::string k = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_k";
+    const std::string conv = "lora_unet_down_blocks_0_resnets_0_conv1";
+    const std::string pq = map.Find(q)->module + ".weight", pk = map.Find(k)->module + ".weight",
+                      pc = map.Find(conv)->module + ".weight";
+    const at::Tensor wq = weights.at(pq), wk = weights.at(pk), wc = weights.at(pc);
+    at::manual_seed(11);
+    const auto r = [](std::vector<int64_t> s) { return at::randn(s) * 0.1; };
+
+    // LoHa on a linear: ΔW = (w1a w1b) ⊙ (w2a w2b) · alpha / rank.
+    std::map<std::string, at::Tensor> loha = {{q + ".hada_w1_a", r({wq.size(0), 3})}, {q + ".hada_w1_b", r({3, wq.size(1)})},
+                                              {q + ".hada_w2_a", r({wq.size(0), 3})}, {q + ".hada_w2_b", r({3, wq.size(1)})},
+                                              {q + ".alpha", at::scalar_tensor(1.5)}};
+    // LoHa on a 3x3 conv with Tucker cores: half = Σ t[a,b,y,x] wa[a,o] wb[b,i].
+    const int64_t co = wc.size(0), ci = wc.size(1);
+    loha[conv + ".hada_w1_a"] = r({2, co});
+    loha[conv + ".hada_w1_b"] = r({2, ci});
+    loha[conv + ".hada_t1"] = r({2, 2, 3, 3});
+    loha[conv + ".hada_w2_a"] = r({2, co});
+    loha[conv + ".hada_w2_b"] = r({2, ci});
+    loha[conv + ".hada_t2"] = r({2, 2, 3, 3});
+    loha[conv + ".alpha"] = at::scalar_tensor(4.0);
+    auto loha_net = engine::LoraNetwork::FromTensors(loha, map, "loha.safetensors");
+    ASSERT_TRUE(loha_net.ok()) << loha_net.status();
+    const at::Tensor dq = at::einsum("or,ri->oi", {loha[q + ".hada_w1_a"], loha[q + ".hada_w1_b"]}) *
+                          at::einsum("or,ri->oi", {loha[q + ".hada_w2_a"], loha[q + ".hada_w2_b"]}) * (1.5 / 3);
+    const auto tucker = [&](const char* t, const char* a, const char* b) {
+      return at::einsum("abyx,ao,bi->oiyx", {loha[conv + t], loha[conv + a], loha[conv + b]});
+    };
+    const at::Tensor dc = tucker(".hada_t1", ".hada_w1_a", ".hada_w1_b") * tucker(".hada_t2", ".hada_w2_a", ".hada_w2_b") * (4.0 / 2);
+    auto patch = engine::ApplyLoras(unet->get(), nullptr, {{loha_net->get(), 1.0, 0.6}});
+    ASSERT_TRUE(patch.ok()) << patch.status();
+    ExpectPatchEquals(**unet, pq, wq, dq, 0.6, "LoHa linear");
+    ExpectPatchEquals(**unet, pc, wc, dc, 0.6, "LoHa Tucker conv");
+    ASSERT_TRUE(engine::RestoreLoras(unet->get(), nullptr, *patch).ok());
+    EXPECT_TRUE(at::equal(*(*unet)->Parameter(pq), wq));
+
+    // LoKr: w1 full [2, 2], w2 = w2a w2b on the linear; w2 a full 3x3 kernel on the conv. Kronecker by its index
+    // definition: out[i·P + p, j·Q + q, ...] = w1[i, j] · w2[p, q, ...].
+    std::map<std::string, at::Tensor> lokr = {
+        {q + ".lokr_w1", r({2, 2})}, {q + ".lokr_w2_a", r({wq.size(0) / 2, 4})}, {q + ".lokr_w2_b", r({4, wq.size(1) / 2})},
+        {q + ".alpha", at::scalar_tensor(2.0)}, {conv + ".lokr_w1", r({2, 2})}, {conv + ".lokr_w2", r({co / 2, ci / 2, 3, 3})},
+        {conv + ".alpha", at::scalar_tensor(8.0)}};  // full w1 and w2: alpha is ignored (scale 1)
+    auto lokr_net = engine::LoraNetwork::FromTensors(lokr, map, "lokr.safetensors");
+    ASSERT_TRUE(lokr_net.ok()) << lokr_net.status();
+    const at::Tensor w2q = at::einsum("pr,rq->pq", {lokr[q + ".lokr_w2_a"], lokr[q + ".lokr_w2_b"]});
+    const at::Tensor kq = at::einsum("ij,pq->ipjq", {lokr[q + ".lokr_w1"], w2q}).reshape(wq.sizes()) * (2.0 / 4);
+    const at::Tensor kc = at::einsum("ij,pqyx->ipjqyx", {lokr[conv + ".lokr_w1"], lokr[conv + ".lokr_w2"]}).reshape(wc.sizes());
+    patch = engine::ApplyLoras(unet->get(), nullptr, {{lokr_net->get(), 1.0, 1.25}});
+    ASSERT_TRUE(patch.ok()) << patch.status();
+    ExpectPatchEquals(**unet, pq, wq, kq, 1.25, "LoKr linear");
+    ExpectPatchEquals(**unet, pc, wc, kc, 1.25, "LoKr conv");
+    ASSERT_TRUE(engine::RestoreLoras(unet->get(), nullptr, *patch).ok());
+
+    // dyn= keeps the first ranks (the scale still uses the full rank); DoRA re-normalises per input channel.
+    std::map<std::string, at::Tensor> plain = {{q + ".lora_up.weight", r({wq.size(0), 4})},
+                                               {q + ".lora_down.weight", r({4, wq.size(1)})},
+                                               {q + ".alpha", at::scalar_tensor(2.0)}};
+    auto plain_net = engine::LoraNetwork::FromTensors(plain, map, "plain.safetensors");
+    ASSERT_TRUE(plain_net.ok());
+    patch = engine::ApplyLoras(unet->get(), nullptr, {{plain_net->get(), 1.0, 1.0, 2}});
+    ASSERT_TRUE(patch.ok());
+    const at::Tensor dyn2 = at::einsum("or,ri->oi", {plain[q + ".lora_up.weight"].slice(1, 0, 2),
+                                                     plain[q + ".lora_down.weight"].slice(0, 0, 2)}) * (2.0 / 4);
+    ExpectPatchEquals(**unet, pq, wq, dyn2, 1.0, "dyn=2");
+    ASSERT_TRUE(engine::RestoreLoras(unet->get(), nullptr, *patch).ok());
+
+    std::map<std::string, at::Tensor> dora = plain;
+    dora[q + ".dora_scale"] = at::rand({1, wq.size(1)}) + 0.5;
+    auto dora_net = engine::LoraNetwork::FromTensors(dora, map, "dora.safetensors");
+    ASSERT_TRUE(dora_net.ok());
+    patch = engine::ApplyLoras(unet->get(), nullptr, {{dora_net->get(), 1.0, 0.5}});
+    ASSERT_TRUE(patch.ok()) << patch.status();
+    const at::Tensor merged = wq + at::einsum("or,ri->oi", {plain[q + ".lora_up.weight"], plain[q + ".lora_down.weight"]}) * 0.5;
+    const at::Tensor column_norm = merged.pow(2).sum(0, true).sqrt();
+    ExpectPatchEquals(**unet, pq, wq, merged * dora[q + ".dora_scale"] / column_norm - wq, 0.5, "DoRA");
+    ASSERT_TRUE(engine::RestoreLoras(unet->get(), nullptr, *patch).ok());
+
+    // The diffusers / PEFT forms name the same modules (lora_A / lora_B: scale 1, as WebUI reads them).
+    const at::Tensor a = r({2, wk.size(1)}), b = r({wk.size(0), 2});
+    std::map<std::string, at::Tensor> peft = {
+        {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k.lora_A.weight", a},
+        {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k.lora_B.weight", b}};
+    std::map<std::string, at::Tensor> procs = {
+        {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_k_lora.down.weight", a},
+        {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_k_lora.up.weight", b}};
+    for (const auto& [label, tensors] : {std::make_pair("peft", peft), std::make_pair("attn procs", procs)}) {
+      auto net = engine::LoraNetwork::FromTensors(tensors, map, label);
+      ASSERT_TRUE(net.ok()) << label << ": " << net.status();
+      patch = engine::ApplyLoras(unet->get(), nullptr, {{net->get(), 1.0, 1.0}});
+      ASSERT_TRUE(patch.ok());
+      ExpectPatchEquals(**unet, pk, wk, at::einsum("or,ri->oi", {b, a}), 1.0, label);
+      ASSERT_TRUE(engine::RestoreLoras(unet->get(), nullptr, *patch).ok());
+    }
   }
 }
 
