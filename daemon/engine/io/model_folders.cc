@@ -49,6 +49,7 @@ const char* ModelFolderName(ModelFolder folder) {
     case ModelFolder::kVaeApprox: return "VAE-approx";
     case ModelFolder::kRife: return "RIFE";
     case ModelFolder::kLora: return "Lora";
+    case ModelFolder::kEsrgan: return "ESRGAN";
   }
   return "?";
 }
@@ -85,6 +86,7 @@ std::vector<fs::path> ModelFolders::FolderPaths(ModelFolder folder) const {
     dirs.push_back(root_ / "extensions" / "sd-webui-controlnet" / "models");
   }
   if (folder == ModelFolder::kLora) dirs.push_back(models_ / "LyCORIS");  // WebUI reads both
+  if (folder == ModelFolder::kEsrgan) dirs.push_back(models_ / "RealESRGAN");
   return dirs;
 }
 

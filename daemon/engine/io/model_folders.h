@@ -20,8 +20,9 @@ enum class ModelFolder : int {
   kVaeApprox = 5,     // models/VAE-approx
   kRife = 6,          // models/RIFE
   kLora = 7,          // models/Lora (and models/LyCORIS)
+  kEsrgan = 8,        // models/ESRGAN (and models/RealESRGAN)
 };
-inline constexpr int kModelFolderCount = 8;
+inline constexpr int kModelFolderCount = 9;
 
 // WebUI's folder name of a kind ("Stable-diffusion", "VAE", ...).
 const char* ModelFolderName(ModelFolder folder);

@@ -159,7 +159,8 @@ enum {
   ATELIER_FOLDER_MOTION_MODULE = 4, /* models/AnimateDiff */
   ATELIER_FOLDER_VAE_APPROX = 5,    /* models/VAE-approx */
   ATELIER_FOLDER_RIFE = 6,          /* models/RIFE */
-  ATELIER_FOLDER_LORA = 7           /* (1.2) models/Lora and models/LyCORIS */
+  ATELIER_FOLDER_LORA = 7,          /* (1.2) models/Lora and models/LyCORIS */
+  ATELIER_FOLDER_ESRGAN = 8         /* (1.2) models/ESRGAN and models/RealESRGAN (upscalers) */
 };
 
 /* ------------------------------------------------------------------------------------------------------------------
