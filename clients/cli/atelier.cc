@@ -378,6 +378,82 @@ int Interpolate(const Options& options, const std::vector<std::string>& images, 
   return status.ok() ? code : Fail(options, status);
 }
 
+// `atelier upscale --upscaler NAME --scale S images...`: WebUI's Extras upscale (Generation.Upscale); each result is
+// written as {i:05}.<ext> with its "Postprocess ..." infotext printed.
+int Upscale(const Options& options, const std::vector<std::string>& images, const std::string& upscaler,
+            double scale, int width, int height, const std::string& upscaler_2, double visibility, int tile,
+            const std::string& output_dir) {
+  v1::UpscaleRequest request;
+  for (const auto& path : images) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      std::fprintf(stderr, "atelier: cannot read %s\n", path.c_str());
+      return cli::kExitUsage;
+    }
+    request.add_images(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
+  }
+  request.set_upscaler_1(upscaler);
+  if (width > 0 || height > 0) {
+    request.set_resize_mode(1);
+    request.set_upscaling_resize_w(width);
+    request.set_upscaling_resize_h(height);
+  } else {
+    request.set_upscaling_resize(scale);
+  }
+  if (!upscaler_2.empty()) {
+    request.set_upscaler_2(upscaler_2);
+    request.set_extras_upscaler_2_visibility(visibility);
+  }
+  if (tile >= 0) request.set_tile(tile);
+  auto stub = v1::Generation::NewStub(Connect(options));
+  grpc::ClientContext context;
+  context.AddMetadata("atelier-client", "atelier-cli");
+  std::error_code ec;
+  std::filesystem::create_directories(output_dir, ec);
+  auto reader = stub->Upscale(&context, request);
+  cli::EventPrinter printer(stderr, isatty(STDERR_FILENO) != 0);
+  v1::GenerateEvent event;
+  int code = cli::kExitOk;
+  while (reader->Read(&event)) {
+    printer.Print(event);
+    if (!event.has_result()) continue;
+    const std::string& mime = event.result().image().mime_type();
+    const char* ext = mime == "image/jpeg" ? "jpg" : mime == "image/webp" ? "webp" : "png";
+    const std::filesystem::path path =
+        std::filesystem::path(output_dir) / absl::StrFormat("%05d.%s", event.result().index(), ext);
+    std::ofstream out(path, std::ios::binary);
+    out << event.result().image().data();
+    if (!out) {
+      std::fprintf(stderr, "atelier: cannot write %s\n", path.c_str());
+      code = cli::kExitError;
+      continue;
+    }
+    printer.Flush();
+    std::printf("%s\n%s\n", path.c_str(), event.result().infotext().c_str());
+  }
+  printer.Flush();
+  const grpc::Status status = reader->Finish();
+  return status.ok() ? code : Fail(options, status);
+}
+
+// `atelier upscalers`: the names Upscale and hires fix's hr_upscaler take.
+int Upscalers(const Options& options) {
+  auto stub = v1::Generation::NewStub(Connect(options));
+  grpc::ClientContext context;
+  SetDeadline(context, options);
+  v1::ListUpscalersResponse response;
+  const grpc::Status status = stub->ListUpscalers(&context, v1::ListUpscalersRequest(), &response);
+  if (!status.ok()) return Fail(options, status);
+  for (const auto& u : response.upscalers()) {
+    if (!u.missing_file().empty()) {
+      std::printf("  %-28s (needs models/RealESRGAN/%s: %s)\n", u.name().c_str(), u.missing_file().c_str(), u.url().c_str());
+    } else {
+      std::printf("  %-28s %s\n", u.name().c_str(), u.filename().empty() ? "built-in" : u.filename().c_str());
+    }
+  }
+  return cli::kExitOk;
+}
+
 // `atelier controlnet models|modules|types|detect`: sd-webui-controlnet's endpoints through Plugins.Invoke.
 int ControlNet(const Options& options, const std::string& what, const std::vector<std::string>& images,
                const std::string& module, double resolution, double a, double b, const std::string& output_dir) {
@@ -484,6 +560,21 @@ int main(int argc, char** argv) {
   double interp_scale = 1.0;
   bool interp_loop = false;
   std::string interp_model, interp_dir = "outputs/interpolated";
+  std::vector<std::string> up_images;
+  std::string up_name = "R-ESRGAN 4x+ Anime6B", up_second, up_dir = "upscaled";
+  double up_scale = 4.0, up_visibility = 0.5;
+  int up_width = 0, up_height = 0, up_tile = -1;
+  auto* upscale = app.add_subcommand("upscale", "WebUI's Extras upscale of images you have (ESRGAN-family models, Lanczos)");
+  upscale->add_option("images", up_images, "PNG/JPEG/WebP files")->required();
+  upscale->add_option("--upscaler", up_name, "a name from `atelier upscalers`")->capture_default_str();
+  upscale->add_option("--scale", up_scale, "factor, 1 to 8")->capture_default_str();
+  upscale->add_option("--width", up_width, "upscale to this width (with --height) instead of by --scale");
+  upscale->add_option("--height", up_height, "upscale to this height");
+  upscale->add_option("--upscaler-2", up_second, "a second upscaler blended over the first");
+  upscale->add_option("--visibility", up_visibility, "how much of --upscaler-2 shows, 0..1")->capture_default_str();
+  upscale->add_option("--tile", up_tile, "ESRGAN_tile (default 192; 0 = untiled)");
+  upscale->add_option("-o,--output-dir", up_dir, "where the results are written")->capture_default_str();
+  auto* upscalers = app.add_subcommand("upscalers", "the upscaler names (hires fix's hr_upscaler, upscale --upscaler)");
   auto* interpolate = app.add_subcommand("interpolate", "RIFE frame interpolation of frames you have (PNG/JPEG/WebP)");
   interpolate->add_option("frames", interp_images, "the frames, in order")->required();
   interpolate->add_option("--x,--multiplier", interp_x, "frames per input frame: n frames -> (n-1)*x+1")->capture_default_str();
@@ -532,6 +623,10 @@ int main(int argc, char** argv) {
   if (*status) return Status(options);
   if (*styles) return Styles(options);
   if (*invoke) return Invoke(options, invoke_plugin, invoke_method, invoke_args, invoke_dir);
+  if (*upscale) {
+    return Upscale(options, up_images, up_name, up_scale, up_width, up_height, up_second, up_visibility, up_tile, up_dir);
+  }
+  if (*upscalers) return Upscalers(options);
   if (*interpolate) return Interpolate(options, interp_images, interp_x, interp_scale, interp_loop, interp_model, interp_dir);
   if (*controlnet) return ControlNet(options, cn_what, cn_images, cn_module, cn_res, cn_a, cn_b, cn_dir);
   if (*jobs) return Jobs(options);

@@ -177,6 +177,14 @@ absl::Status RunGenerationJob(PipelineCache& pipelines, const host::PluginRegist
   if (*loras != nullptr && settings.lora_hashes_infotext && !(*loras)->hashes_infotext().empty()) {
     params.extra_infotext.emplace_back("Lora hashes", (*loras)->hashes_infotext());
   }
+  if (params.hires.enabled && !engine::FindHiresUpscaler(params.hires.upscaler).ok()) {
+    auto entry = engine::UpscalerCatalog(pipelines.models().folders()).Find(params.hires.upscaler, "hr_upscaler");
+    if (!entry.ok()) return entry.status();
+    StageTimer clock(timing, "load upscaler");
+    auto model = pipelines.upscaler_models().Get(*entry, settings.upscaler_tiles, pipeline.device());
+    if (!model.ok()) return model.status();
+    params.hires.model = *std::move(model);
+  }
   if (settings.ti_hashes_infotext) {
     const std::string ti = TiHashes(pipeline.text(), params.text, params.prompt, params.negative_prompt, pipelines.models());
     if (!ti.empty()) params.extra_infotext.emplace_back("TI hashes", ti);

@@ -2,6 +2,10 @@
 
 #include "jobs/job_loras.h"
 
+#include "absl/strings/str_join.h"
+#include "engine/pipeline/hires_fix.h"
+#include "engine/upscale/upscaler_catalog.h"
+
 #include <memory>
 #include <optional>
 
@@ -36,6 +40,20 @@ absl::Status CheckJob(const JobSettings& settings, engine::ModelManager& models,
     auto vae = models.ResolveVae(*settings.vae, *checkpoint);
     if (!vae.ok()) {
       return absl::Status(vae.status().code(), absl::StrCat("override_settings.sd_vae: ", vae.status().message()));
+    }
+  }
+  if (settings.params.hires.enabled && !engine::FindHiresUpscaler(settings.params.hires.upscaler).ok()) {
+    auto found = engine::UpscalerCatalog(models.folders()).Find(settings.params.hires.upscaler, "hr_upscaler");
+    if (!found.ok()) {
+      if (absl::IsInvalidArgument(found.status())) {  // name the latent modes too
+        std::vector<std::string> names = engine::HiresUpscalerNames();
+        for (const auto& e : engine::UpscalerCatalog(models.folders()).List()) {
+          if (!e.builtin && e.missing_file.empty()) names.push_back(e.name);
+        }
+        return absl::InvalidArgumentError(absl::StrCat("hr_upscaler '", settings.params.hires.upscaler.substr(0, 64),
+                                                       "' not found; available: ", absl::StrJoin(names, ", ")));
+      }
+      return found.status();
     }
   }
   if (absl::Status s = CheckLoras(models.loras(), {settings.params.prompt, settings.params.hires.prompt},

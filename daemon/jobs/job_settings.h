@@ -2,6 +2,8 @@
 // request; jobs/job_check: against the loaded models) and read by the job layer when the job runs.
 #pragma once
 
+#include "engine/upscale/image_upscaler.h"
+
 #include <map>
 #include <optional>
 #include <string>
@@ -45,6 +47,8 @@ struct JobSettings {
   // override_settings lora_missing_warn: a <lora:...> that names no file is a warning (WebUI's behaviour) instead of
   // NOT_FOUND. lora_add_hashes_to_infotext / textual_inversion_add_hashes_to_infotext: WebUI's options (default on).
   bool lora_missing_warn = false;
+  // override_settings ESRGAN_tile / ESRGAN_tile_overlap (WebUI's defaults 192 / 8) for model upscalers.
+  engine::TileOptions upscaler_tiles;
   bool lora_hashes_infotext = true;
   bool ti_hashes_infotext = true;
 };

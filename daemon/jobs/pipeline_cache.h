@@ -14,6 +14,7 @@
 #include "engine/text/clip_tokenizer.h"
 #include "engine/text/embeddings.h"
 #include "jobs/job_loras.h"
+#include "jobs/upscaler_models.h"
 #include "util/stage_timer.h"
 
 namespace atelier::jobs {
@@ -36,6 +37,8 @@ class PipelineCache {
   engine::ModelManager& models() const { return models_; }
   // The last LoRA patch of the pipeline (see JobLoras); dropped with the pipeline.
   LoraPatchCache& lora_cache() { return lora_cache_; }
+  // Upscaler nets (hires fix, Upscale requests); independent of the checkpoint.
+  UpscalerModels& upscaler_models() { return upscaler_models_; }
 
  private:
   engine::ModelManager& models_;
@@ -45,6 +48,7 @@ class PipelineCache {
   std::unique_ptr<engine::Sd1Pipeline> pipeline_;
   std::unique_ptr<engine::Taesd> taesd_;
   LoraPatchCache lora_cache_;
+  UpscalerModels upscaler_models_;
 };
 
 }  // namespace atelier::jobs

@@ -8,6 +8,7 @@
 #include "jobs/job_check.h"
 #include "server/generation_settings.h"
 #include "server/plugin_invoke.h"
+#include "server/upscale_request.h"
 
 namespace atelier::server {
 namespace {
@@ -82,6 +83,7 @@ void GenerationRunner::ReleaseModel() { pipelines_.Release(); }
 absl::Status GenerationRunner::Run(JobContext& context) {
   absl::Status invoked;
   if (RunIfInvoke(context, plugins_, invoked)) return invoked;
+  if (RunIfUpscale(context, pipelines_, invoked)) return invoked;
   const auto* prepared = dynamic_cast<const PreparedGeneration*>(context.prepared());
   if (prepared == nullptr) return absl::InternalError("a generation job without its prepared settings");
   const v1::GenerateRequest& request = context.request();

@@ -31,6 +31,7 @@ class GenerationRunner final : public JobRunner {
   absl::Status Run(JobContext& context) override;
   void ReleaseModel() override;
   engine::LoraCatalog* loras() const override { return &models_.loras(); }
+  const engine::ModelFolders* folders() const override { return models_.folders(); }
   // WebUI's prompt styles a request names (`styles`); null: none defined. Outlives the runner.
   void set_styles(const engine::PromptStyles* styles) { styles_ = styles; }
 

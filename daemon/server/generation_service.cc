@@ -1,5 +1,8 @@
 #include "server/generation_service.h"
 
+#include "engine/upscale/upscaler_catalog.h"
+#include "server/upscale_request.h"
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "server/grpc_status.h"
@@ -94,6 +97,38 @@ grpc::ServerUnaryReactor* GenerationService::ListJobs(grpc::CallbackServerContex
   for (size_t i = 0; i < listing.queued.size(); ++i) add(*listing.queued[i], static_cast<int>(i));
   response->set_max_queue(jobs_.max_queue());
   return FinishUnary(context, grpc::Status::OK);
+}
+
+grpc::ServerWriteReactor<v1::GenerateEvent>* GenerationService::Upscale(grpc::CallbackServerContext* context,
+                                                                        const v1::UpscaleRequest* request) {
+  if (!jobs_.accepting()) {
+    return JobStream::Reject(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the daemon is shutting down"));
+  }
+  auto prepared = PrepareUpscale(*request, runner_.folders());
+  if (!prepared.ok()) return JobStream::Reject(ToGrpcStatus(prepared.status()));
+  // The job's request only describes it in ListJobs; the work is the prepared upscale.
+  v1::GenerateRequest described;
+  described.set_prompt(absl::StrCat("upscale ", request->images_size(), " image(s) with ", (*prepared)->settings.upscaler_1));
+  auto job = jobs_.Submit(request->force_task_id(), ClientIdOf(*context), std::move(described), *std::move(prepared));
+  if (!job.ok()) return JobStream::Reject(ToGrpcStatus(job.status()));
+  const std::string id = (*job)->id();
+  JobManager* jobs = &jobs_;
+  return JobStream::Attach(*job, EventCursor{}, [jobs, id] { (void)jobs->Cancel(id, "the submitting client disconnected"); });
+}
+
+grpc::ServerUnaryReactor* GenerationService::ListUpscalers(grpc::CallbackServerContext* context,
+                                                           const v1::ListUpscalersRequest*,
+                                                           v1::ListUpscalersResponse* response) {
+  for (const engine::UpscalerEntry& e : engine::UpscalerCatalog(runner_.folders()).List()) {
+    v1::Upscaler* u = response->add_upscalers();
+    u->set_name(e.name);
+    u->set_filename(e.filename);
+    u->set_missing_file(e.missing_file);
+    u->set_url(e.url);
+  }
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
 }
 
 }  // namespace atelier::server

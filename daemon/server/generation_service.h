@@ -1,4 +1,4 @@
-// atelier.v1.Generation: Generate, Watch, Cancel, Skip, ListJobs.
+// atelier.v1.Generation: Generate, Watch, Cancel, Skip, ListJobs, Upscale, ListUpscalers.
 #pragma once
 
 #include "atelier/v1/generation.grpc.pb.h"
@@ -23,6 +23,10 @@ class GenerationService final : public v1::Generation::CallbackService {
                                  v1::SkipResponse* response) override;
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* context, const v1::ListJobsRequest* request,
                                      v1::ListJobsResponse* response) override;
+  grpc::ServerWriteReactor<v1::GenerateEvent>* Upscale(grpc::CallbackServerContext* context,
+                                                       const v1::UpscaleRequest* request) override;
+  grpc::ServerUnaryReactor* ListUpscalers(grpc::CallbackServerContext* context, const v1::ListUpscalersRequest* request,
+                                          v1::ListUpscalersResponse* response) override;
 
  private:
   JobManager& jobs_;

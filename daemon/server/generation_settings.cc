@@ -208,6 +208,14 @@ absl::Status ReadTextAndModelOptions(Options& o, JobSettings& out) {
   out.checkpoint = checkpoint.value_or("");
   ATELIER_ASSIGN_OR_RETURN(const auto vae, o.Text("sd_vae"));
   out.vae = vae;
+  ATELIER_ASSIGN_OR_RETURN(const auto tile, o.Integer("ESRGAN_tile", 0, 2048));
+  if (tile.has_value()) out.upscaler_tiles.tile = static_cast<int>(*tile);
+  ATELIER_ASSIGN_OR_RETURN(const auto overlap, o.Integer("ESRGAN_tile_overlap", 0, 256));
+  if (overlap.has_value()) out.upscaler_tiles.overlap = static_cast<int>(*overlap);
+  if (out.upscaler_tiles.tile > 0 && out.upscaler_tiles.overlap >= out.upscaler_tiles.tile) {
+    return Invalid(absl::StrCat("override_settings.ESRGAN_tile_overlap ", out.upscaler_tiles.overlap,
+                                " must be smaller than ESRGAN_tile ", out.upscaler_tiles.tile));
+  }
   ATELIER_ASSIGN_OR_RETURN(const auto lora_warn, o.Bool("lora_missing_warn"));
   out.lora_missing_warn = lora_warn.value_or(false);
   ATELIER_ASSIGN_OR_RETURN(const auto lora_hashes, o.Bool("lora_add_hashes_to_infotext"));
@@ -233,7 +241,8 @@ absl::Status ReadHires(const v1::GenerateRequest& r, engine::GenerationParams& p
     hr.resize_x = r.hr_resize_x();
     hr.resize_y = r.hr_resize_y();
     hr.upscaler = r.hr_upscaler();
-    if (auto u = engine::FindHiresUpscaler(hr.upscaler); !u.ok()) return u.status();
+    // A name that is no latent mode or built-in is an upscaler model: checked against the files at admission.
+    if (auto u = engine::FindHiresUpscaler(hr.upscaler); !u.ok() && !absl::IsNotFound(u.status())) return u.status();
     if (r.hr_second_pass_steps() < 0 || r.hr_second_pass_steps() > kMaxSteps) {
       return Invalid(absl::StrCat("hr_second_pass_steps ", r.hr_second_pass_steps(), " is not allowed: use 0 (same as "
                                   "steps) to ", kMaxSteps));

@@ -30,6 +30,8 @@ class JobRunner {
   virtual void ReleaseModel() {}
   // The LoRAs jobs can name (infotext "Lora hashes" lookups); null when the runner has none.
   virtual engine::LoraCatalog* loras() const { return nullptr; }
+  // The models directory (upscaler files for Generation.Upscale); null when there is none.
+  virtual const engine::ModelFolders* folders() const { return nullptr; }
 };
 
 }  // namespace atelier::server

@@ -9,6 +9,8 @@ namespace atelier {
 inline constexpr int kMaxImageSide = 4096;
 // Largest batch_size * n_iter of one job.
 inline constexpr int kMaxImagesPerJob = 256;
+// Largest side of an Upscale (Extras) result.
+inline constexpr int kMaxUpscaleSide = 8192;
 // Largest sampling step count.
 inline constexpr int kMaxSteps = 1000;
 // Largest prompt or negative prompt, in bytes.

@@ -1163,7 +1163,7 @@ TEST_F(GenerationTest, BadRequestsGetClearStatusesAndTheDaemonKeepsServing) {
        grpc::StatusCode::INVALID_ARGUMENT, "CLIP_stop_at_last_layers"},
       {"unknown plugin", [](auto& r) { (*r.mutable_alwayson_scripts()->mutable_fields())["controlnet"]; },
        grpc::StatusCode::INVALID_ARGUMENT, "loaded plugins: abi_v10, export, grayscale, hook_probe, invert, probe_v11"},
-      {"unknown hires upscaler", [](auto& r) { r.set_enable_hr(true); r.set_hr_upscaler("R-ESRGAN 4x+"); },
+      {"unknown hires upscaler", [](auto& r) { r.set_enable_hr(true); r.set_hr_upscaler("SwinIR 4x"); },
        grpc::StatusCode::INVALID_ARGUMENT, "Latent (nearest-exact)"},
       {"hires too large", [](auto& r) { r.set_enable_hr(true); r.set_hr_scale(100.0); },
        grpc::StatusCode::INVALID_ARGUMENT, "hr_scale 100 is outside"},

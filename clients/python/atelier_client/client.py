@@ -412,5 +412,18 @@ class Client:
             args["model"] = model
         return [e.image.data for e in self.invoke("rife", "interpolate", args) if isinstance(e, Frame)]
 
+    # ---- Extras upscale ----
+    def upscale(self, images: List[bytes], upscaler_1: str = "R-ESRGAN 4x+ Anime6B", **fields) -> Job:
+        """WebUI's Extras upscale of encoded images (PNG/JPEG/WebP): a job streaming one Result per image, with WebUI's
+        "Postprocess ..." infotext. Other fields as UpscaleRequest names them (upscaling_resize, resize_mode,
+        upscaling_resize_w/h, upscaling_crop, upscaler_2, extras_upscaler_2_visibility, tile, tile_overlap)."""
+        request = generation_pb2.UpscaleRequest(images=list(images), upscaler_1=upscaler_1, **fields)
+        return Job(self, self._generation.Upscale(request, metadata=self._metadata))
+
+    def upscalers(self):
+        """The upscaler names (hires fix's hr_upscaler, upscale): [(name, filename, missing_file)]."""
+        response = self._unary(self._generation.ListUpscalers, generation_pb2.ListUpscalersRequest())
+        return [(u.name, u.filename, u.missing_file) for u in response.upscalers]
+
     def info(self):
         return self._unary(self._daemon.GetInfo, daemon_pb2.GetInfoRequest())

@@ -138,9 +138,13 @@ absl::Status PrepareHires(const Sd1Pipeline& pipeline, GenerationPlan& plan, int
   auto target = HiresTargetSize(params.width, params.height, params.hires, kMaxImageSide);
   if (!target.ok()) return target.status();
   plan.hr_target = *target;
-  auto upscaler = FindHiresUpscaler(params.hires.upscaler);
-  if (!upscaler.ok()) return upscaler.status();
-  plan.hr_upscaler = *upscaler;
+  if (params.hires.model != nullptr) {
+    plan.hr_upscaler = HiresUpscaler{params.hires.upscaler, HiresUpscaleKind::kImage, "model", false, params.hires.model};
+  } else {
+    auto upscaler = FindHiresUpscaler(params.hires.upscaler);
+    if (!upscaler.ok()) return absl::InvalidArgumentError(upscaler.status().message());
+    plan.hr_upscaler = *upscaler;
+  }
   SamplingSettings& hr = plan.hr_settings;
   if (params.hires.sampler) hr.choice = *params.hires.sampler;
   if (params.hires.second_pass_steps > 0) hr.steps = params.hires.second_pass_steps;
@@ -247,7 +251,7 @@ absl::StatusOr<at::Tensor> HiresUpscale(const Sd1Pipeline& pipeline, const at::T
   } else {
     auto decoded = pipeline.vae().Decode(latent / pipeline.weights().config.scale_factor);
     if (!decoded.ok()) return decoded.status();
-    auto images = UpscaleImages(WebUiToUint8(*decoded).to(at::kCPU), upscaler, th * 8, tw * 8);
+    auto images = UpscaleImages(WebUiToUint8(*decoded).to(at::kCPU), upscaler, th * 8, tw * 8, control.interrupt);
     if (!images.ok()) return images.status();
     std::vector<at::Tensor> latents;
     for (int64_t i = 0; i < images->size(0); ++i) {

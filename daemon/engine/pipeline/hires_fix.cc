@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/models/nn_util.h"
+#include "util/limits.h"
 #include "util/user_text.h"
 
 namespace atelier::engine {
@@ -40,9 +41,8 @@ absl::StatusOr<HiresUpscaler> FindHiresUpscaler(absl::string_view name) {
   for (const auto& u : Upscalers()) {
     if (u.name == name) return u;
   }
-  return absl::InvalidArgumentError(absl::StrCat("hr_upscaler ", Quoted(name), " not found; available: ",
-                                                 absl::StrJoin(HiresUpscalerNames(), ", "),
-                                                 " (ESRGAN-style upscaler models are not supported)"));
+  return absl::NotFoundError(absl::StrCat("hr_upscaler ", Quoted(name), " not found; available: ",
+                                          absl::StrJoin(HiresUpscalerNames(), ", ")));
 }
 
 absl::StatusOr<HiresTarget> HiresTargetSize(int width, int height, const HiresFix& hr, int max_side) {
@@ -105,17 +105,23 @@ absl::StatusOr<at::Tensor> UpscaleLatent(const at::Tensor& latent, const HiresUp
 }
 
 absl::StatusOr<at::Tensor> UpscaleImages(const at::Tensor& images, const HiresUpscaler& u, int64_t height,
-                                         int64_t width) {
+                                         int64_t width, const UpscaleStop& stop) {
+  std::unique_ptr<ImageUpscaler> builtin;
+  const ImageUpscaler* upscaler = u.model.get();
+  if (upscaler == nullptr) {
+    auto found = BuiltinUpscaler(u.name.empty() ? "None" : u.name);
+    if (!found.ok()) return absl::InvalidArgumentError(absl::StrCat("'", u.name, "' is not an image upscaler"));
+    builtin = *std::move(found);
+    upscaler = builtin.get();
+  }
+  std::vector<at::Tensor> out;
+  for (int64_t i = 0; i < images.size(0); ++i) {
+    auto resized = ResizeWithUpscaler(upscaler, images[i], width, height, kMaxImageSide, stop);
+    if (!resized.ok()) return resized.status();
+    out.push_back(*std::move(resized));
+  }
   try {
-    const at::Tensor x = images.permute({0, 3, 1, 2}).to(at::kFloat);
-    const std::vector<int64_t> size = {height, width};
-    at::Tensor y;
-    if (u.mode == "nearest") {
-      y = at::upsample_nearest2d(x, size);
-    } else {
-      y = at::_upsample_bicubic2d_aa(x, size, false);
-    }
-    return y.round().clamp(0, 255).to(at::kByte).permute({0, 2, 3, 1}).contiguous();
+    return at::stack(out).contiguous();
   } catch (const std::exception& e) {
     return StatusFromException(e, "upscaling the first pass's images");
   }

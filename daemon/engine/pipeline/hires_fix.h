@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/sampling/sampler_table.h"
+#include "engine/upscale/image_upscaler.h"
 
 namespace atelier::engine {
 
@@ -24,6 +25,9 @@ struct HiresFix {
   std::optional<SamplerChoice> sampler;  // hr_sampler_name / hr_scheduler resolved; nullopt: the first pass's
   bool sampler_named = false, scheduler_named = false;  // what the request named (infotext keys)
   std::string prompt, negative_prompt;  // empty: the first pass's
+  // A model upscaler (ESRGAN family) named by `upscaler`, resolved and loaded by the job layer; null for the
+  // latent modes and the built-in None / Lanczos / Nearest.
+  std::shared_ptr<const ImageUpscaler> model;
 };
 
 enum class HiresUpscaleKind { kLatent, kImage };
@@ -33,9 +37,11 @@ struct HiresUpscaler {
   HiresUpscaleKind kind = HiresUpscaleKind::kLatent;
   std::string mode;  // latent: "bilinear", "bicubic", "nearest", "nearest-exact"; image: "lanczos", "nearest"
   bool antialias = false;
+  std::shared_ptr<const ImageUpscaler> model;  // kImage from a model file (HiresFix::model)
 };
 
-// The upscalers this daemon has, by WebUI name; INVALID_ARGUMENT listing them for anything else.
+// The latent modes and the built-in image upscalers by WebUI name; NOT_FOUND listing them for anything else (a model
+// upscaler's name, which the job layer resolves through the UpscalerCatalog).
 absl::StatusOr<HiresUpscaler> FindHiresUpscaler(absl::string_view name);
 std::vector<std::string> HiresUpscalerNames();
 
@@ -51,9 +57,9 @@ absl::StatusOr<HiresTarget> HiresTargetSize(int width, int height, const HiresFi
 // Upscales UNet-space latents [B, 4, h, w] with a latent upscaler to [B, 4, height, width] (F.interpolate's modes).
 absl::StatusOr<at::Tensor> UpscaleLatent(const at::Tensor& latent, const HiresUpscaler& upscaler, int64_t height,
                                          int64_t width);
-// Resizes uint8 images [B, H, W, 3] with an image upscaler ("None" and "Lanczos": antialiased bicubic standing in
-// for PIL's Lanczos; "Nearest").
+// Resizes uint8 images [B, H, W, 3] as WebUI's images.resize_image does with the upscaler: a model upscaler, or the
+// built-in "None" (PIL's Lanczos), "Lanczos" and "Nearest".
 absl::StatusOr<at::Tensor> UpscaleImages(const at::Tensor& images, const HiresUpscaler& upscaler, int64_t height,
-                                         int64_t width);
+                                         int64_t width, const UpscaleStop& stop = nullptr);
 
 }  // namespace atelier::engine
