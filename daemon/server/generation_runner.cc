@@ -3,12 +3,15 @@
 #include <filesystem>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "jobs/generation_job.h"
 #include "jobs/job_check.h"
 #include "server/generation_settings.h"
 #include "server/plugin_invoke.h"
 #include "server/upscale_request.h"
+#include "server/xyz_plot.h"
+#include "util/limits.h"
 
 namespace atelier::server {
 namespace {
@@ -21,6 +24,19 @@ struct PreparedGeneration final : PreparedJob {
   std::optional<double> estimated_seconds() const override { return estimate; }
 };
 
+// An X/Y/Z plot: every cell prepared as its own generation.
+struct PreparedXyz final : PreparedJob {
+  struct Cell {
+    int ix = 0, iy = 0, iz = 0;
+    v1::GenerateRequest request;
+    std::shared_ptr<const PreparedGeneration> prepared;
+  };
+  jobs::XyzLayout layout;
+  std::vector<Cell> cells;
+  std::optional<double> estimate;
+  std::optional<double> estimated_seconds() const override { return estimate; }
+};
+
 }  // namespace
 
 GenerationRunner::GenerationRunner(engine::ModelManager& models, const host::PluginRegistry& plugins,
@@ -30,6 +46,41 @@ GenerationRunner::GenerationRunner(engine::ModelManager& models, const host::Plu
 GenerationRunner::~GenerationRunner() = default;
 
 absl::StatusOr<std::shared_ptr<const PreparedJob>> GenerationRunner::Prepare(v1::GenerateRequest& request) const {
+  if (!request.script_name().empty()) {
+    if (absl::AsciiStrToLower(request.script_name()) != kXyzScriptName) {
+      return absl::NotFoundError(absl::StrCat("selectable script \"", request.script_name().substr(0, 64),
+                                              "\" not found; scripts: ", kXyzScriptName));
+    }
+    auto plan = PlanXyz(request, kMaxImagesPerJob);
+    if (!plan.ok()) return plan.status();
+    auto xyz = std::make_shared<PreparedXyz>();
+    xyz->layout = std::move(plan->layout);
+    int images = 0;
+    double seconds = 0;
+    bool estimated = true;
+    for (auto& cell : plan->cells) {
+      auto prepared = Prepare(cell.request);  // styles, settings and the job checks of each cell, now
+      if (!prepared.ok()) {
+        return absl::Status(prepared.status().code(), absl::StrCat("X/Y/Z plot cell ", cell.ix, ",", cell.iy, ",",
+                                                                   cell.iz, ": ", prepared.status().message()));
+      }
+      auto generation = std::static_pointer_cast<const PreparedGeneration>(*std::move(prepared));
+      images += generation->settings.params.batch_size * generation->settings.params.n_iter;
+      if (images > kMaxImagesPerJob) {
+        return absl::InvalidArgumentError(absl::StrCat("the X/Y/Z plot makes more than ", kMaxImagesPerJob,
+                                                       " images; a job may make at most ", kMaxImagesPerJob));
+      }
+      if (generation->estimate) {
+        seconds += *generation->estimate;
+      } else {
+        estimated = false;
+      }
+      xyz->cells.push_back({cell.ix, cell.iy, cell.iz, std::move(cell.request), std::move(generation)});
+    }
+    if (estimated) xyz->estimate = seconds;
+    xyz->layout.output = xyz->cells.front().prepared->settings.output;
+    return std::shared_ptr<const PreparedJob>(std::move(xyz));
+  }
   try {
     // Styles first, as WebUI's processing does: the styled prompts are the job's prompts (and its infotext's).
     if (request.styles_size() > 0) {
@@ -84,6 +135,23 @@ absl::Status GenerationRunner::Run(JobContext& context) {
   absl::Status invoked;
   if (RunIfInvoke(context, plugins_, invoked)) return invoked;
   if (RunIfUpscale(context, pipelines_, invoked)) return invoked;
+  if (const auto* xyz = dynamic_cast<const PreparedXyz*>(context.prepared())) {
+    std::vector<jobs::XyzCell> cells;
+    for (const auto& cell : xyz->cells) {
+      jobs::XyzCell c;
+      c.ix = cell.ix;
+      c.iy = cell.iy;
+      c.iz = cell.iz;
+      c.width = cell.prepared->settings.params.width;
+      c.height = cell.prepared->settings.params.height;
+      c.run = [this, &cell](jobs::JobEvents& events) {
+        const std::string& init = cell.request.init_images_size() > 0 ? cell.request.init_images(0) : std::string();
+        return jobs::RunGenerationJob(pipelines_, plugins_, cell.prepared->settings, init, cell.request.mask(), events);
+      };
+      cells.push_back(std::move(c));
+    }
+    return jobs::RunXyzJob(xyz->layout, cells, context);
+  }
   const auto* prepared = dynamic_cast<const PreparedGeneration*>(context.prepared());
   if (prepared == nullptr) return absl::InternalError("a generation job without its prepared settings");
   const v1::GenerateRequest& request = context.request();

@@ -105,10 +105,10 @@ absl::Status RefuseWhatIsNotBuilt(const v1::GenerateRequest& r) {
   if (!r.hr_checkpoint_name().empty() && r.hr_checkpoint_name() != "Use same checkpoint") {
     return NotBuilt("a separate hires-fix checkpoint (hr_checkpoint_name)");
   }
-  if (!r.script_name().empty()) {
+  if (!r.script_name().empty()) {  // the runner takes the scripts it has before this
     return absl::NotFoundError(absl::StrCat("selectable script ", Quoted(r.script_name()),
-                                            " not found: this daemon has no selectable scripts (plugins are "
-                                            "always-on: pass them in alwayson_scripts)"));
+                                            " not found; scripts: x/y/z plot (plugins are always-on: pass them in "
+                                            "alwayson_scripts)"));
   }
   if (r.init_images_size() > 1) {
     return NotBuilt(absl::StrCat("img2img with ", r.init_images_size(), " init images (one per batch item)"));
