@@ -1,6 +1,7 @@
 // LoRA cost (issue 22), in one run: applying and removing a rank-32 LoRA on every attention and feed-forward layer
 // of the full SD1.5 UNet (random weights in the released shapes, 112 modules as kohya trains them) against one
-// 512x512 UNet step with cond + uncond rows.
+// 512x512 UNet step with cond + uncond rows; and the next job with the same networks, which swaps the kept patched
+// tensors in and out (what JobLoras does from its LoraPatchCache) instead of computing them.
 //   build/bench/atelier_bench --benchmark_filter=Lora
 #include <benchmark/benchmark.h>
 
@@ -60,6 +61,19 @@ void BM_LoraApplyVsUNetStep(benchmark::State& state) {
     });
   }
   apply /= static_cast<double>(state.iterations());
+  // The next job with the same networks: the patched tensors kept from the last one are swapped in, then out.
+  auto patch = engine::ApplyLoras(unet->get(), nullptr, {{net->get(), 1.0, 1.0}});
+  std::vector<std::pair<std::string, at::Tensor>> patched;
+  for (const auto& [te, name, original] : patch->originals) patched.emplace_back(name, *(*unet)->Parameter(name));
+  (void)engine::RestoreLoras(unet->get(), nullptr, *patch);
+  const double reuse = Seconds([&] {
+    for (int i = 0; i < 10; ++i) {
+      for (const auto& [name, t] : patched) (void)(*unet)->ReplaceParameter(name, t);
+      (void)engine::RestoreLoras(unet->get(), nullptr, *patch);
+    }
+  }) / 10;
+  state.counters["next_job_s"] = reuse;
+  state.counters["next_job_share_of_step"] = reuse / step;
   state.counters["modules"] = modules;
   state.counters["apply_restore_s"] = apply;
   state.counters["unet_step_s"] = step;

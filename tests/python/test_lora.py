@@ -84,7 +84,14 @@ class LoraTest(unittest.TestCase):
                 {"ss_base_model_version": "sdxl_base_v1-0"})
             with open(os.path.join(lora, "broken.safetensors"), "wb") as f:
                 f.write(struct.pack("<Q", 1 << 40) + b"{not json")
+            # A textual-inversion embedding (for "TI hashes").
+            os.makedirs(os.path.join(models, "embeddings"))
+            hidden = shapes["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"][1]
+            write_safetensors(os.path.join(models, "embeddings", "shapesemb.safetensors"),
+                              {"emb_params": rng.randn(2, hidden) * 0.01})
+            cls.embedding = os.path.join(models, "embeddings", "shapesemb.safetensors")
             cls.lora_dir = lora
+            cls.lora_tensors = tensors
         cls.daemon = DaemonProcess(prepare_models=prepare)
         cls.client = Client(cls.daemon.address)
 
@@ -98,6 +105,69 @@ class LoraTest(unittest.TestCase):
         results = [e for e in events if isinstance(e, Result)]
         self.finished = [e for e in events if isinstance(e, Finished)][0]
         return np.asarray(Image.open(io.BytesIO(results[0].image)).convert("RGB")).astype(int), results[0].infotext
+
+    def test_equals_a_checkpoint_merged_offline_and_ti_hashes(self):
+        # The embedded checkpoint with W + up·down·alpha/rank merged here with numpy (float32), served by a second
+        # daemon: its plain image is the LoRA job's image.
+        t = self.lora_tensors
+        merged = {
+            "model.diffusion_model.input_blocks.1.1.proj_in.weight":
+                (t["lora_unet_input_blocks_1_1_proj_in.lora_up.weight"].reshape(-1, 4) @
+                 t["lora_unet_input_blocks_1_1_proj_in.lora_down.weight"].reshape(4, -1)) * (4.0 / 4),
+            "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight":
+                t["lora_te_text_model_encoder_layers_0_mlp_fc1.lora_up.weight"] @
+                t["lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight"],
+        }
+
+        def prepare(models):
+            folder = os.path.join(models, "Stable-diffusion")
+            os.makedirs(folder)
+            with open(EMBEDDED, "rb") as f:
+                n = struct.unpack("<Q", f.read(8))[0]
+                head = json.loads(f.read(n))
+                data = f.read()
+            out_head, blobs, offset = {"__metadata__": head["__metadata__"]}, [], 0
+            for name, info in head.items():
+                if name == "__metadata__":
+                    continue
+                b, e = info["data_offsets"]
+                blob, dtype = data[b:e], info["dtype"]
+                if name in merged:
+                    w = np.frombuffer(blob, dtype=np.float16 if dtype == "F16" else np.float32).astype(np.float32)
+                    blob = (w.reshape(info["shape"]) + merged[name].reshape(info["shape"]).astype(np.float32)).astype(
+                        np.float32).tobytes()
+                    dtype = "F32"
+                out_head[name] = {"dtype": dtype, "shape": info["shape"], "data_offsets": [offset, offset + len(blob)]}
+                offset += len(blob)
+                blobs.append(blob)
+            text = json.dumps(out_head).encode()
+            text += b" " * ((8 - len(text) % 8) % 8)
+            with open(os.path.join(folder, "merged.safetensors"), "wb") as f:
+                f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+            shutil.copy(EMBEDDED.replace(".safetensors", ".yaml"), os.path.join(folder, "merged.yaml"))
+
+        other = DaemonProcess(prepare_models=prepare)
+        try:
+            client = Client(other.address)
+            events = list(client.txt2img("a red circle on a white background", steps=6, seed=11, sampler_name="Euler"))
+            offline = np.asarray(Image.open(io.BytesIO([e for e in events if isinstance(e, Result)][0].image))
+                                 .convert("RGB")).astype(int)
+            client.close()
+        finally:
+            other.stop()
+        patched, _ = self.run_job("a red circle on a white background <lora:shapes_style:1>")
+        plain, _ = self.run_job("a red circle on a white background")
+        self.assertGreater(np.abs(patched - plain).max(), 10)
+        self.assertLessEqual(np.abs(patched - offline).max(), 1)
+
+        # An embedding the prompt uses: "TI hashes" with the first 12 digits of its file's SHA-256.
+        with open(self.embedding, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+        _, info = self.run_job("a red circle on a white background, shapesemb")
+        self.assertIn('TI hashes: "shapesemb: %s"' % digest, info)
+        _, info = self.run_job("a red circle on a white background, shapesemb",
+                               override_settings={"textual_inversion_add_hashes_to_infotext": False})
+        self.assertNotIn("TI hashes", info)
 
     @staticmethod
     def addnet_hash(path):
