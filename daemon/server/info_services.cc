@@ -1,5 +1,7 @@
 #include "server/info_services.h"
 
+#include "engine/upscale/esrgan_net.h"
+
 #include "atelier/plugin.h"
 
 #include <thread>
@@ -28,6 +30,7 @@ constexpr KindFolder kKinds[] = {
     {v1::MODEL_KIND_VAE_APPROX, engine::ModelFolder::kVaeApprox},
     {v1::MODEL_KIND_RIFE, engine::ModelFolder::kRife},
     {v1::MODEL_KIND_LORA, engine::ModelFolder::kLora},
+    {v1::MODEL_KIND_UPSCALER, engine::ModelFolder::kEsrgan},
 };
 
 }  // namespace
@@ -79,6 +82,16 @@ grpc::ServerUnaryReactor* ModelsService::ListModels(grpc::CallbackServerContext*
       file->set_format(listing.file.format);
       file->set_architecture(listing.architecture);
       file->set_short_hash(listing.short_hash);
+      if (listing.file.folder == engine::ModelFolder::kEsrgan) {
+        auto described = engine::DescribeUpscalerFile(models_.folders()->Resolve(engine::ModelFolder::kEsrgan,
+                                                                                  listing.file.filename).value_or(""));
+        if (described.ok()) {
+          listing.architecture = *described;
+        } else {
+          listing.error = std::string(described.status().message());
+        }
+        file->set_architecture(listing.architecture);
+      }
       file->set_error(listing.error);
       file->set_alias(listing.alias);
       file->set_network_hash(listing.network_hash);

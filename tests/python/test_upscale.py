@@ -128,6 +128,10 @@ class UpscaleTest(unittest.TestCase):
         self.assertEqual(names[:3], ["None", "Lanczos", "Nearest"])
         for name in ("4x-Tiny", "R-ESRGAN 4x+ Anime6B", "R-ESRGAN AnimeVideo"):
             self.assertIn(name, names)
+        files = {m.filename: m for m in self.client.models() if m.kind == 9}  # MODEL_KIND_UPSCALER
+        self.assertIn("ESRGAN (RRDBNet, 2 blocks, 8 features), 4x", files["4x-Tiny.safetensors"].architecture)
+        self.assertIn("SRVGGNet", files["realesr-animevideov3.safetensors"].architecture)
+        self.assertTrue(files["broken.pth"].error)
         missing = {n: m for n, _, m in self.client.upscalers() if m}
         self.assertEqual(missing["R-ESRGAN 4x+"], "RealESRGAN_x4plus.pth")
 

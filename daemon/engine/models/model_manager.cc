@@ -19,7 +19,7 @@ namespace {
 
 constexpr ModelFolder kAllFolders[] = {ModelFolder::kCheckpoint, ModelFolder::kVae,         ModelFolder::kEmbedding,
                                        ModelFolder::kControlNet, ModelFolder::kMotionModule, ModelFolder::kVaeApprox,
-                                       ModelFolder::kRife,       ModelFolder::kLora};
+                                       ModelFolder::kRife,       ModelFolder::kLora,         ModelFolder::kEsrgan};
 
 std::string Title(const std::string& filename, const std::string& sha256) {
   return sha256.empty() ? filename : absl::StrCat(filename, " [", ModelHash(sha256), "]");
@@ -93,12 +93,15 @@ std::vector<ModelListing> ModelManager::List(std::optional<ModelFolder> only, bo
       continue;
     }
     for (ModelFileEntry& file : folders_->List(folder)) {
-      const fs::path path = folders_->FolderPath(folder) / file.filename;
+      auto resolved = folders_->Resolve(folder, file.filename);
+      const fs::path path = resolved.ok() ? *resolved : folders_->FolderPath(folder) / file.filename;
       ModelListing listing;
-      const Identified id = Identify(path);
-      listing.architecture = id.architecture;
-      listing.error = id.error;
-      listing.short_hash = id.short_hash;
+      if (folder != ModelFolder::kEsrgan) {  // upscalers are identified by the upscale layer (DescribeUpscaler)
+        const Identified id = Identify(path);
+        listing.architecture = id.architecture;
+        listing.error = id.error;
+        listing.short_hash = id.short_hash;
+      }
       if (compute_hashes) {
         auto hash = hashes_.Sha256(path);
         if (hash.ok()) listing.sha256 = *hash;

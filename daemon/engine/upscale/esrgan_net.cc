@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "engine/io/tensor_file.h"
 
 namespace atelier::engine {
 namespace {
@@ -227,6 +228,16 @@ absl::StatusOr<std::unique_ptr<EsrganNet>> EsrganNet::FromTensors(std::map<std::
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("'", label, "': ", e.what()));
   }
+}
+
+absl::StatusOr<std::string> DescribeUpscalerFile(const std::filesystem::path& path) {
+  auto index = ReadTensorIndex(path);
+  if (!index.ok()) return index.status();
+  std::map<std::string, at::Tensor> shapes;
+  for (const TensorInfo& t : index->tensors) shapes[t.name] = at::empty(t.shape, at::TensorOptions().dtype(at::kFloat).device(at::kMeta));
+  auto net = EsrganNet::FromTensors(std::move(shapes), path.filename().string());
+  if (!net.ok()) return net.status();
+  return (*net)->description();
 }
 
 void EsrganNet::To(const at::Device& device) {

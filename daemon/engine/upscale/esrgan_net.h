@@ -11,6 +11,7 @@
 // BGR in [0, 1], [N, 3, H, W]; the output is clamped to [0, 1].
 #pragma once
 
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -51,5 +52,9 @@ class EsrganNet {
   int blocks_ = 0, up_convs_ = 0, last_ = 0;  // RRDB: nb, up-conv count; compact: index of the last conv
   std::string description_;
 };
+
+// What an upscaler file holds ("ESRGAN (RRDBNet, 23 blocks, 64 features), 4x"), from its names and shapes only
+// (no tensor data is read); the reason when it is no ESRGAN-family net.
+absl::StatusOr<std::string> DescribeUpscalerFile(const std::filesystem::path& path);
 
 }  // namespace atelier::engine
