@@ -12,6 +12,7 @@
 
 #include "absl/strings/match.h"
 #include "engine/models/lora.h"
+#include "engine/models/runtime.h"
 #include "engine/models/unet.h"
 #include "random_weights.h"
 
@@ -25,6 +26,7 @@ double Seconds(const std::function<void()>& f) {
 }
 
 void BM_LoraApplyVsUNetStep(benchmark::State& state) {
+  (void)engine::InitRuntime({"cpu", 0});  // threads = cores, as the daemon runs
   engine::UNetConfig config;  // SD1.5
   const auto shapes = engine::UNet::ParameterShapes(config);
   auto unet = engine::UNet::Create(config, bench::RandomWeights(shapes));

@@ -244,7 +244,8 @@ void EsrganNet::To(const at::Device& device) {
   for (auto& [k, v] : w_) v = v.to(device);
 }
 
-at::Tensor EsrganNet::Forward(const at::Tensor& x) const {
+at::Tensor EsrganNet::Forward(const at::Tensor& input) const {
+  const at::Tensor x = input.contiguous();
   const at::Tensor y = arch_ == Arch::kCompact ? CompactForward(x) : RrdbForward(x);
   return y.clamp(0, 1);
 }
@@ -262,16 +263,23 @@ at::Tensor EsrganNet::RrdbForward(const at::Tensor& input) const {
     x = at::pixel_unshuffle(x, shuffle_);
   }
   const at::Tensor fea = conv(x, "model.0");
+  // One buffer per dense block holds x, x1..x4 side by side: each conv reads a channel prefix of it (a contiguous
+  // view for one image) and its output is written after that prefix, instead of concatenating anew for every conv.
+  const int64_t nf = fea.size(1), gc = W("model.1.sub.0.RDB1.conv1.0.weight").size(0);
+  at::Tensor dense = at::empty({fea.size(0), nf + 4 * gc, fea.size(2), fea.size(3)}, fea.options());
   at::Tensor t = fea;
   for (int n = 0; n < blocks_; ++n) {
     const at::Tensor block_in = t;
     for (int r = 1; r <= 3; ++r) {
       const std::string p = absl::StrCat("model.1.sub.", n, ".RDB", r, ".conv");
-      std::vector<at::Tensor> feats = {t};
-      for (int c = 1; c <= 4; ++c) feats.push_back(Lrelu(conv(at::cat(feats, 1), absl::StrCat(p, c, ".0"))));
-      t = conv(at::cat(feats, 1), p + "5.0") * 0.2 + t;
+      dense.narrow(1, 0, nf).copy_(t);
+      for (int c = 1; c <= 4; ++c) {
+        const at::Tensor y = conv(dense.narrow(1, 0, nf + (c - 1) * gc), absl::StrCat(p, c, ".0"));
+        at::leaky_relu_(dense.narrow(1, nf + (c - 1) * gc, gc).copy_(y), 0.2);
+      }
+      t = conv(dense, p + "5.0").mul_(0.2).add_(t);
     }
-    t = t * 0.2 + block_in;
+    t = t.mul_(0.2).add_(block_in);
   }
   at::Tensor out = fea + conv(t, absl::StrCat("model.1.sub.", blocks_));
   for (int k = 1; k <= up_convs_; ++k) {

@@ -108,7 +108,8 @@ absl::StatusOr<std::unique_ptr<ImageUpscaler>> BuiltinUpscaler(const std::string
 
 absl::StatusOr<at::Tensor> RunNetOnImage(const EsrganNet& net, const at::Tensor& rgb, const at::Device& device) {
   try {
-    const at::Tensor x = rgb.flip({2}).permute({2, 0, 1}).to(device).to(at::kFloat).div(255).unsqueeze(0);
+    // NCHW-contiguous: a permuted (channels-last) input would carry its layout through every conv.
+    const at::Tensor x = rgb.flip({2}).permute({2, 0, 1}).contiguous().to(device).to(at::kFloat).div(255).unsqueeze(0);
     at::Tensor y = net.Forward(x);
     y = (y[0].to(at::kCPU).to(at::kFloat).clamp(0, 1) * 255).round().to(at::kByte);
     return y.permute({1, 2, 0}).flip({2}).contiguous();
