@@ -1,0 +1,223 @@
+#include "motion_module.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <set>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace atelier::animatediff {
+namespace {
+
+std::string ShapeText(at::IntArrayRef s) { return absl::StrCat("[", absl::StrJoin(s, ", "), "]"); }
+
+// Every tensor of one module, with its shape for C channels and P positions (P = 0: no position encoding).
+std::vector<std::pair<std::string, std::vector<int64_t>>> ModuleShapes(int64_t c, int64_t p) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out = {
+      {"norm.weight", {c}}, {"norm.bias", {c}}, {"proj_in.weight", {c, c}}, {"proj_in.bias", {c}},
+      {"proj_out.weight", {c, c}}, {"proj_out.bias", {c}}};
+  const std::string block = "transformer_blocks.0.";
+  for (int i = 0; i < 2; ++i) {
+    const std::string a = absl::StrCat(block, "attention_blocks.", i, ".");
+    for (const char* proj : {"to_q", "to_k", "to_v"}) out.push_back({absl::StrCat(a, proj, ".weight"), {c, c}});
+    out.push_back({a + "to_out.0.weight", {c, c}});
+    out.push_back({a + "to_out.0.bias", {c}});
+    if (p > 0) out.push_back({a + "pos_encoder.pe", {1, p, c}});
+    out.push_back({absl::StrCat(block, "norms.", i, ".weight"), {c}});
+    out.push_back({absl::StrCat(block, "norms.", i, ".bias"), {c}});
+  }
+  out.push_back({block + "ff.net.0.proj.weight", {8 * c, c}});
+  out.push_back({block + "ff.net.0.proj.bias", {8 * c}});
+  out.push_back({block + "ff.net.2.weight", {c, 4 * c}});
+  out.push_back({block + "ff.net.2.bias", {c}});
+  out.push_back({block + "ff_norm.weight", {c}});
+  out.push_back({block + "ff_norm.bias", {c}});
+  return out;
+}
+
+}  // namespace
+
+at::Tensor PositionEncoding(int64_t positions, int64_t c) {
+  const at::Tensor position = at::arange(positions, at::kFloat).unsqueeze(1);
+  const at::Tensor div = at::exp(at::arange(0, c, 2, at::kFloat) * (-std::log(10000.0) / static_cast<double>(c)));
+  at::Tensor pe = at::zeros({1, positions, c}, at::kFloat);
+  pe.select(0, 0).slice(1, 0, c, 2).copy_(at::sin(position * div));
+  pe.select(0, 0).slice(1, 1, c, 2).copy_(at::cos(position * div));
+  return pe;
+}
+
+const char* VersionName(MotionModuleVersion v) {
+  switch (v) {
+    case MotionModuleVersion::kV1: return "v1";
+    case MotionModuleVersion::kV2: return "v2";
+    case MotionModuleVersion::kV3: return "v3";
+    case MotionModuleVersion::kAnimateLcm: return "AnimateLCM";
+    case MotionModuleVersion::kAnimateDiffXl: return "AnimateDiff-XL";
+    case MotionModuleVersion::kHotShotXl: return "HotShot-XL";
+  }
+  return "?";
+}
+
+MotionModuleVersion DetectVersion(const std::map<std::string, at::Tensor>& tensors) {
+  bool mid = false, down3 = false, pe = false;
+  int64_t pe_32 = false;
+  for (const auto& [k, v] : tensors) {
+    mid |= absl::StrContains(k, "mid_block");
+    down3 |= absl::StrContains(k, "down_blocks.3");
+    if (!pe && absl::StrContains(k, "pe")) {  // the extension's plain substring test, first such key
+      pe = true;
+      for (int64_t s : v.sizes()) pe_32 |= s == 32;
+    }
+  }
+  if (mid) return pe ? MotionModuleVersion::kV2 : MotionModuleVersion::kAnimateLcm;
+  if (down3) return pe_32 ? MotionModuleVersion::kV3 : MotionModuleVersion::kV1;
+  return pe_32 ? MotionModuleVersion::kAnimateDiffXl : MotionModuleVersion::kHotShotXl;
+}
+
+std::string ModuleNameAt(int point) {
+  if (point < 8) return absl::StrCat("down_blocks.", point / 2, ".motion_modules.", point % 2);
+  if (point == 8) return "mid_block.motion_modules.0";
+  const int j = point - 9;
+  return absl::StrCat("up_blocks.", j / 3, ".motion_modules.", j % 3);
+}
+
+at::Tensor TemporalForward(const TemporalModule& m, const at::Tensor& hidden, int64_t frames) {
+  const int64_t rows = hidden.size(0), c = hidden.size(1), h = hidden.size(2), w = hidden.size(3);
+  const int64_t videos = rows / frames, hw = h * w, heads = 8, head_dim = c / heads;
+  at::Tensor x = at::group_norm(hidden, 32, m.W("norm.weight"), m.W("norm.bias"), 1e-6);
+  x = x.permute({0, 2, 3, 1}).reshape({rows, hw, c});
+  x = at::linear(x, m.W("proj_in.weight"), m.W("proj_in.bias"));
+  const std::string block = "transformer_blocks.0.";
+  for (int i = 0; i < 2; ++i) {
+    const std::string a = absl::StrCat(block, "attention_blocks.", i, ".");
+    at::Tensor n = at::layer_norm(x, {c}, m.W(absl::StrCat(block, "norms.", i, ".weight")),
+                                  m.W(absl::StrCat(block, "norms.", i, ".bias")), 1e-5);
+    // (videos frames) hw c -> (videos hw) frames c, the position encoding on every frame sequence.
+    n = n.view({videos, frames, hw, c}).permute({0, 2, 1, 3}).reshape({videos * hw, frames, c});
+    n = n + m.W(a + "pos_encoder.pe").slice(1, 0, frames);
+    const auto split = [&](const at::Tensor& t) {
+      return t.view({videos * hw, frames, heads, head_dim}).permute({0, 2, 1, 3});
+    };
+    const at::Tensor q = split(at::linear(n, m.W(a + "to_q.weight")));
+    const at::Tensor k = split(at::linear(n, m.W(a + "to_k.weight")));
+    const at::Tensor v = split(at::linear(n, m.W(a + "to_v.weight")));
+    const at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
+    at::Tensor out = at::matmul(at::softmax(scores, -1), v);
+    out = out.permute({0, 2, 1, 3}).reshape({videos * hw, frames, c});
+    out = at::linear(out, m.W(a + "to_out.0.weight"), m.W(a + "to_out.0.bias"));
+    out = out.view({videos, hw, frames, c}).permute({0, 2, 1, 3}).reshape({rows, hw, c});
+    x = out + x;
+  }
+  const at::Tensor n = at::layer_norm(x, {c}, m.W(block + "ff_norm.weight"), m.W(block + "ff_norm.bias"), 1e-5);
+  const auto parts = at::linear(n, m.W(block + "ff.net.0.proj.weight"), m.W(block + "ff.net.0.proj.bias")).chunk(2, -1);
+  x = at::linear(parts[0] * at::gelu(parts[1]), m.W(block + "ff.net.2.weight"), m.W(block + "ff.net.2.bias")) + x;
+  x = at::linear(x, m.W("proj_out.weight"), m.W("proj_out.bias"));
+  return x.view({rows, h, w, c}).permute({0, 3, 1, 2}) + hidden;
+}
+
+absl::StatusOr<std::unique_ptr<MotionModuleSet>> MotionModuleSet::FromTensors(std::map<std::string, at::Tensor> tensors,
+                                                                            const std::string& label,
+                                                                            const at::Device& device,
+                                                                            at::ScalarType dtype,
+                                                                            std::optional<MotionModuleVersion> version) {
+  try {
+    for (const char* prefix : {"state_dict.", "module."}) {
+      bool all = !tensors.empty();
+      for (const auto& [k, v] : tensors) all &= absl::StartsWith(k, prefix);
+      if (!all) continue;
+      std::map<std::string, at::Tensor> stripped;
+      for (auto& [k, v] : tensors) stripped[k.substr(strlen(prefix))] = v;
+      tensors = std::move(stripped);
+    }
+    auto set = std::unique_ptr<MotionModuleSet>(new MotionModuleSet());
+    set->version_ = version ? *version : DetectVersion(tensors);
+    if (set->version_ == MotionModuleVersion::kAnimateDiffXl || set->version_ == MotionModuleVersion::kHotShotXl) {
+      return absl::InvalidArgumentError(absl::StrCat("'", label, "' is an ", VersionName(set->version_),
+                                                     " motion module (SDXL); the loaded model is SD1.x: use an SD1.5 "
+                                                     "module (v1, v2, v3 or AnimateLCM)"));
+    }
+    const bool lcm = set->version_ == MotionModuleVersion::kAnimateLcm;
+    std::set<std::string> used;
+    int64_t positions = 0;
+    for (int point = 0; point < 21; ++point) {
+      const bool mid = point == 8;
+      if (mid && set->version_ != MotionModuleVersion::kV2 && !lcm) continue;
+      const std::string prefix = ModuleNameAt(point) + ".temporal_transformer.";
+      const auto norm = tensors.find(prefix + "norm.weight");
+      if (norm == tensors.end()) {
+        return absl::InvalidArgumentError(absl::StrCat("'", label, "' lacks ", prefix, "norm.weight (a ",
+                                                       VersionName(set->version_), " motion module has it)"));
+      }
+      const int64_t c = norm->second.size(0);
+      if (positions == 0 && !lcm) {
+        const auto pe = tensors.find(prefix + "transformer_blocks.0.attention_blocks.0.pos_encoder.pe");
+        if (pe == tensors.end() || pe->second.dim() != 3) {
+          return absl::InvalidArgumentError(absl::StrCat("'", label, "' lacks ", prefix,
+                                                         "transformer_blocks.0.attention_blocks.0.pos_encoder.pe"));
+        }
+        positions = pe->second.size(1);
+      }
+      auto module = std::make_unique<TemporalModule>();
+      module->channels = c;
+      if (c % 32 != 0) return absl::InvalidArgumentError(absl::StrCat("'", label, "': ", prefix, " has ", c, " channels"));
+      for (const auto& [name, shape] : ModuleShapes(c, lcm ? 0 : positions)) {
+        const auto it = tensors.find(prefix + name);
+        if (it == tensors.end()) return absl::InvalidArgumentError(absl::StrCat("'", label, "' lacks ", prefix, name));
+        if (it->second.sizes() != at::IntArrayRef(shape)) {
+          return absl::InvalidArgumentError(absl::StrCat("'", label, "': ", prefix, name, " is ",
+                                                         ShapeText(it->second.sizes()), ", expected ", ShapeText(shape)));
+        }
+        used.insert(prefix + name);
+        module->w[name] = it->second.to(device, dtype).contiguous();
+      }
+      if (lcm) {  // AnimateLCM keeps no buffers: the encodings are the fixed sinusoid
+        for (int i = 0; i < 2; ++i) {
+          module->w[absl::StrCat("transformer_blocks.0.attention_blocks.", i, ".pos_encoder.pe")] =
+              PositionEncoding(64, c).to(device, dtype);
+        }
+      }
+      set->modules_[static_cast<size_t>(point)] = std::move(module);
+    }
+    set->max_frames_ = lcm ? 64 : static_cast<int>(positions);
+    for (const auto& [k, v] : tensors) {
+      if (!used.count(k)) {
+        return absl::InvalidArgumentError(absl::StrCat("'", label, "' has a tensor a ", VersionName(set->version_),
+                                                       " motion module does not: ", k));
+      }
+    }
+    return set;
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("'", label, "': ", e.what()));
+  }
+}
+
+absl::StatusOr<at::Tensor> MotionModuleSet::Forward(int point, const at::Tensor& hidden, int64_t frames) const {
+  if (!HasPoint(point)) return hidden;
+  const TemporalModule& m = *modules_[static_cast<size_t>(point)];
+  if (hidden.dim() != 4 || hidden.size(1) != m.channels) {
+    return absl::InvalidArgumentError(absl::StrCat("motion module ", ModuleNameAt(point), " takes ", m.channels,
+                                                   " channels; the UNet gave ", ShapeText(hidden.sizes())));
+  }
+  if (frames < 1 || frames > max_frames_ || hidden.size(0) % frames != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("motion module: ", hidden.size(0), " rows are not whole videos of ",
+                                                   frames, " frames (at most ", max_frames_, ")"));
+  }
+  try {
+    return TemporalForward(m, hidden, frames);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("motion module ", ModuleNameAt(point), ": ", e.what()));
+  }
+}
+
+std::string MotionModuleSet::Description() const {
+  int count = 0;
+  for (const auto& m : modules_) count += m != nullptr;
+  return absl::StrCat("AnimateDiff motion module ", VersionName(version_), " (SD1.x), ", count, " modules, ",
+                      max_frames_, " frames");
+}
+
+}  // namespace atelier::animatediff

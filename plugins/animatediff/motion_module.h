@@ -1,0 +1,78 @@
+// AnimateDiff motion modules (guoyww's AnimateDiff as sd-webui-animatediff runs them, motion_module.py): one
+// TemporalTransformer3DModel per UNet insertion point — GroupNorm(32, eps 1e-6), proj_in, one transformer block of
+// two temporal self-attentions (LayerNorm, sinusoidal position encoding added to the normed input, 8 heads, no
+// q/k/v bias) and a GEGLU feed-forward, proj_out, and the residual — attending across the frames of each video at
+// every spatial position.
+//
+// Versions as the extension detects them (MotionModuleType.get_mm_type): v1 (24 positions, the UNet's GroupNorms
+// normalise whole videos), v2 (32 positions, a module before the middle block's last ResBlock), v3 (32 positions, v1's
+// keys), AnimateLCM (v2's keys without position encodings: 64 frames); AnimateDiff-XL and HotShot-XL are SDXL modules
+// and refused on SD1.x. Names are the released files' ("down_blocks.0.motion_modules.0.temporal_transformer.norm.
+// weight", ...); a "state_dict" wrapper and a "module." prefix are removed, the key set and every shape are checked.
+#pragma once
+
+#include <array>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <ATen/core/Tensor.h>
+
+#include "absl/status/statusor.h"
+
+namespace atelier::animatediff {
+
+enum class MotionModuleVersion { kV1, kV2, kV3, kAnimateLcm, kAnimateDiffXl, kHotShotXl };
+const char* VersionName(MotionModuleVersion version);
+
+// The extension's detection from the key names and the position encoding's length.
+MotionModuleVersion DetectVersion(const std::map<std::string, at::Tensor>& tensors);
+
+// The fixed sinusoid of PositionalEncoding, float32 [1, positions, channels]: pe[p, 2i] = sin(p · e^(-2i ln(10000) /
+// C)), pe[p, 2i + 1] = cos(...). The released files store it; AnimateLCM's do not.
+at::Tensor PositionEncoding(int64_t positions, int64_t channels);
+
+// The unet_block point (0..20, see atelier_unet_block_params) -> the module's name ("down_blocks.1.motion_modules.0",
+// "mid_block.motion_modules.0", "up_blocks.0.motion_modules.2").
+std::string ModuleNameAt(int point);
+
+// One TemporalTransformer3DModel's weights (names below "<module>.temporal_transformer.").
+struct TemporalModule {
+  std::map<std::string, at::Tensor> w;
+  int64_t channels = 0;
+  const at::Tensor& W(const std::string& name) const { return w.at(name); }
+};
+
+// [(videos · frames), C, h, w] -> the same shape; `frames` rows in a row are one video (frame index fastest).
+at::Tensor TemporalForward(const TemporalModule& module, const at::Tensor& hidden, int64_t frames);
+
+class MotionModuleSet {
+ public:
+  // INVALID_ARGUMENT naming a missing, unexpected or mis-shaped tensor, or an SDXL / HotShot module on SD1.x.
+  // Weights are converted to `dtype` on `device`. `version` overrides the detection (whose position-encoding test
+  // cannot tell v1 from v3 when a module has 32 channels, as tiny test modules do).
+  static absl::StatusOr<std::unique_ptr<MotionModuleSet>> FromTensors(
+      std::map<std::string, at::Tensor> tensors, const std::string& label, const at::Device& device,
+      at::ScalarType dtype, std::optional<MotionModuleVersion> version = std::nullopt);
+
+  MotionModuleVersion version() const { return version_; }
+  // The longest context the position encoding covers (24 v1, 32 v2 / v3, 64 AnimateLCM).
+  int max_frames() const { return max_frames_; }
+  // v1: the UNet's ResBlock / output GroupNorms normalise each video's frames jointly.
+  bool group_norm_over_frames() const { return version_ == MotionModuleVersion::kV1; }
+  // Whether a module sits at `point` (the middle block's only for v2 / AnimateLCM).
+  bool HasPoint(int point) const { return point >= 0 && point < 21 && modules_[static_cast<size_t>(point)] != nullptr; }
+  // Runs the module at `point` on hidden [(videos · frames), C, h, w]. INVALID_ARGUMENT when the rows are not whole
+  // videos, the channels differ or `frames` exceeds max_frames().
+  absl::StatusOr<at::Tensor> Forward(int point, const at::Tensor& hidden, int64_t frames) const;
+  // "AnimateDiff motion module v2 (SD1.x), 21 modules".
+  std::string Description() const;
+
+ private:
+  MotionModuleVersion version_ = MotionModuleVersion::kV2;
+  int max_frames_ = 32;
+  std::array<std::unique_ptr<TemporalModule>, 21> modules_;
+};
+
+}  // namespace atelier::animatediff
