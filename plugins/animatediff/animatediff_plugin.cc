@@ -1,0 +1,299 @@
+// animatediff: sd-webui-animatediff on the plugin ABI. A job with
+//   "alwayson_scripts": {"AnimateDiff": {"args": [{"enable": true, "model": "mm_sd15_v3.safetensors",
+//                                                  "video_length": 16, "batch_size": 16, "format": ["GIF", "MP4"]}]}}
+// becomes one video: the batch is the video's frames (shape_job; seeds seed + i), the noise schedule is the linear-
+// beta one while the module is in (schedule), every UNet call runs as context windows of `batch_size` frames over
+// the video, cond and uncond rows together, the last window writing a frame (model_call), and the motion module runs
+// at the UNet's 21 block points (unet_block); v1 modules normalise each window's frames jointly. Frames stream to the
+// client as they are decoded (the job layer's frames); `format` and `fps` go to the export plugin and
+// `interp: "RIFE"` with `interp_x` to the rife plugin (feed_plugin). The infotext key "AnimateDiff" is the
+// extension's. Modules come from models/AnimateDiff (and a WebUI install's extensions/sd-webui-animatediff/model).
+// ATELIER_ANIMATEDIFF_MAX_FRAMES (default 256) bounds video_length.
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "animatediff_args.h"
+#include "atelier/sdk/args.h"
+#include "atelier/sdk/descriptor.h"
+#include "atelier/sdk/host.h"
+#include "atelier/sdk/status.h"
+#include "atelier/sdk/tensor.h"
+#include "atelier/sdk/tensor_file.h"
+#include "context_schedule.h"
+#include "motion_module.h"
+
+namespace {
+
+namespace sdk = atelier::sdk;
+namespace ad = atelier::animatediff;
+using nlohmann::json;
+
+struct PluginState {
+  const atelier_host_api* host = nullptr;
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;
+  int max_frames = 256;
+  std::mutex mu;
+  std::string loaded_file;  // the module kept loaded (one at a time: they are large)
+  std::shared_ptr<const ad::MotionModuleSet> loaded;
+};
+PluginState* Plugin(atelier_plugin_state* s) { return reinterpret_cast<PluginState*>(s); }
+
+struct JobState {
+  atelier_job* job = nullptr;
+  ad::AnimateDiffArgs args;
+  std::shared_ptr<const ad::MotionModuleSet> module;
+  uint64_t calls = 0;      // denoiser calls so far (the extension's step counter for the windows)
+  int window_frames = 0;   // frames per video of the UNet call running now
+};
+JobState* Job(atelier_job_state* s) { return reinterpret_cast<JobState*>(s); }
+
+// The module file named (a file in models/AnimateDiff, with or without extension, case-insensitive).
+absl::StatusOr<std::shared_ptr<const ad::MotionModuleSet>> LoadModule(PluginState& ps, const std::string& wanted) {
+  atelier_bytes bytes{};
+  atelier_error err{};
+  if (atelier_status s = ps.host->model_list(ps.host, ATELIER_FOLDER_MOTION_MODULE, &bytes, &err); s != ATELIER_OK) {
+    return sdk::FromAbi(s, err);
+  }
+  const json list = json::parse(std::string(reinterpret_cast<const char*>(bytes.data), bytes.size), nullptr, false);
+  ps.host->bytes_free(&bytes);
+  std::string file;
+  std::vector<std::string> names;
+  const std::string lower = absl::AsciiStrToLower(wanted);
+  for (const auto& e : list) {
+    const std::string f = e.value("filename", ""), n = e.value("name", "");
+    names.push_back(f);
+    if (file.empty() && (absl::AsciiStrToLower(f) == lower || absl::AsciiStrToLower(n) == lower)) file = f;
+  }
+  if (file.empty()) {
+    return absl::NotFoundError(absl::StrCat("AnimateDiff motion module '", wanted.substr(0, 64),
+                                            "' not found in models/AnimateDiff; modules: ",
+                                            names.empty() ? "none" : absl::StrJoin(names, ", ")));
+  }
+  std::lock_guard<std::mutex> lock(ps.mu);
+  if (ps.loaded_file == file && ps.loaded) return ps.loaded;
+  ps.loaded.reset();  // the previous module's memory goes before the next one is read
+  ps.loaded_file.clear();
+  auto tensors = sdk::ReadTensorFile(ps.host, ATELIER_FOLDER_MOTION_MODULE, file);
+  if (!tensors.ok()) return tensors.status();
+  auto set = ad::MotionModuleSet::FromTensors(*std::move(tensors), file, ps.device, ps.dtype);
+  if (!set.ok()) return set.status();
+  ps.loaded = std::shared_ptr<const ad::MotionModuleSet>(*std::move(set));
+  ps.loaded_file = file;
+  return ps.loaded;
+}
+
+atelier_status Init(const atelier_host_api* host, atelier_plugin_state** state, atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    auto s = std::make_unique<PluginState>();
+    s->host = host;
+    s->device = sdk::HostDevice(host);
+    s->dtype = sdk::HostComputeDtype(host);
+    if (const char* v = std::getenv("ATELIER_ANIMATEDIFF_MAX_FRAMES"); v != nullptr && std::atoi(v) >= 1) {
+      s->max_frames = std::atoi(v);
+    }
+    *state = reinterpret_cast<atelier_plugin_state*>(s.release());
+    return absl::OkStatus();
+  });
+}
+
+void Finalize(atelier_plugin_state* state) { delete Plugin(state); }
+
+void ModelUnloaded(atelier_plugin_state* state) {
+  PluginState& ps = *Plugin(state);
+  std::lock_guard<std::mutex> lock(ps.mu);
+  ps.loaded.reset();
+  ps.loaded_file.clear();
+}
+
+atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atelier_job_info*, const char* args_json,
+                       atelier_job_state** job_state, atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    PluginState& ps = *Plugin(state);
+    auto parsed = sdk::Args::Parse(args_json);
+    if (!parsed.ok()) return parsed.status();
+    const auto units = parsed->Units(ad::AnimateDiffFieldNames());
+    if (units.empty()) return absl::OkStatus();
+    auto args = ad::ParseAnimateDiffArgs(units[0]);
+    if (!args.ok()) return args.status();
+    if (!args->enable) return absl::OkStatus();
+    auto module = LoadModule(ps, args->model);
+    if (!module.ok()) return module.status();
+    if (absl::Status s = ad::ResolveAnimateDiffArgs(*args, (*module)->max_frames(), ps.max_frames); !s.ok()) return s;
+    auto js = std::make_unique<JobState>();
+    js->job = job;
+    js->args = *args;
+    js->module = *module;
+    atelier_error e{};
+    const std::string info = ad::AnimateDiffInfotext(*args, "");
+    if (atelier_status s = ps.host->add_infotext(job, -1, "AnimateDiff", info.c_str(), &e); s != ATELIER_OK) {
+      return sdk::FromAbi(s, e);
+    }
+    // The files of `format` (the export plugin) and RIFE in-between frames (the rife plugin), as the extension
+    // makes them after the frames.
+    json files = json::array();
+    for (const auto& f : args->format) {
+      const std::string upper = absl::AsciiStrToUpper(f);
+      if (upper != "FRAME") files.push_back(upper);
+    }
+    if (!files.empty()) {
+      const json exp = {{"args", json::array({{{"enabled", true}, {"format", files}, {"fps", args->fps},
+                                               {"loop_number", args->loop_number}, {"request_id", args->request_id}}})}};
+      if (atelier_status s = ps.host->feed_plugin(job, "export", exp.dump().c_str(), &e); s != ATELIER_OK) {
+        return absl::Status(sdk::FromAbi(s, e).code(),
+                            absl::StrCat("AnimateDiff format needs the export plugin: ", e.message));
+      }
+    }
+    if (absl::AsciiStrToUpper(args->interp) == "RIFE") {
+      const json rife = {{"args", json::array({{{"interp", "RIFE"}, {"interp_x", args->interp_x}}})}};
+      if (atelier_status s = ps.host->feed_plugin(job, "rife", rife.dump().c_str(), &e); s != ATELIER_OK) {
+        return absl::Status(sdk::FromAbi(s, e).code(), absl::StrCat("AnimateDiff interp RIFE needs the rife plugin: ", e.message));
+      }
+    }
+    *job_state = reinterpret_cast<atelier_job_state*>(js.release());
+    return absl::OkStatus();
+  });
+}
+
+void JobEnd(atelier_plugin_state*, atelier_job_state* job_state) { delete Job(job_state); }
+
+// The batch is the video: video_length frames (seeds seed + i); v1 modules normalise the frames of a video jointly.
+atelier_status ShapeJob(atelier_plugin_state*, atelier_job_state* job_state, atelier_job_shape* shape, atelier_error*) {
+  JobState& js = *Job(job_state);
+  shape->batch_size = js.args.video_length;
+  shape->frames_per_video = js.module->group_norm_over_frames() ? js.args.video_length : 0;
+  return ATELIER_OK;
+}
+
+// While the module is in: alphas_cumprod = cumprod(1 - linspace(0.00085, 0.012, 1000)) (the extension's
+// _set_ddim_alpha for SD1.x).
+atelier_status Schedule(atelier_plugin_state*, atelier_job_state*, atelier_schedule_params* params, atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    const int64_t n = params->alphas_cumprod->shape[0];
+    const at::Tensor betas = at::linspace(0.00085, 0.012, n, at::kFloat);
+    params->alphas_cumprod_out = sdk::Export(at::cumprod(1 - betas, 0).contiguous());
+    return absl::OkStatus();
+  });
+}
+
+// Context windows: each window's frames (cond rows, then the same frames' uncond rows) in one UNet call through the
+// rest of the chain; a frame's eps is the last window's that covers it.
+atelier_status ModelCall(atelier_plugin_state* state, atelier_job_state* job_state, atelier_model_call_params* params,
+                         atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    PluginState& ps = *Plugin(state);
+    JobState& js = *Job(job_state);
+    const uint64_t step = js.calls++;
+    const atelier_model_call_args& a = *params->args;
+    const at::Tensor x = sdk::View(a.x), t = sdk::View(a.timesteps), ctx = sdk::View(a.context);
+    const int64_t rows = x.size(0), frames = js.args.video_length, context = js.args.batch_size;
+    const int64_t videos = rows / frames;
+    if (rows % frames != 0 || a.cond_rows % frames != 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "AnimateDiff: a UNet call of ", rows, " rows (", a.cond_rows, " conditional) is not whole videos of ", frames,
+          " frames (composable AND prompts and batches of several videos are not supported with AnimateDiff)"));
+    }
+    at::Tensor eps;
+    for (const auto& window : ad::ContextWindows(step, static_cast<int>(frames), static_cast<int>(context),
+                                                 js.args.stride, js.args.overlap, js.args.closed_loop)) {
+      std::vector<int64_t> picked;
+      for (int64_t v = 0; v < videos; ++v) {
+        for (int f : window) picked.push_back(v * frames + (f % frames));
+      }
+      const at::Tensor index = at::tensor(picked, at::TensorOptions().dtype(at::kLong).device(x.device()));
+      const at::Tensor wx = x.index_select(0, index).contiguous(), wt = t.index_select(0, index.to(t.device())).contiguous();
+      const at::Tensor wc = ctx.index_select(0, index.to(ctx.device())).contiguous();
+      sdk::Borrow bx(wx), bt(wt), bc(wc);
+      atelier_model_call_args next{};
+      next.struct_size = sizeof(next);
+      next.x = bx.get();
+      next.timesteps = bt.get();
+      next.context = bc.get();
+      next.cond_rows = static_cast<int32_t>((a.cond_rows / frames) * static_cast<int64_t>(window.size()));
+      next.frames_per_video = static_cast<int32_t>(window.size());
+      js.window_frames = static_cast<int>(window.size());
+      DLManagedTensor* out = nullptr;
+      atelier_error e{};
+      if (atelier_status s = ps.host->model_call_next(params->call, &next, &out, &e); s != ATELIER_OK) {
+        return sdk::FromAbi(s, e);
+      }
+      const at::Tensor w = sdk::Adopt(out);
+      if (!eps.defined()) eps = at::zeros({rows, w.size(1), w.size(2), w.size(3)}, w.options());
+      eps.index_copy_(0, index.to(eps.device()), w);  // the last window to cover a frame writes it
+    }
+    params->eps_out = sdk::Export(eps.contiguous());
+    return absl::OkStatus();
+  });
+}
+
+// The motion module at the UNet's block points, over each window's frames.
+atelier_status UnetBlock(atelier_plugin_state*, atelier_job_state* job_state, atelier_unet_block_params* params,
+                         atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    JobState& js = *Job(job_state);
+    if (!js.module->HasPoint(params->point)) return absl::OkStatus();
+    const at::Tensor hidden = sdk::View(params->hidden);
+    const int frames = js.window_frames > 0 ? js.window_frames : js.args.video_length;
+    auto out = js.module->Forward(params->point, hidden, frames);
+    if (!out.ok()) return out.status();
+    params->hidden_out = sdk::Export(out->to(hidden.scalar_type()).contiguous());
+    return absl::OkStatus();
+  });
+}
+
+constexpr const char* kSchema = R"json({
+  "type": "object",
+  "description": "sd-webui-animatediff's API: {\"args\": [{\"enable\": true, \"model\": \"mm_sd15_v3.safetensors\", \"video_length\": 16, ...}]}",
+  "properties": {"args": {"type": "array", "items": {"$ref": "#/definitions/process"}}},
+  "definitions": {
+    "process": {
+      "type": "object",
+      "properties": {
+        "model": {"type": "string", "default": "mm_sd15_v3.safetensors", "description": "a file in models/AnimateDiff"},
+        "enable": {"type": "boolean", "default": false},
+        "video_length": {"type": "integer", "minimum": 0, "default": 0, "description": "frames; 0: batch_size"},
+        "fps": {"type": "number", "default": 8},
+        "loop_number": {"type": "integer", "minimum": 0, "default": 0},
+        "closed_loop": {"enum": ["N", "R-P", "R+P", "A"], "default": "R-P"},
+        "batch_size": {"type": "integer", "minimum": 1, "default": 16, "description": "context frames per pass"},
+        "stride": {"type": "integer", "minimum": 1, "default": 1},
+        "overlap": {"type": "integer", "minimum": -1, "default": -1},
+        "format": {"type": "array", "items": {"enum": ["GIF", "MP4", "WEBP", "WEBM", "PNG", "TXT", "Frame"]}, "default": ["GIF", "PNG"]},
+        "interp": {"enum": ["Off", "RIFE", "FILM"], "default": "Off"},
+        "interp_x": {"type": "integer", "minimum": 2, "default": 10},
+        "request_id": {"type": "string", "default": ""}
+      }
+    }
+  }
+})json";
+
+}  // namespace
+
+extern "C" ATELIER_PLUGIN_EXPORT const atelier_plugin_descriptor* atelier_plugin_entry(uint32_t host_abi_major,
+                                                                                        uint32_t host_abi_minor) {
+  static const atelier_plugin_descriptor descriptor = [] {
+    atelier_plugin_descriptor d = sdk::Descriptor("animatediff", "1.0.0", 50);
+    d.description = "AnimateDiff motion modules (v1, v2, v3, AnimateLCM) with context windows, as sd-webui-animatediff";
+    d.params_schema_json = kSchema;
+    d.init = Init;
+    d.finalize = Finalize;
+    d.model_unloaded = ModelUnloaded;
+    d.process = Process;
+    d.job_end = JobEnd;
+    d.shape_job = ShapeJob;
+    d.schedule = Schedule;
+    d.model_call = ModelCall;
+    d.unet_block = UnetBlock;
+    return d;
+  }();
+  return host_abi_major == ATELIER_PLUGIN_ABI_MAJOR && host_abi_minor >= 2 ? &descriptor : nullptr;
+}

@@ -1,0 +1,143 @@
+"""The AnimateDiff plugin through a real atelierd: a tiny SD1.x checkpoint whose UNet is plugin-base-unet with
+motion-module-tiny's weights as models/AnimateDiff/mm_tiny.safetensors (and rife-v4's as models/RIFE). A 16-frame
+clip with context 8 streams 16 frames (made twice: identical), the export plugin writes its GIF and MP4 with 16
+frames at the clip's fps, interp RIFE x2 gives 31 frames, the infotext carries the extension's "AnimateDiff" key,
+the CLI saves the files, and bad arguments are refused naming the field.
+
+Run by ctest with ATELIER_DAEMON and PYTHONPATH set."""
+
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import unittest
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from atelier_client import AtelierError, Artifact, Client, Result
+from daemon_process import DaemonProcess
+from fixture_files import cases_of, write_plugin_base_checkpoint
+
+BASE = dict(prompt="a red circle on a white background", steps=3, seed=7, sampler_name="Euler", width=64, height=64,
+            cfg_scale=5)
+
+
+def mp4_frames_and_fps(data):
+    """Sample count (stts) and frames per second (mdhd timescale / stts delta) of the first track."""
+    stts = data.index(b"stts")
+    entries = struct.unpack(">I", data[stts + 8:stts + 12])[0]
+    frames, delta = 0, 0
+    for i in range(entries):
+        count, delta = struct.unpack(">II", data[stts + 12 + 8 * i:stts + 20 + 8 * i])
+        frames += count
+    mdhd = data.index(b"mdhd")
+    version = data[mdhd + 4]
+    timescale = struct.unpack(">I", data[mdhd + (24 if version == 1 else 16):mdhd + (28 if version == 1 else 20)])[0]
+    return frames, timescale / delta
+
+
+class AnimateDiffTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        mm_case = cases_of("motion-module-tiny")[0]
+
+        def prepare(models):
+            write_plugin_base_checkpoint(os.path.join(models, "Stable-diffusion"), "adbase", mm_case)
+            os.makedirs(os.path.join(models, "AnimateDiff"))
+            shutil.copy(os.path.join(mm_case, "weights.safetensors"), os.path.join(models, "AnimateDiff", "mm_tiny.safetensors"))
+            with open(os.path.join(models, "AnimateDiff", "broken.safetensors"), "wb") as f:
+                f.write(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+            os.makedirs(os.path.join(models, "RIFE"))
+            shutil.copy(os.path.join(cases_of("rife-v4")[0], "weights.safetensors"),
+                        os.path.join(models, "RIFE", "flownet-v46.safetensors"))
+
+        cls.daemon = DaemonProcess(prepare_models=prepare)
+        cls.client = Client(cls.daemon.address)
+        cls.cli = os.path.join(os.path.dirname(os.environ["ATELIER_DAEMON"]), "atelier")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+        assert cls.daemon.stop() == 0
+
+    def clip(self, **unit):
+        ad = dict(enable=True, model="mm_tiny.safetensors", video_length=16, batch_size=8, format=["GIF", "MP4"], fps=10)
+        ad.update(unit)
+        events = list(self.client.webui(dict(BASE, alwayson_scripts={"AnimateDiff": {"args": [ad]}})))
+        results = [e for e in events if isinstance(e, Result)]
+        artifacts = {e.name: e.data for e in events if isinstance(e, Artifact)}
+        return results, artifacts
+
+    def test_sixteen_frames_with_context_eight(self):
+        results, artifacts = self.clip()
+        self.assertEqual(len(results), 16)
+        frames = [np.asarray(Image.open(io.BytesIO(r.image)).convert("RGB")).astype(int) for r in results]
+        self.assertEqual([r.seed for r in results], list(range(7, 23)))  # seed + i per frame
+        self.assertIn('AnimateDiff: "model: mm_tiny.safetensors, video_length: 16, fps: 10, loop_number: 0, '
+                      'closed_loop: R-P, batch_size: 8, stride: 1, overlap: 2, interp: Off, interp_x: 10, '
+                      'freeinit_enable: False"', results[0].infotext)
+        gif = [n for n in artifacts if n.endswith(".gif")]
+        mp4 = [n for n in artifacts if n.endswith(".mp4")]
+        self.assertEqual(len(gif), 1, artifacts.keys())
+        self.assertEqual(len(mp4), 1, artifacts.keys())
+        image = Image.open(io.BytesIO(artifacts[gif[0]]))
+        self.assertEqual(image.n_frames, 16)
+        self.assertEqual(image.info["duration"], 100)  # 1000 / fps
+        self.assertEqual(mp4_frames_and_fps(artifacts[mp4[0]]), (16, 10.0))
+        # The motion module changes the frames (the same batch without it differs); the clip is reproducible.
+        plain = [e for e in self.client.webui(dict(BASE, batch_size=16)) if isinstance(e, Result)]
+        self.assertGreater(max(np.abs(np.asarray(Image.open(io.BytesIO(p.image)).convert("RGB")).astype(int) - f).max()
+                               for p, f in zip(plain, frames)), 0)
+        again, _ = self.clip()
+        for r, f in zip(again, frames):
+            self.assertEqual(np.abs(np.asarray(Image.open(io.BytesIO(r.image)).convert("RGB")).astype(int) - f).max(), 0)
+
+    def test_rife_doubles_the_clip(self):
+        results, artifacts = self.clip(interp="RIFE", interp_x=2, format=["GIF"])
+        self.assertEqual(len(results), 31)
+        gif = [n for n in artifacts if n.endswith(".gif")][0]
+        self.assertEqual(Image.open(io.BytesIO(artifacts[gif])).n_frames, 31)
+
+    def test_bad_arguments(self):
+        bad = [({"model": "nowhere.safetensors"}, grpc.StatusCode.NOT_FOUND, "mm_tiny.safetensors"),
+               ({"model": "broken.safetensors"}, grpc.StatusCode.INVALID_ARGUMENT, "broken"),
+               ({"video_length": -1}, grpc.StatusCode.INVALID_ARGUMENT, "video_length"),
+               ({"video_length": 100000}, grpc.StatusCode.INVALID_ARGUMENT, "video_length"),
+               ({"batch_size": 40}, grpc.StatusCode.INVALID_ARGUMENT, "batch_size"),
+               ({"overlap": 8}, grpc.StatusCode.INVALID_ARGUMENT, "overlap"),
+               ({"stride": 0}, grpc.StatusCode.INVALID_ARGUMENT, "stride"),
+               ({"closed_loop": "B"}, grpc.StatusCode.INVALID_ARGUMENT, "R+P"),
+               ({"interp": "FILM"}, grpc.StatusCode.UNIMPLEMENTED, "RIFE"),
+               ({"colour": 1}, grpc.StatusCode.INVALID_ARGUMENT, "closed_loop")]
+        for unit, code, text in bad:
+            with self.assertRaises(AtelierError) as e:
+                self.clip(**unit)
+            self.assertEqual(e.exception.code, code, (unit, e.exception.details))
+            self.assertIn(text, e.exception.details)
+        results, _ = self.clip(video_length=4, batch_size=4, format=[])  # the daemon goes on
+        self.assertEqual(len(results), 4)
+
+    def test_cli_saves_frames_and_files(self):
+        payload = dict(BASE, alwayson_scripts={"AnimateDiff": {"args": [
+            dict(enable=True, model="mm_tiny.safetensors", video_length=8, batch_size=8, format=["GIF"])]}})
+        with tempfile.TemporaryDirectory() as tmp:
+            request = os.path.join(tmp, "request.json")
+            with open(request, "w") as f:
+                json.dump(payload, f)
+            out = subprocess.run([self.cli, "--server", self.daemon.address, "txt2img", "--json", request, "-o", tmp],
+                                 capture_output=True, text=True, timeout=300)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            names = os.listdir(tmp)
+            self.assertEqual(len([n for n in names if n.endswith(".png")]), 8, names)
+            gif = [n for n in names if n.endswith(".gif")]
+            self.assertEqual(len(gif), 1, names)
+            self.assertEqual(Image.open(os.path.join(tmp, gif[0])).n_frames, 8)
+
+
+if __name__ == "__main__":
+    unittest.main()
