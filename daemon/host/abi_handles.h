@@ -54,6 +54,8 @@ struct atelier_job {
   atelier::host::PluginCaller call_plugin;
   // vae_encode (generations only).
   std::function<absl::StatusOr<at::Tensor>(const at::Tensor& image)> vae_encode;
+  // text_condition (generations only): a prompt -> [tokens, hidden].
+  std::function<absl::StatusOr<at::Tensor>(const std::string& prompt)> text_condition;
   // The invoke's JSON result (set_invoke_result).
   std::string invoke_result;
 };

@@ -453,6 +453,20 @@ atelier_status HostVaeEncode(atelier_job* job, const DLTensor* image, DLManagedT
   });
 }
 
+atelier_status HostTextCondition(atelier_job* job, const char* prompt, DLManagedTensor** cond, atelier_error* err) {
+  return Guarded(err, "text_condition", [&]() -> atelier_status {
+    if (cond == nullptr || prompt == nullptr || job == nullptr) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "text_condition: job, prompt and cond are required");
+    }
+    *cond = nullptr;
+    if (!job->text_condition) return atelier_fail(err, ATELIER_UNSUPPORTED, "text_condition: only during a generation");
+    auto out = job->text_condition(prompt);
+    if (!out.ok()) return FromAbsl(out.status(), err);
+    *cond = sdk::Export(*out);
+    return ATELIER_OK;
+  });
+}
+
 atelier_status HostSetInvokeResult(atelier_job* job, const char* json, atelier_error* err) {
   return Guarded(err, "set_invoke_result", [&]() -> atelier_status {
     if (job == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "set_invoke_result: null job");
@@ -506,6 +520,7 @@ atelier_host_api MakeHostApi(PluginHostContext* context) {
   api.set_invoke_result = HostSetInvokeResult;
   api.model_list = HostModelList;
   api.vae_encode = HostVaeEncode;
+  api.text_condition = HostTextCondition;
   return api;
 }
 

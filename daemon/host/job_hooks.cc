@@ -119,6 +119,7 @@ absl::StatusOr<std::unique_ptr<JobHooks>> JobHooks::Begin(const PluginRegistry& 
       return InvokePlugin(registry, name, method, args, sink, self);
     };
     job->vae_encode = info.vae_encode;
+    job->text_condition = info.text_condition;
     atelier_job_state* state = nullptr;
     absl::Status status = CallHook(*plugin, "process", [&](atelier_error* err) {
       return d.process(plugin->state(), job.get(), &c_info, args.c_str(), &state, err);

@@ -45,6 +45,8 @@ struct JobHookInfo {
   std::string checkpoint_title;
   // The job's VAE encoder for vae_encode: float [n, 3, H, W] in [0, 1] -> scaled latents. Empty: unsupported.
   std::function<absl::StatusOr<at::Tensor>(const at::Tensor& image)> vae_encode;
+  // The job's text conditioning for text_condition: a prompt -> [tokens, hidden]. Empty: unsupported.
+  std::function<absl::StatusOr<at::Tensor>(const std::string& prompt)> text_condition;
 };
 
 // Inputs of WebUI's on_cfg_denoiser; plugins may replace x, sigma and the conditioning.

@@ -18,6 +18,8 @@
 #include "engine/pipeline/infotext.h"
 #include "host/job_hooks.h"
 #include "jobs/job_inputs.h"
+#include "engine/text/text_conditioning.h"
+#include "engine/text/prompt_parser.h"
 #include "jobs/job_loras.h"
 #include "jobs/job_ti_hashes.h"
 #include "jobs/live_preview.h"
@@ -75,6 +77,12 @@ host::JobHookInfo HookInfo(const JobEvents& events, const engine::GenerationPara
     auto posterior = p->vae().Encode(image.to(p->device()).mul(2).sub(1));
     if (!posterior.ok()) return posterior.status();
     return posterior->mean * p->weights().config.scale_factor;
+  };
+  const engine::ConditioningOptions text_options = params.text;
+  info.text_condition = [p, text_options](const std::string& prompt) -> absl::StatusOr<at::Tensor> {
+    auto schedules = engine::GetLearnedConditioning(p->text(), {engine::StripExtraNetworkTags(prompt)}, 1, text_options);
+    if (!schedules.ok()) return schedules.status();
+    return (*schedules)[0].front().cond;
   };
   return info;
 }

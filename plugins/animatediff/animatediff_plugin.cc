@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include <ATen/ATen.h>
@@ -30,6 +31,7 @@
 #include "atelier/sdk/tensor_file.h"
 #include "context_schedule.h"
 #include "motion_module.h"
+#include "prompt_travel.h"
 
 namespace {
 
@@ -54,6 +56,9 @@ struct JobState {
   std::shared_ptr<const ad::MotionModuleSet> module;
   uint64_t calls = 0;      // denoiser calls so far (the extension's step counter for the windows)
   int window_frames = 0;   // frames per video of the UNet call running now
+  std::optional<ad::PromptTravel> travel;
+  bool travel_closed = false;
+  at::Tensor travel_cond;  // [frames, tokens, hidden], made at the first denoiser call
 };
 JobState* Job(atelier_job_state* s) { return reinterpret_cast<JobState*>(s); }
 
@@ -115,7 +120,7 @@ void ModelUnloaded(atelier_plugin_state* state) {
   ps.loaded_file.clear();
 }
 
-atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atelier_job_info*, const char* args_json,
+atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atelier_job_info* info, const char* args_json,
                        atelier_job_state** job_state, atelier_error* err) {
   return sdk::Guard(err, [&]() -> absl::Status {
     PluginState& ps = *Plugin(state);
@@ -133,6 +138,14 @@ atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atel
     js->job = job;
     js->args = *args;
     js->module = *module;
+    auto travel = ad::ParsePromptTravel(info->prompt != nullptr ? info->prompt : "", args->video_length);
+    if (!travel.ok()) return travel.status();
+    js->travel = *std::move(travel);
+    js->travel_closed = args->video_length > args->batch_size &&
+                        (args->closed_loop == ad::ClosedLoop::kRPlusP || args->closed_loop == ad::ClosedLoop::kA);
+    if (js->travel && !ATELIER_HAS_FIELD(ps.host, atelier_host_api, text_condition)) {
+      return absl::UnimplementedError("AnimateDiff prompt travel needs a daemon with plugin ABI 1.3 (text_condition)");
+    }
     atelier_error e{};
     const std::string info = ad::AnimateDiffInfotext(*args, "");
     if (atelier_status s = ps.host->add_infotext(job, -1, "AnimateDiff", info.c_str(), &e); s != ATELIER_OK) {
@@ -181,6 +194,62 @@ atelier_status Schedule(atelier_plugin_state*, atelier_job_state*, atelier_sched
     const int64_t n = params->alphas_cumprod->shape[0];
     const at::Tensor betas = at::linspace(0.00085, 0.012, n, at::kFloat);
     params->alphas_cumprod_out = sdk::Export(at::cumprod(1 - betas, 0).contiguous());
+    return absl::OkStatus();
+  });
+}
+
+// The job's conditioning of a prompt (ABI 1.3 text_condition).
+absl::StatusOr<at::Tensor> Condition(const PluginState& ps, atelier_job* job, const std::string& prompt) {
+  DLManagedTensor* out = nullptr;
+  atelier_error e{};
+  if (atelier_status s = ps.host->text_condition(job, prompt.c_str(), &out, &e); s != ATELIER_OK) {
+    return sdk::FromAbi(s, e);
+  }
+  return sdk::Adopt(out);
+}
+
+// Prompt travel: every frame's conditional rows become the keyframes' conditionings, interpolated (computed once, at
+// the first denoiser call, as the extension does). Shorter conditionings are padded with the empty prompt's chunks
+// to the job's token count (WebUI's pad_cond).
+atelier_status CfgDenoiser(atelier_plugin_state* state, atelier_job_state* job_state, atelier_cfg_denoiser_params* params,
+                           atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    PluginState& ps = *Plugin(state);
+    JobState& js = *Job(job_state);
+    if (!js.travel) return absl::OkStatus();
+    const at::Tensor cond = sdk::View(params->text_cond);
+    const int64_t frames = js.args.video_length, tokens = cond.size(1);
+    if (params->cond_rows % frames != 0) {
+      return absl::FailedPreconditionError("AnimateDiff prompt travel: the conditional rows are not whole videos");
+    }
+    if (!js.travel_cond.defined()) {
+      std::vector<at::Tensor> keys;
+      at::Tensor empty;
+      for (const auto& [frame, text] : js.travel->keys) {
+        auto c = Condition(ps, js.job, js.travel->KeyPrompt(text));
+        if (!c.ok()) return c.status();
+        at::Tensor k = *c;
+        if (k.size(0) > tokens) {
+          return absl::InvalidArgumentError(absl::StrCat("prompt travel: frame ", frame, "'s prompt conditions to ",
+                                                         k.size(0), " tokens, more than the whole prompt's ", tokens));
+        }
+        if (k.size(0) < tokens) {
+          if (!empty.defined()) {
+            auto e = Condition(ps, js.job, "");
+            if (!e.ok()) return e.status();
+            empty = *e;
+          }
+          k = at::cat({k, empty.repeat({(tokens - k.size(0)) / empty.size(0), 1})}, 0);
+        }
+        keys.push_back(k.to(at::kFloat));
+      }
+      js.travel_cond = at::stack(ad::TravelConditionings(*js.travel, keys, static_cast<int>(frames), js.travel_closed));
+    }
+    if (js.travel_cond.size(1) != tokens) {
+      return absl::InvalidArgumentError("prompt travel: the conditioning changed its length between steps");
+    }
+    params->text_cond_out =
+        sdk::Export(js.travel_cond.repeat({params->cond_rows / frames, 1, 1}).to(cond.device(), cond.scalar_type()).contiguous());
     return absl::OkStatus();
   });
 }
@@ -292,6 +361,7 @@ extern "C" ATELIER_PLUGIN_EXPORT const atelier_plugin_descriptor* atelier_plugin
     d.shape_job = ShapeJob;
     d.schedule = Schedule;
     d.model_call = ModelCall;
+    d.cfg_denoiser = CfgDenoiser;
     d.unet_block = UnetBlock;
     return d;
   }();

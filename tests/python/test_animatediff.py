@@ -65,10 +65,13 @@ class AnimateDiffTest(unittest.TestCase):
         cls.client.close()
         assert cls.daemon.stop() == 0
 
-    def clip(self, **unit):
+    def clip(self, prompt_override=None, **unit):
         ad = dict(enable=True, model="mm_tiny.safetensors", video_length=16, batch_size=8, format=["GIF", "MP4"], fps=10)
         ad.update(unit)
-        events = list(self.client.webui(dict(BASE, alwayson_scripts={"AnimateDiff": {"args": [ad]}})))
+        request = dict(BASE, alwayson_scripts={"AnimateDiff": {"args": [ad]}})
+        if prompt_override is not None:
+            request["prompt"] = prompt_override
+        events = list(self.client.webui(request))
         results = [e for e in events if isinstance(e, Result)]
         artifacts = {e.name: e.data for e in events if isinstance(e, Artifact)}
         return results, artifacts
@@ -102,6 +105,20 @@ class AnimateDiffTest(unittest.TestCase):
         self.assertEqual(len(results), 31)
         gif = [n for n in artifacts if n.endswith(".gif")][0]
         self.assertEqual(Image.open(io.BytesIO(artifacts[gif])).n_frames, 31)
+
+    def test_prompt_travel(self):
+        travel = "a circle\n0: red\n8: blue\nwhite background"
+        results, _ = self.clip(format=[], prompt_override=travel)
+        self.assertEqual(len(results), 16)
+        self.assertTrue(results[0].infotext.startswith(travel + "\nNegative prompt") or
+                        results[0].infotext.startswith(travel + "\nSteps"), results[0].infotext[:120])
+        plain, _ = self.clip(format=[], prompt_override="a circle, red, white background")
+        first = [np.asarray(Image.open(io.BytesIO(r.image)).convert("RGB")).astype(int) for r in (results[0], plain[0])]
+        last = [np.asarray(Image.open(io.BytesIO(r.image)).convert("RGB")).astype(int) for r in (results[15], plain[15])]
+        self.assertGreater(np.abs(last[0] - last[1]).max(), np.abs(first[0] - first[1]).max())  # travels towards blue
+        with self.assertRaises(AtelierError) as e:
+            self.clip(format=[], prompt_override="0: red\n20: blue")
+        self.assertIn("frame 20", e.exception.details)
 
     def test_bad_arguments(self):
         bad = [({"model": "nowhere.safetensors"}, grpc.StatusCode.NOT_FOUND, "mm_tiny.safetensors"),

@@ -58,7 +58,7 @@
 #endif
 
 #define ATELIER_PLUGIN_ABI_MAJOR 1
-#define ATELIER_PLUGIN_ABI_MINOR 2
+#define ATELIER_PLUGIN_ABI_MINOR 3
 
 /* Name of the one symbol a plugin exports. */
 #define ATELIER_PLUGIN_ENTRY_NAME "atelier_plugin_entry"
@@ -307,6 +307,17 @@ struct atelier_host_api {
    * scale_factor (what the UNet sees; sd-webui-controlnet's reference and inpaint latents). Borrowed input; the
    * caller owns `*latent`. UNSUPPORTED outside a generation. [executor thread; during a hook of a generation] */
   atelier_status (*vae_encode)(atelier_job* job, const DLTensor* image, DLManagedTensor** latent, atelier_error* err);
+
+  /* ---- ABI 1.3 ---- */
+
+  /* Conditions a prompt as the job conditions its own (WebUI prompt syntax, embeddings, clip skip, emphasis, the
+   * job's LoRA-patched text encoder): `*cond` receives [tokens, hidden] (77 tokens per 75-token chunk) in the
+   * compute dtype on the daemon's device, what cfg_denoiser's text_cond rows hold (sd-webui-animatediff's prompt
+   * travel conditions each keyframe prompt and interpolates between them). `prompt` is UTF-8, borrowed; the caller
+   * owns `*cond`. Prompt-editing schedules take their first step's text. UNSUPPORTED outside a generation,
+   * INVALID_ARGUMENT for a prompt the job could not condition. Check presence with ATELIER_HAS_FIELD.
+   * [executor thread; during a hook of a generation] */
+  atelier_status (*text_condition)(atelier_job* job, const char* prompt, DLManagedTensor** cond, atelier_error* err);
 };
 
 /* ------------------------------------------------------------------------------------------------------------------
