@@ -96,20 +96,19 @@ at::Tensor TemporalForward(const TemporalModule& m, const at::Tensor& hidden, in
     const std::string a = absl::StrCat(block, "attention_blocks.", i, ".");
     at::Tensor n = at::layer_norm(x, {c}, m.W(absl::StrCat(block, "norms.", i, ".weight")),
                                   m.W(absl::StrCat(block, "norms.", i, ".bias")), 1e-5);
-    // (videos frames) hw c -> (videos hw) frames c, the position encoding on every frame sequence.
-    n = n.view({videos, frames, hw, c}).permute({0, 2, 1, 3}).reshape({videos * hw, frames, c});
-    n = n + m.W(a + "pos_encoder.pe").slice(1, 0, frames);
-    const auto split = [&](const at::Tensor& t) {
-      return t.view({videos * hw, frames, heads, head_dim}).permute({0, 2, 1, 3});
+    // The position encoding of each row's frame, broadcast over the positions ([videos, frames, hw, c]); q, k, v are
+    // per-token projections, so only the attention itself needs the frames of a position side by side.
+    n = n.view({videos, frames, hw, c}) + m.W(a + "pos_encoder.pe").slice(1, 0, frames).view({1, frames, 1, c});
+    const auto split = [&](const at::Tensor& t) {  // [videos, frames, hw, c] -> [videos, hw, heads, frames, d]
+      return t.view({videos, frames, hw, heads, head_dim}).permute({0, 2, 3, 1, 4});
     };
     const at::Tensor q = split(at::linear(n, m.W(a + "to_q.weight")));
     const at::Tensor k = split(at::linear(n, m.W(a + "to_k.weight")));
     const at::Tensor v = split(at::linear(n, m.W(a + "to_v.weight")));
-    const at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) * (1.0 / std::sqrt(static_cast<double>(head_dim)));
-    at::Tensor out = at::matmul(at::softmax(scores, -1), v);
-    out = out.permute({0, 2, 1, 3}).reshape({videos * hw, frames, c});
+    const at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).mul_(1.0 / std::sqrt(static_cast<double>(head_dim)));
+    // [videos, hw, heads, frames, d] -> [videos, frames, hw, heads·d]
+    at::Tensor out = at::matmul(at::softmax(scores, -1), v).permute({0, 3, 1, 2, 4}).reshape({rows, hw, c});
     out = at::linear(out, m.W(a + "to_out.0.weight"), m.W(a + "to_out.0.bias"));
-    out = out.view({videos, hw, frames, c}).permute({0, 2, 1, 3}).reshape({rows, hw, c});
     x = out + x;
   }
   const at::Tensor n = at::layer_norm(x, {c}, m.W(block + "ff_norm.weight"), m.W(block + "ff_norm.bias"), 1e-5);
