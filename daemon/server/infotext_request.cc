@@ -98,6 +98,27 @@ void ApplyControlNetUnits(const engine::ParsedInfotext& parsed, v1::GenerateRequ
   }
 }
 
+// sd-webui-animatediff's infotext_pasted: "AnimateDiff: model: x, video_length: 16, ..." becomes its enabled
+// process (the extension's paste fields), unless the request already has AnimateDiff arguments. mm_hash and version
+// describe the file and the extension, not the process: left out.
+void ApplyAnimateDiff(const engine::ParsedInfotext& parsed, v1::GenerateRequest& r) {
+  const std::string* text = parsed.Find("AnimateDiff");
+  if (text == nullptr) return;
+  for (const auto& [name, value] : r.alwayson_scripts().fields()) {
+    if (absl::AsciiStrToLower(name) == "animatediff") return;
+  }
+  google::protobuf::Struct unit;
+  if (!UnitFromInfotext(*text, unit)) return;
+  auto& fields = *unit.mutable_fields();
+  fields.erase("enabled");
+  fields.erase("mm_hash");
+  fields.erase("version");
+  fields["enable"].set_bool_value(true);
+  google::protobuf::Value& entry = (*r.mutable_alwayson_scripts()->mutable_fields())["AnimateDiff"];
+  *(*entry.mutable_struct_value()->mutable_fields())["args"].mutable_list_value()->add_values()->mutable_struct_value() =
+      unit;
+}
+
 }  // namespace
 
 absl::Status ApplyInfotext(v1::GenerateRequest& r, engine::LoraCatalog* loras) {
@@ -107,6 +128,7 @@ absl::Status ApplyInfotext(v1::GenerateRequest& r, engine::LoraCatalog* loras) {
   const bool img2img = r.mode() == v1::MODE_IMG2IMG || (r.mode() == v1::MODE_UNSPECIFIED && r.init_images_size() > 0);
 
   ApplyControlNetUnits(parsed, r);
+  ApplyAnimateDiff(parsed, r);
   if (r.prompt().empty()) {
     const std::string* hashes = f.Text("Lora hashes");
     r.set_prompt(loras != nullptr && hashes != nullptr ? jobs::RenameLorasByHash(parsed.prompt, *hashes, *loras)

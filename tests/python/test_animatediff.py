@@ -99,6 +99,11 @@ class AnimateDiffTest(unittest.TestCase):
         again, _ = self.clip()
         for r, f in zip(again, frames):
             self.assertEqual(np.abs(np.asarray(Image.open(io.BytesIO(r.image)).convert("RGB")).astype(int) - f).max(), 0)
+        # Pasting the infotext (WebUI's PNG Info -> txt2img) makes the same clip.
+        pasted = [e for e in self.client.webui({"infotext": results[0].infotext}) if isinstance(e, Result)]
+        self.assertEqual(len(pasted), 16)
+        for r, f in zip(pasted, frames):
+            self.assertEqual(np.abs(np.asarray(Image.open(io.BytesIO(r.image)).convert("RGB")).astype(int) - f).max(), 0)
 
     def test_rife_doubles_the_clip(self):
         results, artifacts = self.clip(interp="RIFE", interp_x=2, format=["GIF"])
