@@ -101,6 +101,14 @@ std::string DiffusersToLdm(const std::string& name, int res_blocks) {
 
 absl::StatusOr<engine::WeightMap> NormalizeControlNetKeys(engine::WeightMap raw, const std::string& label) {
   engine::WeightMap out;
+  // AnimateDiff's SparseCtrl (v3_sd15_sparsectrl_rgb / _scribble): a diffusers ControlNet with motion modules.
+  for (const auto& [name, t] : raw) {
+    if (name.find("motion_modules.") != std::string::npos) {
+      return absl::UnimplementedError(absl::StrCat(
+          "'", label, "' is an AnimateDiff SparseCtrl (a ControlNet with motion modules, ", name, "): not supported "
+          "yet; use a v1.1 ControlNet with per-frame images, or the AnimateDiff v3 adapter as a LoRA"));
+    }
+  }
   if (raw.count("controlnet_cond_embedding.conv_in.weight") != 0) {
     if (raw.count("add_embedding.linear_1.weight") != 0) {
       return absl::InvalidArgumentError(

@@ -103,6 +103,13 @@ absl::StatusOr<std::unique_ptr<LoraNetwork>> LoraNetwork::FromTensors(const std:
     m.target = *target;
     m.w[part] = t.to(at::kFloat);
   }
+  for (const auto& key : unknown) {
+    if (key.find("motion_modules") != std::string::npos) {
+      return absl::UnimplementedError(absl::StrCat(
+          "'", label, "' is an AnimateDiff motion LoRA (", key, "): its weights belong to the motion module, which "
+          "LoRA patching does not reach yet; LoRAs of the UNet and text encoder work"));
+    }
+  }
   if (!unsupported.empty()) {
     return absl::UnimplementedError(absl::StrCat("'", label, "' is an IA3 / OFT / GLoRA / full-diff network (", unsupported[0],
                                                  "); LoRA, LoCon, LoHa and LoKr are supported"));

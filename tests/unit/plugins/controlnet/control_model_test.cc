@@ -306,6 +306,12 @@ TEST(ControlNetModelTest, WrongFilesAreRefusedNamingTheProblem) {
     ASSERT_FALSE(bad.ok());
     EXPECT_THAT(std::string(bad.status().message()), HasSubstr("SDXL"));
 
+    engine::WeightMap sparse{{"controlnet_cond_embedding.conv_in.weight", at::zeros({1})},
+                             {"down_blocks.0.motion_modules.0.temporal_transformer.norm.weight", at::zeros({1})}};
+    bad = controlnet::NormalizeControlNetKeys(sparse, "v3_sd15_sparsectrl_rgb.ckpt");
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kUnimplemented);
+    EXPECT_THAT(std::string(bad.status().message()), HasSubstr("SparseCtrl"));
+
     auto sd2 = *controlnet::NormalizeControlNetKeys(w, "x");
     for (auto& [name, t] : sd2) {
       if (name.find("attn2.to_k.weight") != std::string::npos) t = at::zeros({t.size(0), 1024});
