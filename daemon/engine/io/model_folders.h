@@ -33,6 +33,11 @@ struct ModelFileEntry {
   std::string filename;  // path below the folder with extension
   std::string format;    // "safetensors", "ckpt", "pt", "pth", "bin"
   std::int64_t size_bytes = 0;
+  // The file name without folders and extension (WebUI's network / upscaler name: "foo" for "anime/foo.pt").
+  std::string stem() const {
+    const size_t slash = name.rfind('/');
+    return slash == std::string::npos ? name : name.substr(slash + 1);
+  }
 };
 
 class ModelFolders {

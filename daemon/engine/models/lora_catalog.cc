@@ -14,11 +14,6 @@ namespace atelier::engine {
 namespace fs = std::filesystem;
 namespace {
 
-std::string Stem(const std::string& name) {
-  const size_t slash = name.rfind('/');
-  return slash == std::string::npos ? name : name.substr(slash + 1);
-}
-
 // network.py NetworkOnDisk.detect_version.
 std::string DetectVersion(const std::map<std::string, std::string>& metadata) {
   auto get = [&metadata](const char* key) {
@@ -77,7 +72,7 @@ std::vector<LoraFile> LoraCatalog::List() {
     LoraFile lora;
     lora.file = entry;
     lora.path = *path;
-    lora.name = Stem(entry.name);
+    lora.name = entry.stem();
     struct stat st {};
     if (::stat(path->c_str(), &st) != 0) continue;
     const std::int64_t mtime = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;

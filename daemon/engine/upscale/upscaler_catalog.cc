@@ -31,11 +31,6 @@ constexpr RealEsrgan kRealEsrgan[] = {
      "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.1/RealESRGAN_x2plus.pth"},
 };
 
-std::string Stem(const std::string& name) {
-  const size_t slash = name.rfind('/');
-  return slash == std::string::npos ? name : name.substr(slash + 1);
-}
-
 }  // namespace
 
 std::vector<UpscalerEntry> UpscalerCatalog::List() const {
@@ -53,7 +48,7 @@ std::vector<UpscalerEntry> UpscalerCatalog::List() const {
     auto path = folders_->Resolve(ModelFolder::kEsrgan, f.filename);
     if (!path.ok()) continue;
     UpscalerEntry e;
-    e.name = Stem(f.name);
+    e.name = f.stem();
     e.filename = f.filename;
     e.path = *path;
     models.push_back(e);
@@ -62,7 +57,7 @@ std::vector<UpscalerEntry> UpscalerCatalog::List() const {
     UpscalerEntry e;
     e.name = r.name;
     for (const ModelFileEntry& f : files) {
-      if (Stem(f.name) == r.stem || absl::EndsWith(Stem(f.name), std::string("/") + r.stem)) {
+      if (f.stem() == r.stem || absl::EndsWith(f.stem(), std::string("/") + r.stem)) {
         e.filename = f.filename;
         auto path = folders_->Resolve(ModelFolder::kEsrgan, f.filename);
         if (path.ok()) e.path = *path;
