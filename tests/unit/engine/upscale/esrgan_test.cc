@@ -1,5 +1,5 @@
 // The ESRGAN-family upscalers against goldens made with PyTorch and Pillow from the published definitions
-// (tests/data/esrgan/make_goldens.py): RRDBNet in its three key layouts and x2 (pixel-unshuffle) form,
+// (scripts/gen/esrgan_goldens.py): RRDBNet in its three key layouts and x2 (pixel-unshuffle) form,
 // SRVGGNetCompact, WebUI's tiled upscale (split_grid / combine_grid with PIL's masked paste), PIL's Lanczos, the
 // upscale loop's sizes, and bad files refused by name.
 #include <gmock/gmock.h>

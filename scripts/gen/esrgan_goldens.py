@@ -1,4 +1,5 @@
-"""Goldens for the ESRGAN-family upscaler tests (tests/unit/engine/upscale/esrgan_test.cc), made with PyTorch and
+"""Goldens for the ESRGAN-family upscaler tests (tests/unit/engine/upscale/esrgan_test.cc), written to
+tests/data/esrgan, made with PyTorch and
 Pillow from the published definitions, not from Atelier's code:
  - RRDBNet as BasicSR's rrdbnet_arch.py defines it (ResidualDenseBlock of 5 convs, RRDB of 3, conv_body, nearest x2
    + conv per doubling, conv_hr, conv_last; pixel_unshuffle first for x2), random weights, in three key layouts
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors_io import write
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "data", "esrgan")
 torch.manual_seed(3)
 
 
