@@ -193,6 +193,9 @@ void AddGenerateFlags(CLI::App* c, GenerateFlags& f) {
   add("--controlnet", f.controlnet,
       "a ControlNet unit: 'image=FILE,module=canny,model=control_v11p_sd15_canny,weight=1,...' (any field of "
       "sd-webui-controlnet's API unit; enabled by default); repeatable");
+  add("--animatediff", f.animatediff,
+      "an AnimateDiff clip: 'model=mm_sd15_v3.safetensors,video_length=16,batch_size=16,fps=8,format=GIF+MP4,"
+      "interp=RIFE,interp_x=2' (any field of sd-webui-animatediff's API; enabled; lists joined with +)");
   add("--preview", f.preview_method, "live previews: none, approx-cheap, approx-comfyui, taesd, full")
       ->capture_default_str();
   add("--preview-every", f.preview_every, "a preview every N steps (default 1)");
@@ -293,6 +296,33 @@ absl::StatusOr<v1::GenerateRequest> BuildRequest(const GenerateFlags& f) {
         } else {
           unit[key].set_string_value(value);
         }
+      }
+    }
+  }
+  if (f.Given("--animatediff")) {
+    auto& unit = *(*(*r.mutable_alwayson_scripts()->mutable_fields())["AnimateDiff"].mutable_struct_value()
+                        ->mutable_fields())["args"]
+                      .mutable_list_value()
+                      ->add_values()
+                      ->mutable_struct_value()
+                      ->mutable_fields();
+    unit["enable"].set_bool_value(true);
+    for (absl::string_view item : absl::StrSplit(f.animatediff, ',', absl::SkipEmpty())) {
+      const size_t eq = item.find('=');
+      if (eq == absl::string_view::npos || eq == 0) {
+        return absl::InvalidArgumentError(absl::StrCat("--animatediff '", f.animatediff, "': '", item, "' is not key=value"));
+      }
+      const std::string key(item.substr(0, eq)), value(item.substr(eq + 1));
+      double number = 0;
+      if (key == "format") {  // a list: GIF+MP4
+        auto* list = unit[key].mutable_list_value();
+        for (absl::string_view v : absl::StrSplit(value, '+', absl::SkipEmpty())) list->add_values()->set_string_value(std::string(v));
+      } else if (value == "true" || value == "false") {
+        unit[key].set_bool_value(value == "true");
+      } else if (absl::SimpleAtod(value, &number) && key != "model" && key != "request_id") {
+        unit[key].set_number_value(number);
+      } else {
+        unit[key].set_string_value(value);
       }
     }
   }

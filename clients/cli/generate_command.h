@@ -35,6 +35,7 @@ struct GenerateFlags {
   std::vector<std::string> overrides;  // KEY=VALUE (VALUE as JSON, else a string)
   std::vector<std::string> scripts;    // NAME=JSON (alwayson_scripts)
   std::vector<std::string> controlnet; // image=FILE,module=...,model=...,... (one sd-webui-controlnet unit each)
+  std::string animatediff;             // model=...,video_length=16,format=GIF+MP4,... (sd-webui-animatediff's fields)
   std::string preview_method = "approx-cheap", preview_format = "jpeg", output_format;
   int preview_every = 0;
   std::string previews_dir, output_dir = ".";

@@ -159,6 +159,16 @@ class AnimateDiffTest(unittest.TestCase):
             gif = [n for n in names if n.endswith(".gif")]
             self.assertEqual(len(gif), 1, names)
             self.assertEqual(Image.open(os.path.join(tmp, gif[0])).n_frames, 8)
+        with tempfile.TemporaryDirectory() as tmp:  # the same clip from the --animatediff flag
+            out = subprocess.run([self.cli, "--server", self.daemon.address, "txt2img", "-p", BASE["prompt"], "--steps", "3",
+                                  "--seed", "7", "-W", "64", "-H", "64", "--sampler", "Euler", "--cfg-scale", "5",
+                                  "--animatediff", "model=mm_tiny.safetensors,video_length=8,batch_size=8,format=GIF+TXT",
+                                  "-o", tmp], capture_output=True, text=True, timeout=300)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            names = os.listdir(tmp)
+            self.assertEqual(len([n for n in names if n.endswith(".png")]), 8, names)
+            self.assertEqual(len([n for n in names if n.endswith(".gif") or n.endswith(".txt")]), 2, names)
+            self.assertIn("AnimateDiff:", out.stdout)
 
 
 if __name__ == "__main__":
