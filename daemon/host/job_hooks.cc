@@ -274,6 +274,15 @@ absl::StatusOr<at::Tensor> JobHooks::CallModelFrom(size_t first, engine::ModelCa
     sub.context = sdk::View(args.context).to(call.context.device(), call.context.scalar_type());
     sub.cond_rows = args.cond_rows;
     sub.frames_per_video = args.frames_per_video > 0 ? args.frames_per_video : call.frames_per_video;
+    if (ATELIER_HAS_FIELD(&args, atelier_model_call_args, batch_rows) && args.batch_rows != nullptr) {
+      const at::Tensor map = sdk::View(args.batch_rows).to(at::kCPU, at::kLong);
+      if (map.dim() != 1 || map.size(0) != sub.x.size(0)) {
+        return absl::InvalidArgumentError("model_call_next: batch_rows must be int64 [rows of x]");
+      }
+      sub.batch_rows = call.batch_rows.defined() ? call.batch_rows.index_select(0, map) : map.clone();
+    } else if (call.batch_rows.defined() && call.batch_rows.size(0) == sub.x.size(0)) {
+      sub.batch_rows = call.batch_rows;
+    }
     return CallModelFrom(i + 1, sub, next);
   };
   sdk::Borrow x(call.x), t(call.timesteps), ctx(call.context);
@@ -284,6 +293,11 @@ absl::StatusOr<at::Tensor> JobHooks::CallModelFrom(size_t first, engine::ModelCa
   args.context = ctx.get();
   args.cond_rows = call.cond_rows;
   args.frames_per_video = call.frames_per_video;
+  std::optional<sdk::Borrow> rows;
+  if (call.batch_rows.defined()) {
+    rows.emplace(call.batch_rows);
+    args.batch_rows = rows->get();
+  }
   atelier_model_call_params params{};
   params.struct_size = sizeof(params);
   params.sampling_step = call.sampling_step;
@@ -310,7 +324,7 @@ absl::StatusOr<at::Tensor> JobHooks::CallModelFrom(size_t first, engine::ModelCa
 absl::StatusOr<at::Tensor> JobHooks::CallInnermost(engine::ModelCall& call, const engine::ModelCallNext& next) {
   if (has_residuals_) {
     if (absl::Status st = UnetResiduals(call.sampling_step, call.total_sampling_steps, call.cond_rows, call.x,
-                                        call.timesteps, call.context, call.residuals);
+                                        call.timesteps, call.context, call.batch_rows, call.residuals);
         !st.ok()) {
       return st;
     }
@@ -522,6 +536,7 @@ absl::Status JobHooks::CfgAfterCfg(int sampling_step, int total_sampling_steps, 
 
 absl::Status JobHooks::UnetResiduals(int sampling_step, int total_sampling_steps, int cond_rows, const at::Tensor& x,
                                      const at::Tensor& timesteps, const at::Tensor& context,
+                                     const at::Tensor& batch_rows,
                                      std::array<at::Tensor, ATELIER_UNET_RESIDUALS>& residuals) {
   for (auto& p : participants_) {
     const auto& d = p.plugin->descriptor();
@@ -536,6 +551,11 @@ absl::Status JobHooks::UnetResiduals(int sampling_step, int total_sampling_steps
     params.timesteps = t_in.get();
     params.context = c_in.get();
     params.pass = current_pass_;
+    std::optional<sdk::Borrow> rows;
+    if (batch_rows.defined()) {
+      rows.emplace(batch_rows);
+      params.batch_rows = rows->get();
+    }
     absl::Status status = CallHook(*p.plugin, "unet_residuals", [&](atelier_error* err) {
       return d.unet_residuals(p.plugin->state(), p.state, &params, err);
     });

@@ -101,7 +101,7 @@ class JobHooks final : public engine::JobExtension, public JobPluginServices {
   absl::Status CfgAfterCfg(int sampling_step, int total_sampling_steps, at::Tensor& x);
   // Adds every participant's residuals into `residuals` (undefined entries mean zero).
   absl::Status UnetResiduals(int sampling_step, int total_sampling_steps, int cond_rows, const at::Tensor& x,
-                             const at::Tensor& timesteps, const at::Tensor& context,
+                             const at::Tensor& timesteps, const at::Tensor& context, const at::Tensor& batch_rows,
                              std::array<at::Tensor, ATELIER_UNET_RESIDUALS>& residuals);
   absl::Status UnetBlock(int point, int block_kind, int block_index, int cond_rows, at::Tensor& hidden,
                          const at::Tensor& context);

@@ -289,6 +289,9 @@ atelier_status ModelCall(atelier_plugin_state* state, atelier_job_state* job_sta
       next.context = bc.get();
       next.cond_rows = static_cast<int32_t>((a.cond_rows / frames) * static_cast<int64_t>(window.size()));
       next.frames_per_video = static_cast<int32_t>(window.size());
+      const at::Tensor rows_cpu = index.to(at::kCPU);
+      sdk::Borrow brows(rows_cpu);
+      next.batch_rows = brows.get();  // a ControlNet unit with one image per frame picks each row's
       js.window_frames = static_cast<int>(window.size());
       DLManagedTensor* out = nullptr;
       atelier_error e{};

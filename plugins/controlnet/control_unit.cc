@@ -137,6 +137,19 @@ absl::StatusOr<ControlUnit> ParseUnit(const json& in, int index) {
       return Bad(index, "image", "must be a base64 image, {\"image\": ..., \"mask\": ...} or [image, mask]");
     }
   }
+  if (j.contains("batch_images") && !j["batch_images"].is_null()) {
+    if (!j["batch_images"].is_array()) return Bad(index, "batch_images", "must be a list of base64 images");
+    for (const auto& item : j["batch_images"]) {
+      if (item.is_string()) {
+        u.batch_images.push_back(item.get<std::string>());
+      } else if (item.is_object() && item.contains("image") && item["image"].is_string()) {
+        u.batch_images.push_back(item["image"].get<std::string>());
+      } else {
+        return Bad(index, "batch_images", "must be a list of base64 images");
+      }
+    }
+    if (u.batch_images.size() > 1024) return Bad(index, "batch_images", "has more than 1024 images");
+  }
   if (j.contains("mask") && !j["mask"].is_null()) {
     if (!j["mask"].is_string()) return Bad(index, "mask", "must be a base64 image");
     if (!u.mask.empty()) return Bad(index, "mask", "is given twice (in image and in mask)");

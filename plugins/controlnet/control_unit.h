@@ -30,6 +30,9 @@ struct ControlUnit {
   double weight = 1.0;
   std::string image;  // base64 (an optional data: URL prefix), "" for none
   std::string mask;   // base64, "" for none
+  // batch_images: one image per batch item (an AnimateDiff clip's frames: frame i is hinted by image i, cycling
+  // when there are fewer), base64 each; empty: `image` hints every item.
+  std::vector<std::string> batch_images;
   ResizeMode resize_mode = ResizeMode::kCropAndResize;
   bool low_vram = false;
   double processor_res = -1;

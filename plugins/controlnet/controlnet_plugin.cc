@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <list>
 #include <map>
+#include <tuple>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -238,6 +239,9 @@ struct UnitState {
   cn::PreprocessorParams params;
   cv::Mat detected;                          // the preprocessor's output
   std::map<std::pair<int64_t, int64_t>, at::Tensor> guided;  // encoded hint per latent size
+  // batch_images: each image's detected map, and its encoded hint per size (frame i of a clip takes image i).
+  std::vector<cv::Mat> batch_detected;
+  std::map<std::tuple<int64_t, int64_t, size_t>, at::Tensor> batch_guided;
   std::map<std::pair<int64_t, int64_t>, at::Tensor> latent;  // reference_*: the hint's VAE latent per size
   // img2img "Only masked" with inpaint_crop_input_image: the input waits for the pass's crop region.
   cv::Mat input;
@@ -265,6 +269,7 @@ struct JobState {
   int pass = ATELIER_PASS_TXT2IMG;
   bool hires = false;
   int width = 0, height = 0;  // the first pass's size
+  int batch_size = 1;         // images per batch (an AnimateDiff clip's frames, after shape_job)
   std::vector<cv::Mat> maps;  // detected maps to append as results
   // Reference units; units whose output transforms the UNet's prediction (inpaint_only, tile_colorfix).
   bool has_reference = false;
@@ -305,9 +310,22 @@ absl::StatusOr<at::Tensor> GuidedHint(UnitState& u, int64_t h, int64_t w) {
   return *guided;
 }
 
+// The hint of batch image `i` at pixel size h x w, encoded by the unit's net; cached.
+absl::StatusOr<at::Tensor> GuidedHintAt(UnitState& u, int64_t h, int64_t w, size_t i) {
+  const auto key = std::make_tuple(h, w, i);
+  auto it = u.batch_guided.find(key);
+  if (it != u.batch_guided.end()) return it->second;
+  cv::Mat fitted = cn::FitDetectedMap(u.batch_detected[i], u.unit.resize_mode, static_cast<int>(h), static_cast<int>(w));
+  auto guided = u.net->EncodeHint(cn::HintTensor(fitted));
+  if (!guided.ok()) return guided.status();
+  u.batch_guided.emplace(key, *guided);
+  return *guided;
+}
+
 absl::Status PrepareUnit(PluginState& ps, const atelier_job_info* info, const std::vector<ModelEntry>* models,
                          UnitState& u, atelier_job* job) {
   const std::string prefix = absl::StrCat("ControlNet unit ", u.index, ": ");
+  if (!u.unit.batch_images.empty() && u.unit.image.empty()) u.unit.image = u.unit.batch_images[0];
   u.module = cn::FindModule(u.unit.module);
   if (u.module == nullptr) {
     if (cn::IsNetworkModule(u.unit.module)) {
@@ -416,6 +434,19 @@ absl::Status PrepareUnit(PluginState& ps, const atelier_job_info* info, const st
   auto detected = cn::RunPreprocessor(*u.module, input, u.params);
   if (!detected.ok()) return absl::Status(detected.status().code(), prefix + std::string(detected.status().message()));
   u.detected = *detected;
+  if (!u.unit.batch_images.empty()) {
+    if (u.module->model_free || u.module->inpaint || !mask.empty()) {
+      return absl::UnimplementedError(absl::StrCat(prefix, "batch_images with ", u.module->name,
+                                                   " or a mask: per-image hints work with the other preprocessors"));
+    }
+    for (size_t i = 0; i < u.unit.batch_images.size(); ++i) {
+      auto decoded = DecodeImage(ps, u.unit.batch_images[i], absl::StrCat(prefix, "batch_images[", i, "]"));
+      if (!decoded.ok()) return decoded.status();
+      auto d = cn::RunPreprocessor(*u.module, Rgb(*decoded), u.params);
+      if (!d.ok()) return absl::Status(d.status().code(), prefix + std::string(d.status().message()));
+      u.batch_detected.push_back(*d);
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -513,6 +544,7 @@ atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atel
     js->hires = info->hires != 0;
     js->width = info->width;
     js->height = info->height;
+    js->batch_size = info->batch_size;
     js->seed = info->seed;
     for (auto& u : js->units) {
       if (auto s = PrepareUnit(ps, info, &*models, u, job); !s.ok()) return s;
@@ -549,6 +581,12 @@ atelier_status PassStarted(atelier_plugin_state* state, atelier_job_state* job_s
   });
 }
 
+// The final batch (AnimateDiff makes it the clip's frames) for units with one image per item.
+atelier_status ShapeJob(atelier_plugin_state*, atelier_job_state* job_state, atelier_job_shape* shape, atelier_error*) {
+  Job(job_state)->batch_size = std::max(1, shape->batch_size);
+  return ATELIER_OK;
+}
+
 atelier_status UnetResiduals(atelier_plugin_state*, atelier_job_state* job_state,
                              atelier_unet_residuals_params* params, atelier_error* err) {
   return sdk::Guard(err, [&]() -> absl::Status {
@@ -579,6 +617,24 @@ atelier_status UnetResiduals(atelier_plugin_state*, atelier_job_state* job_state
       // Conditional-only units run the net on those rows alone: the others get nothing anyway.
       const int64_t n = cond_only ? cond_rows : rows;
       if (n == 0) continue;
+      if (!u.batch_detected.empty()) {
+        // One image per batch item: each row takes its item's hint (the denoiser's row, when a wrapper such as
+        // AnimateDiff's context windows passed a subset; cond and uncond rows of an item share it).
+        at::Tensor map;
+        if (ATELIER_HAS_FIELD(params, atelier_unet_residuals_params, batch_rows) && params->batch_rows != nullptr) {
+          map = sdk::View(params->batch_rows).to(at::kCPU, at::kLong);
+        }
+        std::vector<at::Tensor> per_row;
+        for (int64_t r = 0; r < n; ++r) {
+          const int64_t b = map.defined() && r < map.size(0) ? map[r].item<int64_t>() : r;
+          const size_t image = static_cast<size_t>((b % std::max(1, js->batch_size)) %
+                                                   static_cast<int64_t>(u.batch_detected.size()));
+          auto hint = GuidedHintAt(u, x.size(2) * 8, x.size(3) * 8, image);
+          if (!hint.ok()) return hint.status();
+          per_row.push_back(*hint);
+        }
+        guided = at::cat(per_row, 0);
+      }
       auto raw = u.net->Forward(x.narrow(0, 0, n), t.narrow(0, 0, n), ctx.narrow(0, 0, n), *guided);
       if (!raw.ok()) return raw.status();
       if (u.global_average_pooling) {
@@ -1174,6 +1230,7 @@ extern "C" ATELIER_PLUGIN_EXPORT const atelier_plugin_descriptor* atelier_plugin
     d.process = Process;
     d.job_end = JobEnd;
     d.unet_residuals = UnetResiduals;
+    d.shape_job = ShapeJob;
     d.model_unloaded = ModelUnloaded;
     d.pass_started = PassStarted;
     d.frames_finish = FramesFinish;

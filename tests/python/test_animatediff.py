@@ -6,6 +6,7 @@ the CLI saves the files, and bad arguments are refused naming the field.
 
 Run by ctest with ATELIER_DAEMON and PYTHONPATH set."""
 
+import base64
 import io
 import json
 import os
@@ -52,6 +53,9 @@ class AnimateDiffTest(unittest.TestCase):
             shutil.copy(os.path.join(mm_case, "weights.safetensors"), os.path.join(models, "AnimateDiff", "mm_tiny.safetensors"))
             with open(os.path.join(models, "AnimateDiff", "broken.safetensors"), "wb") as f:
                 f.write(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+            os.makedirs(os.path.join(models, "ControlNet"))
+            shutil.copy(os.path.join(cases_of("controlnet-tiny")[0], "weights.safetensors"),
+                        os.path.join(models, "ControlNet", "control_tiny.safetensors"))
             os.makedirs(os.path.join(models, "RIFE"))
             shutil.copy(os.path.join(cases_of("rife-v4")[0], "weights.safetensors"),
                         os.path.join(models, "RIFE", "flownet-v46.safetensors"))
@@ -65,10 +69,36 @@ class AnimateDiffTest(unittest.TestCase):
         cls.client.close()
         assert cls.daemon.stop() == 0
 
-    def clip(self, prompt_override=None, **unit):
+    def test_controlnet_hints_each_frame_with_its_image(self):
+        def circle(x):
+            img = np.full((64, 64, 3), 255, np.uint8)
+            yy, xx = np.mgrid[:64, :64]
+            img[(yy - 32) ** 2 + (xx - x) ** 2 < 120] = (255, 0, 0)
+            buffer = io.BytesIO()
+            Image.fromarray(img).save(buffer, format="PNG")
+            return base64.b64encode(buffer.getvalue()).decode()
+
+        a, b = circle(16), circle(48)
+
+        def run(unit):
+            unit = dict(enabled=True, module="none", model="control_tiny", weight=1.0, **unit)
+            results, _ = self.clip(format=[], extra_scripts={"controlnet": {"args": [unit]}})
+            self.assertEqual(len(results), 17)  # the 16 frames, then the unit's detected map (as the extension)
+            return [np.asarray(Image.open(io.BytesIO(r.image)).convert("RGB")).astype(int) for r in results[:16]]
+
+        single = run({"image": a})
+        same = run({"batch_images": [a] * 16})  # one image per frame, all the same: the single-image clip
+        self.assertEqual(max(np.abs(s - t).max() for s, t in zip(single, same)), 0)
+        moving = run({"batch_images": [a] * 8 + [b] * 8})  # frames 8..15 see the other circle (through the windows)
+        self.assertGreater(np.abs(moving[15] - single[15]).max(), 0)
+        with self.assertRaises(AtelierError) as e:
+            run({"batch_images": ["not base64 at all"]})
+        self.assertIn("cannot be decoded", e.exception.details)
+
+    def clip(self, prompt_override=None, extra_scripts=None, **unit):
         ad = dict(enable=True, model="mm_tiny.safetensors", video_length=16, batch_size=8, format=["GIF", "MP4"], fps=10)
         ad.update(unit)
-        request = dict(BASE, alwayson_scripts={"AnimateDiff": {"args": [ad]}})
+        request = dict(BASE, alwayson_scripts={"AnimateDiff": {"args": [ad]}, **(extra_scripts or {})})
         if prompt_override is not None:
             request["prompt"] = prompt_override
         events = list(self.client.webui(request))

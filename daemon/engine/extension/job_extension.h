@@ -83,6 +83,8 @@ struct ModelCall {
   SelfAttentionHook attention_hook;  // every self-attention (reference attention); empty: none
   UNetBlockEndHook block_end_hook;   // every whole block's output; empty: none
   int frames_per_video = 0;          // see JobShape
+  // int64 [rows] (CPU): the denoiser call's row each row is (a wrapper's subset of it); undefined: row i is row i.
+  at::Tensor batch_rows;
 };
 
 // The rest of the chain after a wrapper: later extensions' wrappers, then the UNet. Returns eps [rows, 4, h, w].

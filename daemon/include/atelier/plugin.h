@@ -422,6 +422,11 @@ typedef struct atelier_unet_residuals_params {
   DLManagedTensor* residual_out[ATELIER_UNET_RESIDUALS];
   /* ---- ABI 1.2 ---- */
   int32_t pass;              /* ATELIER_PASS_* of the call (hires fix: which pass; sd-webui-controlnet's hr_option) */
+  /* ---- ABI 1.3 ---- */
+  /* int64 [rows], CPU: the row of the denoiser's call (cond rows, then uncond rows) each row of x is, when a
+   * model_call wrapper passed a subset (AnimateDiff's context windows); NULL: row i is row i. A per-image hint
+   * (a ControlNet unit with one image per frame) is picked with it. */
+  const DLTensor* batch_rows;
 } atelier_unet_residuals_params;
 
 enum {
@@ -512,6 +517,11 @@ struct atelier_model_call_args {
   const DLTensor* context;   /* [rows, tokens, 768] */
   int32_t cond_rows;
   int32_t frames_per_video;  /* 0: the job's */
+  /* ---- ABI 1.3 ---- */
+  /* int64 [rows], CPU: row i of these rows is row batch_rows[i] of the call they were taken from (model_call_next:
+   * set it when passing a subset or a reordering); NULL: the same rows as that call. The host composes it down to
+   * the denoiser's rows for the later hooks (unet_residuals batch_rows). */
+  const DLTensor* batch_rows;
 };
 
 /* One UNet call, for a plugin that wraps it (AnimateDiff's context windows; anything that needs the call as a

@@ -169,7 +169,7 @@ TEST_F(JobHooksTest, ProbeSeesAndReplacesEveryHooksTensors) {
 
   std::array<at::Tensor, ATELIER_UNET_RESIDUALS> residuals;
   residuals[12] = at::ones_like(x);  // residuals of several plugins add up
-  ASSERT_TRUE(h.UnetResiduals(0, 10, 1, x, at::full({2}, 999.0), at::rand({2, 77, 768}), residuals).ok());
+  ASSERT_TRUE(h.UnetResiduals(0, 10, 1, x, at::full({2}, 999.0), at::rand({2, 77, 768}), at::Tensor(), residuals).ok());
   EXPECT_TRUE(at::allclose(residuals[0], at::ones_like(x)));
   EXPECT_TRUE(at::allclose(residuals[12], 3 * x + 1));
   for (int i = 1; i < 12; ++i) EXPECT_FALSE(residuals[i].defined()) << i;

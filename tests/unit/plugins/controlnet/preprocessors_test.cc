@@ -243,6 +243,12 @@ TEST(ControlUnitTest, FieldsAliasesEnumsAndErrors) {
   u = cn::ParseUnit(nlohmann::json::parse(R"j({"image": ["i", "m"]})j"), 0);
   ASSERT_TRUE(u.ok());
   EXPECT_EQ(u->mask, "m");
+  // batch_images: one image per batch item (strings or {"image": ...}).
+  u = cn::ParseUnit(nlohmann::json::parse(R"j({"batch_images": ["a", {"image": "b"}]})j"), 0);
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->batch_images, (std::vector<std::string>{"a", "b"}));
+  EXPECT_FALSE(cn::ParseUnit(nlohmann::json::parse(R"j({"batch_images": "a"})j"), 0).ok());
+  EXPECT_FALSE(cn::ParseUnit(nlohmann::json::parse(R"j({"batch_images": [1]})j"), 0).ok());
   // Errors name the field and the valid choices.
   auto bad = cn::ParseUnit(nlohmann::json::parse(R"({"weight": 2.5})"), 1);
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("unit 1: weight must be in [0, 2]"));
