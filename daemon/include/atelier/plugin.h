@@ -1,5 +1,6 @@
 /*
- * atelier/plugin.h -- the Atelier plugin ABI, version 1.2 (1.0 and 1.1 plugins load and run unchanged).
+ * atelier/plugin.h -- the Atelier plugin ABI, version 1.3 (1.0, 1.1 and 1.2 plugins load and run unchanged; 1.3 adds
+ * text_condition and batch_rows, which a plugin checks with ATELIER_HAS_FIELD).
  *
  * A plugin is a shared library that exports one C function, `atelier_plugin_entry`, returning a descriptor. The
  * daemon (the "host") loads every `*.so` in --plugins-dir with dlopen(RTLD_NOW | RTLD_LOCAL), calls the entry,
