@@ -1,5 +1,7 @@
 #include "engine/models/clip_text_model.h"
 
+#include "engine/models/nn_util.h"
+
 #include <torch/torch.h>
 
 #include <map>
@@ -115,7 +117,7 @@ TORCH_MODULE(Root);
 }  // namespace
 
 struct ClipTextModel::Impl {
-  std::map<std::string, at::Tensor> parameters;  // Parameter(): the handles by name, filled on first use
+  ParameterTable parameters;  // Parameter() / ReplaceParameter()
   explicit Impl(const ClipTextConfig& c) : root(c) {}
   Root root;
 };
@@ -229,23 +231,11 @@ at::Tensor ClipTextModel::Encode(const at::Tensor& ids, int clip_skip,
 
 
 absl::StatusOr<at::Tensor> ClipTextModel::Parameter(const std::string& name) const {
-  // The parameter handles by name, found once (named_parameters() rebuilds every name on each call).
-  if (impl_->parameters.empty()) {
-    for (const auto& p : impl_->root->named_parameters()) impl_->parameters.emplace(p.key(), p.value());
-  }
-  auto it = impl_->parameters.find(name);
-  if (it == impl_->parameters.end()) return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
-  return it->second.data();
+  return impl_->parameters.Get(*impl_->root, name);
 }
 
 absl::Status ClipTextModel::ReplaceParameter(const std::string& name, const at::Tensor& value) {
-  if (auto current = Parameter(name); !current.ok()) return current.status();
-  at::Tensor& param = impl_->parameters.at(name);
-  if (param.sizes() != value.sizes()) {
-    return absl::InvalidArgumentError(absl::StrCat("parameter ", name, " cannot change its shape"));
-  }
-  param.set_data(value);
-  return absl::OkStatus();
+  return impl_->parameters.Replace(*impl_->root, name, value);
 }
 
 }  // namespace atelier::engine

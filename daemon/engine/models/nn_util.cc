@@ -155,4 +155,23 @@ at::Tensor GroupNorm32(const at::Tensor& x, int64_t groups, const at::Tensor& we
   return at::group_norm(x.to(at::kFloat), groups, weight.to(at::kFloat), bias.to(at::kFloat), eps).to(x.scalar_type());
 }
 
+absl::StatusOr<at::Tensor> ParameterTable::Get(const torch::nn::Module& root, const std::string& name) {
+  if (parameters_.empty()) {
+    for (const auto& p : root.named_parameters()) parameters_.emplace(p.key(), p.value());
+  }
+  auto it = parameters_.find(name);
+  if (it == parameters_.end()) return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
+  return it->second.data();
+}
+
+absl::Status ParameterTable::Replace(const torch::nn::Module& root, const std::string& name, const at::Tensor& value) {
+  if (auto current = Get(root, name); !current.ok()) return current.status();
+  at::Tensor& param = parameters_.at(name);
+  if (param.sizes() != value.sizes()) {
+    return absl::InvalidArgumentError(absl::StrCat("parameter ", name, " cannot change its shape"));
+  }
+  param.set_data(value);
+  return absl::OkStatus();
+}
+
 }  // namespace atelier::engine

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include <torch/nn/module.h>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/models/checkpoint_loader.h"
 
 namespace atelier::engine {
@@ -65,5 +67,17 @@ absl::Status StatusFromException(const std::exception& e, const std::string& doi
 // GroupNorm computed in float32 whatever the input dtype (LDM's GroupNorm32), cast back.
 at::Tensor GroupNorm32(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,
                        double eps);
+
+// A module's parameters by name for patching in place (LoRA): the handles are found once (named_parameters()
+// rebuilds every name on each call). Get returns a view of the live tensor; Replace swaps in a tensor of the same
+// shape (giving back what Get returned restores the model exactly).
+class ParameterTable {
+ public:
+  absl::StatusOr<at::Tensor> Get(const torch::nn::Module& root, const std::string& name);
+  absl::Status Replace(const torch::nn::Module& root, const std::string& name, const at::Tensor& value);
+
+ private:
+  std::map<std::string, at::Tensor> parameters_;
+};
 
 }  // namespace atelier::engine

@@ -405,7 +405,7 @@ absl::Status RunEncoder(const RootImpl& root, const UNetConfig& c, const at::Ten
 struct UNet::Impl {
   explicit Impl(const UNetConfig& c) : root(c) {}
   Root root;
-  std::map<std::string, at::Tensor> parameters;  // Parameter(): the handles by name, filled on first use
+  ParameterTable parameters;  // Parameter() / ReplaceParameter()
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
 };
@@ -637,23 +637,11 @@ absl::StatusOr<UNetEncoder::Output> UNetEncoder::Forward(const at::Tensor& x, co
 
 
 absl::StatusOr<at::Tensor> UNet::Parameter(const std::string& name) const {
-  // The parameter handles by name, found once (named_parameters() rebuilds every name on each call).
-  if (impl_->parameters.empty()) {
-    for (const auto& p : impl_->root->named_parameters()) impl_->parameters.emplace(p.key(), p.value());
-  }
-  auto it = impl_->parameters.find(name);
-  if (it == impl_->parameters.end()) return absl::NotFoundError(absl::StrCat("the model has no parameter ", name));
-  return it->second.data();
+  return impl_->parameters.Get(*impl_->root, name);
 }
 
 absl::Status UNet::ReplaceParameter(const std::string& name, const at::Tensor& value) {
-  if (auto current = Parameter(name); !current.ok()) return current.status();
-  at::Tensor& param = impl_->parameters.at(name);
-  if (param.sizes() != value.sizes()) {
-    return absl::InvalidArgumentError(absl::StrCat("parameter ", name, " cannot change its shape"));
-  }
-  param.set_data(value);
-  return absl::OkStatus();
+  return impl_->parameters.Replace(*impl_->root, name, value);
 }
 
 }  // namespace atelier::engine
