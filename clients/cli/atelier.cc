@@ -329,6 +329,25 @@ int Invoke(const Options& options, const std::string& plugin, const std::string&
   return code;
 }
 
+// Writes a streamed image as <dir>/<index:05>.<png|jpg|webp> and prints its path (and `infotext` when given);
+// false, with a message, when it cannot be written.
+bool WriteNumberedImage(const std::string& dir, int index, const v1::Image& image, const std::string& infotext,
+                        cli::EventPrinter& printer) {
+  const std::string& mime = image.mime_type();
+  const char* ext = mime == "image/jpeg" ? "jpg" : mime == "image/webp" ? "webp" : "png";
+  const std::filesystem::path path = std::filesystem::path(dir) / absl::StrFormat("%05d.%s", index, ext);
+  std::ofstream out(path, std::ios::binary);
+  out << image.data();
+  if (!out) {
+    std::fprintf(stderr, "atelier: cannot write %s\n", path.c_str());
+    return false;
+  }
+  printer.Flush();
+  std::printf("%s\n", path.c_str());
+  if (!infotext.empty()) std::printf("%s\n", infotext.c_str());
+  return true;
+}
+
 // `atelier interpolate --x N frames...`: RIFE on frames a user has (Plugins.Invoke rife interpolate); the frames come
 // back as they are made and are written as {i:05}.png.
 int Interpolate(const Options& options, const std::vector<std::string>& images, int multiplier, double scale,
@@ -361,17 +380,7 @@ int Interpolate(const Options& options, const std::vector<std::string>& images, 
   while (reader->Read(&event)) {
     printer.Print(event);
     if (!event.has_frame()) continue;
-    const std::filesystem::path path =
-        std::filesystem::path(output_dir) / absl::StrFormat("%05d.png", event.frame().index());
-    std::ofstream out(path, std::ios::binary);
-    out << event.frame().image().data();
-    if (!out) {
-      std::fprintf(stderr, "atelier: cannot write %s\n", path.c_str());
-      code = cli::kExitError;
-      continue;
-    }
-    printer.Flush();
-    std::printf("%s\n", path.c_str());
+    if (!WriteNumberedImage(output_dir, event.frame().index(), event.frame().image(), "", printer)) code = cli::kExitError;
   }
   printer.Flush();
   const grpc::Status status = reader->Finish();
@@ -417,19 +426,10 @@ int Upscale(const Options& options, const std::vector<std::string>& images, cons
   while (reader->Read(&event)) {
     printer.Print(event);
     if (!event.has_result()) continue;
-    const std::string& mime = event.result().image().mime_type();
-    const char* ext = mime == "image/jpeg" ? "jpg" : mime == "image/webp" ? "webp" : "png";
-    const std::filesystem::path path =
-        std::filesystem::path(output_dir) / absl::StrFormat("%05d.%s", event.result().index(), ext);
-    std::ofstream out(path, std::ios::binary);
-    out << event.result().image().data();
-    if (!out) {
-      std::fprintf(stderr, "atelier: cannot write %s\n", path.c_str());
+    if (!WriteNumberedImage(output_dir, event.result().index(), event.result().image(), event.result().infotext(),
+                            printer)) {
       code = cli::kExitError;
-      continue;
     }
-    printer.Flush();
-    std::printf("%s\n%s\n", path.c_str(), event.result().infotext().c_str());
   }
   printer.Flush();
   const grpc::Status status = reader->Finish();
