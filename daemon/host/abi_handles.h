@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "atelier/plugin.h"
+#include "engine/extension/job_extension.h"
 #include "engine/io/safetensors.h"
 #include "host/job_sink.h"
 
@@ -35,6 +36,9 @@ class JobPluginServices {
   virtual absl::Status AddInfotext(int image_index, const std::string& key, const std::string& value) = 0;
   virtual absl::Status FeedPlugin(const std::string& from, const std::string& plugin, const std::string& args_json) = 0;
   virtual absl::Status PushFrame(const atelier_job* from, const JobFrame& frame) = 0;
+  // 1.4: the running batch's next noise draw (during init_latent / sample), another plugin's alwayson_scripts value.
+  virtual absl::StatusOr<at::Tensor> NextNoise() = 0;
+  virtual absl::StatusOr<std::string> ScriptArgs(const std::string& plugin) = 0;
 };
 
 // Runs another plugin's invoke within a job (call_plugin): plugin, method, arguments -> its JSON result.
@@ -70,4 +74,9 @@ struct atelier_tensor_file {
 // The rest of one model call's chain (model_call_next).
 struct atelier_model_call {
   std::function<absl::StatusOr<at::Tensor>(const atelier_model_call_args& args)> next;
+};
+
+// The rest of one sampling pass (sample_next): noise -> the pass's latents.
+struct atelier_sample_call {
+  std::function<absl::StatusOr<atelier::engine::SampledPass>(const at::Tensor& noise)> next;
 };

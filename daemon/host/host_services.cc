@@ -467,6 +467,58 @@ atelier_status HostTextCondition(atelier_job* job, const char* prompt, DLManaged
   });
 }
 
+// ---- ABI 1.4 ----
+
+// Hands `text` to the caller as atelier_bytes (released with bytes_free).
+void GiveBytes(std::string text, atelier_bytes* out) {
+  auto* owned = new std::string(std::move(text));
+  out->data = reinterpret_cast<const uint8_t*>(owned->data());
+  out->size = owned->size();
+  out->owner = owned;
+}
+
+atelier_status HostNextNoise(atelier_job* job, DLManagedTensor** noise, atelier_error* err) {
+  return Guarded(err, "next_noise", [&]() -> atelier_status {
+    if (noise == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "next_noise: noise is required");
+    *noise = nullptr;
+    if (atelier_status s = NeedsJobHooks(job, "next_noise", err); s != ATELIER_OK) return s;
+    auto out = job->hooks->NextNoise();
+    if (!out.ok()) return FromAbsl(out.status(), err);
+    *noise = sdk::Export(*out);
+    return ATELIER_OK;
+  });
+}
+
+atelier_status HostSampleNext(atelier_sample_call* call, const DLTensor* noise, DLManagedTensor** latent,
+                              int32_t* interrupted, atelier_error* err) {
+  return Guarded(err, "sample_next", [&]() -> atelier_status {
+    if (call == nullptr || noise == nullptr || latent == nullptr) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "sample_next: call, noise and latent are required");
+    }
+    *latent = nullptr;
+    if (interrupted != nullptr) *interrupted = 0;
+    auto out = call->next(sdk::View(noise));
+    if (!out.ok()) return FromAbsl(out.status(), err);
+    *latent = sdk::Export(out->latent.to(at::kFloat));
+    if (interrupted != nullptr) *interrupted = out->interrupted ? 1 : 0;
+    return ATELIER_OK;
+  });
+}
+
+atelier_status HostScriptArgs(atelier_job* job, const char* plugin, atelier_bytes* json, atelier_error* err) {
+  return Guarded(err, "script_args", [&]() -> atelier_status {
+    if (json == nullptr || plugin == nullptr) {
+      return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "script_args: plugin and json are required");
+    }
+    *json = atelier_bytes{};
+    if (atelier_status s = NeedsJobHooks(job, "script_args", err); s != ATELIER_OK) return s;
+    auto args = job->hooks->ScriptArgs(plugin);
+    if (!args.ok()) return FromAbsl(args.status(), err);
+    GiveBytes(*std::move(args), json);
+    return ATELIER_OK;
+  });
+}
+
 atelier_status HostSetInvokeResult(atelier_job* job, const char* json, atelier_error* err) {
   return Guarded(err, "set_invoke_result", [&]() -> atelier_status {
     if (job == nullptr) return atelier_fail(err, ATELIER_INVALID_ARGUMENT, "set_invoke_result: null job");
@@ -521,6 +573,9 @@ atelier_host_api MakeHostApi(PluginHostContext* context) {
   api.model_list = HostModelList;
   api.vae_encode = HostVaeEncode;
   api.text_condition = HostTextCondition;
+  api.next_noise = HostNextNoise;
+  api.sample_next = HostSampleNext;
+  api.script_args = HostScriptArgs;
   return api;
 }
 

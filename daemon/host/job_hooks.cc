@@ -57,6 +57,39 @@ absl::StatusOr<at::Tensor> TakeOutput(DLManagedTensor*& out, const Plugin& plugi
   return tensor.to(like.device(), like.scalar_type());
 }
 
+atelier_pass_info CPassInfo(const engine::PassInfo& pass) {
+  atelier_pass_info info{};
+  info.struct_size = sizeof(info);
+  info.pass = static_cast<int32_t>(pass.pass);
+  info.batch = pass.batch;
+  info.batches = pass.batches;
+  info.images = pass.images;
+  info.width = pass.width;
+  info.height = pass.height;
+  info.steps = pass.steps;
+  info.crop_x = pass.crop_x;
+  info.crop_y = pass.crop_y;
+  info.crop_width = pass.crop_width;
+  info.crop_height = pass.crop_height;
+  return info;
+}
+
+// Sets `*slot` to `value` for the life of the scope.
+class ScopedDraw {
+ public:
+  ScopedDraw(const engine::NoiseDraw*& slot, const engine::NoiseDraw& value) : slot_(slot), old_(slot) {
+    slot_ = &value;
+  }
+  ~ScopedDraw() { slot_ = old_; }
+  ScopedDraw(const ScopedDraw&) = delete;
+  ScopedDraw& operator=(const ScopedDraw&) = delete;
+
+ private:
+  const engine::NoiseDraw*& slot_;
+  const engine::NoiseDraw* old_;
+};
+
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<JobHooks>> JobHooks::Begin(const PluginRegistry& registry, JobSink* sink,
@@ -97,6 +130,8 @@ absl::StatusOr<std::unique_ptr<JobHooks>> JobHooks::Begin(const PluginRegistry& 
   c_info.mask = hooks->mask_->get();
   c_info.inpaint_full_res = kept.inpaint_full_res ? 1 : 0;
   c_info.checkpoint_title = kept.checkpoint_title.c_str();
+  c_info.resize_mode = kept.resize_mode;
+  hooks->given_args_ = args_by_plugin;
 
   hooks->in_process_ = true;
   for (const Plugin* plugin : registry.InHookOrder()) {
@@ -141,6 +176,8 @@ absl::StatusOr<std::unique_ptr<JobHooks>> JobHooks::Begin(const PluginRegistry& 
     hooks->has_pass_ |= d.pass_started != nullptr;
     hooks->has_model_call_ |= d.model_call != nullptr;
     hooks->has_frame_ |= d.frame != nullptr || d.frames_finish != nullptr;
+    hooks->has_init_latent_ |= d.init_latent != nullptr;
+    hooks->has_sample_ |= d.sample != nullptr;
     hooks->participants_.push_back({plugin, state, std::move(job)});
   }
   hooks->in_process_ = false;
@@ -172,6 +209,8 @@ engine::JobExtension::Points JobHooks::points() const {
   points.cfg = has_cfg_;
   points.model_call = has_residuals_ || has_block_ || has_model_call_ || has_attention_ || has_block_end_;
   points.infotext = true;  // add_infotext may be called from any hook
+  points.init_latent = has_init_latent_;
+  points.sample = has_sample_;
   return points;
 }
 
@@ -221,19 +260,7 @@ absl::Status JobHooks::OverrideSchedule(at::Tensor& alphas_cumprod) {
 
 absl::Status JobHooks::PassStarted(const engine::PassInfo& pass) {
   current_pass_ = static_cast<int32_t>(pass.pass);
-  atelier_pass_info info{};
-  info.struct_size = sizeof(info);
-  info.pass = static_cast<int32_t>(pass.pass);
-  info.batch = pass.batch;
-  info.batches = pass.batches;
-  info.images = pass.images;
-  info.width = pass.width;
-  info.height = pass.height;
-  info.steps = pass.steps;
-  info.crop_x = pass.crop_x;
-  info.crop_y = pass.crop_y;
-  info.crop_width = pass.crop_width;
-  info.crop_height = pass.crop_height;
+  const atelier_pass_info info = CPassInfo(pass);
   for (auto& p : participants_) {
     const auto& d = p.plugin->descriptor();
     if (d.pass_started == nullptr) continue;
@@ -243,6 +270,88 @@ absl::Status JobHooks::PassStarted(const engine::PassInfo& pass) {
     if (!status.ok()) return status;
   }
   return absl::OkStatus();
+}
+
+absl::Status JobHooks::InitLatent(const engine::PassInfo& pass, at::Tensor& init_latent,
+                                  const engine::NoiseDraw& next_noise) {
+  ScopedDraw scope(noise_draw_, next_noise);
+  const atelier_pass_info info = CPassInfo(pass);
+  for (auto& p : participants_) {
+    const auto& d = p.plugin->descriptor();
+    if (d.init_latent == nullptr) continue;
+    sdk::Borrow in(init_latent);
+    atelier_init_latent_params params{};
+    params.struct_size = sizeof(params);
+    params.pass = &info;
+    params.init_latent = in.get();
+    absl::Status status = CallHook(*p.plugin, "init_latent", [&](atelier_error* err) {
+      return d.init_latent(p.plugin->state(), p.state, &params, err);
+    });
+    auto out = TakeOutput(params.init_latent_out, *p.plugin, "init_latent", "init_latent", init_latent);
+    if (!status.ok()) return status;
+    if (!out.ok()) return out.status();
+    if (out->defined()) init_latent = *out;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<engine::SampledPass> JobHooks::Sample(const engine::PassInfo& pass, const at::Tensor& noise,
+                                                     const at::Tensor& alphas_cumprod, const engine::SampleNext& next,
+                                                     const engine::NoiseDraw& next_noise) {
+  ScopedDraw scope(noise_draw_, next_noise);
+  return SampleFrom(0, CPassInfo(pass), noise, alphas_cumprod.to(at::kCPU, at::kFloat).contiguous(), next);
+}
+
+absl::StatusOr<engine::SampledPass> JobHooks::SampleFrom(size_t first, const atelier_pass_info& info,
+                                                         const at::Tensor& noise, const at::Tensor& alphas_cumprod,
+                                                         const engine::SampleNext& next) {
+  size_t i = first;
+  while (i < participants_.size() && participants_[i].plugin->descriptor().sample == nullptr) ++i;
+  if (i == participants_.size()) return next(noise);
+  Participant& p = participants_[i];
+  const auto& d = p.plugin->descriptor();
+  atelier_sample_call rest;
+  rest.next = [this, i, &info, &alphas_cumprod, &next, &noise](const at::Tensor& x) -> absl::StatusOr<engine::SampledPass> {
+    if (x.sizes() != noise.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat("sample_next: noise of shape ", c10::str(x.sizes()),
+                                                     "; the pass's is ", c10::str(noise.sizes())));
+    }
+    return SampleFrom(i + 1, info, x.to(noise.device(), noise.scalar_type()), alphas_cumprod, next);
+  };
+  sdk::Borrow in(noise), alphas(alphas_cumprod);
+  atelier_sample_params params{};
+  params.struct_size = sizeof(params);
+  params.pass = &info;
+  params.call = &rest;
+  params.noise = in.get();
+  params.alphas_cumprod = alphas.get();
+  absl::Status status = CallHook(*p.plugin, "sample", [&](atelier_error* err) {
+    return d.sample(p.plugin->state(), p.state, &params, err);
+  });
+  auto out = TakeOutput(params.latent_out, *p.plugin, "sample", "latent", noise);
+  if (!status.ok()) return status;
+  if (!out.ok()) return out.status();
+  if (!out->defined()) return SampleFrom(i + 1, info, noise, alphas_cumprod, next);
+  return engine::SampledPass{*out, params.interrupted_out != 0};
+}
+
+absl::StatusOr<at::Tensor> JobHooks::NextNoise() {
+  if (noise_draw_ == nullptr) {
+    return absl::FailedPreconditionError("next_noise: only during the init_latent and sample hooks");
+  }
+  return (*noise_draw_)();
+}
+
+absl::StatusOr<std::string> JobHooks::ScriptArgs(const std::string& plugin) {
+  const Plugin* target = registry_->Find(plugin);
+  if (target == nullptr) {
+    return absl::NotFoundError(absl::StrCat("script_args: no plugin '", plugin, "' (loaded: ", registry_->NameList(),
+                                            ")"));
+  }
+  const std::string key = absl::AsciiStrToLower(target->name());
+  if (const auto fed = fed_args_.find(key); fed != fed_args_.end()) return fed->second;
+  if (const auto given = given_args_.find(key); given != given_args_.end()) return given->second;
+  return std::string("null");
 }
 
 absl::StatusOr<at::Tensor> JobHooks::CallModel(engine::ModelCall& call, const engine::ModelCallNext& next) {

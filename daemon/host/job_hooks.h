@@ -43,6 +43,7 @@ struct JobHookInfo {
   at::Tensor mask;        // uint8 [H, W] CPU, or undefined
   bool inpaint_full_res = false;
   std::string checkpoint_title;
+  int resize_mode = 0;    // img2img's WebUI resize_mode
   // The job's VAE encoder for vae_encode: float [n, 3, H, W] in [0, 1] -> scaled latents. Empty: unsupported.
   std::function<absl::StatusOr<at::Tensor>(const at::Tensor& image)> vae_encode;
   // The job's text conditioning for text_condition: a prompt -> [tokens, hidden]. Empty: unsupported.
@@ -84,6 +85,12 @@ class JobHooks final : public engine::JobExtension, public JobPluginServices {
   absl::Status ShapeJob(engine::JobShape& shape) override;
   absl::Status OverrideSchedule(at::Tensor& alphas_cumprod) override;
   absl::Status PassStarted(const engine::PassInfo& pass) override;
+  absl::Status InitLatent(const engine::PassInfo& pass, at::Tensor& init_latent,
+                          const engine::NoiseDraw& next_noise) override;
+  // The 1.4 sample wrappers, outermost first, then `next`.
+  absl::StatusOr<engine::SampledPass> Sample(const engine::PassInfo& pass, const at::Tensor& noise,
+                                             const at::Tensor& alphas_cumprod, const engine::SampleNext& next,
+                                             const engine::NoiseDraw& next_noise) override;
   absl::Status BeforeModel(engine::CfgDenoiserInputs& inputs) override { return CfgDenoiser(inputs); }
   // The 1.1 model_call wrappers (outermost first), then the residuals and block hooks, then `next`.
   absl::StatusOr<at::Tensor> CallModel(engine::ModelCall& call, const engine::ModelCallNext& next) override;
@@ -121,6 +128,8 @@ class JobHooks final : public engine::JobExtension, public JobPluginServices {
   absl::Status AddInfotext(int image_index, const std::string& key, const std::string& value) override;
   absl::Status FeedPlugin(const std::string& from, const std::string& plugin, const std::string& args_json) override;
   absl::Status PushFrame(const atelier_job* from, const JobFrame& frame) override;
+  absl::StatusOr<at::Tensor> NextNoise() override;
+  absl::StatusOr<std::string> ScriptArgs(const std::string& plugin) override;
 
  private:
   struct Participant {
@@ -135,6 +144,9 @@ class JobHooks final : public engine::JobExtension, public JobPluginServices {
   // The model_call wrappers from `first` on, then the innermost call.
   absl::StatusOr<at::Tensor> CallModelFrom(size_t first, engine::ModelCall& call, const engine::ModelCallNext& next);
   absl::StatusOr<at::Tensor> CallInnermost(engine::ModelCall& call, const engine::ModelCallNext& next);
+  // The sample wrappers from `first` on.
+  absl::StatusOr<engine::SampledPass> SampleFrom(size_t first, const atelier_pass_info& info, const at::Tensor& noise,
+                                                 const at::Tensor& alphas_cumprod, const engine::SampleNext& next);
 
   const PluginRegistry* registry_ = nullptr;
   // What process was given; valid until job_end, as the header promises.
@@ -146,6 +158,11 @@ class JobHooks final : public engine::JobExtension, public JobPluginServices {
   bool has_attention_ = false, has_block_end_ = false;  // 1.2: self_attention, unet_block_end
   int32_t current_pass_ = 0;  // ATELIER_PASS_* of the pass running (unet_residuals' pass)
   bool has_shape_ = false, has_schedule_ = false, has_pass_ = false, has_model_call_ = false, has_frame_ = false;
+  bool has_init_latent_ = false, has_sample_ = false;  // 1.4
+  // next_noise: the running batch's draws, set during init_latent / sample.
+  const engine::NoiseDraw* noise_draw_ = nullptr;
+  // script_args: what the request gave each plugin (lower-case names).
+  std::map<std::string, std::string> given_args_;
   // process phase: plugins whose process already ran (lower-case), and arguments fed by earlier plugins.
   std::vector<std::string> processed_;
   std::map<std::string, std::string> fed_args_;

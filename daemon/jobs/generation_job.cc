@@ -71,6 +71,7 @@ host::JobHookInfo HookInfo(const JobEvents& events, const engine::GenerationPara
   info.mask = params.mask;
   info.inpaint_full_res = settings.inpaint && params.inpaint.full_res;
   info.checkpoint_title = pipeline.weights().title;
+  info.resize_mode = info.img2img ? static_cast<int>(params.resize_mode) : 0;
   // The posterior mean (sd-webui-controlnet samples it; the mean keeps jobs reproducible).
   const engine::Sd1Pipeline* p = &pipeline;
   info.vae_encode = [p](const at::Tensor& image) -> absl::StatusOr<at::Tensor> {

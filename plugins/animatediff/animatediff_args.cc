@@ -1,6 +1,7 @@
 #include "animatediff_args.h"
 
 #include <cmath>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -131,14 +132,30 @@ absl::StatusOr<AnimateDiffArgs> ParseAnimateDiffArgs(const json& u) {
     return absl::InvalidArgumentError(absl::StrCat("AnimateDiff interp '", a.interp.substr(0, 16), "' is not Off or RIFE"));
   }
   if (a.freeinit_enable) {
-    return absl::UnimplementedError("AnimateDiff FreeInit (freeinit_enable) is not implemented yet; leave it off");
+    if (a.freeinit_filter != "butterworth" && a.freeinit_filter != "gaussian" && a.freeinit_filter != "box" &&
+        a.freeinit_filter != "ideal") {
+      return absl::InvalidArgumentError(absl::StrCat("AnimateDiff freeinit_filter '", a.freeinit_filter.substr(0, 32),
+                                                     "' is not one of butterworth, gaussian, box, ideal"));
+    }
+    if (a.freeinit_iters < 1 || a.freeinit_iters > 10) {
+      return absl::InvalidArgumentError(absl::StrCat("AnimateDiff freeinit_iters ", a.freeinit_iters,
+                                                     " is outside 1..10"));
+    }
+    if (!(a.freeinit_ds >= 0 && a.freeinit_ds <= 1) || !(a.freeinit_dt >= 0 && a.freeinit_dt <= 1)) {
+      return absl::InvalidArgumentError("AnimateDiff freeinit_ds and freeinit_dt must be in [0, 1]");
+    }
   }
   if (!a.video_source.empty() || !a.video_path.empty() || !a.mask_path.empty()) {
     return absl::UnimplementedError("AnimateDiff video_source / video_path / mask_path (ControlNet V2V) are not "
                                     "implemented yet; give ControlNet units their images directly");
   }
-  if (!a.last_frame.empty()) {
-    return absl::UnimplementedError("AnimateDiff last_frame (img2img) is not implemented yet");
+  for (const auto& [name, power, scale] : {std::tuple{"latent_power / latent_scale", a.latent_power, a.latent_scale},
+                                            std::tuple{"latent_power_last / latent_scale_last", a.latent_power_last,
+                                                       a.latent_scale_last}}) {
+    if (!std::isfinite(power) || power < 0 || power > 100 || !std::isfinite(scale) || scale <= 0 || scale > 1e6) {
+      return absl::InvalidArgumentError(absl::StrCat("AnimateDiff ", name, " (", power, ", ", scale,
+                                                     ") must be a power in [0, 100] and a scale in (0, 1e6]"));
+    }
   }
   return a;
 }
@@ -172,7 +189,7 @@ absl::Status ResolveAnimateDiffArgs(AnimateDiffArgs& a, int max_context, int max
   return absl::OkStatus();
 }
 
-std::string AnimateDiffInfotext(const AnimateDiffArgs& a, const std::string& mm_hash) {
+std::string AnimateDiffInfotext(const AnimateDiffArgs& a, const std::string& mm_hash, bool img2img) {
   std::vector<std::string> parts = {
       absl::StrCat("model: ", a.model),           absl::StrCat("video_length: ", a.video_length),
       absl::StrCat("fps: ", PyNumber(a.fps)),     absl::StrCat("loop_number: ", a.loop_number),
@@ -182,6 +199,12 @@ std::string AnimateDiffInfotext(const AnimateDiffArgs& a, const std::string& mm_
       absl::StrCat("freeinit_enable: ", a.freeinit_enable ? "True" : "False")};
   if (!a.request_id.empty()) parts.push_back(absl::StrCat("request_id: ", a.request_id));
   if (!mm_hash.empty()) parts.push_back(absl::StrCat("mm_hash: ", mm_hash));
+  if (img2img) {
+    parts.push_back(absl::StrCat("latent_power: ", PyNumber(a.latent_power)));
+    parts.push_back(absl::StrCat("latent_scale: ", PyNumber(a.latent_scale)));
+    parts.push_back(absl::StrCat("latent_power_last: ", PyNumber(a.latent_power_last)));
+    parts.push_back(absl::StrCat("latent_scale_last: ", PyNumber(a.latent_scale_last)));
+  }
   return absl::StrJoin(parts, ", ");
 }
 

@@ -43,7 +43,8 @@ struct AnimateDiffArgs {
 const std::vector<std::string>& AnimateDiffFieldNames();
 
 // One unit (a dict). INVALID_ARGUMENT naming the field for a wrong type or an unknown field (listing the valid
-// ones); UNIMPLEMENTED for FILM interpolation, FreeInit, a video source (ControlNet V2V) or an img2img last frame.
+// ones; a bad FreeInit filter, iteration count or cut-off, a non-positive latent_scale); UNIMPLEMENTED for FILM
+// interpolation and a video source (ControlNet V2V).
 absl::StatusOr<AnimateDiffArgs> ParseAnimateDiffArgs(const nlohmann::json& unit);
 
 // Resolves video_length (0 -> batch_size; a shorter video makes batch_size its length) and overlap (-1 -> batch_size / 4) and checks the ranges against the motion
@@ -53,7 +54,8 @@ absl::Status ResolveAnimateDiffArgs(AnimateDiffArgs& args, int max_context, int 
 
 // The infotext value of key "AnimateDiff" (animatediff_ui.py get_dict), after ResolveAnimateDiffArgs:
 // "model: mm.safetensors, video_length: 16, fps: 8, loop_number: 0, closed_loop: R-P, batch_size: 16, stride: 1,
-// overlap: 4, interp: Off, interp_x: 10, freeinit_enable: False[, request_id: x][, mm_hash: 1a2b3c4d]".
-std::string AnimateDiffInfotext(const AnimateDiffArgs& args, const std::string& mm_hash);
+// overlap: 4, interp: Off, interp_x: 10, freeinit_enable: False[, request_id: x][, mm_hash: 1a2b3c4d]" and, for
+// img2img, ", latent_power: 1, latent_scale: 32, latent_power_last: 1, latent_scale_last: 32".
+std::string AnimateDiffInfotext(const AnimateDiffArgs& args, const std::string& mm_hash, bool img2img = false);
 
 }  // namespace atelier::animatediff

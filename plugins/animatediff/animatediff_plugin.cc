@@ -26,10 +26,14 @@
 #include "atelier/sdk/args.h"
 #include "atelier/sdk/descriptor.h"
 #include "atelier/sdk/host.h"
+#include "atelier/sdk/image.h"
 #include "atelier/sdk/status.h"
 #include "atelier/sdk/tensor.h"
 #include "atelier/sdk/tensor_file.h"
 #include "context_schedule.h"
+#include "engine/pipeline/img2img_resize.h"
+#include "freeinit.h"
+#include "i2v_latent.h"
 #include "motion_module.h"
 #include "prompt_travel.h"
 
@@ -59,6 +63,10 @@ struct JobState {
   std::optional<ad::PromptTravel> travel;
   bool travel_closed = false;
   at::Tensor travel_cond;  // [frames, tokens, hidden], made at the first denoiser call
+  // img2img: the job's size and resize mode, and the last frame (uint8 [H, W, 3]) when one was given.
+  bool img2img = false;
+  int width = 0, height = 0, resize_mode = 0;
+  at::Tensor last_frame;
 };
 JobState* Job(atelier_job_state* s) { return reinterpret_cast<JobState*>(s); }
 
@@ -146,9 +154,18 @@ atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atel
     if (js->travel && !ATELIER_HAS_FIELD(ps.host, atelier_host_api, text_condition)) {
       return absl::UnimplementedError("AnimateDiff prompt travel needs a daemon with plugin ABI 1.3 (text_condition)");
     }
+    js->img2img = info->img2img != 0;
+    js->width = info->width;
+    js->height = info->height;
+    js->resize_mode = ATELIER_HAS_FIELD(info, atelier_job_info, resize_mode) ? info->resize_mode : 0;
+    if (js->img2img && !args->last_frame.empty()) {
+      auto last = sdk::DecodeBase64Image(ps.host, args->last_frame, "AnimateDiff last_frame");
+      if (!last.ok()) return last.status();
+      js->last_frame = last->slice(2, 0, 3).contiguous();  // RGB (an alpha channel is dropped)
+    }
     atelier_error e{};
-    const std::string info = ad::AnimateDiffInfotext(*args, "");
-    if (atelier_status s = ps.host->add_infotext(job, -1, "AnimateDiff", info.c_str(), &e); s != ATELIER_OK) {
+    const std::string info_text = ad::AnimateDiffInfotext(*args, "", js->img2img);
+    if (atelier_status s = ps.host->add_infotext(job, -1, "AnimateDiff", info_text.c_str(), &e); s != ATELIER_OK) {
       return sdk::FromAbi(s, e);
     }
     // The files of `format` (the export plugin) and RIFE in-between frames (the rife plugin), as the extension
@@ -322,6 +339,103 @@ atelier_status UnetBlock(atelier_plugin_state*, atelier_job_state* job_state, at
   });
 }
 
+// Each pass's sampler counts its denoiser calls from 0 (WebUI makes a new sampler per pass, the hires pass too).
+atelier_status PassStarted(atelier_plugin_state*, atelier_job_state* job_state, const atelier_pass_info*,
+                           atelier_error*) {
+  Job(job_state)->calls = 0;
+  return ATELIER_OK;
+}
+
+// The next draw of the batch's image RNG (ABI 1.4 next_noise).
+absl::StatusOr<at::Tensor> NextNoise(const PluginState& ps, atelier_job* job) {
+  DLManagedTensor* out = nullptr;
+  atelier_error e{};
+  if (atelier_status s = ps.host->next_noise(job, &out, &e); s != ATELIER_OK) return sdk::FromAbi(s, e);
+  return sdk::Adopt(out);
+}
+
+// The last frame's latent [1, 4, h, w] for a job of the init latent's size: resized as the init image was (latent
+// upscale: encoded at its own size, then the latent resized bilinearly, as the extension means it to).
+absl::StatusOr<at::Tensor> LastFrameLatent(const PluginState& ps, const JobState& js, int64_t h, int64_t w) {
+  const auto mode = static_cast<atelier::engine::ResizeMode>(js.resize_mode);
+  auto image = atelier::engine::ResizeInitImage(js.last_frame, mode, js.width, js.height);
+  if (!image.ok()) return image.status();
+  const at::Tensor pixels = image->permute({2, 0, 1}).unsqueeze(0).to(at::kFloat).div(255).contiguous();
+  sdk::Borrow in(pixels);
+  DLManagedTensor* out = nullptr;
+  atelier_error e{};
+  if (atelier_status s = ps.host->vae_encode(js.job, in.get(), &out, &e); s != ATELIER_OK) return sdk::FromAbi(s, e);
+  at::Tensor latent = sdk::Adopt(out);
+  if (latent.size(2) != h || latent.size(3) != w) {
+    latent = at::upsample_bilinear2d(latent, {h, w}, /*align_corners=*/false);
+  }
+  return latent;
+}
+
+// img2img: frame i starts from the init latent weighted by the extension's init_alpha[i] (and the last frame's
+// latent from the end), the rest the batch's first noise draw (AnimateDiffI2VLatent.randomize).
+atelier_status InitLatent(atelier_plugin_state* state, atelier_job_state* job_state,
+                          atelier_init_latent_params* params, atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    PluginState& ps = *Plugin(state);
+    JobState& js = *Job(job_state);
+    if (params->pass == nullptr || params->pass->pass != ATELIER_PASS_IMG2IMG) return absl::OkStatus();
+    const at::Tensor init = sdk::View(params->init_latent);
+    const int frames = static_cast<int>(init.size(0));
+    auto noise = NextNoise(ps, js.job);
+    if (!noise.ok()) return noise.status();
+    const ad::AnimateDiffArgs& a = js.args;
+    const ad::I2vAlphas alphas = ad::I2vLatentAlphas(frames, a.latent_power, a.latent_scale, js.last_frame.defined(),
+                                                     a.latent_power_last, a.latent_scale_last);
+    at::Tensor last;
+    if (js.last_frame.defined()) {
+      auto latent = LastFrameLatent(ps, js, init.size(2), init.size(3));
+      if (!latent.ok()) return latent.status();
+      last = *latent;
+    }
+    params->init_latent_out = sdk::Export(ad::MixI2vLatent(alphas, init, last, noise->to(init.device())).contiguous());
+    return absl::OkStatus();
+  });
+}
+
+// FreeInit: the pass sampled freeinit_iters times, each later start the previous result diffused to t = 999 with
+// its low frequencies kept and the first noise's high ones (the extension's sample_t2i / sample_i2i).
+atelier_status Sample(atelier_plugin_state* state, atelier_job_state* job_state, atelier_sample_params* params,
+                      atelier_error* err) {
+  return sdk::Guard(err, [&]() -> absl::Status {
+    PluginState& ps = *Plugin(state);
+    JobState& js = *Job(job_state);
+    const ad::AnimateDiffArgs& a = js.args;
+    if (!a.freeinit_enable || params->pass == nullptr || params->pass->pass == ATELIER_PASS_HIRES) {
+      return absl::OkStatus();
+    }
+    const at::Tensor initial = sdk::View(params->noise).clone();
+    const at::Tensor alphas = sdk::View(params->alphas_cumprod);
+    auto filter = ad::FreeInitFilter(a.freeinit_filter, static_cast<int>(initial.size(0)),
+                                     static_cast<int>(initial.size(2)), static_cast<int>(initial.size(3)),
+                                     a.freeinit_ds, a.freeinit_dt);
+    if (!filter.ok()) return filter.status();
+    at::Tensor x = initial;
+    int32_t interrupted = 0;
+    for (int iter = 0; iter < a.freeinit_iters && interrupted == 0; ++iter) {
+      if (iter > 0) x = ad::FreqMix3d(ad::DiffuseToEnd(x, initial, alphas), initial, *filter);
+      atelier_error e{};
+      const std::string text = absl::StrCat("FreeInit iteration ", iter + 1, " of ", a.freeinit_iters);
+      ps.host->report_progress(js.job, "freeinit", iter, a.freeinit_iters, text.c_str(), &e);
+      js.calls = 0;  // every sampler.sample starts its denoiser's step count (the windows' schedule) at 0
+      sdk::Borrow in(x);
+      DLManagedTensor* out = nullptr;
+      if (atelier_status s = ps.host->sample_next(params->call, in.get(), &out, &interrupted, &e); s != ATELIER_OK) {
+        return sdk::FromAbi(s, e);
+      }
+      x = sdk::Adopt(out);
+    }
+    params->latent_out = sdk::Export(x.contiguous());
+    params->interrupted_out = interrupted;
+    return absl::OkStatus();
+  });
+}
+
 constexpr const char* kSchema = R"json({
   "type": "object",
   "description": "sd-webui-animatediff's API: {\"args\": [{\"enable\": true, \"model\": \"mm_sd15_v3.safetensors\", \"video_length\": 16, ...}]}",
@@ -342,6 +456,16 @@ constexpr const char* kSchema = R"json({
         "format": {"type": "array", "items": {"enum": ["GIF", "MP4", "WEBP", "WEBM", "PNG", "TXT", "Frame"]}, "default": ["GIF", "PNG"]},
         "interp": {"enum": ["Off", "RIFE", "FILM"], "default": "Off"},
         "interp_x": {"type": "integer", "minimum": 2, "default": 10},
+        "freeinit_enable": {"type": "boolean", "default": false},
+        "freeinit_filter": {"enum": ["butterworth", "gaussian", "box", "ideal"], "default": "butterworth"},
+        "freeinit_ds": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.25},
+        "freeinit_dt": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.25},
+        "freeinit_iters": {"type": "integer", "minimum": 1, "maximum": 10, "default": 3},
+        "latent_power": {"type": "number", "default": 1, "description": "img2img: frame i keeps 1 - i^power/scale of the init latent"},
+        "latent_scale": {"type": "number", "default": 32},
+        "last_frame": {"type": ["string", "null"], "description": "img2img: base64 image the video ends on"},
+        "latent_power_last": {"type": "number", "default": 1},
+        "latent_scale_last": {"type": "number", "default": 32},
         "request_id": {"type": "string", "default": ""}
       }
     }
@@ -366,7 +490,10 @@ extern "C" ATELIER_PLUGIN_EXPORT const atelier_plugin_descriptor* atelier_plugin
     d.model_call = ModelCall;
     d.cfg_denoiser = CfgDenoiser;
     d.unet_block = UnetBlock;
+    d.pass_started = PassStarted;
+    d.init_latent = InitLatent;
+    d.sample = Sample;
     return d;
   }();
-  return host_abi_major == ATELIER_PLUGIN_ABI_MAJOR && host_abi_minor >= 2 ? &descriptor : nullptr;
+  return host_abi_major == ATELIER_PLUGIN_ABI_MAJOR && host_abi_minor >= 4 ? &descriptor : nullptr;
 }

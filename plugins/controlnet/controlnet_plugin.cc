@@ -34,6 +34,7 @@
 #include "absl/strings/str_join.h"
 #include "atelier/sdk/args.h"
 #include "atelier/sdk/descriptor.h"
+#include "atelier/sdk/image.h"
 #include "atelier/sdk/host.h"
 #include "atelier/sdk/status.h"
 #include "atelier/sdk/tensor.h"
@@ -164,20 +165,6 @@ absl::StatusOr<std::shared_ptr<cn::ControlNetModel>> LoadNet(PluginState& ps, co
 // ---------------------------------------------------------------------------------------------------------------
 // Images.
 
-absl::StatusOr<std::string> Base64Bytes(const std::string& text, const std::string& what) {
-  std::string b64 = text;
-  if (absl::StartsWith(b64, "data:")) {
-    const size_t comma = b64.find(',');
-    if (comma == std::string::npos) return absl::InvalidArgumentError(absl::StrCat(what, " is a data URL without data"));
-    b64 = b64.substr(comma + 1);
-  }
-  std::string bytes;
-  if (!absl::Base64Unescape(b64, &bytes) || bytes.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " is not base64 image data"));
-  }
-  return bytes;
-}
-
 // uint8 [H, W, C] CPU tensor -> cv::Mat (copied).
 cv::Mat MatOf(const at::Tensor& t) {
   at::Tensor c = t.contiguous();
@@ -187,14 +174,9 @@ cv::Mat MatOf(const at::Tensor& t) {
 }
 
 absl::StatusOr<cv::Mat> DecodeImage(const PluginState& ps, const std::string& b64, const std::string& what) {
-  auto bytes = Base64Bytes(b64, what);
-  if (!bytes.ok()) return bytes.status();
-  DLManagedTensor* image = nullptr;
-  atelier_error err{};
-  if (atelier_status s = ps.host->image_decode(ps.host, bytes->data(), bytes->size(), &image, &err); s != ATELIER_OK) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " cannot be decoded: ", err.message));
-  }
-  return MatOf(sdk::Adopt(image));
+  auto image = sdk::DecodeBase64Image(ps.host, b64, what);
+  if (!image.ok()) return image.status();
+  return MatOf(*image);
 }
 
 // HWC3: gray -> RGB, RGBA composited over white (the preprocessors' own).

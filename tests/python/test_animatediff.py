@@ -155,6 +155,68 @@ class AnimateDiffTest(unittest.TestCase):
             self.clip(format=[], prompt_override="0: red\n20: blue")
         self.assertIn("frame 20", e.exception.details)
 
+    def frames_of(self, results):
+        return [np.asarray(Image.open(io.BytesIO(r.image)).convert("RGB")).astype(int) for r in results]
+
+    def test_freeinit(self):
+        plain, _ = self.clip(format=[])
+        # A cut-off of 0 keeps no low frequency: every iteration restarts from the first noise (through the FFT), so
+        # the deterministic sampler gives the plain clip again; the default filter gives another clip, reproducibly.
+        same, _ = self.clip(format=[], freeinit_enable=True, freeinit_ds=0, freeinit_iters=2)
+        self.assertLessEqual(max(np.abs(a - b).max() for a, b in zip(self.frames_of(plain), self.frames_of(same))), 1)
+        for method in ("butterworth", "gaussian", "box", "ideal"):
+            mixed, _ = self.clip(format=[], freeinit_enable=True, freeinit_filter=method, freeinit_iters=2)
+            self.assertEqual(len(mixed), 16)
+            self.assertGreater(max(np.abs(a - b).max() for a, b in zip(self.frames_of(plain), self.frames_of(mixed))),
+                               1, method)
+            self.assertIn("freeinit_enable: True", mixed[0].infotext)
+        again, _ = self.clip(format=[], freeinit_enable=True, freeinit_filter="ideal", freeinit_iters=2)
+        self.assertEqual(max(np.abs(a - b).max() for a, b in zip(self.frames_of(mixed), self.frames_of(again))), 0)
+        for unit, text in (({"freeinit_filter": "median"}, "butterworth"), ({"freeinit_iters": 0}, "freeinit_iters")):
+            with self.assertRaises(AtelierError) as e:
+                self.clip(format=[], freeinit_enable=True, **unit)
+            self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn(text, e.exception.details)
+
+    def img2img_clip(self, **unit):
+        def png(color):
+            buffer = io.BytesIO()
+            Image.new("RGB", (64, 64), color).save(buffer, format="PNG")
+            return base64.b64encode(buffer.getvalue()).decode()
+
+        ad = dict(enable=True, model="mm_tiny.safetensors", video_length=8, batch_size=8, format=[])
+        ad.update(unit)
+        if ad.get("last_frame") == "blue":
+            ad["last_frame"] = png((0, 0, 255))
+        request = dict(BASE, init_images=[png((255, 0, 0))], denoising_strength=0.5,
+                       alwayson_scripts={"AnimateDiff": {"args": [ad]}})
+        return self.frames_of([e for e in self.client.webui(request, img2img=True) if isinstance(e, Result)]), request
+
+    def test_img2img_latent_strength_per_frame(self):
+        events = list(self.client.webui(self.img2img_clip()[1], img2img=True))
+        results = [e for e in events if isinstance(e, Result)]
+        self.assertEqual(len(results), 8)
+        self.assertIn("freeinit_enable: False, latent_power: 1, latent_scale: 32, latent_power_last: 1, "
+                      "latent_scale_last: 32\"", results[0].infotext)
+        default = self.frames_of(results)
+        # latent_scale 1: frame 0 keeps the init latent (alpha 1), every later frame starts from noise alone
+        # (alpha 1 - i < 0 -> 0); a huge scale keeps the init latent in every frame.
+        steep, _ = self.img2img_clip(latent_scale=1)
+        flat, _ = self.img2img_clip(latent_scale=1e6)
+        late = lambda frames: np.mean([np.abs(f - frames[0]).mean() for f in frames[4:]])
+        self.assertGreater(late(steep), late(flat))
+        self.assertGreater(max(np.abs(a - b).max() for a, b in zip(default, steep)), 0)
+        # A last frame pulls the end of the clip towards it; the clip stays reproducible.
+        towards, _ = self.img2img_clip(last_frame="blue", latent_scale=4, latent_scale_last=4)
+        self.assertGreater(np.abs(towards[7] - default[7]).max(), 0)
+        again, _ = self.img2img_clip(last_frame="blue", latent_scale=4, latent_scale_last=4)
+        self.assertEqual(max(np.abs(a - b).max() for a, b in zip(towards, again)), 0)
+        for unit, text in (({"last_frame": "not an image"}, "last_frame"), ({"latent_scale": 0}, "latent_scale")):
+            with self.assertRaises(AtelierError) as e:
+                self.img2img_clip(**unit)
+            self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn(text, e.exception.details)
+
     def test_bad_arguments(self):
         bad = [({"model": "nowhere.safetensors"}, grpc.StatusCode.NOT_FOUND, "mm_tiny.safetensors"),
                ({"model": "broken.safetensors"}, grpc.StatusCode.INVALID_ARGUMENT, "broken"),

@@ -6,6 +6,8 @@
 //   ShapeJob           pipeline/generate.cc, PrepareGeneration        Script.process changing p (batch as frames)
 //   OverrideSchedule   pipeline/generate.cc, PrepareGeneration        AnimateDiff's linear-beta alphas_cumprod
 //   PassStarted        pipeline/generate.cc, before every pass        the pass a hook runs in (txt2img/img2img/hires)
+//   InitLatent         pipeline/generate.cc, img2img, before noise    AnimateDiff's per-frame init latent (p.rng.next)
+//   Sample             pipeline/generate.cc, around every pass        AnimateDiff's FreeInit (p.sample replaced)
 //   BeforeModel        sampling/cfg_denoiser.cc, each evaluation     on_cfg_denoiser
 //   CallModel          sampling/cfg_denoiser.cc, each UNet call       ControlNet's per-call residuals, AnimateDiff's
 //                                                                     context windows and motion-module blocks
@@ -87,6 +89,18 @@ struct ModelCall {
   at::Tensor batch_rows;
 };
 
+// The image RNG of the running batch, as WebUI's p.rng.next(): the first draw is the batch's seeded initial noise
+// [rows, 4, h, w], every later one the next per-image draw (what ancestral samplers add per step).
+using NoiseDraw = std::function<absl::StatusOr<at::Tensor>()>;
+
+// One sampling pass's outcome, as a Sample wrapper sees it.
+struct SampledPass {
+  at::Tensor latent;  // [rows, 4, h, w], UNet space
+  bool interrupted = false;
+};
+// Runs the pass's sampler from `noise` (unit variance [rows, 4, h, w]; img2img: with the pass's init latent).
+using SampleNext = std::function<absl::StatusOr<SampledPass>(const at::Tensor& noise)>;
+
 // The rest of the chain after a wrapper: later extensions' wrappers, then the UNet. Returns eps [rows, 4, h, w].
 using ModelCallNext = std::function<absl::StatusOr<at::Tensor>(ModelCall& call)>;
 
@@ -95,6 +109,7 @@ class JobExtension {
   // The points an extension uses; the engine skips the others.
   struct Points {
     bool shape = false, schedule = false, pass = false, cfg = false, model_call = false, infotext = false;
+    bool init_latent = false, sample = false;
   };
 
   virtual ~JobExtension() = default;
@@ -104,6 +119,19 @@ class JobExtension {
   // alphas_cumprod [timesteps] float: replace it (same length) to sample on another noise schedule.
   virtual absl::Status OverrideSchedule(at::Tensor& alphas_cumprod) { return absl::OkStatus(); }
   virtual absl::Status PassStarted(const PassInfo& pass) { return absl::OkStatus(); }
+  // img2img: the pass's init latent [rows, 4, h, w] before the sampler's noise is drawn; replace it (same shape) to
+  // start each row from another latent. Draws taken from `next_noise` come before the sampler's own.
+  virtual absl::Status InitLatent(const PassInfo& pass, at::Tensor& init_latent, const NoiseDraw& next_noise) {
+    return absl::OkStatus();
+  }
+  // Wraps a pass's sampling: call `next` any number of times (FreeInit's iterations) and return the pass's latents.
+  // `noise` is what the pass would start from; `alphas_cumprod` the schedule it samples on; `next_noise` continues
+  // the batch's image RNG.
+  virtual absl::StatusOr<SampledPass> Sample(const PassInfo& pass, const at::Tensor& noise,
+                                             const at::Tensor& alphas_cumprod, const SampleNext& next,
+                                             const NoiseDraw& next_noise) {
+    return next(noise);
+  }
   virtual absl::Status BeforeModel(CfgDenoiserInputs& inputs) { return absl::OkStatus(); }
   // Wraps one UNet call: call `next` (any number of times, on any rows) and return eps for the call's rows.
   virtual absl::StatusOr<at::Tensor> CallModel(ModelCall& call, const ModelCallNext& next) { return next(call); }

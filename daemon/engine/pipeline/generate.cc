@@ -279,6 +279,7 @@ struct PassInputs {
   const SamplingSettings* settings = nullptr;
   const CfgConditioning* conditioning = nullptr;
   ImageRng* rng = nullptr;
+  const NoiseDraw* draw = nullptr;  // the rng as p.rng.next() (extensions' draws)
   at::Tensor noise, init, keep;
   const std::vector<int64_t>* seeds = nullptr;
   PassInfo info;
@@ -333,7 +334,32 @@ absl::StatusOr<SamplingResult> SamplePass(const Sd1Pipeline& pipeline, const Gen
   in.progress = control.progress;
   in.init_latent = pass.init;
   StageTimer clock(control.timing, "sampling");
-  return Sample(*pass.settings, plan.schedule(pipeline), std::move(in));
+  if (!PointsOf(control).sample) return Sample(*pass.settings, plan.schedule(pipeline), std::move(in));
+  // An extension wraps the pass (FreeInit): each of its calls samples from the noise it gives; the last call's
+  // details (sigmas, eta) describe the pass.
+  SamplingResult last;
+  const SampleNext next = [&](const at::Tensor& noise) -> absl::StatusOr<SampledPass> {
+    if (!noise.defined() || noise.sizes() != pass.noise.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat("an extension sampled from noise of shape ",
+                                                     noise.defined() ? c10::str(noise.sizes()) : "(none)",
+                                                     "; the pass's noise is ", c10::str(pass.noise.sizes())));
+    }
+    SamplingInputs call = in;
+    call.noise = noise.to(pass.noise.device(), pass.noise.scalar_type());
+    auto result = Sample(*pass.settings, plan.schedule(pipeline), std::move(call));
+    if (!result.ok()) return result.status();
+    last = *std::move(result);
+    return SampledPass{last.latent, last.interrupted};
+  };
+  auto wrapped = control.extension->Sample(pass.info, pass.noise, plan.schedule(pipeline).alphas_cumprod(), next,
+                                           *pass.draw);
+  if (!wrapped.ok()) return wrapped.status();
+  if (!wrapped->latent.defined() || wrapped->latent.sizes() != pass.noise.sizes()) {
+    return absl::InvalidArgumentError("an extension's sample wrapper returned latents of the wrong shape");
+  }
+  last.latent = wrapped->latent.to(pass.noise.device(), at::kFloat);
+  last.interrupted = last.interrupted || wrapped->interrupted;
+  return last;
 }
 
 }  // namespace
@@ -383,20 +409,39 @@ absl::StatusOr<BatchLatents> SampleBatch(const Sd1Pipeline& pipeline, const Gene
   noise.device = pipeline.device();
   auto rng = ImageRng::Create(noise);
   if (!rng.ok()) return rng.status();
-  auto x = rng->First();
-  if (!x.ok()) return x.status();
+  // WebUI's p.rng.next(): the seeded initial noise first, then the per-image stream.
+  bool first_drawn = false;
+  const NoiseDraw draw = [&rng, &first_drawn]() -> absl::StatusOr<at::Tensor> {
+    if (first_drawn) return rng->Next();
+    first_drawn = true;
+    return rng->First();
+  };
 
   BatchLatents out;
   PassInputs first_pass;
   first_pass.settings = &params.sampling;
   first_pass.conditioning = &plan.conditioning;
   first_pass.rng = &*rng;
-  first_pass.noise = plan.img2img && params.initial_noise_multiplier != 1.0 ? *x * params.initial_noise_multiplier : *x;
-  if (plan.img2img) first_pass.init = plan.init_latent.expand({params.batch_size, -1, -1, -1}).contiguous();
-  first_pass.keep = plan.latent_keep;  // inpainting's blend: the first pass only (hires is txt2img)
-  first_pass.seeds = &noise.seeds;
+  first_pass.draw = &draw;
   first_pass.info = {plan.img2img ? SamplingPass::kImg2Img : SamplingPass::kTxt2Img,
                      batch, params.n_iter, params.batch_size, params.width, params.height, params.sampling.steps};
+  if (plan.img2img) {
+    first_pass.init = plan.init_latent.expand({params.batch_size, -1, -1, -1}).contiguous();
+    // An extension's draws (AnimateDiff's per-frame init latents) come before the sampler's noise, as in WebUI.
+    if (PointsOf(control).init_latent) {
+      at::Tensor init = first_pass.init;
+      if (absl::Status st = control.extension->InitLatent(first_pass.info, init, draw); !st.ok()) return st;
+      if (!init.defined() || init.sizes() != first_pass.init.sizes()) {
+        return absl::InvalidArgumentError("an extension replaced the init latent with one of another shape");
+      }
+      first_pass.init = init.to(first_pass.init.device(), first_pass.init.scalar_type()).contiguous();
+    }
+  }
+  auto x = draw();
+  if (!x.ok()) return x.status();
+  first_pass.noise = plan.img2img && params.initial_noise_multiplier != 1.0 ? *x * params.initial_noise_multiplier : *x;
+  first_pass.keep = plan.latent_keep;  // inpainting's blend: the first pass only (hires is txt2img)
+  first_pass.seeds = &noise.seeds;
   if (plan.inpaint && plan.inpaint->paste_to) {
     const auto [cx, cy, cw, ch] = *plan.inpaint->paste_to;
     first_pass.info.crop_x = static_cast<int>(cx);
@@ -418,12 +463,19 @@ absl::StatusOr<BatchLatents> SampleBatch(const Sd1Pipeline& pipeline, const Gene
     hr_noise.shape = {4, upscaled->size(2), upscaled->size(3)};
     auto hr_rng = ImageRng::Create(hr_noise);
     if (!hr_rng.ok()) return hr_rng.status();
-    auto hr_x = hr_rng->First();
+    bool hr_first_drawn = false;
+    const NoiseDraw hr_draw = [&hr_rng, &hr_first_drawn]() -> absl::StatusOr<at::Tensor> {
+      if (hr_first_drawn) return hr_rng->Next();
+      hr_first_drawn = true;
+      return hr_rng->First();
+    };
+    auto hr_x = hr_draw();
     if (!hr_x.ok()) return hr_x.status();
     PassInputs second;
     second.settings = &plan.hr_settings;
     second.conditioning = &plan.hr_conditioning;
     second.rng = &*hr_rng;
+    second.draw = &hr_draw;
     second.noise = *hr_x;
     second.init = *upscaled;
     second.seeds = &noise.seeds;

@@ -1,6 +1,7 @@
 /*
- * atelier/plugin.h -- the Atelier plugin ABI, version 1.3 (1.0, 1.1 and 1.2 plugins load and run unchanged; 1.3 adds
- * text_condition and batch_rows, which a plugin checks with ATELIER_HAS_FIELD).
+ * atelier/plugin.h -- the Atelier plugin ABI, version 1.4 (1.0 to 1.3 plugins load and run unchanged; 1.3 adds
+ * text_condition and batch_rows, 1.4 the init_latent and sample hooks with next_noise, sample_next, script_args and
+ * the job's resize_mode; a plugin checks new host fields with ATELIER_HAS_FIELD).
  *
  * A plugin is a shared library that exports one C function, `atelier_plugin_entry`, returning a descriptor. The
  * daemon (the "host") loads every `*.so` in --plugins-dir with dlopen(RTLD_NOW | RTLD_LOCAL), calls the entry,
@@ -59,7 +60,7 @@
 #endif
 
 #define ATELIER_PLUGIN_ABI_MAJOR 1
-#define ATELIER_PLUGIN_ABI_MINOR 3
+#define ATELIER_PLUGIN_ABI_MINOR 4
 
 /* Name of the one symbol a plugin exports. */
 #define ATELIER_PLUGIN_ENTRY_NAME "atelier_plugin_entry"
@@ -136,6 +137,8 @@ typedef struct atelier_tensor_file atelier_tensor_file;
 typedef struct atelier_model_call atelier_model_call;
 /* Defined below (1.1); declared here for the host functions that take them. */
 typedef struct atelier_model_call_args atelier_model_call_args;
+/* (1.4) The rest of one sampling pass (sample_next). */
+typedef struct atelier_sample_call atelier_sample_call;
 typedef struct atelier_frame atelier_frame;
 /* Defined by the host (1.1); bytes the host made (an encoded image), released with `bytes_free`. */
 typedef struct atelier_bytes {
@@ -319,6 +322,30 @@ struct atelier_host_api {
    * INVALID_ARGUMENT for a prompt the job could not condition. Check presence with ATELIER_HAS_FIELD.
    * [executor thread; during a hook of a generation] */
   atelier_status (*text_condition)(atelier_job* job, const char* prompt, DLManagedTensor** cond, atelier_error* err);
+
+  /* ---- ABI 1.4 ---- */
+
+  /* The next draw of the running batch's image RNG, as WebUI's p.rng.next(): the first draw of a batch is its seeded
+   * initial noise (variation seed and seed resize applied), each later one a fresh per-image draw of the same
+   * streams (ancestral samplers continue them). `*noise` is a new float32 [rows, 4, h, w] on the daemon's device the
+   * caller owns. Draws a plugin takes in init_latent come before the sampler's own noise, as sd-webui-animatediff's
+   * img2img latents do. UNSUPPORTED outside init_latent and sample. [executor thread; during init_latent / sample] */
+  atelier_status (*next_noise)(atelier_job* job, DLManagedTensor** noise, atelier_error* err);
+
+  /* Runs the pass's sampler (its sampler, steps, schedule, conditioning and every other hook) from `noise` (borrowed,
+   * unit-variance float32 [rows, 4, h, w], the shape of the sample hook's `noise`; img2img passes start from their
+   * init latent with it, as WebUI's sample_img2img does). `*latent` receives the new float32 [rows, 4, h, w]
+   * result (UNet space) the caller owns; `*interrupted` (may be NULL) is set to 1 when Interrupt or Skip ended it,
+   * and the plugin should then return that result without sampling again. May be called any number of times within
+   * one sample hook (FreeInit's iterations). [executor thread; during that sample hook] */
+  atelier_status (*sample_next)(atelier_sample_call* call, const DLTensor* noise, DLManagedTensor** latent,
+                                int32_t* interrupted, atelier_error* err);
+
+  /* The alwayson_scripts value another plugin (`plugin`, its name, any case) takes part in this job with, as JSON:
+   * what the request gave, or what an earlier plugin fed it; "null" when neither. `*json` receives bytes the caller
+   * releases with bytes_free. Read it before changing it with feed_plugin (AnimateDiff gives ControlNet units
+   * without an image the frames of its video). NOT_FOUND for an unknown plugin. [executor thread; during process] */
+  atelier_status (*script_args)(atelier_job* job, const char* plugin, atelier_bytes* json, atelier_error* err);
 };
 
 /* ------------------------------------------------------------------------------------------------------------------
@@ -369,6 +396,9 @@ typedef struct atelier_job_info {
                                 * Valid until job_end. */
   int32_t inpaint_full_res;    /* "Only masked": pass_started gives the region that is sampled */
   const char* checkpoint_title; /* the checkpoint the job runs on */
+  /* ---- ABI 1.4 ---- */
+  int32_t resize_mode;          /* img2img: WebUI's resize_mode (0 just resize, 1 crop and resize, 2 resize and
+                                 * fill, 3 latent upscale), how init_image became the job's size; 0 for txt2img */
 } atelier_job_info;
 
 /* WebUI on_cfg_denoiser: before the UNet call of one sampling step. May replace x, sigma and conditioning. */
@@ -597,6 +627,33 @@ typedef struct atelier_unet_block_end_params {
 } atelier_unet_block_end_params;
 
 /* ------------------------------------------------------------------------------------------------------------------
+ * ABI 1.4 hook parameters.
+ * ---------------------------------------------------------------------------------------------------------------- */
+
+/* img2img: a pass's init latent before the sampler's noise is drawn (WebUI's before_process_batch;
+ * sd-webui-animatediff's per-frame latent_power / latent_scale). A plugin may set init_latent_out (same shape) and
+ * draw noise with next_noise. */
+typedef struct atelier_init_latent_params {
+  uint64_t struct_size;
+  const atelier_pass_info* pass;
+  const DLTensor* init_latent;     /* [rows, 4, h, w], UNet space (VAE latent times the scale factor) */
+  DLManagedTensor* init_latent_out;
+} atelier_init_latent_params;
+
+/* Around one sampling pass (WebUI's p.sample replaced: sd-webui-animatediff's FreeInit). The plugin calls
+ * host->sample_next(call, noise, ...) as often as it likes and sets latent_out [rows, 4, h, w] to the pass's
+ * result; leaving it NULL samples once from `noise`, as without the hook. */
+typedef struct atelier_sample_params {
+  uint64_t struct_size;
+  const atelier_pass_info* pass;
+  atelier_sample_call* call;   /* for sample_next */
+  const DLTensor* noise;       /* [rows, 4, h, w]: what the pass would start from (initial noise multiplier applied) */
+  const DLTensor* alphas_cumprod; /* float32 [1000], CPU: the schedule the pass samples on (after `schedule`) */
+  DLManagedTensor* latent_out;
+  int32_t interrupted_out;     /* set to 1 when the result is an interrupted pass's */
+} atelier_sample_params;
+
+/* ------------------------------------------------------------------------------------------------------------------
  * The descriptor a plugin returns from atelier_plugin_entry.
  * ---------------------------------------------------------------------------------------------------------------- */
 
@@ -714,6 +771,15 @@ typedef struct atelier_plugin_descriptor {
   /* Each whole block's output of each UNet forward (reference_adain). [executor thread] */
   atelier_status (*unet_block_end)(atelier_plugin_state* state, atelier_job_state* job_state,
                                    atelier_unet_block_end_params* params, atelier_error* err);
+
+  /* ---- ABI 1.4 (a 1.2 or 1.3 descriptor ends above). ---- */
+
+  /* img2img: each batch's init latent, before the sampler's noise (per-frame init strength). [executor thread] */
+  atelier_status (*init_latent)(atelier_plugin_state* state, atelier_job_state* job_state,
+                                atelier_init_latent_params* params, atelier_error* err);
+  /* Around each sampling pass (FreeInit); outermost first in hook order. [executor thread] */
+  atelier_status (*sample)(atelier_plugin_state* state, atelier_job_state* job_state, atelier_sample_params* params,
+                           atelier_error* err);
 } atelier_plugin_descriptor;
 
 /* The bytes of the descriptor the host requires: everything up to and including `finalize`. */
