@@ -594,6 +594,7 @@ absl::Status PluginStatus(atelier_status code, const std::string& plugin, const 
     case ATELIER_CANCELLED: return absl::CancelledError(message);
     case ATELIER_RESOURCE_EXHAUSTED: return absl::ResourceExhaustedError(message);
     case ATELIER_UNIMPLEMENTED: return absl::UnimplementedError(message);
+    case ATELIER_PERMISSION_DENIED: return absl::PermissionDeniedError(message);
     default: return absl::InternalError(message);
   }
 }

@@ -9,17 +9,24 @@
 // `interp: "RIFE"` with `interp_x` to the rife plugin (feed_plugin). The infotext key "AnimateDiff" is the
 // extension's. Modules come from models/AnimateDiff (and a WebUI install's extensions/sd-webui-animatediff/model).
 // ATELIER_ANIMATEDIFF_MAX_FRAMES (default 256) bounds video_length.
+#include <algorithm>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "animatediff_args.h"
@@ -36,6 +43,7 @@
 #include "i2v_latent.h"
 #include "motion_module.h"
 #include "prompt_travel.h"
+#include "video_frames.h"
 
 namespace {
 
@@ -105,6 +113,137 @@ absl::StatusOr<std::shared_ptr<const ad::MotionModuleSet>> LoadModule(PluginStat
   return ps.loaded;
 }
 
+// ---- Video to video: ControlNet units without an image get the frames of video_source / video_path ----
+
+// Folders a request may name (video_path, a video_source path): ATELIER_ANIMATEDIFF_INPUT_DIRS, ':'-separated.
+std::vector<std::string> InputDirs() {
+  const char* v = std::getenv("ATELIER_ANIMATEDIFF_INPUT_DIRS");
+  if (v == nullptr) return {};
+  return absl::StrSplit(v, ':', absl::SkipEmpty());
+}
+
+absl::Status CheckInputPath(const std::string& field, const std::string& path) {
+  const auto roots = InputDirs();
+  if (ad::PathInside(path, roots)) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      "AnimateDiff ", field, " '", path.substr(0, 200), "' is outside the folders this daemon reads inputs from (",
+      "ATELIER_ANIMATEDIFF_INPUT_DIRS: ", roots.empty() ? "none set" : absl::StrJoin(roots, ":"),
+      "); send the video itself as base64 in video_source"));
+}
+
+// The video's frames (uint8 [H, W, 3]): a folder of images (video_path), or a video (video_source: base64 / a data:
+// URL, or a path), through the extension's mpdecimate.
+absl::StatusOr<std::vector<at::Tensor>> VideoFrames(const PluginState& ps, const ad::AnimateDiffArgs& a) {
+  const auto decode = [&ps](const std::string& bytes, const std::string& name) -> absl::StatusOr<at::Tensor> {
+    DLManagedTensor* image = nullptr;
+    atelier_error e{};
+    if (atelier_status s = ps.host->image_decode(ps.host, bytes.data(), bytes.size(), &image, &e); s != ATELIER_OK) {
+      return absl::InvalidArgumentError(absl::StrCat("AnimateDiff video_path: ", name, " cannot be decoded: ", e.message));
+    }
+    return sdk::Adopt(image);
+  };
+  if (!a.video_path.empty()) {
+    if (absl::Status s = CheckInputPath("video_path", a.video_path); !s.ok()) return s;
+    auto frames = ad::ReadFrameFolder(a.video_path, ps.max_frames, decode);
+    if (!frames.ok()) return absl::Status(frames.status().code(), absl::StrCat("AnimateDiff video_path: ", frames.status().message()));
+    return frames;
+  }
+  std::string bytes;
+  const std::string& src = a.video_source;
+  std::string unescaped;
+  if (absl::StartsWith(src, "data:") || (src.size() > 256 && absl::Base64Unescape(src, &unescaped))) {
+    auto b = sdk::Base64Bytes(src, "AnimateDiff video_source");
+    if (!b.ok()) return b.status();
+    bytes = *std::move(b);
+  } else {
+    if (absl::Status s = CheckInputPath("video_source", src); !s.ok()) return s;
+    std::ifstream file(src, std::ios::binary);
+    if (!file) return absl::NotFoundError(absl::StrCat("AnimateDiff video_source: no file '", src.substr(0, 200), "'"));
+    std::stringstream data;
+    data << file.rdbuf();
+    bytes = data.str();
+  }
+  auto frames = ad::DecodeVideoFrames(bytes, ps.max_frames);
+  if (!frames.ok()) return absl::Status(frames.status().code(), absl::StrCat("AnimateDiff video_source: ", frames.status().message()));
+  return frames;
+}
+
+// A frame as a base64 PNG (what a ControlNet unit's batch_images holds).
+absl::StatusOr<std::string> PngBase64(const PluginState& ps, const at::Tensor& rgb) {
+  sdk::Borrow in(rgb);
+  atelier_bytes png{};
+  atelier_error e{};
+  if (atelier_status s = ps.host->image_encode(ps.host, in.get(), "png", 100, nullptr, &png, &e); s != ATELIER_OK) {
+    return sdk::FromAbi(s, e);
+  }
+  std::string out;
+  absl::Base64Escape(absl::string_view(reinterpret_cast<const char*>(png.data), png.size), &out);
+  ps.host->bytes_free(&png);
+  return out;
+}
+
+// The extension's set_p for ControlNet (animatediff_ui.py): every enabled unit without an image takes the video's
+// frames as its batch; the shortest batch of any unit bounds the video (fix_video_length: video_length and the
+// context shrink to it, a default video_length becomes it) and every batch is cut to video_length.
+absl::Status SetUpControlNet(const PluginState& ps, atelier_job* job, ad::AnimateDiffArgs& a) {
+  atelier_bytes raw{};
+  atelier_error e{};
+  if (atelier_status s = ps.host->script_args(job, "controlnet", &raw, &e); s != ATELIER_OK) {
+    if (a.video_source.empty() && a.video_path.empty()) return absl::OkStatus();  // no ControlNet plugin: nothing to do
+    return absl::Status(sdk::FromAbi(s, e).code(), absl::StrCat("AnimateDiff video-to-video needs ControlNet: ", e.message));
+  }
+  json args = json::parse(std::string(reinterpret_cast<const char*>(raw.data), raw.size), nullptr, false);
+  ps.host->bytes_free(&raw);
+  json* units = args.is_object() && args.contains("args") && args["args"].is_array() ? &args["args"]
+                : args.is_array()                                                    ? &args
+                                                                                     : nullptr;
+  if (units == nullptr) return absl::OkStatus();
+  const auto enabled = [](const json& u) { return u.is_object() && u.value("enabled", false) == true; };
+  const auto empty = [](const json& u, const char* key) {
+    return !u.contains(key) || u[key].is_null() || (u[key].is_string() && u[key].get<std::string>().empty()) ||
+           (u[key].is_array() && u[key].empty());
+  };
+  bool changed = false;
+  if (!a.video_source.empty() || !a.video_path.empty()) {
+    std::vector<std::string> frames;
+    for (json& u : *units) {
+      if (!enabled(u) || !empty(u, "image") || !empty(u, "input_image") || !empty(u, "batch_images")) continue;
+      if (frames.empty()) {
+        auto decoded = VideoFrames(ps, a);
+        if (!decoded.ok()) return decoded.status();
+        for (const at::Tensor& f : *decoded) {
+          auto png = PngBase64(ps, f);
+          if (!png.ok()) return png.status();
+          frames.push_back(*std::move(png));
+        }
+      }
+      u["batch_images"] = frames;
+      changed = true;
+    }
+  }
+  int shortest = -1;
+  for (const json& u : *units) {
+    if (!enabled(u) || empty(u, "batch_images") || !u["batch_images"].is_array()) continue;
+    const int n = static_cast<int>(u["batch_images"].size());
+    if (shortest < 0 || n < shortest) shortest = n;
+  }
+  if (shortest < 0) return absl::OkStatus();
+  if (a.video_length == 0 || a.video_length > shortest) a.video_length = shortest;
+  a.batch_size = std::min(a.batch_size, shortest);
+  for (json& u : *units) {
+    if (!enabled(u) || empty(u, "batch_images") || !u["batch_images"].is_array()) continue;
+    if (static_cast<int>(u["batch_images"].size()) > a.video_length) {
+      u["batch_images"].erase(u["batch_images"].begin() + a.video_length, u["batch_images"].end());
+      changed = true;
+    }
+  }
+  if (!changed) return absl::OkStatus();
+  if (atelier_status s = ps.host->feed_plugin(job, "controlnet", args.dump().c_str(), &e); s != ATELIER_OK) {
+    return sdk::FromAbi(s, e);
+  }
+  return absl::OkStatus();
+}
+
 atelier_status Init(const atelier_host_api* host, atelier_plugin_state** state, atelier_error* err) {
   return sdk::Guard(err, [&]() -> absl::Status {
     auto s = std::make_unique<PluginState>();
@@ -141,6 +280,7 @@ atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atel
     if (!args->enable) return absl::OkStatus();
     auto module = LoadModule(ps, args->model);
     if (!module.ok()) return module.status();
+    if (absl::Status s = SetUpControlNet(ps, job, *args); !s.ok()) return s;
     if (absl::Status s = ad::ResolveAnimateDiffArgs(*args, (*module)->max_frames(), ps.max_frames); !s.ok()) return s;
     auto js = std::make_unique<JobState>();
     js->job = job;

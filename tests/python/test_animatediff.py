@@ -60,7 +60,8 @@ class AnimateDiffTest(unittest.TestCase):
             shutil.copy(os.path.join(cases_of("rife-v4")[0], "weights.safetensors"),
                         os.path.join(models, "RIFE", "flownet-v46.safetensors"))
 
-        cls.daemon = DaemonProcess(prepare_models=prepare)
+        cls.inputs = tempfile.TemporaryDirectory()  # the folder requests may name (video_path)
+        cls.daemon = DaemonProcess(prepare_models=prepare, env={"ATELIER_ANIMATEDIFF_INPUT_DIRS": cls.inputs.name})
         cls.client = Client(cls.daemon.address)
         cls.cli = os.path.join(os.path.dirname(os.environ["ATELIER_DAEMON"]), "atelier")
 
@@ -68,6 +69,7 @@ class AnimateDiffTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.client.close()
         assert cls.daemon.stop() == 0
+        cls.inputs.cleanup()
 
     def test_controlnet_hints_each_frame_with_its_image(self):
         def circle(x):
@@ -215,6 +217,65 @@ class AnimateDiffTest(unittest.TestCase):
             with self.assertRaises(AtelierError) as e:
                 self.img2img_clip(**unit)
             self.assertEqual(e.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn(text, e.exception.details)
+
+    def test_controlnet_frames_from_a_video(self):
+        # Eight distinct frames, each shown twice: the extension's mpdecimate keeps the first of each pair.
+        def frame(i):
+            img = np.full((64, 64, 3), 255, np.uint8)
+            img[:, i * 8:(i + 1) * 8] = (200, 30, 30) if i % 2 else (30, 30, 200)
+            buffer = io.BytesIO()
+            Image.fromarray(img).save(buffer, format="PNG")
+            return base64.b64encode(buffer.getvalue()).decode()
+
+        distinct = [frame(i) for i in range(8)]
+        files = {}
+        for fmt in ("GIF", "MP4"):
+            events = list(self.client.invoke("export", "export", {"images": [f for f in distinct for _ in range(2)],
+                                                                  "formats": [fmt], "fps": 8}))
+            files[fmt] = [e.data for e in events if isinstance(e, Artifact)][0]
+
+        def run(unit_extra, **ad):
+            unit = dict(enabled=True, module="none", model="control_tiny", weight=1.0, **unit_extra)
+            results, _ = self.clip(format=[], video_length=0, extra_scripts={"controlnet": {"args": [unit]}}, **ad)
+            return results
+
+        direct = run({"batch_images": distinct})
+        self.assertEqual(len(direct), 9)  # 8 frames (the shortest batch bounds the video), then the detected map
+        self.assertIn("video_length: 8, fps: 10, loop_number: 0, closed_loop: R-P, batch_size: 8", direct[0].infotext)
+        gif = run({}, video_source=base64.b64encode(files["GIF"]).decode())
+        self.assertEqual(len(gif), 9)
+        # A GIF of these flat colours keeps them (up to its palette's rounding): the clip is, within a level or two, the
+        # one made from the images themselves, and far from a clip hinted with them in another order.
+        self.assertLessEqual(max(np.abs(a - b).max() for a, b in zip(self.frames_of(direct[:8]), self.frames_of(gif[:8]))), 3)
+        first = np.asarray(Image.open(io.BytesIO(base64.b64decode(distinct[0]))).convert("RGB")).astype(int)
+        self.assertLessEqual(np.abs(self.frames_of(gif[8:])[0] - first).max(), 3)  # the unit's map: the video's frame 0
+        self.assertGreater(np.abs(self.frames_of(gif[8:])[0] - first[:, ::-1]).max(), 100)
+        mp4 = run({}, video_source="data:video/mp4;base64," + base64.b64encode(files["MP4"]).decode())
+        self.assertEqual(len(mp4), 9)
+        # video_path: a folder on the daemon's machine, only inside ATELIER_ANIMATEDIFF_INPUT_DIRS.
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, f in enumerate(distinct[:6]):
+                with open(os.path.join(tmp, "%03d.png" % i), "wb") as out:
+                    out.write(base64.b64decode(f))
+            with self.assertRaises(AtelierError) as e:
+                run({}, video_path=tmp)
+            self.assertEqual(e.exception.code, grpc.StatusCode.PERMISSION_DENIED)
+            self.assertIn("ATELIER_ANIMATEDIFF_INPUT_DIRS", e.exception.details)
+        folder = os.path.join(self.inputs.name, "clip")
+        os.makedirs(folder)
+        for i, f in enumerate(distinct[:6]):
+            with open(os.path.join(folder, "%03d.png" % i), "wb") as out:
+                out.write(base64.b64decode(f))
+        from_folder = run({}, video_path=folder)
+        self.assertEqual(len(from_folder), 7)
+        self.assertIn("video_length: 6,", from_folder[0].infotext)
+        for unit, code, text in (({"video_source": base64.b64encode(b"x" * 400).decode()}, grpc.StatusCode.INVALID_ARGUMENT, "video_source"),
+                                 ({"video_path": os.path.join(folder, "missing")}, grpc.StatusCode.NOT_FOUND, "video_path"),
+                                 ({"mask_path": folder}, grpc.StatusCode.UNIMPLEMENTED, "mask_path")):
+            with self.assertRaises(AtelierError) as e:
+                run({}, **unit)
+            self.assertEqual(e.exception.code, code, e.exception.details)
             self.assertIn(text, e.exception.details)
 
     def test_bad_arguments(self):

@@ -93,8 +93,10 @@ enum {
   ATELIER_CANCELLED = 5,          /* the plugin saw is_cancelled() and stopped early */
   ATELIER_RESOURCE_EXHAUSTED = 6, /* out of memory or over a limit */
   ATELIER_INTERNAL = 7,           /* a bug or an unexpected failure */
-  ATELIER_UNIMPLEMENTED = 8       /* (1.2) a feature this build does not have (e.g. a preprocessor that needs a
+  ATELIER_UNIMPLEMENTED = 8,      /* (1.2) a feature this build does not have (e.g. a preprocessor that needs a
                                    * network): not this input's fault; a 1.1 host reads it as INTERNAL */
+  ATELIER_PERMISSION_DENIED = 9   /* (1.4) the request names something the daemon may not read (a server path
+                                   * outside the folders it was told to read); a 1.3 host reads it as INTERNAL */
 };
 
 #define ATELIER_ERROR_CAPACITY 1024

@@ -24,6 +24,7 @@ inline atelier_status ToAbi(absl::StatusCode code) {
     case absl::StatusCode::kUnavailable: return ATELIER_UNAVAILABLE;
     case absl::StatusCode::kCancelled: return ATELIER_CANCELLED;
     case absl::StatusCode::kResourceExhausted: return ATELIER_RESOURCE_EXHAUSTED;
+    case absl::StatusCode::kPermissionDenied: return ATELIER_PERMISSION_DENIED;
     default: return ATELIER_INTERNAL;
   }
 }
@@ -46,6 +47,7 @@ inline absl::Status FromAbi(atelier_status code, const atelier_error& err) {
     case ATELIER_CANCELLED: return absl::CancelledError(message);
     case ATELIER_RESOURCE_EXHAUSTED: return absl::ResourceExhaustedError(message);
     case ATELIER_UNIMPLEMENTED: return absl::UnimplementedError(message);
+    case ATELIER_PERMISSION_DENIED: return absl::PermissionDeniedError(message);
     default: return absl::InternalError(message);
   }
 }
