@@ -14,13 +14,14 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import time
 import unittest
 
 import grpc
 import numpy as np
 from PIL import Image
 
-from atelier_client import AtelierError, Artifact, Client, Result
+from atelier_client import AtelierError, Artifact, Client, Finished, Result
 from daemon_process import DaemonProcess
 from fixture_files import cases_of, write_plugin_base_checkpoint
 
@@ -136,6 +137,21 @@ class AnimateDiffTest(unittest.TestCase):
         self.assertEqual(len(pasted), 16)
         for r, f in zip(pasted, frames):
             self.assertEqual(np.abs(np.asarray(Image.open(io.BytesIO(r.image)).convert("RGB")).astype(int) - f).max(), 0)
+
+    def test_first_frame_arrives_before_the_last_is_decoded(self):
+        ad = dict(enable=True, model="mm_tiny.safetensors", video_length=16, batch_size=8, format=[])
+        arrivals, finished = [], None
+        for e in self.client.webui(dict(BASE, alwayson_scripts={"AnimateDiff": {"args": [ad]}})):
+            if isinstance(e, Result):
+                arrivals.append(time.monotonic())
+            elif isinstance(e, Finished):
+                finished = e
+        self.assertEqual(len(arrivals), 16)
+        decode = finished.timings["decode"]
+        self.assertGreater(decode, 0.02)
+        # Frames leave one by one as the VAE decodes them: the first arrives while the other 15 are still to be
+        # decoded (all at the end would put the arrivals within a few milliseconds of each other).
+        self.assertGreater(arrivals[-1] - arrivals[0], 0.5 * decode * 15 / 16)
 
     def test_rife_doubles_the_clip(self):
         results, artifacts = self.clip(interp="RIFE", interp_x=2, format=["GIF"])
