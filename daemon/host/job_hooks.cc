@@ -131,6 +131,7 @@ absl::StatusOr<std::unique_ptr<JobHooks>> JobHooks::Begin(const PluginRegistry& 
   c_info.inpaint_full_res = kept.inpaint_full_res ? 1 : 0;
   c_info.checkpoint_title = kept.checkpoint_title.c_str();
   c_info.resize_mode = kept.resize_mode;
+  c_info.loras_json = kept.loras_json.c_str();
   hooks->given_args_ = args_by_plugin;
 
   hooks->in_process_ = true;

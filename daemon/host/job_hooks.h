@@ -44,6 +44,7 @@ struct JobHookInfo {
   bool inpaint_full_res = false;
   std::string checkpoint_title;
   int resize_mode = 0;    // img2img's WebUI resize_mode
+  std::string loras_json = "[]";  // the job's LoRA networks (atelier_job_info.loras_json)
   // The job's VAE encoder for vae_encode: float [n, 3, H, W] in [0, 1] -> scaled latents. Empty: unsupported.
   std::function<absl::StatusOr<at::Tensor>(const at::Tensor& image)> vae_encode;
   // The job's text conditioning for text_condition: a prompt -> [tokens, hidden]. Empty: unsupported.

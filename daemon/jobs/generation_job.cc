@@ -213,8 +213,9 @@ absl::Status RunGenerationJob(PipelineCache& pipelines, const host::PluginRegist
   params.seed = first.seeds[0];
   params.subseed = first.subseeds[0];
 
-  auto hooks_or = host::JobHooks::Begin(plugins, &events, HookInfo(events, params, pipeline, settings),
-                                        settings.plugin_args);
+  host::JobHookInfo hook_info = HookInfo(events, params, pipeline, settings);
+  if (*loras != nullptr) hook_info.loras_json = (*loras)->networks_json();
+  auto hooks_or = host::JobHooks::Begin(plugins, &events, hook_info, settings.plugin_args);
   if (!hooks_or.ok()) return hooks_or.status();
   std::unique_ptr<host::JobHooks> hooks = *std::move(hooks_or);
   const bool whole_job = hooks->HasPostprocessFrames() || hooks->HasExport();

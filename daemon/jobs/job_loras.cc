@@ -5,6 +5,8 @@
 #include <map>
 #include <regex>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -150,6 +152,12 @@ absl::StatusOr<std::unique_ptr<JobLoras>> JobLoras::Apply(engine::Sd1Pipeline& p
     hashes.push_back(absl::StrCat(name, ": ", hash->substr(0, 12)));
   }
   job->hashes_ = absl::StrJoin(hashes, ", ");
+  nlohmann::json listed = nlohmann::json::array();
+  for (const auto& f : found) {
+    listed.push_back({{"name", f.request.name}, {"filename", f.file.file.filename}, {"te", f.request.te},
+                        {"unet", f.request.unet}, {"dyn", f.request.dyn}});
+  }
+  job->networks_json_ = listed.dump();
 
   if (cache.pipeline == &pipeline && cache.key == key) {
     // The same networks as the last LoRA job: swap the patched tensors in.

@@ -61,12 +61,15 @@ class JobLoras {
   const std::string& hashes_infotext() const { return hashes_; }
   // Whether the patch came from the cache (no weights computed).
   bool reused() const { return reused_; }
+  // The networks for plugins (atelier_job_info.loras_json): [{"name", "filename", "te", "unet", "dyn"}].
+  const std::string& networks_json() const { return networks_json_; }
 
  private:
   JobLoras() = default;
   engine::Sd1Pipeline* pipeline_ = nullptr;
   engine::LoraPatch patch_;
   std::string hashes_;
+  std::string networks_json_ = "[]";
   bool reused_ = false;
 };
 

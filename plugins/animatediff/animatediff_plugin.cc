@@ -41,6 +41,7 @@
 #include "engine/pipeline/img2img_resize.h"
 #include "freeinit.h"
 #include "i2v_latent.h"
+#include "motion_lora.h"
 #include "motion_module.h"
 #include "prompt_travel.h"
 #include "video_frames.h"
@@ -59,6 +60,9 @@ struct PluginState {
   std::mutex mu;
   std::string loaded_file;  // the module kept loaded (one at a time: they are large)
   std::shared_ptr<const ad::MotionModuleSet> loaded;
+  // The last motion-LoRA patch of `loaded` (its networks and multipliers), kept for the next job with the same.
+  std::string patched_key;
+  std::shared_ptr<const ad::MotionModuleSet> patched;
 };
 PluginState* Plugin(atelier_plugin_state* s) { return reinterpret_cast<PluginState*>(s); }
 
@@ -104,6 +108,8 @@ absl::StatusOr<std::shared_ptr<const ad::MotionModuleSet>> LoadModule(PluginStat
   if (ps.loaded_file == file && ps.loaded) return ps.loaded;
   ps.loaded.reset();  // the previous module's memory goes before the next one is read
   ps.loaded_file.clear();
+  ps.patched.reset();
+  ps.patched_key.clear();
   auto tensors = sdk::ReadTensorFile(ps.host, ATELIER_FOLDER_MOTION_MODULE, file);
   if (!tensors.ok()) return tensors.status();
   auto set = ad::MotionModuleSet::FromTensors(*std::move(tensors), file, ps.device, ps.dtype);
@@ -244,6 +250,33 @@ absl::Status SetUpControlNet(const PluginState& ps, atelier_job* job, ad::Animat
   return absl::OkStatus();
 }
 
+// Motion LoRAs: the job's <lora:...> networks with motion-module keys patch a copy of the module (the last patch
+// is kept while the same networks and multipliers come again).
+absl::StatusOr<std::shared_ptr<const ad::MotionModuleSet>> WithMotionLoras(
+    PluginState& ps, std::shared_ptr<const ad::MotionModuleSet> module, const atelier_job_info* info) {
+  if (!ATELIER_HAS_FIELD(info, atelier_job_info, loras_json) || info->loras_json == nullptr) return module;
+  const json networks = json::parse(info->loras_json, nullptr, false);
+  if (!networks.is_array() || networks.empty()) return module;
+  std::map<std::pair<int, std::string>, at::Tensor> deltas;
+  std::string key = ps.loaded_file;
+  for (const json& n : networks) {
+    const std::string file = n.value("filename", "");
+    const double unet = n.value("unet", 1.0);
+    auto tensors = sdk::ReadTensorFile(ps.host, ATELIER_FOLDER_LORA, file);
+    if (!tensors.ok()) return tensors.status();
+    if (!ad::HasMotionKeys(*tensors)) continue;
+    if (absl::Status s = ad::AddMotionLora(*module, *tensors, unet, file, deltas); !s.ok()) return s;
+    key += absl::StrCat("|", file, ":", unet);
+  }
+  if (deltas.empty()) return module;
+  std::lock_guard<std::mutex> lock(ps.mu);
+  if (ps.patched && ps.patched_key == key) return ps.patched;
+  ps.patched.reset();
+  ps.patched = std::shared_ptr<const ad::MotionModuleSet>(module->Patched(deltas));
+  ps.patched_key = key;
+  return ps.patched;
+}
+
 atelier_status Init(const atelier_host_api* host, atelier_plugin_state** state, atelier_error* err) {
   return sdk::Guard(err, [&]() -> absl::Status {
     auto s = std::make_unique<PluginState>();
@@ -265,6 +298,8 @@ void ModelUnloaded(atelier_plugin_state* state) {
   std::lock_guard<std::mutex> lock(ps.mu);
   ps.loaded.reset();
   ps.loaded_file.clear();
+  ps.patched.reset();
+  ps.patched_key.clear();
 }
 
 atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atelier_job_info* info, const char* args_json,
@@ -278,7 +313,9 @@ atelier_status Process(atelier_plugin_state* state, atelier_job* job, const atel
     auto args = ad::ParseAnimateDiffArgs(units[0]);
     if (!args.ok()) return args.status();
     if (!args->enable) return absl::OkStatus();
-    auto module = LoadModule(ps, args->model);
+    auto loaded = LoadModule(ps, args->model);
+    if (!loaded.ok()) return loaded.status();
+    auto module = WithMotionLoras(ps, *loaded, info);
     if (!module.ok()) return module.status();
     if (absl::Status s = SetUpControlNet(ps, job, *args); !s.ok()) return s;
     if (absl::Status s = ad::ResolveAnimateDiffArgs(*args, (*module)->max_frames(), ps.max_frames); !s.ok()) return s;

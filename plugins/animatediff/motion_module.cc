@@ -1,13 +1,15 @@
 #include "motion_module.h"
 
-#include <ATen/ATen.h>
-
 #include <cmath>
+#include <cstring>
 #include <set>
 #include <vector>
 
+#include <ATen/ATen.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_join.h"
 
 namespace atelier::animatediff {
@@ -217,6 +219,42 @@ std::string MotionModuleSet::Description() const {
   for (const auto& m : modules_) count += m != nullptr;
   return absl::StrCat("AnimateDiff motion module ", VersionName(version_), " (SD1.x), ", count, " modules, ",
                       max_frames_, " frames");
+}
+
+const at::Tensor* MotionModuleSet::Weight(int point, const std::string& name) const {
+  if (!HasPoint(point)) return nullptr;
+  const auto& w = modules_[static_cast<size_t>(point)]->w;
+  const auto it = w.find(name);
+  return it == w.end() ? nullptr : &it->second;
+}
+
+std::map<std::string, std::pair<int, std::string>> MotionModuleSet::LayerNames() const {
+  std::map<std::string, std::pair<int, std::string>> names;
+  for (int p = 0; p < 21; ++p) {
+    if (!HasPoint(p)) continue;
+    for (const auto& [name, t] : modules_[static_cast<size_t>(p)]->w) {
+      if (t.dim() != 2 || !absl::EndsWith(name, ".weight")) continue;
+      const std::string dotted = absl::StrCat(ModuleNameAt(p), ".temporal_transformer.",
+                                              name.substr(0, name.size() - strlen(".weight")));
+      names[absl::StrReplaceAll(dotted, {{".", "_"}})] = {p, name};
+    }
+  }
+  return names;
+}
+
+std::unique_ptr<MotionModuleSet> MotionModuleSet::Patched(
+    const std::map<std::pair<int, std::string>, at::Tensor>& deltas) const {
+  auto out = std::make_unique<MotionModuleSet>();
+  out->version_ = version_;
+  out->max_frames_ = max_frames_;
+  for (size_t p = 0; p < modules_.size(); ++p) {
+    if (modules_[p] != nullptr) out->modules_[p] = std::make_unique<TemporalModule>(*modules_[p]);
+  }
+  for (const auto& [where, delta] : deltas) {
+    at::Tensor& w = out->modules_[static_cast<size_t>(where.first)]->w.at(where.second);
+    w = (w.to(at::kFloat) + delta.to(w.device(), at::kFloat)).to(w.scalar_type()).contiguous();
+  }
+  return out;
 }
 
 }  // namespace atelier::animatediff

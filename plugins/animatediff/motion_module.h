@@ -69,6 +69,16 @@ class MotionModuleSet {
   // "AnimateDiff motion module v2 (SD1.x), 21 modules".
   std::string Description() const;
 
+  // A weight by its parameter name below the module ("transformer_blocks.0.attention_blocks.0.to_q.weight") at
+  // `point`, or null.
+  const at::Tensor* Weight(int point, const std::string& name) const;
+  // Every weight's WebUI network-layer name (the dotted file name without ".weight", '.' -> '_', as
+  // sd-webui-animatediff registers the injected modules for LoRA: "down_blocks_0_motion_modules_0_temporal_
+  // transformer_transformer_blocks_0_attention_blocks_0_to_q") -> (point, parameter name). 2-D weights only.
+  std::map<std::string, std::pair<int, std::string>> LayerNames() const;
+  // A copy whose listed weights are W + delta (float32 sums cast to the weights' dtype); the others are shared.
+  std::unique_ptr<MotionModuleSet> Patched(const std::map<std::pair<int, std::string>, at::Tensor>& deltas) const;
+
  private:
   MotionModuleVersion version_ = MotionModuleVersion::kV2;
   int max_frames_ = 32;

@@ -23,7 +23,7 @@ from PIL import Image
 
 from atelier_client import AtelierError, Artifact, Client, Finished, Result
 from daemon_process import DaemonProcess
-from fixture_files import cases_of, write_plugin_base_checkpoint
+from fixture_files import cases_of, read_safetensors, write_plugin_base_checkpoint, write_safetensors
 
 BASE = dict(prompt="a red circle on a white background", steps=3, seed=7, sampler_name="Euler", width=64, height=64,
             cfg_scale=5)
@@ -60,6 +60,41 @@ class AnimateDiffTest(unittest.TestCase):
             os.makedirs(os.path.join(models, "RIFE"))
             shutil.copy(os.path.join(cases_of("rife-v4")[0], "weights.safetensors"),
                         os.path.join(models, "RIFE", "flownet-v46.safetensors"))
+
+        def motion_lora(models):
+            # A motion LoRA in the two key forms (conrevo's network-layer names with alpha; guoyww's attention
+            # processors, no alpha) and, as the reference, the module with the same change merged in with numpy.
+            weights, _ = read_safetensors(os.path.join(mm_case, "weights.safetensors"))
+            rng = np.random.default_rng(5)
+            layers = ["down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_q",
+                      "mid_block.motion_modules.0.temporal_transformer.transformer_blocks.0.attention_blocks.1.to_out.0",
+                      "up_blocks.3.motion_modules.2.temporal_transformer.transformer_blocks.0.attention_blocks.0.to_v"]
+            conrevo, guoyww = {}, {}
+            merged = {k: np.frombuffer(b, np.float16).astype(np.float32).reshape(shape) for k, (_, shape, b) in weights.items()}
+            for layer in layers:
+                c = merged[layer + ".weight"].shape[0]
+                up = rng.standard_normal((c, 4)).astype(np.float32) * 0.3
+                down = rng.standard_normal((4, c)).astype(np.float32) * 0.3
+                name = layer.replace(".", "_")
+                conrevo[name + ".lora_up.weight"] = ("F32", [c, 4], up.tobytes())
+                conrevo[name + ".lora_down.weight"] = ("F32", [4, c], down.tobytes())
+                conrevo[name + ".alpha"] = ("F32", [], np.float32(2).tobytes())
+                processor = layer.replace("attention_blocks.0.", "attention_blocks.0.processor.").replace(
+                    "attention_blocks.1.", "attention_blocks.1.processor.").replace("to_out.0", "to_out")
+                guoyww[processor + "_lora.up.weight"] = ("F32", [c, 4], (up * 0.5).tobytes())
+                guoyww[processor + "_lora.down.weight"] = ("F32", [4, c], down.tobytes())
+                merged[layer + ".weight"] = merged[layer + ".weight"] + 0.8 * (2 / 4) * up @ down
+            os.makedirs(os.path.join(models, "Lora"))
+            write_safetensors(os.path.join(models, "Lora", "mm_pan.safetensors"), conrevo)
+            write_safetensors(os.path.join(models, "Lora", "mm_pan_orig.safetensors"), guoyww)
+            write_safetensors(os.path.join(models, "AnimateDiff", "mm_merged.safetensors"),
+                              {k: ("F32", list(v.shape), np.ascontiguousarray(v).tobytes()) for k, v in merged.items()})
+
+        previous = prepare
+
+        def prepare(models):
+            previous(models)
+            motion_lora(models)
 
         cls.inputs = tempfile.TemporaryDirectory()  # the folder requests may name (video_path)
         cls.daemon = DaemonProcess(prepare_models=prepare, env={"ATELIER_ANIMATEDIFF_INPUT_DIRS": cls.inputs.name})
@@ -293,6 +328,18 @@ class AnimateDiffTest(unittest.TestCase):
                 run({}, **unit)
             self.assertEqual(e.exception.code, code, e.exception.details)
             self.assertIn(text, e.exception.details)
+
+    def test_motion_lora(self):
+        plain, _ = self.clip(format=[])
+        merged, _ = self.clip(format=[], model="mm_merged.safetensors")
+        for tag in ("<lora:mm_pan:0.8>", "<lora:mm_pan_orig:0.8>"):
+            patched, _ = self.clip(format=[], prompt_override=BASE["prompt"] + " " + tag)
+            # The clip with the LoRA on the module is the clip of the module merged offline.
+            self.assertLessEqual(max(np.abs(a - b).max() for a, b in zip(self.frames_of(patched), self.frames_of(merged))), 1, tag)
+            self.assertGreater(max(np.abs(a - b).max() for a, b in zip(self.frames_of(patched), self.frames_of(plain))), 1, tag)
+            self.assertIn("Lora hashes:", patched[0].infotext)
+        again, _ = self.clip(format=[])  # the module is the plain one again after the LoRA job
+        self.assertEqual(max(np.abs(a - b).max() for a, b in zip(self.frames_of(plain), self.frames_of(again))), 0)
 
     def test_bad_arguments(self):
         bad = [({"model": "nowhere.safetensors"}, grpc.StatusCode.NOT_FOUND, "mm_tiny.safetensors"),

@@ -82,6 +82,9 @@ absl::StatusOr<std::unique_ptr<LoraNetwork>> LoraNetwork::FromTensors(const std:
   std::set<std::string> ab_form;  // modules written as lora_A / lora_B: WebUI keeps only up and down (no alpha)
   std::vector<std::string> unknown, unsupported;
   for (const auto& [key, t] : tensors) {
+    // AnimateDiff motion LoRAs: the motion module's layers, which the AnimateDiff plugin patches (the job hands it
+    // the job's networks); WebUI's Lora likewise matches them only while a motion module is injected.
+    if (key.find("motion_modules") != std::string::npos) continue;
     auto split = SplitKey(key);
     if (!split) {
       unknown.push_back(key);
@@ -102,13 +105,6 @@ absl::StatusOr<std::unique_ptr<LoraNetwork>> LoraNetwork::FromTensors(const std:
     LoraModule& m = modules[module];
     m.target = *target;
     m.w[part] = t.to(at::kFloat);
-  }
-  for (const auto& key : unknown) {
-    if (key.find("motion_modules") != std::string::npos) {
-      return absl::UnimplementedError(absl::StrCat(
-          "'", label, "' is an AnimateDiff motion LoRA (", key, "): its weights belong to the motion module, which "
-          "LoRA patching does not reach yet; LoRAs of the UNet and text encoder work"));
-    }
   }
   if (!unsupported.empty()) {
     return absl::UnimplementedError(absl::StrCat("'", label, "' is an IA3 / OFT / GLoRA / full-diff network (", unsupported[0],

@@ -401,6 +401,11 @@ typedef struct atelier_job_info {
   /* ---- ABI 1.4 ---- */
   int32_t resize_mode;          /* img2img: WebUI's resize_mode (0 just resize, 1 crop and resize, 2 resize and
                                  * fill, 3 latent upscale), how init_image became the job's size; 0 for txt2img */
+  const char* loras_json;       /* the job's <lora:...> networks as a JSON array, in the order they are summed:
+                                 * [{"name": "as written", "filename": "sub/x.safetensors" (open it with
+                                 * tensor_file_open in ATELIER_FOLDER_LORA), "te": 1.0, "unet": 0.8, "dyn": 0}];
+                                 * "[]" without any. Keys of modules a plugin adds (AnimateDiff's motion modules) are
+                                 * the plugin's to apply. */
 } atelier_job_info;
 
 /* WebUI on_cfg_denoiser: before the UNet call of one sampling step. May replace x, sigma and conditioning. */
