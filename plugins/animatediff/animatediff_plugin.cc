@@ -8,7 +8,10 @@
 // client as they are decoded (the job layer's frames); `format` and `fps` go to the export plugin and
 // `interp: "RIFE"` with `interp_x` to the rife plugin (feed_plugin). The infotext key "AnimateDiff" is the
 // extension's. Modules come from models/AnimateDiff (and a WebUI install's extensions/sd-webui-animatediff/model).
-// ATELIER_ANIMATEDIFF_MAX_FRAMES (default 256) bounds video_length.
+// Also as the extension: FreeInit (sample), img2img per-frame latents and last_frame (init_latent), ControlNet units
+// without an image fed the frames of video_source / video_path (script_args + feed_plugin), motion LoRAs from the
+// job's networks (loras_json). ATELIER_ANIMATEDIFF_MAX_FRAMES (default 256) bounds video_length and the frames read
+// from a video; ATELIER_ANIMATEDIFF_INPUT_DIRS lists the folders a request may name.
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>

@@ -732,8 +732,8 @@ typedef struct atelier_plugin_descriptor {
 
   /* ---- ABI 1.1 (a 1.0 descriptor ends above: these read as 0 / NULL). ---- */
 
-  /* Hook order: ascending, ties by name. 0 is the default; in-tree plugins use 100 (ControlNet), 200
-   * (AnimateDiff), 800 (RIFE), 900 (export). */
+  /* Hook order: ascending, ties by name. 0 is the default; in-tree plugins use 50 (AnimateDiff: its model-call
+   * wrapper is outermost), 100 (ControlNet), 800 (RIFE), 900 (export). */
   int32_t priority;
   /* ATELIER_ENGINE_ABI of the engine a C++ SDK plugin links (plugins/sdk sets it), or NULL for a plugin on this
    * header alone. A host with another engine ABI refuses the plugin, naming both. */
