@@ -1,11 +1,14 @@
 #include "motion_module.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
+#include <limits>
 #include <set>
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -87,6 +90,56 @@ std::string ModuleNameAt(int point) {
   return absl::StrCat("up_blocks.", j / 3, ".motion_modules.", j % 3);
 }
 
+void FuseQkv(TemporalModule& m) {
+  for (int i = 0; i < 2; ++i) {
+    const std::string a = absl::StrCat("transformer_blocks.0.attention_blocks.", i, ".");
+    m.qkv[static_cast<size_t>(i)] = at::cat({m.W(a + "to_q.weight"), m.W(a + "to_k.weight"), m.W(a + "to_v.weight")}, 0);
+  }
+}
+
+void TemporalAttentionCpu(const float* q, const float* k, const float* v, int64_t stride, float* out, int64_t videos,
+                          int64_t frames, int64_t hw, int64_t heads, int64_t d, float scale) {
+  const int64_t c = heads * d;
+  at::parallel_for(0, videos * hw * heads, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> p(static_cast<size_t>(frames * frames)), kt(static_cast<size_t>(d * frames));
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t head = b % heads, pos = (b / heads) % hw, video = b / (heads * hw);
+      const auto token = [&](int64_t f) { return (video * frames + f) * hw + pos; };
+      // kᵀ [d, frames], so that each score row is a sum of contiguous axpys (vectorised over the frames) instead of
+      // dot products (a serial reduction the compiler may not reorder).
+      for (int64_t g = 0; g < frames; ++g) {
+        const float* kg = k + token(g) * stride + head * d;
+        for (int64_t i = 0; i < d; ++i) kt[static_cast<size_t>(i * frames + g)] = kg[i];
+      }
+      for (int64_t f = 0; f < frames; ++f) {
+        const float* qf = q + token(f) * stride + head * d;
+        float* row = p.data() + f * frames;
+        std::fill(row, row + frames, 0.0f);
+        for (int64_t i = 0; i < d; ++i) {
+          const float qi = qf[i];
+          const float* ki = kt.data() + i * frames;
+          for (int64_t g = 0; g < frames; ++g) row[g] += qi * ki[g];
+        }
+        float top = -std::numeric_limits<float>::infinity();
+        for (int64_t g = 0; g < frames; ++g) {
+          row[g] *= scale;
+          top = std::max(top, row[g]);
+        }
+        float sum = 0;
+        for (int64_t g = 0; g < frames; ++g) sum += row[g] = std::exp(row[g] - top);
+        const float inv = 1.0f / sum;
+        float* o = out + token(f) * c + head * d;
+        std::fill(o, o + d, 0.0f);
+        for (int64_t g = 0; g < frames; ++g) {
+          const float w = row[g] * inv;
+          const float* vg = v + token(g) * stride + head * d;
+          for (int64_t i = 0; i < d; ++i) o[i] += w * vg[i];
+        }
+      }
+    }
+  });
+}
+
 at::Tensor TemporalForward(const TemporalModule& m, const at::Tensor& hidden, int64_t frames) {
   const int64_t rows = hidden.size(0), c = hidden.size(1), h = hidden.size(2), w = hidden.size(3);
   const int64_t videos = rows / frames, hw = h * w, heads = 8, head_dim = c / heads;
@@ -101,15 +154,26 @@ at::Tensor TemporalForward(const TemporalModule& m, const at::Tensor& hidden, in
     // The position encoding of each row's frame, broadcast over the positions ([videos, frames, hw, c]); q, k, v are
     // per-token projections, so only the attention itself needs the frames of a position side by side.
     n = n.view({videos, frames, hw, c}) + m.W(a + "pos_encoder.pe").slice(1, 0, frames).view({1, frames, 1, c});
-    const auto split = [&](const at::Tensor& t) {  // [videos, frames, hw, c] -> [videos, hw, heads, frames, d]
-      return t.view({videos, frames, hw, heads, head_dim}).permute({0, 2, 3, 1, 4});
-    };
-    const at::Tensor q = split(at::linear(n, m.W(a + "to_q.weight")));
-    const at::Tensor k = split(at::linear(n, m.W(a + "to_k.weight")));
-    const at::Tensor v = split(at::linear(n, m.W(a + "to_v.weight")));
-    const at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).mul_(1.0 / std::sqrt(static_cast<double>(head_dim)));
-    // [videos, hw, heads, frames, d] -> [videos, frames, hw, heads·d]
-    at::Tensor out = at::matmul(at::softmax(scores, -1), v).permute({0, 3, 1, 2, 4}).reshape({rows, hw, c});
+    const at::Tensor& fused = m.qkv[static_cast<size_t>(i)];
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+    at::Tensor out;
+    if (fused.defined() && n.device().is_cpu() && n.scalar_type() == at::kFloat) {
+      const at::Tensor qkv = at::linear(n, fused).contiguous();  // [videos, frames, hw, 3c]
+      out = at::empty({rows, hw, c}, qkv.options());
+      const float* base = qkv.data_ptr<float>();
+      TemporalAttentionCpu(base, base + c, base + 2 * c, 3 * c, out.data_ptr<float>(), videos, frames, hw, heads,
+                           head_dim, static_cast<float>(scale));
+    } else {
+      const auto split = [&](const at::Tensor& t) {  // [videos, frames, hw, c] -> [videos, hw, heads, frames, d]
+        return t.view({videos, frames, hw, heads, head_dim}).permute({0, 2, 3, 1, 4});
+      };
+      const at::Tensor q = split(at::linear(n, m.W(a + "to_q.weight")));
+      const at::Tensor k = split(at::linear(n, m.W(a + "to_k.weight")));
+      const at::Tensor v = split(at::linear(n, m.W(a + "to_v.weight")));
+      const at::Tensor scores = at::matmul(q, k.transpose(-1, -2)).mul_(scale);
+      // [videos, hw, heads, frames, d] -> [videos, frames, hw, heads·d]
+      out = at::matmul(at::softmax(scores, -1), v).permute({0, 3, 1, 2, 4}).reshape({rows, hw, c});
+    }
     out = at::linear(out, m.W(a + "to_out.0.weight"), m.W(a + "to_out.0.bias"));
     x = out + x;
   }
@@ -181,6 +245,7 @@ absl::StatusOr<std::unique_ptr<MotionModuleSet>> MotionModuleSet::FromTensors(st
               PositionEncoding(64, c).to(device, dtype);
         }
       }
+      FuseQkv(*module);
       set->modules_[static_cast<size_t>(point)] = std::move(module);
     }
     set->max_frames_ = lcm ? 64 : static_cast<int>(positions);
@@ -253,6 +318,9 @@ std::unique_ptr<MotionModuleSet> MotionModuleSet::Patched(
   for (const auto& [where, delta] : deltas) {
     at::Tensor& w = out->modules_[static_cast<size_t>(where.first)]->w.at(where.second);
     w = (w.to(at::kFloat) + delta.to(w.device(), at::kFloat)).to(w.scalar_type()).contiguous();
+  }
+  for (auto& m : out->modules_) {
+    if (m != nullptr) FuseQkv(*m);
   }
   return out;
 }

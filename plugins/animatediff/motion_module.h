@@ -41,8 +41,20 @@ std::string ModuleNameAt(int point);
 struct TemporalModule {
   std::map<std::string, at::Tensor> w;
   int64_t channels = 0;
+  // to_q, to_k and to_v of each attention block stacked [3C, C]: one projection GEMM instead of three (FuseQkv).
+  std::array<at::Tensor, 2> qkv;
   const at::Tensor& W(const std::string& name) const { return w.at(name); }
 };
+
+// Fills `module.qkv` from its weights (after loading or patching them).
+void FuseQkv(TemporalModule& module);
+
+// The temporal self-attention of every (video, position, head) on the CPU in float32, reading q, k and v where a
+// projection left them (token (video · frames + f) · hw + position at row stride `stride`, head h at columns
+// h · d ..) and writing the heads' outputs to `out` [tokens, heads · d] in the same order: no transposed copies and
+// no small batched GEMMs. softmax(q kᵀ · scale) v per batch item, as the extension's scaled_dot_product_attention.
+void TemporalAttentionCpu(const float* q, const float* k, const float* v, int64_t stride, float* out, int64_t videos,
+                          int64_t frames, int64_t hw, int64_t heads, int64_t d, float scale);
 
 // [(videos · frames), C, h, w] -> the same shape; `frames` rows in a row are one video (frame index fastest).
 at::Tensor TemporalForward(const TemporalModule& module, const at::Tensor& hidden, int64_t frames);
