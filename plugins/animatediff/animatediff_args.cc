@@ -145,10 +145,6 @@ absl::StatusOr<AnimateDiffArgs> ParseAnimateDiffArgs(const json& u) {
       return absl::InvalidArgumentError("AnimateDiff freeinit_ds and freeinit_dt must be in [0, 1]");
     }
   }
-  if (!a.mask_path.empty()) {
-    return absl::UnimplementedError("AnimateDiff mask_path (per-frame ControlNet inpaint masks) is not implemented; "
-                                    "video_source and video_path work, and a unit's own mask applies to every frame");
-  }
   for (const auto& [name, power, scale] : {std::tuple{"latent_power / latent_scale", a.latent_power, a.latent_scale},
                                             std::tuple{"latent_power_last / latent_scale_last", a.latent_power_last,
                                                        a.latent_scale_last}}) {

@@ -44,7 +44,7 @@ const std::vector<std::string>& AnimateDiffFieldNames();
 
 // One unit (a dict). INVALID_ARGUMENT naming the field for a wrong type or an unknown field (listing the valid
 // ones; a bad FreeInit filter, iteration count or cut-off, a non-positive latent_scale); UNIMPLEMENTED for FILM
-// interpolation and mask_path.
+// interpolation.
 absl::StatusOr<AnimateDiffArgs> ParseAnimateDiffArgs(const nlohmann::json& unit);
 
 // Resolves video_length (0 -> batch_size; a shorter video makes batch_size its length) and overlap (-1 -> batch_size / 4) and checks the ranges against the motion

@@ -198,7 +198,7 @@ absl::Status SetUpControlNet(const PluginState& ps, atelier_job* job, ad::Animat
   atelier_bytes raw{};
   atelier_error e{};
   if (atelier_status s = ps.host->script_args(job, "controlnet", &raw, &e); s != ATELIER_OK) {
-    if (a.video_source.empty() && a.video_path.empty()) return absl::OkStatus();  // no ControlNet plugin: nothing to do
+    if (a.video_source.empty() && a.video_path.empty() && a.mask_path.empty()) return absl::OkStatus();  // no ControlNet
     return absl::Status(sdk::FromAbi(s, e).code(), absl::StrCat("AnimateDiff video-to-video needs ControlNet: ", e.message));
   }
   json args = json::parse(std::string(reinterpret_cast<const char*>(raw.data), raw.size), nullptr, false);
@@ -227,6 +227,43 @@ absl::Status SetUpControlNet(const PluginState& ps, atelier_job* job, ad::Animat
         }
       }
       u["batch_images"] = frames;
+      changed = true;
+    }
+  }
+  if (!a.mask_path.empty()) {
+    // The extension's batch_mask_dir: the folder's masks, in name order, go with the batch items of every unit
+    // that has no masks of its own.
+    if (absl::Status s = CheckInputPath("mask_path", a.mask_path); !s.ok()) return s;
+    auto masks = ad::ReadFrameFolder(a.mask_path, ps.max_frames, [&ps](const std::string& bytes, const std::string& name)
+                                                                      -> absl::StatusOr<at::Tensor> {
+      DLManagedTensor* image = nullptr;
+      atelier_error e{};
+      if (atelier_status s = ps.host->image_decode(ps.host, bytes.data(), bytes.size(), &image, &e); s != ATELIER_OK) {
+        return absl::InvalidArgumentError(absl::StrCat("AnimateDiff mask_path: ", name, " cannot be decoded: ", e.message));
+      }
+      return sdk::Adopt(image);
+    });
+    if (!masks.ok()) {
+      return absl::Status(masks.status().code(), absl::StrCat("AnimateDiff mask_path: ", masks.status().message()));
+    }
+    std::vector<std::string> encoded;
+    for (json& u : *units) {
+      if (!enabled(u) || empty(u, "batch_images") || !u["batch_images"].is_array()) continue;
+      json& items = u["batch_images"];
+      bool has_masks = false;
+      for (const json& item : items) has_masks |= item.is_object() && item.contains("mask") && !item["mask"].is_null();
+      if (has_masks) continue;
+      if (encoded.empty()) {
+        for (const at::Tensor& m : *masks) {
+          auto png = PngBase64(ps, m);
+          if (!png.ok()) return png.status();
+          encoded.push_back(*std::move(png));
+        }
+      }
+      for (size_t i = 0; i < items.size() && i < encoded.size(); ++i) {
+        const json image = items[i].is_object() ? items[i].value("image", json()) : items[i];
+        items[i] = {{"image", image}, {"mask", encoded[i]}};
+      }
       changed = true;
     }
   }

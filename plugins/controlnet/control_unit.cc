@@ -142,8 +142,11 @@ absl::StatusOr<ControlUnit> ParseUnit(const json& in, int index) {
     for (const auto& item : j["batch_images"]) {
       if (item.is_string()) {
         u.batch_images.push_back(item.get<std::string>());
+        u.batch_masks.emplace_back();
       } else if (item.is_object() && item.contains("image") && item["image"].is_string()) {
         u.batch_images.push_back(item["image"].get<std::string>());
+        const bool has_mask = item.contains("mask") && item["mask"].is_string();
+        u.batch_masks.push_back(has_mask ? item["mask"].get<std::string>() : std::string());
       } else {
         return Bad(index, "batch_images", "must be a list of base64 images");
       }

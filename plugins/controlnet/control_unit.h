@@ -31,8 +31,10 @@ struct ControlUnit {
   std::string image;  // base64 (an optional data: URL prefix), "" for none
   std::string mask;   // base64, "" for none
   // batch_images: one image per batch item (an AnimateDiff clip's frames: frame i is hinted by image i, cycling
-  // when there are fewer), base64 each; empty: `image` hints every item.
+  // when there are fewer), base64 each; empty: `image` hints every item. batch_masks: each item's mask ({"image":
+  // ..., "mask": ...} items; "" for none: the unit's `mask` then applies), as sd-webui-controlnet's batch mask folder.
   std::vector<std::string> batch_images;
+  std::vector<std::string> batch_masks;
   ResizeMode resize_mode = ResizeMode::kCropAndResize;
   bool low_vram = false;
   double processor_res = -1;

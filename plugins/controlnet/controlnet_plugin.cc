@@ -304,10 +304,41 @@ absl::StatusOr<at::Tensor> GuidedHintAt(UnitState& u, int64_t h, int64_t w, size
   return *guided;
 }
 
+// What the preprocessor gets from an image and its mask (may be empty): inpaint modules the image with the mask as
+// a fourth channel; others the image, or a mask that is not blank (the extension's "canvas scribble mode").
+absl::StatusOr<cv::Mat> ControlInput(const cn::ModuleInfo& module, const cv::Mat& image, const cv::Mat& mask,
+                                     const std::string& prefix) {
+  if (!mask.empty() && (mask.rows != image.rows || mask.cols != image.cols)) {
+    return absl::InvalidArgumentError(absl::StrCat(prefix, "the mask is ", mask.cols, "x", mask.rows,
+                                                   " but the image is ", image.cols, "x", image.rows));
+  }
+  if (module.inpaint) {
+    if (mask.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(prefix, module.name, " needs a mask (\"mask\", or \"image\": "
+                                                                          "{\"image\": ..., \"mask\": ...})"));
+    }
+    std::vector<cv::Mat> ch;
+    cv::split(image, ch);
+    ch.push_back(mask);
+    cv::Mat input;
+    cv::merge(ch, input);
+    return input;
+  }
+  if (!mask.empty()) {
+    double lo = 0, hi = 0;
+    cv::minMaxLoc(mask, &lo, &hi);
+    if (!(hi <= 5 || lo >= 250)) return Rgb(mask);
+  }
+  return image;
+}
+
 absl::Status PrepareUnit(PluginState& ps, const atelier_job_info* info, const std::vector<ModelEntry>* models,
                          UnitState& u, atelier_job* job) {
   const std::string prefix = absl::StrCat("ControlNet unit ", u.index, ": ");
-  if (!u.unit.batch_images.empty() && u.unit.image.empty()) u.unit.image = u.unit.batch_images[0];
+  if (!u.unit.batch_images.empty() && u.unit.image.empty()) {
+    u.unit.image = u.unit.batch_images[0];
+    if (u.unit.mask.empty() && !u.unit.batch_masks.empty()) u.unit.mask = u.unit.batch_masks[0];
+  }
   u.module = cn::FindModule(u.unit.module);
   if (u.module == nullptr) {
     if (cn::IsNetworkModule(u.unit.module)) {
@@ -342,11 +373,7 @@ absl::Status PrepareUnit(PluginState& ps, const atelier_job_info* info, const st
     if (!u.unit.mask.empty()) {
       auto m = DecodeImage(ps, u.unit.mask, prefix + "mask");
       if (!m.ok()) return m.status();
-      mask = Channel0(*m);
-      if (mask.rows != image.rows || mask.cols != image.cols) {
-        return absl::InvalidArgumentError(absl::StrCat(prefix, "the mask is ", mask.cols, "x", mask.rows,
-                                                       " but the image is ", image.cols, "x", image.rows));
-      }
+      mask = Channel0(*m);  // its size is checked with the image (ControlInput)
     }
   } else if (info->init_image != nullptr) {
     image = Rgb(MatOf(sdk::View(info->init_image)));
@@ -363,22 +390,9 @@ absl::Status PrepareUnit(PluginState& ps, const atelier_job_info* info, const st
     return absl::InvalidArgumentError(absl::StrCat(prefix, "ControlNet is enabled but no input image is given "
                                                            "(\"image\": base64 PNG/JPEG/WebP)"));
   }
-  cv::Mat input = image;
-  if (u.module->inpaint) {
-    if (mask.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(prefix, u.module->name, " needs a mask (\"mask\", or \"image\": "
-                                                                             "{\"image\": ..., \"mask\": ...})"));
-    }
-    std::vector<cv::Mat> ch;
-    cv::split(image, ch);
-    ch.push_back(mask);
-    cv::merge(ch, input);
-  } else if (!mask.empty()) {
-    // The extension's "canvas scribble mode": a mask that is not blank is the control image itself.
-    double lo = 0, hi = 0;
-    cv::minMaxLoc(mask, &lo, &hi);
-    if (!(hi <= 5 || lo >= 250)) input = Rgb(mask);
-  }
+  auto composed = ControlInput(*u.module, image, mask, prefix);
+  if (!composed.ok()) return composed.status();
+  cv::Mat input = *composed;
 
   u.params = cn::BoundParams(*u.module, u.unit.processor_res, u.unit.threshold_a, u.unit.threshold_b);
   // Infotext first (the extension writes it before pixel perfect changes the resolution).
@@ -417,14 +431,25 @@ absl::Status PrepareUnit(PluginState& ps, const atelier_job_info* info, const st
   if (!detected.ok()) return absl::Status(detected.status().code(), prefix + std::string(detected.status().message()));
   u.detected = *detected;
   if (!u.unit.batch_images.empty()) {
-    if (u.module->model_free || u.module->inpaint || !mask.empty()) {
+    // inpaint_only's prediction and pixel blends and the reference modules keep one image for the whole batch.
+    if (u.module->model_free || (u.module->inpaint && u.module->name != "inpaint")) {
       return absl::UnimplementedError(absl::StrCat(prefix, "batch_images with ", u.module->name,
-                                                   " or a mask: per-image hints work with the other preprocessors"));
+                                                   ": per-image hints work with inpaint (global harmonious, per-image "
+                                                   "masks) and the other preprocessors"));
     }
     for (size_t i = 0; i < u.unit.batch_images.size(); ++i) {
-      auto decoded = DecodeImage(ps, u.unit.batch_images[i], absl::StrCat(prefix, "batch_images[", i, "]"));
+      const std::string item = absl::StrCat(prefix, "batch_images[", i, "]");
+      auto decoded = DecodeImage(ps, u.unit.batch_images[i], item);
       if (!decoded.ok()) return decoded.status();
-      auto d = cn::RunPreprocessor(*u.module, Rgb(*decoded), u.params);
+      cv::Mat item_mask = mask;  // the unit's mask, unless the item has its own
+      if (i < u.unit.batch_masks.size() && !u.unit.batch_masks[i].empty()) {
+        auto m = DecodeImage(ps, u.unit.batch_masks[i], item + " mask");
+        if (!m.ok()) return m.status();
+        item_mask = Channel0(*m);
+      }
+      auto item_input = ControlInput(*u.module, Rgb(*decoded), item_mask, item + ": ");
+      if (!item_input.ok()) return item_input.status();
+      auto d = cn::RunPreprocessor(*u.module, *item_input, u.params);
       if (!d.ok()) return absl::Status(d.status().code(), prefix + std::string(d.status().message()));
       u.batch_detected.push_back(*d);
     }

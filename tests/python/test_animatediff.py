@@ -287,7 +287,7 @@ class AnimateDiffTest(unittest.TestCase):
             files[fmt] = [e.data for e in events if isinstance(e, Artifact)][0]
 
         def run(unit_extra, **ad):
-            unit = dict(enabled=True, module="none", model="control_tiny", weight=1.0, **unit_extra)
+            unit = dict(dict(enabled=True, module="none", model="control_tiny", weight=1.0), **unit_extra)
             results, _ = self.clip(format=[], video_length=0, extra_scripts={"controlnet": {"args": [unit]}}, **ad)
             return results
 
@@ -321,9 +321,30 @@ class AnimateDiffTest(unittest.TestCase):
         from_folder = run({}, video_path=folder)
         self.assertEqual(len(from_folder), 7)
         self.assertIn("video_length: 6,", from_folder[0].infotext)
+        # mask_path: each frame's mask goes with it (an inpaint unit: the image with its masked pixels as -1).
+        def mask(i, left):
+            m = np.zeros((64, 64), np.uint8)
+            m[:, :32] = 255 if left else 0
+            m[:, 32:] = 0 if left else 255
+            buffer = io.BytesIO()
+            Image.fromarray(m).save(buffer, format="PNG")
+            return base64.b64encode(buffer.getvalue()).decode()
+
+        masks = os.path.join(self.inputs.name, "masks")
+        os.makedirs(masks)
+        for i in range(6):
+            with open(os.path.join(masks, "%03d.png" % i), "wb") as out:
+                out.write(base64.b64decode(mask(i, i % 2 == 0)))
+        inpaint = {"module": "inpaint"}
+        from_masks = run(inpaint, video_path=folder, mask_path=masks)
+        self.assertEqual(len(from_masks), 7)
+        given = run(dict(inpaint, batch_images=[{"image": distinct[i], "mask": mask(i, i % 2 == 0)} for i in range(6)]))
+        self.assertEqual(max(np.abs(a - b).max() for a, b in zip(self.frames_of(from_masks), self.frames_of(given))), 0)
+        flipped = run(dict(inpaint, batch_images=[{"image": distinct[i], "mask": mask(i, i % 2 == 1)} for i in range(6)]))
+        self.assertGreater(max(np.abs(a - b).max() for a, b in zip(self.frames_of(flipped[6:]), self.frames_of(given[6:]))), 100)
         for unit, code, text in (({"video_source": base64.b64encode(b"x" * 400).decode()}, grpc.StatusCode.INVALID_ARGUMENT, "video_source"),
                                  ({"video_path": os.path.join(folder, "missing")}, grpc.StatusCode.NOT_FOUND, "video_path"),
-                                 ({"mask_path": folder}, grpc.StatusCode.UNIMPLEMENTED, "mask_path")):
+                                 ({"video_path": folder, "mask_path": os.path.join(folder, "none")}, grpc.StatusCode.NOT_FOUND, "mask_path")):
             with self.assertRaises(AtelierError) as e:
                 run({}, **unit)
             self.assertEqual(e.exception.code, code, e.exception.details)
