@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -140,20 +141,25 @@ absl::Status CheckInputPath(const std::string& field, const std::string& path) {
       "); send the video itself as base64 in video_source"));
 }
 
-// The video's frames (uint8 [H, W, 3]): a folder of images (video_path), or a video (video_source: base64 / a data:
-// URL, or a path), through the extension's mpdecimate.
-absl::StatusOr<std::vector<at::Tensor>> VideoFrames(const PluginState& ps, const ad::AnimateDiffArgs& a) {
-  const auto decode = [&ps](const std::string& bytes, const std::string& name) -> absl::StatusOr<at::Tensor> {
+// Decodes a folder's image file with the host's decoder; errors name the field and the file.
+std::function<absl::StatusOr<at::Tensor>(const std::string&, const std::string&)> FileDecoder(const PluginState& ps,
+                                                                                           std::string field) {
+  return [&ps, field](const std::string& bytes, const std::string& name) -> absl::StatusOr<at::Tensor> {
     DLManagedTensor* image = nullptr;
     atelier_error e{};
     if (atelier_status s = ps.host->image_decode(ps.host, bytes.data(), bytes.size(), &image, &e); s != ATELIER_OK) {
-      return absl::InvalidArgumentError(absl::StrCat("AnimateDiff video_path: ", name, " cannot be decoded: ", e.message));
+      return absl::InvalidArgumentError(absl::StrCat("AnimateDiff ", field, ": ", name, " cannot be decoded: ", e.message));
     }
     return sdk::Adopt(image);
   };
+}
+
+// The video's frames (uint8 [H, W, 3]): a folder of images (video_path), or a video (video_source: base64 / a data:
+// URL, or a path), through the extension's mpdecimate.
+absl::StatusOr<std::vector<at::Tensor>> VideoFrames(const PluginState& ps, const ad::AnimateDiffArgs& a) {
   if (!a.video_path.empty()) {
     if (absl::Status s = CheckInputPath("video_path", a.video_path); !s.ok()) return s;
-    auto frames = ad::ReadFrameFolder(a.video_path, ps.max_frames, decode);
+    auto frames = ad::ReadFrameFolder(a.video_path, ps.max_frames, FileDecoder(ps, "video_path"));
     if (!frames.ok()) return absl::Status(frames.status().code(), absl::StrCat("AnimateDiff video_path: ", frames.status().message()));
     return frames;
   }
@@ -234,15 +240,7 @@ absl::Status SetUpControlNet(const PluginState& ps, atelier_job* job, ad::Animat
     // The extension's batch_mask_dir: the folder's masks, in name order, go with the batch items of every unit
     // that has no masks of its own.
     if (absl::Status s = CheckInputPath("mask_path", a.mask_path); !s.ok()) return s;
-    auto masks = ad::ReadFrameFolder(a.mask_path, ps.max_frames, [&ps](const std::string& bytes, const std::string& name)
-                                                                      -> absl::StatusOr<at::Tensor> {
-      DLManagedTensor* image = nullptr;
-      atelier_error e{};
-      if (atelier_status s = ps.host->image_decode(ps.host, bytes.data(), bytes.size(), &image, &e); s != ATELIER_OK) {
-        return absl::InvalidArgumentError(absl::StrCat("AnimateDiff mask_path: ", name, " cannot be decoded: ", e.message));
-      }
-      return sdk::Adopt(image);
-    });
+    auto masks = ad::ReadFrameFolder(a.mask_path, ps.max_frames, FileDecoder(ps, "mask_path"));
     if (!masks.ok()) {
       return absl::Status(masks.status().code(), absl::StrCat("AnimateDiff mask_path: ", masks.status().message()));
     }
