@@ -1,0 +1,130 @@
+#!/usr/bin/python3
+"""Atelier beside the PyTorch-eager peer (../shared/peers/torch-eager/peer.py: CompVis's own UNet and VAE decoder
+at full SD 1.5 size on the same Debian torch), interleaved for N rounds on the same machine, as ratios.
+
+usage: bench/compare.py [--rounds N] [--items unet256fp32,unet256bf16,...] [--bench build/bench/atelier_bench]
+                        [--write docs/performance.md]
+
+Items (default: all): unet{256,512}{fp32,bf16} (one CFG step, batch 2) and vae{256,512}{fp32,bf16} (one decode).
+Each round runs every item once on each side, alternating which side goes first; the peer reports the median of
+its runs after a warm-up, Atelier (atelier_bench's BM_UNetStep / BM_VaeDecode) the mean of 2 after its model is
+built. The table gives both times per round, each round's ratio Atelier / peer, the median ratio, Atelier's
+fraction of the same dtype's GEMM peak (measured in its process) and the goal from issue 24. bf16 items say so and
+are skipped on a CPU without AVX-512 BW/VL/DQ. Needs python3-torch for the peer."""
+import argparse, datetime, json, os, platform, statistics, subprocess, sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PEER = os.path.join(ROOT, "..", "shared", "peers", "torch-eager", "peer.py")
+GOALS = {"unet": {"fp32": 0.30, "bf16": 0.25}, "vae": {"fp32": 0.50, "bf16": 0.50}}
+ALL = [f"{w}{s}{d}" for w in ("unet", "vae") for s in (256, 512) for d in ("fp32", "bf16")]
+
+
+def cpu():
+    model, flags = platform.processor(), set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    shown = [x for x in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16",
+                         "amx_tile", "amx_bf16", "amx_int8") if x in flags]
+    return model, shown, flags
+
+
+def parse(item):
+    work = "unet" if item.startswith("unet") else "vae"
+    rest = item[len(work):]
+    return work, int(rest[:3]), rest[3:]
+
+
+def run_peer(work, size, dtype, runs):
+    out = subprocess.run([sys.executable, PEER, work, str(size), dtype, str(runs)], capture_output=True, text=True,
+                         timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"peer {work} {size} {dtype}: {out.stderr.strip()[-400:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["median"]
+
+
+def run_atelier(bench, work, size, dtype):
+    name = {"unet": "BM_UNetStep", "vae": "BM_VaeDecode"}[work]
+    arg = 0 if dtype == "fp32" else 1
+    out = subprocess.run([bench, f"--benchmark_filter=^{name}/{size}/{arg}/", "--benchmark_format=json"],
+                         capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"atelier_bench {name}/{size}/{arg}: {out.stderr.strip()[-400:]}")
+    result = json.loads(out.stdout)["benchmarks"][0]
+    if result.get("error_occurred"):
+        raise RuntimeError(result.get("error_message", "skipped"))
+    return result["s/call"], result["of_peak"], result["peak_RSS_MiB"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--items", default=",".join(ALL))
+    ap.add_argument("--peer-runs", type=int, default=1)
+    ap.add_argument("--bench", default=os.path.join(ROOT, "build", "bench", "atelier_bench"))
+    ap.add_argument("--write", help="also write the report (markdown) to this file")
+    args = ap.parse_args()
+    items = [i.strip() for i in args.items.split(",") if i.strip()]
+    unknown = [i for i in items if i not in ALL]
+    if unknown:
+        sys.exit(f"unknown items {unknown}; valid: {', '.join(ALL)}")
+    model, shown, flags = cpu()
+    bf16_ok = {"avx512bw", "avx512vl", "avx512dq"} <= flags
+    rows = {i: {"peer": [], "atelier": [], "of_peak": [], "rss": [], "note": ""} for i in items}
+    for r in range(args.rounds):
+        for item in items:
+            work, size, dtype = parse(item)
+            if dtype == "bf16" and not bf16_ok:
+                rows[item]["note"] = "skipped: this CPU has no AVX-512 BW/VL/DQ (no bf16 path)"
+                continue
+            try:
+                sides = [("peer", lambda: run_peer(work, size, dtype, args.peer_runs)),
+                         ("atelier", lambda: run_atelier(args.bench, work, size, dtype))]
+                for side, call in (sides if r % 2 == 0 else sides[::-1]):
+                    value = call()
+                    if side == "peer":
+                        rows[item]["peer"].append(value)
+                    else:
+                        rows[item]["atelier"].append(value[0])
+                        rows[item]["of_peak"].append(value[1])
+                        rows[item]["rss"].append(value[2])
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                rows[item]["note"] = f"failed: {e}"
+            print(f"round {r + 1} {item}: peer {rows[item]['peer'][-1:]} atelier {rows[item]['atelier'][-1:]}",
+                  file=sys.stderr, flush=True)
+
+    lines = [f"# Performance: Atelier beside PyTorch eager", "",
+             f"Made by `bench/compare.py --rounds {args.rounds}` on {datetime.date.today().isoformat()}.",
+             f"CPU: {model}, {os.cpu_count()} threads; ISA: {', '.join(shown) or 'none of note'}. "
+             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}.", "",
+             "Seconds per call (UNet: one CFG step, batch 2; VAE: one decode), per round; ratio = Atelier / peer "
+             "(lower is better); of peak = Atelier's GFLOP/s over the same dtype's GEMM peak in its process.", "",
+             "| item | peer s | Atelier s | ratio per round | median ratio | goal | Atelier of peak | Atelier peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for item in items:
+        row = rows[item]
+        work, size, dtype = parse(item)
+        n = min(len(row["peer"]), len(row["atelier"]))
+        if n == 0:
+            lines.append(f"| {item} | | | {row['note'] or 'no result'} | | | | |")
+            continue
+        ratios = [a / p for a, p in zip(row["atelier"][:n], row["peer"][:n])]
+        goal = GOALS[work][dtype]
+        median = statistics.median(ratios)
+        lines.append(
+            f"| {item} | {' / '.join(f'{p:.2f}' for p in row['peer'])} | {' / '.join(f'{a:.2f}' for a in row['atelier'])} "
+            f"| {' / '.join(f'{x:.2f}' for x in ratios)} | **{median:.2f}** | ≤ {goal:.2f} {'met' if median <= goal else 'not met'} "
+            f"| {statistics.median(row['of_peak']):.2f} | {max(row['rss']):.0f} |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.write:
+        with open(args.write, "w") as f:
+            f.write(report)
+
+
+if __name__ == "__main__":
+    main()
