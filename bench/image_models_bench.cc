@@ -18,6 +18,7 @@
 #include <map>
 #include <optional>
 
+#include "engine/models/weight_layout.h"
 #include "engine/models/runtime.h"
 #include "random_weights.h"
 #include "engine/models/taesd.h"
@@ -66,8 +67,11 @@ std::optional<at::ScalarType> BenchDtype(benchmark::State& state) {
   return at::kBFloat16;
 }
 
-WeightMap Converted(WeightMap weights, at::ScalarType dtype) {
-  for (auto& [name, t] : weights) t = t.to(dtype);
+// The weights in `dtype` and, for the UNet, the layout the checkpoint loader gives them (PreferredWeightLayout).
+WeightMap Converted(WeightMap weights, at::ScalarType dtype, bool unet = false) {
+  for (auto& [name, t] : weights) {
+    t = t.to(dtype).contiguous(unet ? atelier::engine::PreferredWeightLayout(t) : at::MemoryFormat::Contiguous);
+  }
   return weights;
 }
 
@@ -116,7 +120,7 @@ void BM_UNetStep(benchmark::State& state) {
   std::unique_ptr<atelier::engine::UNet>& unet = unets[*dtype];
   if (unet == nullptr) {
     auto created = atelier::engine::UNet::Create(
-        config, Converted(RandomWeights(atelier::engine::UNet::ParameterShapes(config)), *dtype));
+        config, Converted(RandomWeights(atelier::engine::UNet::ParameterShapes(config)), *dtype, /*unet=*/true));
     if (!created.ok()) {
       state.SkipWithError(std::string(created.status().message()).c_str());
       return;

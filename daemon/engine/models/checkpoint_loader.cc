@@ -8,6 +8,7 @@
 #include <cstring>
 #include "engine/io/tensor_file.h"
 #include "engine/io/weight_arena.h"
+#include "engine/models/weight_layout.h"
 #include "util/log.h"
 
 namespace atelier::engine {
@@ -39,13 +40,20 @@ class Converter {
     }
   }
 
-  at::Tensor operator()(const at::Tensor& t) {
+  // `layout`: the memory format the copy takes (channels-last for the UNet's k x k convolutions).
+  at::Tensor operator()(const at::Tensor& t, at::MemoryFormat layout = at::MemoryFormat::Contiguous) {
     const at::ScalarType target = TargetType(t, options_);
     if (options_.device == "cpu" && arena_ != nullptr && t.scalar_type() != target) {
       at::Tensor out = arena_->Allocate(t.sizes(), target);
-      if (out.defined()) return out.copy_(t);
+      if (out.defined()) {
+        if (layout == at::MemoryFormat::ChannelsLast) {  // the same bytes, channels-last strides
+          const int64_t c = t.size(1), h = t.size(2), w = t.size(3);
+          out = out.as_strided(t.sizes(), {c * h * w, 1, w * c, c});
+        }
+        return out.copy_(t);
+      }
     }
-    return t.to(at::Device(options_.device), target);
+    return t.to(at::Device(options_.device), target).contiguous(layout);
   }
 
  private:
@@ -175,7 +183,10 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> LoadSd1Checkpoint(const fs::pa
     std::vector<const at::Tensor*> inputs;
     for (const Pick& p : picks) inputs.push_back(p.tensor);
     Converter convert(options, inputs);
-    for (const Pick& p : picks) (*p.map)[p.key] = convert(*p.tensor);
+    for (const Pick& p : picks) {
+      const bool unet = p.map == &weights->unet;
+      (*p.map)[p.key] = convert(*p.tensor, unet ? PreferredWeightLayout(*p.tensor) : at::MemoryFormat::Contiguous);
+    }
     for (const auto& [raw_name, tensor] : set->tensors) {
       const std::string name = NormalizeSd1Key(raw_name);
       if (name == "alphas_cumprod") {

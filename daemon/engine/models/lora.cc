@@ -259,7 +259,8 @@ absl::StatusOr<LoraPatch> ApplyLoras(UNet* unet, ClipTextModel* text, const std:
       sum = fresh ? sum.add_(d, c.factor) : sum.add(d, c.factor);
       fresh = true;
     }
-    const at::Tensor patched = sum.reshape(shape).to(w->scalar_type());
+    // In the weight's own layout (channels-last convolutions stay so: same kernels, bit-identical at weight 0).
+    const at::Tensor patched = sum.reshape(shape).to(w->scalar_type()).contiguous(w->suggest_memory_format());
     absl::Status s = te ? text->ReplaceParameter(key.second, patched) : unet->ReplaceParameter(key.second, patched);
     if (!s.ok()) {
       (void)RestoreLoras(unet, text, patch);
