@@ -554,7 +554,7 @@ absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& x, const at::Tensor& 
       if (trace) trace->output_blocks.push_back(h);
     }
     h = root.out_conv->forward(at::silu(root.out_norm->forward(h, frames)));
-    return h.to(at::kFloat);
+    return h.to(at::kFloat).contiguous();  // eps in the standard layout for the samplers and plugins
   } catch (const std::exception& e) {
     return StatusFromException(e, "the UNet forward");
   }
