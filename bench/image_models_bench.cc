@@ -67,10 +67,11 @@ std::optional<at::ScalarType> BenchDtype(benchmark::State& state) {
   return at::kBFloat16;
 }
 
-// The weights in `dtype` and, for the UNet, the layout the checkpoint loader gives them (PreferredWeightLayout).
-WeightMap Converted(WeightMap weights, at::ScalarType dtype, bool unet = false) {
+// The weights in `dtype`, in the layout the checkpoint loader gives the UNet's or the VAE's.
+WeightMap Converted(WeightMap weights, at::ScalarType dtype, bool unet) {
   for (auto& [name, t] : weights) {
-    t = t.to(dtype).contiguous(unet ? atelier::engine::PreferredWeightLayout(t) : at::MemoryFormat::Contiguous);
+    t = t.to(dtype).contiguous(unet ? atelier::engine::PreferredWeightLayout(t)
+                                    : atelier::engine::VaeWeightLayout(t, dtype));
   }
   return weights;
 }
@@ -145,7 +146,7 @@ void BM_VaeDecode(benchmark::State& state) {
   const int64_t size = state.range(0);
   const atelier::engine::VaeConfig config;
   auto vae = atelier::engine::Vae::Create(
-      config, Converted(RandomWeights(atelier::engine::Vae::ParameterShapes(config)), *dtype));
+      config, Converted(RandomWeights(atelier::engine::Vae::ParameterShapes(config)), *dtype, /*unet=*/false));
   if (!vae.ok()) {
     state.SkipWithError(std::string(vae.status().message()).c_str());
     return;

@@ -106,7 +106,7 @@ absl::StatusOr<WeightMap> LoadVaeFile(const fs::path& path, const VaeConfig& con
   for (const auto& k : kept) inputs.push_back(k.second);
   Converter convert(options, inputs);
   WeightMap vae;
-  for (const auto& [key, tensor] : kept) vae[key] = convert(*tensor);
+  for (const auto& [key, tensor] : kept) vae[key] = convert(*tensor, VaeWeightLayout(*tensor, options.dtype));
   return vae;
 }
 
@@ -126,7 +126,7 @@ absl::StatusOr<WeightMap> LoadCheckpointVae(const fs::path& path, const LoadOpti
   try {
     Converter convert(options, inputs);
     WeightMap vae;
-    for (const auto& [key, tensor] : kept) vae[key] = convert(*tensor);
+    for (const auto& [key, tensor] : kept) vae[key] = convert(*tensor, VaeWeightLayout(*tensor, options.dtype));
     return vae;
   } catch (const std::exception& e) {
     return absl::ResourceExhaustedError(absl::StrCat("loading the VAE of '", path.filename().string(), "' failed: ", e.what()));
@@ -184,8 +184,10 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> LoadSd1Checkpoint(const fs::pa
     for (const Pick& p : picks) inputs.push_back(p.tensor);
     Converter convert(options, inputs);
     for (const Pick& p : picks) {
-      const bool unet = p.map == &weights->unet;
-      (*p.map)[p.key] = convert(*p.tensor, unet ? PreferredWeightLayout(*p.tensor) : at::MemoryFormat::Contiguous);
+      const at::MemoryFormat layout = p.map == &weights->unet  ? PreferredWeightLayout(*p.tensor)
+                                      : p.map == &weights->vae ? VaeWeightLayout(*p.tensor, options.dtype)
+                                                               : at::MemoryFormat::Contiguous;
+      (*p.map)[p.key] = convert(*p.tensor, layout);
     }
     for (const auto& [raw_name, tensor] : set->tensors) {
       const std::string name = NormalizeSd1Key(raw_name);

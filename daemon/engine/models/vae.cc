@@ -325,6 +325,7 @@ struct Vae::Impl {
   Root root;
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
+  at::MemoryFormat activation_layout = at::MemoryFormat::Contiguous;
   mutable std::atomic<int64_t> oom_fallbacks{0};
 };
 
@@ -353,6 +354,10 @@ absl::StatusOr<std::unique_ptr<Vae>> Vae::Create(const VaeConfig& config, const 
     const at::Tensor& probe = vae->impl_->root->post_quant_conv->weight;
     vae->impl_->dtype = probe.scalar_type();
     vae->impl_->device = probe.device();
+    const at::Tensor& conv = vae->impl_->root->decoder->conv_in->weight;
+    vae->impl_->activation_layout = conv.is_contiguous(at::MemoryFormat::ChannelsLast) && !conv.is_contiguous()
+                                        ? at::MemoryFormat::ChannelsLast
+                                        : at::MemoryFormat::Contiguous;
   } catch (const std::exception& e) {
     return StatusFromException(e, "building the VAE");
   }
@@ -368,8 +373,10 @@ absl::StatusOr<at::Tensor> Vae::DecodeWhole(const at::Tensor& latent) const {
   try {
     c10::InferenceMode inference;
     const RootImpl& root = *impl_->root;
-    const at::Tensor z = latent.to(at::TensorOptions().dtype(impl_->dtype).device(impl_->device));
-    return root.decoder->forward(root.post_quant_conv->forward(z)).to(at::kFloat);
+    // Channels-last activations when the weights are (VaeWeightLayout: bfloat16 / float16).
+    const at::Tensor z = latent.to(at::TensorOptions().dtype(impl_->dtype).device(impl_->device))
+                             .contiguous(impl_->activation_layout);
+    return root.decoder->forward(root.post_quant_conv->forward(z)).to(at::kFloat).contiguous();
   } catch (const std::exception& e) {
     return StatusFromException(e, "the VAE decode");
   }
