@@ -30,22 +30,29 @@ double Seconds(const std::function<void()>& f) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void BM_AnimateDiffFrameStep(benchmark::State& state) {
-  (void)engine::InitRuntime({"cpu", 0});
+// The full-size v3 motion modules (shapes from ../shared/manifests) with random weights and the fixed sinusoid
+// position encodings. NOT_FOUND without the manifest.
+absl::StatusOr<std::unique_ptr<animatediff::MotionModuleSet>> FullSizeV3Modules() {
   std::ifstream in(std::string(ATELIER_SOURCE_DIR) + "/../shared/manifests/animatediff-mm-sd15-v3.json");
   const auto manifest = nlohmann::json::parse(in, nullptr, false);
-  if (manifest.is_discarded()) {
-    state.SkipWithError("no ../shared/manifests/animatediff-mm-sd15-v3.json");
-    return;
-  }
+  if (manifest.is_discarded()) return absl::NotFoundError("no ../shared/manifests/animatediff-mm-sd15-v3.json");
   std::vector<std::pair<std::string, std::vector<int64_t>>> mm_shapes;
   for (const auto& [name, shape] : manifest["tensors"].items()) mm_shapes.emplace_back(name, shape.get<std::vector<int64_t>>());
   engine::WeightMap mm = bench::RandomWeights(mm_shapes);
   for (auto& [name, t] : mm) {
     if (name.find("pos_encoder.pe") != std::string::npos) t = animatediff::PositionEncoding(t.size(1), t.size(2));
   }
-  auto set = animatediff::MotionModuleSet::FromTensors(std::map<std::string, at::Tensor>(mm.begin(), mm.end()),
-                                                       "v3", at::kCPU, at::kFloat);
+  return animatediff::MotionModuleSet::FromTensors(std::map<std::string, at::Tensor>(mm.begin(), mm.end()), "v3",
+                                                   at::kCPU, at::kFloat);
+}
+
+void BM_AnimateDiffFrameStep(benchmark::State& state) {
+  (void)engine::InitRuntime({"cpu", 0});
+  auto set = FullSizeV3Modules();
+  if (!set.ok() && absl::IsNotFound(set.status())) {
+    state.SkipWithError(std::string(set.status().message()).c_str());
+    return;
+  }
   engine::UNetConfig config;  // SD1.5
   auto unet = engine::UNet::Create(config, bench::RandomWeights(engine::UNet::ParameterShapes(config)));
   if (!set.ok() || !unet.ok()) {
@@ -84,17 +91,11 @@ BENCHMARK(BM_AnimateDiffFrameStep)->Iterations(1)->Unit(benchmark::kSecond);
 // call. Run each alone (--benchmark_filter=AnimateDiffWindows / AnimateDiffWhole): peak RSS is per process.
 void RunClip(benchmark::State& state, bool windows) {
   (void)engine::InitRuntime({"cpu", 0});
-  std::ifstream in(std::string(ATELIER_SOURCE_DIR) + "/../shared/manifests/animatediff-mm-sd15-v3.json");
-  const auto manifest = nlohmann::json::parse(in, nullptr, false);
-  if (manifest.is_discarded()) {
-    state.SkipWithError("no ../shared/manifests/animatediff-mm-sd15-v3.json");
+  auto set = FullSizeV3Modules();
+  if (!set.ok() && absl::IsNotFound(set.status())) {
+    state.SkipWithError(std::string(set.status().message()).c_str());
     return;
   }
-  std::vector<std::pair<std::string, std::vector<int64_t>>> mm_shapes;
-  for (const auto& [name, shape] : manifest["tensors"].items()) mm_shapes.emplace_back(name, shape.get<std::vector<int64_t>>());
-  engine::WeightMap mm = bench::RandomWeights(mm_shapes);
-  auto set = animatediff::MotionModuleSet::FromTensors(std::map<std::string, at::Tensor>(mm.begin(), mm.end()),
-                                                       "v3", at::kCPU, at::kFloat);
   engine::UNetConfig config;
   auto unet = engine::UNet::Create(config, bench::RandomWeights(engine::UNet::ParameterShapes(config)));
   if (!set.ok() || !unet.ok()) {
