@@ -107,6 +107,10 @@ int Version(const Options& options) {
               info.api_version().c_str(), info.plugin_abi_major(), info.plugin_abi_minor(),
               info.torch_version().c_str());
   std::printf("device %s, %d threads, BLAS %s\n", info.device().c_str(), info.threads(), info.blas().c_str());
+  if (!info.compute_dtype().empty()) {
+    std::printf("compute dtype %s (%s)%s%s\n", info.compute_dtype().c_str(), info.compute_dtype_reason().c_str(),
+                info.cpu_features().empty() ? "" : "; CPU features: ", info.cpu_features().c_str());
+  }
   const v1::Limits& l = info.limits();
   std::printf("limits: image side <= %d, images/job <= %d, steps <= %d, queue <= %d, message <= %d MiB\n",
               l.max_image_side(), l.max_images_per_job(), l.max_steps(), l.max_queue(),

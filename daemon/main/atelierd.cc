@@ -82,8 +82,8 @@ int Run(int argc, char** argv) {
   app.add_option("--plugins-dir", plugins_dir, "folder of plugin shared libraries (*.so)")->capture_default_str();
   app.add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
   app.add_option("--dtype", dtype,
-                 "compute dtype: auto (float32 on the CPU, float16 on CUDA), float32, bfloat16 (CPUs with AVX-512, "
-                 "fastest with AVX512_BF16), float16 (CUDA)")
+                 "compute dtype: auto (float16 on CUDA; bfloat16 on CPUs with AVX512_BF16 or AMX-BF16, float32 on "
+                 "others), float32 (WebUI's exact CPU numbers), bfloat16 (CPUs with AVX-512), float16 (CUDA)")
       ->capture_default_str();
   app.add_option("--threads", threads, "compute threads; 0 = all cores")->check(CLI::Range(0, 1024));
   app.add_option("--max-queue", max_queue, "jobs that may wait before Generate answers RESOURCE_EXHAUSTED")
@@ -184,16 +184,15 @@ int Run(int argc, char** argv) {
     }
   }
 
-  auto compute_dtype = engine::ResolveComputeDtype(dtype, runtime->device);
-  if (!compute_dtype.ok()) {
-    LogError(std::string(compute_dtype.status().message()));
+  const engine::CpuFeatures cpu = engine::DetectCpuFeatures();
+  auto resolved_dtype = engine::ResolveComputeDtype(dtype, runtime->device, cpu);
+  if (!resolved_dtype.ok()) {
+    LogError(std::string(resolved_dtype.status().message()));
     return 1;
   }
-  const engine::CpuFeatures cpu = engine::DetectCpuFeatures();
-  LogInfo(absl::StrCat("compute dtype ", *compute_dtype,
-                       runtime->device == "cpu" && *compute_dtype == "float32" && engine::CpuBf16Native(cpu)
-                           ? " (this CPU has AVX512_BF16: --dtype bfloat16 is ~1.7x faster, slightly different numbers)"
-                           : ""));
+  const std::string* compute_dtype = &resolved_dtype->dtype;
+  LogInfo(absl::StrCat("compute dtype ", *compute_dtype, " (", resolved_dtype->reason, ")",
+                       runtime->device == "cpu" ? absl::StrCat("; CPU features: ", engine::CpuFeatureList(cpu)) : ""));
   host::PluginLoaderOptions plugin_options;
   plugin_options.environment.host_version = kAtelierVersion;
   plugin_options.environment.device = runtime->device;
@@ -260,6 +259,8 @@ int Run(int argc, char** argv) {
   facts.version = kAtelierVersion;
   facts.styles = &*styles;
   facts.runtime = *runtime;
+  facts.compute_dtype = *resolved_dtype;
+  facts.cpu_features = engine::CpuFeatureList(cpu);
   facts.started_at = absl::Now();
   auto server = server::DaemonServer::Start(options, runner, *plugins, models, facts);
   if (!server.ok()) {

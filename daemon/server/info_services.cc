@@ -240,6 +240,9 @@ grpc::ServerUnaryReactor* DaemonService::GetInfo(grpc::CallbackServerContext* co
   response->set_threads(facts_.runtime.threads);
   response->set_blas(facts_.runtime.blas);
   response->set_started_unix_ms(absl::ToUnixMillis(facts_.started_at));
+  response->set_compute_dtype(facts_.compute_dtype.dtype);
+  response->set_compute_dtype_reason(facts_.compute_dtype.reason);
+  response->set_cpu_features(facts_.cpu_features);
   v1::Limits* limits = response->mutable_limits();
   limits->set_max_image_side(kMaxImageSide);
   limits->set_max_images_per_job(kMaxImagesPerJob);

@@ -24,6 +24,8 @@ namespace atelier::server {
 struct DaemonFacts {
   std::string version;
   engine::RuntimeInfo runtime;
+  engine::ComputeDtype compute_dtype;  // what --dtype resolved to, and why
+  std::string cpu_features;            // engine::CpuFeatureList
   absl::Time started_at;
   int max_queue = 0;
   int max_message_bytes = 0;

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -23,6 +24,7 @@
 #include "atelier/plugin.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "engine/models/runtime.h"
 #include "image/image_formats.h"
 #include "fixture_case.h"
 #include "test_support.h"
@@ -31,6 +33,13 @@ namespace atelier {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
+
+// A bfloat16 image beside its float32 golden (tiny random-weight model, a few steps): 8 bits of mantissa in every
+// conv and matmul, accumulated in float32. The public case measures max 14 and mean 1.75 levels; a wrong model or
+// sampler is off by tens of levels on average.
+constexpr int kBf16MaxLevelDiff = 32;
+constexpr double kBf16MaxMeanLevelDiff = 4.0;
 using namespace std::chrono_literals;
 
 struct Result {
@@ -53,8 +62,12 @@ Result RunCommand(const std::string& command) {
 
 class DaemonProcess {
  public:
-  // Starts atelierd with stdout/stderr in files; waits for the "listening on" line.
-  bool Start(const std::vector<std::string>& extra_args) {
+  // Starts atelierd with stdout/stderr in files; waits for the "listening on" line. The tests compare with float32
+  // goldens, so it computes in float32 unless `extra_args` name a --dtype (auto picks bfloat16 on AVX512_BF16/AMX).
+  bool Start(std::vector<std::string> extra_args) {
+    if (std::find(extra_args.begin(), extra_args.end(), "--dtype") == extra_args.end()) {
+      extra_args.insert(extra_args.begin(), {"--dtype", "float32"});
+    }
     out_path_ = dir_.path() / "out.txt";
     err_path_ = dir_.path() / "err.txt";
     pid_ = fork();
@@ -208,54 +221,96 @@ std::string SavedPath(const std::string& output, const std::string& dir) {
   return "";
 }
 
-// The README's main job: the real daemon, the real client, the fixture's request; the PNG the client writes has
-// the fixture's pixels (+-1) and the request's infotext, which `atelier info` reads back.
-TEST(DaemonProcessTest, Txt2ImgThroughTheClientMakesTheFixtureImage) {
+// The fixture's txt2img through the real daemon and client with `dtype`; the PNG the client writes has the fixture's
+// pixels (within `max_level_diff`, or a mean of `max_mean_level_diff`) and the request's infotext, which
+// `atelier info` reads back. Returns the infotext's settings line.
+void FixtureTxt2ImgThroughTheClient(const testing::FixtureCase& c, const std::string& dtype, int max_level_diff,
+                                    double max_mean_level_diff) {
   namespace fs = std::filesystem;
+  DaemonProcess daemon;
+  testing::InstallTinyCheckpoint(testing::WeightsFile(c), daemon.dir().path() / "models");
+  ASSERT_TRUE(daemon.Start({"--dtype", dtype, "--cache-dir", (daemon.dir().path() / "cache").string()}))
+      << daemon.Log();
+  const auto& v = c.json["values"];
+  const fs::path out_dir = daemon.dir().path() / "out";
+  std::string eta;  // null: WebUI's default for the sampler
+  if (v.contains("eta") && v["eta"].is_number()) eta = absl::StrCat(" --eta ", v["eta"].get<double>());
+  const std::string args = absl::StrCat(
+      "txt2img --prompt '", v["prompt"].get<std::string>(), "' --negative-prompt '",
+      v["negative_prompt"].get<std::string>(), "' --seed ", v["seed"].get<int64_t>(), " --steps ",
+      v["steps"].get<int>(), " --sampler '", v["sampler"].get<std::string>(), "' --scheduler '",
+      v["schedule_type"].get<std::string>(), "' --cfg-scale ", v["cfg_scale"].get<double>(), " -W ",
+      v["width"].get<int>(), " -H ", v["height"].get<int>(), " --clip-skip ", v["clip_skip"].get<int>(),
+      " --rng ", v["randn_source"].get<std::string>(), eta, " --previews ", (out_dir / "previews").string(), " -o ",
+      out_dir.string());
+  int code = -1;
+  const std::string out = daemon.Client(args, &code);
+  ASSERT_EQ(code, 0) << out << daemon.Log();
+  EXPECT_THAT(out, HasSubstr("progress 100%"));  // not a terminal: plain progress lines
+  const std::string saved = SavedPath(out, out_dir.string());
+  ASSERT_EQ(fs::path(saved).filename().string(), absl::StrCat("00000-", v["seed"].get<int64_t>(), ".png")) << out;
+  auto image = engine::DecodeImageRgb(ReadAll(saved));
+  ASSERT_TRUE(image.ok()) << image.status();
+  const at::Tensor got = at::from_blob(image->pixels.data(), {image->height, image->width, 3}, at::kByte);
+  const at::Tensor want = c.io.at("image_uint8");
+  ASSERT_EQ(got.sizes(), want.sizes());
+  const at::Tensor diff = (got.to(at::kInt) - want.to(at::kInt)).abs();
+  EXPECT_LE(diff.max().item<int>(), max_level_diff) << dtype;
+  EXPECT_LE(diff.to(at::kDouble).mean().item<double>(), max_mean_level_diff) << dtype;
+  // The same infotext in every dtype: WebUI's has no dtype, and the numbers are the same request's.
+  const std::string settings = absl::StrCat("Steps: ", v["steps"].get<int>(), ", Sampler: ",
+                                            v["sampler"].get<std::string>(), ", Schedule type: ",
+                                            v["schedule_type"].get<std::string>(), ", CFG scale: ",
+                                            v["cfg_scale"].dump(), ", Seed: ", v["seed"].get<int64_t>());
+  EXPECT_THAT(out, HasSubstr(settings));
+  EXPECT_THAT(out, Not(HasSubstr("float")));
+  EXPECT_FALSE(fs::is_empty(out_dir / "previews"));
+  const Result info = RunCommand(testing::ClientBinary().string() + " info " + saved);
+  EXPECT_EQ(info.exit_code, 0) << info.output;
+  EXPECT_THAT(info.output, HasSubstr(v["prompt"].get<std::string>() + "\n" + settings));
+  // The next image continues WebUI's numbering.
+  const std::string again = daemon.Client(args + " -q", &code);
+  EXPECT_EQ(code, 0) << again;
+  EXPECT_EQ(fs::path(SavedPath(again, out_dir.string())).filename().string(),
+            absl::StrCat("00001-", v["seed"].get<int64_t>(), ".png"));
+  EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+}
+
+// The README's main job: the real daemon, the real client, the fixture's request, in float32: WebUI's pixels (+-1).
+TEST(DaemonProcessTest, Txt2ImgThroughTheClientMakesTheFixtureImage) {
   for (const auto& c : testing::CasesOf("txt2img-tiny")) {
     SCOPED_TRACE(c.dir.string());
+    FixtureTxt2ImgThroughTheClient(c, "float32", 1, 1.0);
+  }
+}
+
+// --dtype auto (the default): bfloat16 on CPUs with AVX512_BF16 or AMX-BF16, float32 elsewhere. The choice and its
+// reason are logged and reported by `atelier version`; a bfloat16 image stays close to the float32 golden and keeps
+// its infotext.
+TEST(DaemonProcessTest, AutoDtypeIsLoggedReportedAndKeepsTheImageAndInfotext) {
+  const engine::CpuFeatures cpu = engine::DetectCpuFeatures();
+  auto expected = engine::ResolveComputeDtype("auto", "cpu", cpu);
+  ASSERT_TRUE(expected.ok());
+  EXPECT_EQ(expected->dtype, engine::CpuBf16Native(cpu) ? "bfloat16" : "float32");
+  {
     DaemonProcess daemon;
-    testing::InstallTinyCheckpoint(testing::WeightsFile(c), daemon.dir().path() / "models");
-    ASSERT_TRUE(daemon.Start({"--cache-dir", (daemon.dir().path() / "cache").string()})) << daemon.Log();
-    const auto& v = c.json["values"];
-    const fs::path out_dir = daemon.dir().path() / "out";
-    std::string eta;  // null: WebUI's default for the sampler
-    if (v.contains("eta") && v["eta"].is_number()) eta = absl::StrCat(" --eta ", v["eta"].get<double>());
-    const std::string args = absl::StrCat(
-        "txt2img --prompt '", v["prompt"].get<std::string>(), "' --negative-prompt '",
-        v["negative_prompt"].get<std::string>(), "' --seed ", v["seed"].get<int64_t>(), " --steps ",
-        v["steps"].get<int>(), " --sampler '", v["sampler"].get<std::string>(), "' --scheduler '",
-        v["schedule_type"].get<std::string>(), "' --cfg-scale ", v["cfg_scale"].get<double>(), " -W ",
-        v["width"].get<int>(), " -H ", v["height"].get<int>(), " --clip-skip ", v["clip_skip"].get<int>(),
-        " --rng ", v["randn_source"].get<std::string>(), eta, " --previews ", (out_dir / "previews").string(), " -o ",
-        out_dir.string());
+    ASSERT_TRUE(daemon.Start({"--dtype", "auto", "--cache-dir", (daemon.dir().path() / "cache").string()}))
+        << daemon.Log();
+    EXPECT_THAT(daemon.Log(), HasSubstr(absl::StrCat("compute dtype ", expected->dtype, " (", expected->reason)));
     int code = -1;
-    const std::string out = daemon.Client(args, &code);
-    ASSERT_EQ(code, 0) << out << daemon.Log();
-    EXPECT_THAT(out, HasSubstr("progress 100%"));  // not a terminal: plain progress lines
-    const std::string saved = SavedPath(out, out_dir.string());
-    ASSERT_EQ(fs::path(saved).filename().string(), absl::StrCat("00000-", v["seed"].get<int64_t>(), ".png")) << out;
-    auto image = engine::DecodeImageRgb(ReadAll(saved));
-    ASSERT_TRUE(image.ok()) << image.status();
-    const at::Tensor got = at::from_blob(image->pixels.data(), {image->height, image->width, 3}, at::kByte);
-    const at::Tensor want = c.io.at("image_uint8");
-    ASSERT_EQ(got.sizes(), want.sizes());
-    EXPECT_LE((got.to(at::kInt) - want.to(at::kInt)).abs().max().item<int>(), 1);
-    const std::string settings = absl::StrCat("Steps: ", v["steps"].get<int>(), ", Sampler: ",
-                                              v["sampler"].get<std::string>(), ", Schedule type: ",
-                                              v["schedule_type"].get<std::string>(), ", CFG scale: ",
-                                              v["cfg_scale"].dump(), ", Seed: ", v["seed"].get<int64_t>());
-    EXPECT_THAT(out, HasSubstr(settings));
-    EXPECT_FALSE(fs::is_empty(out_dir / "previews"));
-    const Result info = RunCommand(testing::ClientBinary().string() + " info " + saved);
-    EXPECT_EQ(info.exit_code, 0) << info.output;
-    EXPECT_THAT(info.output, HasSubstr(v["prompt"].get<std::string>() + "\n" + settings));
-    // The next image continues WebUI's numbering.
-    const std::string again = daemon.Client(args + " -q", &code);
-    EXPECT_EQ(code, 0) << again;
-    EXPECT_EQ(fs::path(SavedPath(again, out_dir.string())).filename().string(),
-              absl::StrCat("00001-", v["seed"].get<int64_t>(), ".png"));
+    const std::string out = daemon.Client("version", &code);
+    EXPECT_EQ(code, 0) << out;
+    EXPECT_THAT(out, HasSubstr(absl::StrCat("compute dtype ", expected->dtype, " (", expected->reason, ")")));
+    EXPECT_THAT(out, HasSubstr(engine::CpuFeatureList(cpu)));
     EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+  }
+  for (const auto& c : testing::CasesOf("txt2img-tiny")) {
+    SCOPED_TRACE(c.dir.string());
+    if (expected->dtype == "float32") {
+      FixtureTxt2ImgThroughTheClient(c, "auto", 1, 1.0);
+    } else {
+      FixtureTxt2ImgThroughTheClient(c, "auto", kBf16MaxLevelDiff, kBf16MaxMeanLevelDiff);
+    }
   }
 }
 
@@ -368,6 +423,12 @@ TEST(DaemonProcessTest, BadFlagsAndUnavailableDeviceFailClearly) {
   r = RunCommand(testing::DaemonBinary().string() + " --device tpu --listen 127.0.0.1:0");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_THAT(r.output, HasSubstr("unknown device 'tpu'; valid: cpu, cuda, cuda:N"));
+  r = RunCommand(testing::DaemonBinary().string() + " --dtype float64 --listen 127.0.0.1:0");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("unknown --dtype 'float64'; valid: auto, float32, bfloat16, float16"));
+  r = RunCommand(testing::DaemonBinary().string() + " --dtype float16 --listen 127.0.0.1:0");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("--dtype float16 is for CUDA"));
   // A port another process already listens on.
   const int busy = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

@@ -8,7 +8,11 @@ import tempfile
 
 class DaemonProcess:
     def __init__(self, prepare_models=None, extra_args=(), env=None):
-        """`prepare_models(path)` may fill the models folder first (checkpoints, ControlNets)."""
+        """`prepare_models(path)` may fill the models folder first (checkpoints, ControlNets). The suites compare
+        with float32 goldens, so the daemon computes in float32 unless `extra_args` name a --dtype (auto would pick
+        bfloat16 on CPUs with AVX512_BF16 or AMX)."""
+        if "--dtype" not in extra_args:
+            extra_args = ("--dtype", "float32", *extra_args)
         self.tmp = tempfile.TemporaryDirectory()
         models = os.path.join(self.tmp.name, "models")
         os.makedirs(models)

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -126,24 +127,54 @@ CpuFeatures DetectCpuFeatures() {
 bool CpuBf16Supported(const CpuFeatures& cpu) { return cpu.avx512bw && cpu.avx512vl && cpu.avx512dq; }
 bool CpuBf16Native(const CpuFeatures& cpu) { return CpuBf16Supported(cpu) && (cpu.avx512_bf16 || cpu.amx_bf16); }
 
-absl::StatusOr<std::string> ResolveComputeDtype(const std::string& requested, const std::string& device) {
+std::string CpuFeatureList(const CpuFeatures& cpu) {
+  std::vector<std::string> names;
+  const std::pair<bool, const char*> flags[] = {
+      {cpu.avx2, "avx2"},         {cpu.avx512f, "avx512f"},         {cpu.avx512bw, "avx512bw"},
+      {cpu.avx512vl, "avx512vl"}, {cpu.avx512dq, "avx512dq"},       {cpu.avx512_bf16, "avx512_bf16"},
+      {cpu.amx_bf16, "amx_bf16"},
+  };
+  for (const auto& [present, name] : flags) {
+    if (present) names.push_back(name);
+  }
+  return names.empty() ? "none of avx2/avx512/amx" : absl::StrJoin(names, " ");
+}
+
+absl::StatusOr<ComputeDtype> ResolveComputeDtype(const std::string& requested, const std::string& device,
+                                                 const CpuFeatures& cpu) {
   const bool cuda = absl::StartsWith(device, "cuda");
-  if (requested == "auto") return std::string(cuda ? "float16" : "float32");
-  if (requested == "float32") return requested;
+  if (requested == "auto") {
+    if (cuda) return ComputeDtype{"float16", "auto: float16 on CUDA"};
+    if (CpuBf16Native(cpu)) {
+      return ComputeDtype{"bfloat16", absl::StrCat("auto: this CPU has ", cpu.amx_bf16 ? "AMX-BF16" : "AVX512_BF16",
+                                                   " (~2x float32's speed; --dtype float32 for WebUI's exact numbers)")};
+    }
+    return ComputeDtype{"float32", CpuBf16Supported(cpu)
+                                       ? "auto: this CPU lacks AVX512_BF16 and AMX-BF16, so bfloat16 would not be faster"
+                                       : "auto: this CPU lacks AVX-512 (BW/VL/DQ) for bfloat16"};
+  }
+  if (requested == "float32") return ComputeDtype{requested, "--dtype float32"};
   if (requested == "float16") {
     if (!cuda) {
       return absl::InvalidArgumentError(
-          "--dtype float16 is for CUDA; on the CPU use float32 (default) or bfloat16");
+          "--dtype float16 is for CUDA; on the CPU use auto (default), float32 or bfloat16");
     }
-    return requested;
+    return ComputeDtype{requested, "--dtype float16"};
   }
   if (requested == "bfloat16") {
-    if (!cuda && !CpuBf16Supported(DetectCpuFeatures())) {
-      return absl::FailedPreconditionError(
-          "--dtype bfloat16 needs a CPU with AVX-512 (BW/VL/DQ; AVX512_BF16 to be fast); this one lacks it, so "
-          "libtorch would compute bfloat16 slowly and inaccurately. Use --dtype float32");
+    if (!cuda && !CpuBf16Supported(cpu)) {
+      std::vector<std::string> missing;
+      if (!cpu.avx512bw) missing.push_back("avx512bw");
+      if (!cpu.avx512vl) missing.push_back("avx512vl");
+      if (!cpu.avx512dq) missing.push_back("avx512dq");
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--dtype bfloat16 needs a CPU with AVX-512 BW/VL/DQ (AVX512_BF16 or AMX-BF16 to be fast); this one lacks ",
+          absl::StrJoin(missing, ", "), ", so libtorch would compute bfloat16 slowly and inaccurately. Use --dtype "
+          "float32 or auto"));
     }
-    return requested;
+    return ComputeDtype{requested, CpuBf16Native(cpu) || cuda ? "--dtype bfloat16"
+                                                              : "--dtype bfloat16 (this CPU emulates bf16 dot products: "
+                                                                "slower than float32)"};
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown --dtype '", requested, "'; valid: auto, float32, bfloat16, float16"));

@@ -45,10 +45,20 @@ bool CpuBf16Supported(const CpuFeatures& cpu);
 // Whether the CPU has native bf16 dot products (AVX512_BF16 or AMX), where bf16 is ~1.7-2x faster than float32.
 bool CpuBf16Native(const CpuFeatures& cpu);
 
-// The compute dtype for `requested` ("auto", "float32", "bfloat16", "float16") on `device`: "float32",
-// "bfloat16" or "float16". auto is float32 on the CPU (WebUI's numbers) and float16 on CUDA. INVALID_ARGUMENT
-// names the valid choices; FAILED_PRECONDITION when the CPU cannot run bfloat16 properly.
-absl::StatusOr<std::string> ResolveComputeDtype(const std::string& requested, const std::string& device);
+// The instruction-set flags of `cpu` that decide the dtype, e.g. "avx2 avx512f ... amx_bf16" (for logs and info RPCs).
+std::string CpuFeatureList(const CpuFeatures& cpu);
+
+struct ComputeDtype {
+  std::string dtype;   // "float32", "bfloat16" or "float16"
+  std::string reason;  // why, for the start-up log and DaemonInfo, e.g. "auto: this CPU has AMX-BF16"
+};
+// The compute dtype for `requested` ("auto", "float32", "bfloat16", "float16") on `device` with `cpu`'s features.
+// auto is float16 on CUDA, bfloat16 on CPUs with native bf16 dot products (AVX512_BF16 or AMX-BF16 beside
+// AVX-512 BW/VL/DQ: oneDNN runs every conv and matmul there ~2x faster than float32, accumulating in float32) and
+// float32 elsewhere (WebUI's numbers; bf16 emulation would be slower). INVALID_ARGUMENT names the valid choices;
+// FAILED_PRECONDITION when the CPU cannot run bfloat16 properly, naming the missing features.
+absl::StatusOr<ComputeDtype> ResolveComputeDtype(const std::string& requested, const std::string& device,
+                                                 const CpuFeatures& cpu);
 
 // Configures libtorch (and OpenBLAS) threads and checks the device. Call once at start-up, before any model code.
 // FAILED_PRECONDITION when CUDA is asked for but not available; INVALID_ARGUMENT for an unknown device string.
