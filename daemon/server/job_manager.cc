@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "engine/models/cpu_allocator.h"
 #include "server/job_context.h"
 #include "util/log.h"
 #include "util/user_text.h"
@@ -217,6 +218,8 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
     running_.reset();
   }
   Forget(job->id());
+  // An idle daemon's RSS is its weights: the blocks cached for the next step go back once nothing waits.
+  if (queue_.size() == 0) engine::ReleaseCachedCpuMemory();
 }
 
 void JobManager::Forget(const std::string& job_id) {

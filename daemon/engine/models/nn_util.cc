@@ -1,5 +1,7 @@
 #include "engine/models/nn_util.h"
 
+#include "engine/models/onednn_matmul.h"
+
 #include <ATen/ATen.h>
 #include <torch/version.h>
 
@@ -71,6 +73,44 @@ std::string AttentionKind(const at::Tensor& sample) {
   return "blocked per head (score blocks of at most 1 MiB)";
 }
 
+namespace {
+
+// The blocked CPU attention with oneDNN products: q k^T with the scale folded in, into a float32 score block (bf16
+// inputs multiply exactly and accumulate in float32, so the scores are those of the float32 path), the softmax in
+// float32, then probabilities (rounded to the input dtype) times v into the output. Undefined when oneDNN cannot
+// run these types here.
+at::Tensor OneDnnBlockedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                                  std::int64_t max_score_bytes) {
+  if (!OneDnnAvailable() || q.scalar_type() != k.scalar_type() || q.scalar_type() != v.scalar_type() ||
+      (q.scalar_type() != at::kBFloat16 && q.scalar_type() != at::kFloat)) {
+    return {};
+  }
+  const int64_t batch = q.size(0), queries = q.size(1), keys = k.size(1);
+  const int64_t block_bytes = std::min<int64_t>(max_score_bytes, kScoreBlockBytes);
+  const int64_t slice = std::clamp<int64_t>(block_bytes / (keys * static_cast<int64_t>(sizeof(float))), 1, queries);
+  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  at::Tensor out = at::empty({batch, queries, v.size(2)}, v.options());
+  at::Tensor scores = at::empty({slice, keys}, q.options().dtype(at::kFloat));
+  at::Tensor probs = q.scalar_type() == at::kFloat ? scores : at::empty({slice, keys}, q.options());
+  for (int64_t b = 0; b < batch; ++b) {
+    const at::Tensor qb = qc[b], kt = kc[b].t(), vb = vc[b], ob = out[b];
+    for (int64_t start = 0; start < queries; start += slice) {
+      const int64_t n = std::min(slice, queries - start);
+      at::Tensor s = scores.narrow(0, 0, n);
+      if (!OneDnnMatmul(qb.narrow(0, start, n), kt, s, static_cast<float>(scale))) return {};
+      at::softmax_out(s, s, -1);
+      at::Tensor p = probs.narrow(0, 0, n);
+      if (!p.is_same(s)) p.copy_(s);
+      at::Tensor dest = ob.narrow(0, start, n);
+      if (!OneDnnMatmul(p, vb, dest)) return {};
+      CheckStop();  // one score block (about 1 MiB of work) at a time
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
                      std::int64_t max_score_bytes) {
 #if TORCH_VERSION_MAJOR >= 2
@@ -91,6 +131,7 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     }
     return at::cat(parts, 1);
   }
+  if (auto fast = OneDnnBlockedAttention(q, k, v, scale, max_score_bytes); fast.defined()) return fast;
   // Scores and softmax in float32 whatever the input dtype: bf16 scores (8 bits of mantissa) would put errors of
   // several percent into exp(). Everything is computed in float32 and the result cast back.
   const bool upcast = q.scalar_type() != at::kFloat;

@@ -1,5 +1,7 @@
 #include "engine/models/runtime.h"
 
+#include "engine/models/cpu_allocator.h"
+
 #include <dlfcn.h>
 #include <link.h>
 #include <unistd.h>
@@ -208,6 +210,8 @@ absl::StatusOr<RuntimeInfo> InitRuntime(const RuntimeOptions& options) {
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown device '", device, "'; valid: cpu, cuda, cuda:N"));
   }
+
+  if (options.cpu_cache_bytes > 0) InstallCachingCpuAllocator(options.cpu_cache_bytes);
 
   int threads = options.threads;
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());

@@ -14,6 +14,9 @@ struct RuntimeOptions {
   std::string device = "cpu";
   // Intra-op threads; <= 0 means every online core.
   int threads = 0;
+  // Free CPU blocks kept for reuse by the caching allocator (engine/models/cpu_allocator.h); 0 leaves libtorch's
+  // own allocator in place.
+  std::int64_t cpu_cache_bytes = std::int64_t{1} << 30;
 };
 
 struct RuntimeInfo {

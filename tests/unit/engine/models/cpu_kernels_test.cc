@@ -1,0 +1,64 @@
+// The caching CPU allocator and the oneDNN products under the attention.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include "engine/models/cpu_allocator.h"
+#include "engine/models/onednn_matmul.h"
+#include "fixture_case.h"
+
+namespace atelier {
+namespace {
+
+TEST(CachingCpuAllocatorTest, ReusesLargeBlocksAndReleasesThem) {
+  engine::InstallCachingCpuAllocator(std::int64_t{1} << 30);
+  engine::ReleaseCachedCpuMemory();
+  void* first = nullptr;
+  {
+    at::Tensor a = at::empty({1 << 20}, at::kFloat);  // 4 MiB
+    first = a.data_ptr();
+    a.fill_(1.0f);
+  }
+  const engine::CpuCacheStats after_free = engine::CachingCpuAllocatorStats();
+  EXPECT_GE(after_free.cached_bytes, 4 << 20);
+  {
+    at::Tensor b = at::empty({(1 << 20) - 100}, at::kFloat);  // a little smaller: the same block
+    EXPECT_EQ(b.data_ptr(), first);
+    EXPECT_GT(engine::CachingCpuAllocatorStats().hits, after_free.hits);
+    EXPECT_GE(engine::CachingCpuAllocatorStats().in_use_bytes, 4 << 20);
+  }
+  at::Tensor small = at::ones({16});  // below the cached size: the plain allocator
+  EXPECT_EQ(small.sum().item<float>(), 16.0f);
+  engine::ReleaseCachedCpuMemory();
+  EXPECT_EQ(engine::CachingCpuAllocatorStats().cached_bytes, 0);
+  // Values survive reuse: a product through cached blocks equals the same product recomputed.
+  const at::Tensor x = at::randn({300, 700}), y = at::randn({700, 500});
+  const at::Tensor once = at::mm(x, y);
+  EXPECT_TRUE(at::equal(at::mm(x, y), once));
+}
+
+TEST(OneDnnMatmulTest, Bf16InputsGiveFloat32ScoresWithTheScaleFolded) {
+  if (!engine::OneDnnAvailable()) GTEST_SKIP() << "built without oneDNN (libdnnl-dev)";
+  const at::Tensor a = at::randn({37, 40}).to(at::kBFloat16);
+  const at::Tensor k = at::randn({129, 40}).to(at::kBFloat16);
+  at::Tensor out = at::empty({37, 129}, at::kFloat);
+  const at::Tensor want = at::mm(a.to(at::kFloat), k.to(at::kFloat).t()) * 0.125;
+  if (!engine::OneDnnMatmul(a, k.t(), out, 0.125f)) GTEST_SKIP() << "this CPU cannot run bf16 oneDNN products";
+  // Products of bf16 values are exact in float32: only the summation order differs.
+  EXPECT_TRUE(testing::AllClose(out, want, 1e-5, 1e-5, "bf16 x bf16 -> f32"));
+  // Into a strided bf16 destination (a slice of a wider tensor).
+  at::Tensor wide = at::zeros({37, 200}, at::kBFloat16);
+  at::Tensor dest = wide.narrow(1, 10, 129);
+  ASSERT_TRUE(engine::OneDnnMatmul(a, k.t(), dest, 0.125f));
+  EXPECT_TRUE(testing::AllClose(dest.to(at::kFloat), want, 0.01, 0.02, "bf16 destination"));
+  EXPECT_EQ(wide.narrow(1, 0, 10).abs().sum().item<float>(), 0.0f);
+  // float32 too; mismatched shapes are refused, not run.
+  at::Tensor f = at::empty({37, 129}, at::kFloat);
+  ASSERT_TRUE(engine::OneDnnMatmul(a.to(at::kFloat), k.to(at::kFloat).t(), f, 0.125f));
+  EXPECT_TRUE(testing::AllClose(f, want, 1e-5, 1e-5, "f32"));
+  at::Tensor wrong = at::empty({36, 129}, at::kFloat);
+  EXPECT_FALSE(engine::OneDnnMatmul(a, k.t(), wrong));
+}
+
+}  // namespace
+}  // namespace atelier
