@@ -10,10 +10,13 @@
 #include <sys/resource.h>
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <memory>
 #include <functional>
 #include <map>
 #include <optional>
@@ -101,6 +104,11 @@ void TimeCalls(benchmark::State& state, double gflop, const std::function<absl::
     return;
   }
   double total = 0;
+  // ATELIER_PROFILE=FILE: a chrome://tracing profile of the timed calls, per libtorch op (bench/profile_ops.py sums it).
+  std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+  if (const char* path = std::getenv("ATELIER_PROFILE")) {
+    profile = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(path));
+  }
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     auto result = call();

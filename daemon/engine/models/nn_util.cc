@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <torch/version.h>
 
+#include <functional>
 #include <map>
 #include <new>
 
@@ -75,37 +76,50 @@ std::string AttentionKind(const at::Tensor& sample) {
 
 namespace {
 
-// The blocked CPU attention with oneDNN products: q k^T with the scale folded in, into a float32 score block (bf16
-// inputs multiply exactly and accumulate in float32, so the scores are those of the float32 path), the softmax in
-// float32, then probabilities (rounded to the input dtype) times v into the output. Undefined when oneDNN cannot
-// run these types here.
-at::Tensor OneDnnBlockedAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-                                  std::int64_t max_score_bytes) {
-  if (!OneDnnAvailable() || q.scalar_type() != k.scalar_type() || q.scalar_type() != v.scalar_type() ||
-      (q.scalar_type() != at::kBFloat16 && q.scalar_type() != at::kFloat)) {
-    return {};
+// The blocked CPU attention with oneDNN products, on 2-D views: for each (batch item, head) `q_of(i)` [N, D],
+// `k_of(i)`, `v_of(i)` [M, D] and the destination `out_of(i)` [N, D] may be strided views into wider tensors. q k^T
+// with the scale folded in goes into a float32 score block (bf16 inputs multiply exactly and accumulate in float32,
+// so the scores are those of the float32 path), the softmax runs in float32, then probabilities (rounded to the
+// input dtype) times v into the destination. False when oneDNN cannot run these types here.
+template <typename ViewOf>
+bool OneDnnBlockedAttention(int64_t items, const ViewOf& q_of, const ViewOf& k_of, const ViewOf& v_of,
+                            const ViewOf& out_of, double scale, std::int64_t max_score_bytes) {
+  const at::Tensor q0 = q_of(0), k0 = k_of(0);
+  if (!OneDnnAvailable() || !q0.is_cpu() || q0.scalar_type() != k0.scalar_type() ||
+      q0.scalar_type() != v_of(0).scalar_type() ||
+      (q0.scalar_type() != at::kBFloat16 && q0.scalar_type() != at::kFloat)) {
+    return false;
   }
-  const int64_t batch = q.size(0), queries = q.size(1), keys = k.size(1);
+  const int64_t queries = q0.size(0), keys = k0.size(0);
   const int64_t block_bytes = std::min<int64_t>(max_score_bytes, kScoreBlockBytes);
   const int64_t slice = std::clamp<int64_t>(block_bytes / (keys * static_cast<int64_t>(sizeof(float))), 1, queries);
-  const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
-  at::Tensor out = at::empty({batch, queries, v.size(2)}, v.options());
-  at::Tensor scores = at::empty({slice, keys}, q.options().dtype(at::kFloat));
-  at::Tensor probs = q.scalar_type() == at::kFloat ? scores : at::empty({slice, keys}, q.options());
-  for (int64_t b = 0; b < batch; ++b) {
-    const at::Tensor qb = qc[b], kt = kc[b].t(), vb = vc[b], ob = out[b];
+  at::Tensor scores = at::empty({slice, keys}, q0.options().dtype(at::kFloat));
+  at::Tensor probs = q0.scalar_type() == at::kFloat ? scores : at::empty({slice, keys}, q0.options());
+  for (int64_t i = 0; i < items; ++i) {
+    const at::Tensor qi = q_of(i), kt = k_of(i).t(), vi = v_of(i), oi = out_of(i);
     for (int64_t start = 0; start < queries; start += slice) {
       const int64_t n = std::min(slice, queries - start);
       at::Tensor s = scores.narrow(0, 0, n);
-      if (!OneDnnMatmul(qb.narrow(0, start, n), kt, s, static_cast<float>(scale))) return {};
+      if (!OneDnnMatmul(qi.narrow(0, start, n), kt, s, static_cast<float>(scale))) return false;
       at::softmax_out(s, s, -1);
       at::Tensor p = probs.narrow(0, 0, n);
       if (!p.is_same(s)) p.copy_(s);
-      at::Tensor dest = ob.narrow(0, start, n);
-      if (!OneDnnMatmul(p, vb, dest)) return {};
+      at::Tensor dest = oi.narrow(0, start, n);
+      if (!OneDnnMatmul(p, vi, dest)) return false;
       CheckStop();  // one score block (about 1 MiB of work) at a time
     }
   }
+  return true;
+}
+
+at::Tensor OneDnnAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                           std::int64_t max_score_bytes) {
+  if (!q.is_cpu() || q.size(0) == 0) return {};
+  at::Tensor out = at::empty({q.size(0), q.size(1), v.size(2)}, v.options());
+  auto of = [](const at::Tensor& t) { return [&t](int64_t i) { return t[i]; }; };
+  const auto q_of = of(q), k_of = of(k), v_of = of(v), out_of = of(out);
+  using View = std::function<at::Tensor(int64_t)>;
+  if (!OneDnnBlockedAttention<View>(q.size(0), q_of, k_of, v_of, out_of, scale, max_score_bytes)) return {};
   return out;
 }
 
@@ -131,7 +145,7 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     }
     return at::cat(parts, 1);
   }
-  if (auto fast = OneDnnBlockedAttention(q, k, v, scale, max_score_bytes); fast.defined()) return fast;
+  if (auto fast = OneDnnAttention(q, k, v, scale, max_score_bytes); fast.defined()) return fast;
   // Scores and softmax in float32 whatever the input dtype: bf16 scores (8 bits of mantissa) would put errors of
   // several percent into exp(). Everything is computed in float32 and the result cast back.
   const bool upcast = q.scalar_type() != at::kFloat;
@@ -159,6 +173,32 @@ at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     }
   }
   return upcast ? out.to(v.scalar_type()) : out;
+}
+
+at::Tensor MultiHeadAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::int64_t heads,
+                              double scale) {
+  const int64_t b = q.size(0), n = q.size(1), m = k.size(1), dim = q.size(2) / heads, dim_v = v.size(2) / heads;
+  if (q.is_cpu() && b > 0 && q.stride(2) == 1 && k.stride(2) == 1 && v.stride(2) == 1) {
+    at::Tensor out = at::empty({b, n, heads * dim_v}, v.options());
+    // Item i = (batch item, head): the head's columns of row block i / heads. q and k are copied per head (oneDNN's
+    // bf16 kernels run a strided K dimension 10x slower); v and the output stay strided views (as fast as dense).
+    using View = std::function<at::Tensor(int64_t)>;
+    auto head_of = [heads](const at::Tensor& t, int64_t width, bool dense) -> View {
+      return [&t, heads, width, dense](int64_t i) {
+        at::Tensor head = t[i / heads].narrow(1, (i % heads) * width, width);
+        return dense ? head.contiguous() : head;
+      };
+    };
+    if (OneDnnBlockedAttention<View>(b * heads, head_of(q, dim, true), head_of(k, dim, true),
+                                     head_of(v, dim_v, false), head_of(out, dim_v, false), scale, kScoreBlockBytes)) {
+      return out;
+    }
+  }
+  auto split = [&](const at::Tensor& t, int64_t tokens, int64_t width) {  // [B, T, H*D] -> [B*H, T, D]
+    return t.reshape({b, tokens, heads, width}).permute({0, 2, 1, 3}).reshape({b * heads, tokens, width});
+  };
+  const at::Tensor out = Attention(split(q, n, dim), split(k, m, dim), split(v, m, dim_v), scale);
+  return out.view({b, heads, n, dim_v}).permute({0, 2, 1, 3}).reshape({b, n, heads * dim_v});
 }
 
 namespace {

@@ -35,6 +35,12 @@ std::vector<std::string> NonFiniteWeights(const WeightMap& weights);
 at::Tensor Attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
                      std::int64_t max_score_bytes = 1ll << 20);
 
+// Attention over heads laid side by side, as the q/k/v projections make them: q [B, N, H*D], k/v [B, M, H*D] ->
+// [B, N, H*D]. On the CPU with oneDNN each head is read and written in place (strided views, no split or merge
+// copies); elsewhere it splits into [B*H, T, D], runs Attention and merges back.
+at::Tensor MultiHeadAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::int64_t heads,
+                              double scale);
+
 // Which attention Attention() runs for a device, for the log.
 std::string AttentionKind(const at::Tensor& sample);
 

@@ -65,13 +65,9 @@ struct CrossAttentionImpl : torch::nn::Module {
   // x [B, N, C]; context [B, M, context_dim], or undefined for self-attention.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& context) const {
     const at::Tensor& source = context.defined() ? context : x;
-    const int64_t b = x.size(0), n = x.size(1), m = source.size(1);
-    auto split = [&](const at::Tensor& t, int64_t tokens) {  // [B, T, H*D] -> [B*H, T, D]
-      return t.view({b, tokens, heads_, dim_head_}).permute({0, 2, 1, 3}).reshape({b * heads_, tokens, dim_head_});
-    };
-    const at::Tensor q = split(to_q->forward(x), n), k = split(to_k->forward(source), m), v = split(to_v->forward(source), m);
-    const at::Tensor out = Attention(q, k, v, 1.0 / std::sqrt(static_cast<double>(dim_head_)));
-    return to_out->forward(out.view({b, heads_, n, dim_head_}).permute({0, 2, 1, 3}).reshape({b, n, heads_ * dim_head_}));
+    const at::Tensor out = MultiHeadAttention(to_q->forward(x), to_k->forward(source), to_v->forward(source), heads_,
+                                              1.0 / std::sqrt(static_cast<double>(dim_head_)));
+    return to_out->forward(out);
   }
 
   int64_t heads_, dim_head_;
@@ -181,12 +177,14 @@ struct SpatialTransformerImpl : torch::nn::Module {
     const int64_t b = x.size(0), h = x.size(2), w = x.size(3);
     at::Tensor y = norm->forward(x);
     y = y.permute({0, 2, 3, 1}).reshape({b, h * w, y.size(1)});  // b c h w -> b (h w) c
-    // The 1x1 conv projections run on the tokens as matrix products; the result goes back to the standard NCHW
-    // layout (a permuted view would send every later convolution down libtorch's slower channels-last path).
+    // The 1x1 conv projections run on the tokens as matrix products. The tokens [b, h*w, c] viewed as b c h w are
+    // the channels-last layout the UNet's convolutions run in, so the result goes back without a copy; in the
+    // plain layout (the VAE, float32 ControlNets) it is made contiguous, as the convolutions there want.
     y = linear_ ? proj_in_linear->forward(y) : proj_in_conv->ForwardTokens(y);
     for (const auto& block : *blocks) y = block->as<TransformerBlockImpl>()->forward(y, context);
     y = linear_ ? proj_out_linear->forward(y) : proj_out_conv->ForwardTokens(y);
-    return y.reshape({b, h, w, y.size(2)}).permute({0, 3, 1, 2}).contiguous() + x;
+    y = y.reshape({b, h, w, y.size(2)}).permute({0, 3, 1, 2});
+    return (x.is_contiguous(at::MemoryFormat::ChannelsLast) ? y : y.contiguous()) + x;
   }
 
   int64_t inner_;

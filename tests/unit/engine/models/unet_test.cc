@@ -40,6 +40,30 @@ TEST(AttentionTest, BlockedAttentionEqualsTheWholeComputation) {
   EXPECT_TRUE(testing::AllClose(bf, want.to(at::kFloat), 0.05, 0.05, "attention, bfloat16 inputs"));
 }
 
+// Heads side by side [B, T, H*D], read in place on the CPU: the same as splitting into [B*H, T, D] and merging.
+TEST(AttentionTest, MultiHeadAttentionEqualsSplitHeads) {
+  const int64_t b = 2, n = 77, m = 50, heads = 3, d = 8;
+  const at::Tensor q = at::randn({b, n, heads * d}), k = at::randn({b, m, heads * d}), v = at::randn({b, m, heads * d});
+  auto split = [&](const at::Tensor& t, int64_t tokens) {
+    return t.view({b, tokens, heads, d}).permute({0, 2, 1, 3}).reshape({b * heads, tokens, d});
+  };
+  const at::Tensor scores = at::bmm(split(q, n), split(k, m).transpose(1, 2)) * 0.3;
+  const at::Tensor want =
+      at::bmm(at::softmax(scores, -1), split(v, m)).view({b, heads, n, d}).permute({0, 2, 1, 3}).reshape({b, n, heads * d});
+  EXPECT_TRUE(testing::AllClose(engine::MultiHeadAttention(q, k, v, heads, 0.3), want, 1e-5, 1e-5, "float32"));
+  // Strided inputs (a slice of a wider projection) and bfloat16.
+  const at::Tensor wide = at::randn({b, n, 2 * heads * d});
+  const at::Tensor q_view = wide.narrow(2, heads * d, heads * d);
+  const at::Tensor self_scores = at::bmm(split(q_view.contiguous(), n), split(q_view.contiguous(), n).transpose(1, 2));
+  const at::Tensor self_want = at::bmm(at::softmax(self_scores * 0.3, -1), split(q_view.contiguous(), n))
+                                   .view({b, heads, n, d}).permute({0, 2, 1, 3}).reshape({b, n, heads * d});
+  EXPECT_TRUE(testing::AllClose(engine::MultiHeadAttention(q_view, q_view, q_view, heads, 0.3), self_want, 1e-5, 1e-5,
+                                "strided"));
+  const at::Tensor bf = engine::MultiHeadAttention(q.to(at::kBFloat16), k.to(at::kBFloat16), v.to(at::kBFloat16), heads, 0.3);
+  EXPECT_EQ(bf.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(testing::AllClose(bf.to(at::kFloat), want, 0.03, 0.03, "bfloat16"));
+}
+
 TEST(UNetTest, FullSizeModelMatchesTheSd15ManifestExactly) {
   const Shapes expected = ManifestShapes("sd15-ldm.json", "model.diffusion_model.");
   ASSERT_EQ(expected.size(), 686u);
