@@ -6,7 +6,7 @@ usage: bench/served.py [--dtype float32|bfloat16|auto] [--steps 20] [--size 512]
                        [--daemon build/atelierd] [--dir $ATELIER_BENCH_DIR or /tmp]
 
 The checkpoint is a 2.1 GB float16 safetensors file with every tensor of ../shared/manifests/sd15-ldm.json
-(random values, scale 0.02: speed does not depend on them), written once to DIR and reused. The hash cache is primed
+(random values scaled as bench/random_weights.cc does: speed does not depend on them), written once to DIR/atelier-bench-models and reused. The hash cache is primed
 by one start first, so the load measured is a warm one (file in the page cache, SHA-256 cached), as a user's
 restart is. Prints one JSON line: start_seconds (exec to serving, the checkpoint loaded), load_seconds (the
 daemon's own figure), first_step_seconds (request sent to the first step's progress event: the model prepared for
@@ -26,14 +26,35 @@ def write_checkpoint(path):
     with open(MANIFEST) as f:
         shapes = json.load(f)["tensors"]
     rng = np.random.default_rng(0)
+    # The LDM schedule buffers as SD 1.5 has them (the daemon, like WebUI, samples with the checkpoint's).
+    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
+    ac = np.cumprod(1 - betas)
+    ac_prev = np.append(1.0, ac[:-1])
+    post_var = betas * (1 - ac_prev) / (1 - ac)
+    schedule = {"betas": betas, "alphas_cumprod": ac, "alphas_cumprod_prev": ac_prev,
+                "sqrt_alphas_cumprod": np.sqrt(ac), "sqrt_one_minus_alphas_cumprod": np.sqrt(1 - ac),
+                "log_one_minus_alphas_cumprod": np.log(1 - ac), "sqrt_recip_alphas_cumprod": np.sqrt(1 / ac),
+                "sqrt_recipm1_alphas_cumprod": np.sqrt(1 / ac - 1), "posterior_variance": post_var,
+                "posterior_log_variance_clipped": np.log(np.maximum(post_var, 1e-20)),
+                "posterior_mean_coef1": betas * np.sqrt(ac_prev) / (1 - ac),
+                "posterior_mean_coef2": (1 - ac_prev) * np.sqrt(1 - betas) / (1 - ac)}
     header, offset, arrays = {"__metadata__": {"format": "pt"}}, 0, []
     for name, shape in shapes.items():
         count = int(np.prod(shape)) if shape else 1
         if "position_ids" in name:
             a = np.arange(count, dtype=np.int64).reshape(shape)
             dtype = "I64"
+        elif name in schedule:
+            a = schedule[name].astype(np.float32).reshape(shape)
+            dtype = "F32"
         else:
-            a = (rng.standard_normal(count, dtype=np.float32) * 0.02).astype(np.float16).reshape(shape)
+            # As bench/random_weights.cc: norm scales about 1, biases small, matrices scaled by their fan-in.
+            a = rng.standard_normal(count, dtype=np.float32)
+            if len(shape) == 1:
+                a = 1 + 0.1 * a if name.endswith("weight") else 0.1 * a
+            else:
+                a /= np.sqrt(np.prod(shape[1:]))
+            a = a.astype(np.float16).reshape(shape)
             dtype = "F16"
         header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + a.nbytes]}
         offset += a.nbytes
@@ -91,14 +112,12 @@ def main():
     args = ap.parse_args()
     from atelier_client import Client, Finished, Progress, Result
 
-    checkpoint = os.path.join(args.dir, "atelier-bench-sd15-f16-random.safetensors")
-    if not os.path.exists(checkpoint):
-        write_checkpoint(checkpoint)
+    # In the models folder itself: the daemon follows no symlink out of it.
     models = os.path.join(args.dir, "atelier-bench-models")
     os.makedirs(os.path.join(models, "Stable-diffusion"), exist_ok=True)
-    link = os.path.join(models, "Stable-diffusion", "sd15.safetensors")
-    if not os.path.exists(link):
-        os.symlink(checkpoint, link)
+    checkpoint = os.path.join(models, "Stable-diffusion", "sd15-f16-random.safetensors")
+    if not os.path.exists(checkpoint):
+        write_checkpoint(checkpoint)
     cache = os.path.join(args.dir, "atelier-bench-cache")
     if not os.path.exists(os.path.join(cache, "hashes.json")):
         primer, _, _, primer_log = start(args.daemon, models, cache, args.dtype)  # hashes the file once
@@ -136,6 +155,8 @@ def main():
                 out["load_seconds"] = float(line.rsplit(") in ", 1)[1].split(" s")[0])
             except (IndexError, ValueError):
                 pass
+        if "serving the embedded model" in line:
+            raise RuntimeError("atelierd served its embedded model, not the benchmark checkpoint")
         if "compute dtype" in line:
             out["compute_dtype"] = line.split("compute dtype ", 1)[1].split(" ")[0]
     print(json.dumps(out))

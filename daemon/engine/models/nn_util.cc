@@ -101,9 +101,11 @@ bool OneDnnBlockedAttention(int64_t items, const ViewOf& q_of, const ViewOf& k_o
       const int64_t n = std::min(slice, queries - start);
       at::Tensor s = scores.narrow(0, 0, n);
       if (!OneDnnMatmul(qi.narrow(0, start, n), kt, s, static_cast<float>(scale))) return false;
-      at::softmax_out(s, s, -1);
       at::Tensor p = probs.narrow(0, 0, n);
-      if (!p.is_same(s)) p.copy_(s);
+      if (!OneDnnSoftmax(s, p)) {  // the softmax and the rounding to bf16 in one pass
+        at::softmax_out(s, s, -1);
+        if (!p.is_same(s)) p.copy_(s);
+      }
       at::Tensor dest = oi.narrow(0, start, n);
       if (!OneDnnMatmul(p, vi, dest)) return false;
       CheckStop();  // one score block (about 1 MiB of work) at a time

@@ -62,9 +62,51 @@ const Cached* Primitive(const at::Tensor& a, const at::Tensor& b, const at::Tens
   }
 }
 
+struct CachedSoftmax {
+  dnnl::softmax_v2_forward primitive;
+  dnnl::memory::desc in, out;
+};
+
+const CachedSoftmax* SoftmaxPrimitive(const at::Tensor& in, const at::Tensor& out) {
+  static std::mutex mu;
+  static std::map<std::tuple<Dims, Dims, Dims, int>, CachedSoftmax> cache;
+  const auto key = std::make_tuple(Dims(in.sizes().begin(), in.sizes().end()), Dims(in.strides().begin(), in.strides().end()),
+                                   Dims(out.strides().begin(), out.strides().end()), static_cast<int>(out.scalar_type()));
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it != cache.end()) return &it->second;
+  try {
+    const dnnl::memory::desc in_desc(std::get<0>(key), dnnl::memory::data_type::f32, std::get<1>(key));
+    const dnnl::memory::desc out_desc(std::get<0>(key), DnnlType(out.scalar_type()), std::get<2>(key));
+    const dnnl::softmax_v2_forward::primitive_desc pd(
+        dnnl::softmax_v2_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::softmax_accurate, in_desc,
+                                       out_desc, 1),
+        CpuEngine());
+    return &cache.emplace(key, CachedSoftmax{dnnl::softmax_v2_forward(pd), in_desc, out_desc}).first->second;
+  } catch (const dnnl::error&) {
+    return nullptr;
+  }
+}
+
 }  // namespace
 
 bool OneDnnAvailable() { return true; }
+
+bool OneDnnSoftmax(const at::Tensor& scores, at::Tensor& out) {
+  if (!scores.is_cpu() || scores.dim() != 2 || out.dim() != 2 || scores.scalar_type() != at::kFloat ||
+      scores.sizes() != out.sizes() || scores.stride(1) != 1 || out.stride(1) != 1 ||
+      (out.scalar_type() != at::kFloat && out.scalar_type() != at::kBFloat16)) {
+    return false;
+  }
+  const CachedSoftmax* p = SoftmaxPrimitive(scores, out);
+  if (p == nullptr) return false;
+  dnnl::memory in_mem(p->in, CpuEngine(), scores.data_ptr());
+  dnnl::memory out_mem(p->out, CpuEngine(), out.data_ptr());
+  thread_local dnnl::stream stream(CpuEngine());
+  p->primitive.execute(stream, {{DNNL_ARG_SRC, in_mem}, {DNNL_ARG_DST, out_mem}});
+  stream.wait();
+  return true;
+}
 
 bool OneDnnMatmul(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, float scale) {
   if (!a.is_cpu() || a.dim() != 2 || b.dim() != 2 || out.dim() != 2 || a.scalar_type() != b.scalar_type() ||
@@ -88,6 +130,7 @@ bool OneDnnMatmul(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, flo
 
 bool OneDnnAvailable() { return false; }
 bool OneDnnMatmul(const at::Tensor&, const at::Tensor&, at::Tensor&, float) { return false; }
+bool OneDnnSoftmax(const at::Tensor&, at::Tensor&) { return false; }
 
 #endif
 

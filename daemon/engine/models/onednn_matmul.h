@@ -17,4 +17,9 @@ bool OneDnnAvailable();
 // run these types here; the caller then uses libtorch.
 bool OneDnnMatmul(const at::Tensor& a, const at::Tensor& b, at::Tensor& out, float scale = 1.0f);
 
+// out = softmax(scores) over the last dim for float32 `scores` [M, N] (dense rows) into `out` [M, N] (float32, may be
+// `scores` itself, or bfloat16: the probabilities rounded once, as the next product takes them). oneDNN's AVX-512
+// softmax; false (nothing written) where it cannot run.
+bool OneDnnSoftmax(const at::Tensor& scores, at::Tensor& out);
+
 }  // namespace atelier::engine

@@ -60,5 +60,19 @@ TEST(OneDnnMatmulTest, Bf16InputsGiveFloat32ScoresWithTheScaleFolded) {
   EXPECT_FALSE(engine::OneDnnMatmul(a, k.t(), wrong));
 }
 
+TEST(OneDnnMatmulTest, SoftmaxInPlaceAndIntoBfloat16) {
+  if (!engine::OneDnnAvailable()) GTEST_SKIP() << "built without oneDNN (libdnnl-dev)";
+  const at::Tensor scores = at::randn({19, 300}) * 8;
+  const at::Tensor want = at::softmax(scores, -1);
+  at::Tensor in_place = scores.clone();
+  ASSERT_TRUE(engine::OneDnnSoftmax(in_place, in_place));
+  EXPECT_TRUE(testing::AllClose(in_place, want, 1e-6, 1e-5, "float32 in place"));
+  at::Tensor rounded = at::empty({19, 300}, at::kBFloat16);
+  if (!engine::OneDnnSoftmax(scores, rounded)) GTEST_SKIP() << "this CPU cannot write bf16 from oneDNN";
+  EXPECT_TRUE(testing::AllClose(rounded.to(at::kFloat), want, 1e-3, 0.01, "bfloat16 probabilities"));
+  at::Tensor wrong = at::empty({19, 299});
+  EXPECT_FALSE(engine::OneDnnSoftmax(scores, wrong));
+}
+
 }  // namespace
 }  // namespace atelier
