@@ -35,6 +35,13 @@ class Converter {
       if (t->scalar_type() != TargetType(*t, options_)) bytes += WeightArena::Footprint(t->sizes(), TargetType(*t, options_));
     }
     if (bytes > 0) {
+      // Once anything converts, everything is copied: a few same-dtype tensors left as views of the file (the
+      // schedule buffers, position_ids) would keep the whole mapping, every page of it touched by the conversion,
+      // resident beside the converted weights (2.1 GB for an fp16 SD 1.5 file).
+      copy_all_ = true;
+      for (const at::Tensor* t : inputs) {
+        if (t->scalar_type() == TargetType(*t, options_)) bytes += WeightArena::Footprint(t->sizes(), t->scalar_type());
+      }
       auto arena = WeightArena::Create(bytes);
       if (arena.ok()) arena_ = *std::move(arena);
     }
@@ -43,7 +50,7 @@ class Converter {
   // `layout`: the memory format the copy takes (channels-last for the UNet's k x k convolutions).
   at::Tensor operator()(const at::Tensor& t, at::MemoryFormat layout = at::MemoryFormat::Contiguous) {
     const at::ScalarType target = TargetType(t, options_);
-    if (options_.device == "cpu" && arena_ != nullptr && t.scalar_type() != target) {
+    if (options_.device == "cpu" && arena_ != nullptr && (t.scalar_type() != target || copy_all_)) {
       at::Tensor out = arena_->Allocate(t.sizes(), target);
       if (out.defined()) {
         if (layout == at::MemoryFormat::ChannelsLast) {  // the same bytes, channels-last strides
@@ -59,6 +66,7 @@ class Converter {
  private:
   const LoadOptions& options_;
   std::shared_ptr<WeightArena> arena_;
+  bool copy_all_ = false;
 };
 
 std::int64_t Bytes(const WeightMap& map) {
@@ -192,7 +200,8 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> LoadSd1Checkpoint(const fs::pa
     for (const auto& [raw_name, tensor] : set->tensors) {
       const std::string name = NormalizeSd1Key(raw_name);
       if (name == "alphas_cumprod") {
-        weights->alphas_cumprod = tensor.to(at::kFloat).contiguous();  // kept float32, as WebUI does
+        // Kept float32, as WebUI does; a copy, never a view that would keep the whole file mapping resident.
+      weights->alphas_cumprod = tensor.to(at::kFloat).clone();
       }
     }
     if (!weights->alphas_cumprod.defined()) weights->alphas_cumprod = ComputeAlphasCumprod(config->schedule);
