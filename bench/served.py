@@ -69,11 +69,11 @@ def write_checkpoint(path):
     os.replace(path + ".partial", path)
 
 
-def start(daemon, models, cache, dtype):
+def start(daemon, models, cache, dtype, extra=()):
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
     t0 = time.perf_counter()
     p = subprocess.Popen([daemon, "--listen", "127.0.0.1:0", "--models-dir", models, "--cache-dir", cache,
-                          "--dtype", dtype], stdout=subprocess.PIPE, stderr=log, text=True)
+                          "--dtype", dtype, *extra], stdout=subprocess.PIPE, stderr=log, text=True)
     line = p.stdout.readline()
     started = time.perf_counter() - t0
     if not line.startswith("atelierd listening on "):
@@ -109,6 +109,7 @@ def main():
     ap.add_argument("--sampler", default="Euler a")
     ap.add_argument("--daemon", default=os.path.join(ROOT, "build", "atelierd"))
     ap.add_argument("--dir", default=os.environ.get("ATELIER_BENCH_DIR", "/tmp"))
+    ap.add_argument("--daemon-arg", action="append", default=[], help="an extra atelierd argument (repeatable)")
     args = ap.parse_args()
     from atelier_client import Client, Finished, Progress, Result
 
@@ -124,7 +125,7 @@ def main():
         stop(primer, primer_log)
     subprocess.run(["cat", checkpoint], stdout=subprocess.DEVNULL, check=True)  # in the page cache
 
-    p, address, started, log = start(args.daemon, models, cache, args.dtype)
+    p, address, started, log = start(args.daemon, models, cache, args.dtype, args.daemon_arg)
     out = {"dtype": args.dtype, "size": args.size, "steps": args.steps, "sampler": args.sampler,
            "start_seconds": round(started, 3)}
     try:

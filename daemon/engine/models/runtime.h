@@ -67,6 +67,13 @@ absl::StatusOr<ComputeDtype> ResolveComputeDtype(const std::string& requested, c
 // FAILED_PRECONDITION when CUDA is asked for but not available; INVALID_ARGUMENT for an unknown device string.
 absl::StatusOr<RuntimeInfo> InitRuntime(const RuntimeOptions& options);
 
+// Frees the OpenMP thread pool of the calling thread (its workers exit). libgomp keeps one pool per thread that
+// ever ran a parallel region, and once its threads outnumber the cores it spins only ~100 iterations before
+// sleeping: every parallel region of the compute thread then pays futex wake-ups (a served bf16 UNet step was
+// 1.4x the benchmark's, 25k context switches a second). Call it on threads that ran libtorch work once (start-up
+// loading) and will not again, so the executor's pool is the only one.
+void ReleaseThreadPoolOfThisThread();
+
 // Current memory figures (device figures only for CUDA devices).
 MemoryFigures ReadMemoryFigures(const std::string& device);
 
