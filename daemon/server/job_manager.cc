@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "engine/models/cpu_allocator.h"
+#include "engine/models/runtime.h"
 #include "server/job_context.h"
 #include "util/log.h"
 #include "util/user_text.h"
@@ -182,6 +183,7 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
   context.set_others_waiting([this] { return queue_.size() > 0; });
   absl::Status status = absl::CancelledError(job->cancel_reason());  // cancelled before it started
   if (!job->cancel_requested()) {
+    const std::unique_ptr<engine::OpProfile> profile = engine::MaybeProfile(job->id());  // ATELIER_PROFILE_DIR
     try {
       status = runner_.Run(context);
     } catch (const std::exception& e) {

@@ -1,5 +1,14 @@
 #include "engine/models/nn_layers.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "engine/models/group_norm_avx512.h"
+#include "engine/models/runtime.h"
+
 namespace atelier::engine {
 
 Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding, bool with_bias)
@@ -60,7 +69,87 @@ GroupNormImpl::GroupNormImpl(int64_t channels, double eps, int64_t groups) : gro
   bias = register_parameter("bias", at::empty({channels}), false);
 }
 
-at::Tensor GroupNormImpl::forward(const at::Tensor& x, int64_t frames) const {
+namespace {
+
+bool CpuHasAvx512() {
+  static const bool has = [] {
+    const CpuFeatures cpu = DetectCpuFeatures();
+    return cpu.avx512f && cpu.avx512bw && cpu.avx512vl && cpu.avx512dq;
+  }();
+  return has;
+}
+
+// GroupNorm (+ SiLU) of a channels-last activation: `items` normalisation units (images, or videos of `frames`
+// images), each `rows` consecutive rows of `channels` values. Undefined when the kernel does not apply.
+at::Tensor FusedGroupNorm(const at::Tensor& x, int64_t groups, const at::Tensor& weight, const at::Tensor& bias,
+                          double eps, int64_t frames, bool silu) {
+  const int64_t channels = x.dim() == 4 ? x.size(1) : 0;
+  if (!CpuHasAvx512() || !x.is_cpu() || x.dim() != 4 || (x.scalar_type() != at::kFloat && x.scalar_type() != at::kBFloat16) ||
+      !x.is_contiguous(at::MemoryFormat::ChannelsLast) || channels % 16 != 0 || channels % groups != 0 ||
+      x.numel() == 0 || (frames > 0 && x.size(0) % frames != 0)) {
+    return {};
+  }
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  const int64_t items = frames > 0 ? x.size(0) / frames : x.size(0);
+  const int64_t rows = x.numel() / (items * channels);
+  constexpr int64_t kChunkRows = 128;
+  const int64_t chunks = (rows + kChunkRows - 1) / kChunkRows;
+  const at::Tensor w = weight.to(at::kFloat).contiguous(), b = bias.to(at::kFloat).contiguous();
+  const float* wp = w.data_ptr<float>();
+  const float* bp = b.data_ptr<float>();
+  std::vector<float> partial(static_cast<size_t>(items * chunks * 2 * channels), 0.0f);
+  const void* in = x.data_ptr();
+  at::parallel_for(0, items * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t first = (i / chunks) * rows + (i % chunks) * kChunkRows;
+      const int64_t last = std::min(first + kChunkRows, (i / chunks + 1) * rows);
+      float* sums = partial.data() + i * 2 * channels;
+      avx512::ChannelSums(in, bf16, channels, first, last, sums, sums + channels);
+    }
+  });
+  // Per item and group: mean and 1/std in double, folded with the affine weights into one scale and shift per
+  // channel.
+  const int64_t per_group = channels / groups;
+  std::vector<float> scale(static_cast<size_t>(items * channels)), shift(scale.size());
+  for (int64_t item = 0; item < items; ++item) {
+    for (int64_t g = 0; g < groups; ++g) {
+      double s = 0, q = 0;
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+        const float* sums = partial.data() + (item * chunks + chunk) * 2 * channels;
+        for (int64_t c = g * per_group; c < (g + 1) * per_group; ++c) {
+          s += sums[c];
+          q += sums[channels + c];
+        }
+      }
+      const double count = static_cast<double>(rows * per_group);
+      const double mean = s / count;
+      const double rstd = 1.0 / std::sqrt(std::max(q / count - mean * mean, 0.0) + eps);
+      for (int64_t c = g * per_group; c < (g + 1) * per_group; ++c) {
+        scale[item * channels + c] = static_cast<float>(rstd * wp[c]);
+        shift[item * channels + c] = static_cast<float>(bp[c] - mean * rstd * wp[c]);
+      }
+    }
+  }
+  at::Tensor y = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+  void* out = y.data_ptr();
+  at::parallel_for(0, items * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t item = i / chunks;
+      const int64_t first = item * rows + (i % chunks) * kChunkRows;
+      const int64_t last = std::min(first + kChunkRows, (item + 1) * rows);
+      avx512::ScaleShift(in, out, bf16, channels, first, last, scale.data() + item * channels,
+                         shift.data() + item * channels, silu);
+    }
+  });
+  return y;
+}
+
+}  // namespace
+
+at::Tensor GroupNormImpl::forward(const at::Tensor& x, int64_t frames, bool silu) const {
+  if (active_stats == nullptr) {
+    if (at::Tensor fused = FusedGroupNorm(x, groups_, weight, bias, eps_, frames, silu); fused.defined()) return fused;
+  }
   const bool upcast = x.scalar_type() != at::kFloat;
   at::Tensor h = upcast ? x.to(at::kFloat) : x;
   const at::Tensor w = weight.scalar_type() == at::kFloat ? weight : weight.to(at::kFloat);
@@ -74,6 +163,7 @@ at::Tensor GroupNormImpl::forward(const at::Tensor& x, int64_t frames) const {
   } else {
     h = at::group_norm(h, groups_, w, b, eps_);
   }
+  if (silu) h = at::silu(h);
   return upcast ? h.to(x.scalar_type()) : h;
 }
 

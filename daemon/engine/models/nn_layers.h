@@ -45,7 +45,9 @@ TORCH_MODULE(Linear);
 class GroupNormImpl : public torch::nn::Module {
  public:
   GroupNormImpl(int64_t channels, double eps, int64_t groups = 32);
-  at::Tensor forward(const at::Tensor& x, int64_t frames = 0) const;
+  // `silu`: silu(GroupNorm(x)) in the same pass where the fused kernel runs (channels-last float32/bfloat16 on an
+  // AVX-512 CPU: statistics and arithmetic in float32, one read and one write of the activation).
+  at::Tensor forward(const at::Tensor& x, int64_t frames = 0, bool silu = false) const;
 
   at::Tensor weight, bias;
 

@@ -17,6 +17,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/version.h>
 
 #include "absl/strings/match.h"
@@ -239,6 +240,22 @@ absl::StatusOr<RuntimeInfo> InitRuntime(const RuntimeOptions& options) {
     info.blas_is_fast = false;
   }
   return info;
+}
+
+namespace {
+class RecordedOpProfile final : public OpProfile {
+ public:
+  explicit RecordedOpProfile(const std::string& path) : record_(path) {}
+
+ private:
+  torch::autograd::profiler::RecordProfile record_;
+};
+}  // namespace
+
+std::unique_ptr<OpProfile> MaybeProfile(const std::string& name) {
+  const char* dir = std::getenv("ATELIER_PROFILE_DIR");
+  if (dir == nullptr || *dir == '\0') return nullptr;
+  return std::make_unique<RecordedOpProfile>(absl::StrCat(dir, "/", name, ".json"));
 }
 
 void ReleaseThreadPoolOfThisThread() {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -73,6 +74,15 @@ absl::StatusOr<RuntimeInfo> InitRuntime(const RuntimeOptions& options);
 // 1.4x the benchmark's, 25k context switches a second). Call it on threads that ran libtorch work once (start-up
 // loading) and will not again, so the executor's pool is the only one.
 void ReleaseThreadPoolOfThisThread();
+
+// A libtorch op profile of what this thread runs while the object lives, written as a chrome://tracing file
+// (bench/profile_ops.py sums it per op). Null unless the environment variable ATELIER_PROFILE_DIR names a folder:
+// then the file is ATELIER_PROFILE_DIR/<name>.json. A developer's tool: the daemon profiles each job this way.
+class OpProfile {
+ public:
+  virtual ~OpProfile() = default;
+};
+std::unique_ptr<OpProfile> MaybeProfile(const std::string& name);
 
 // Current memory figures (device figures only for CUDA devices).
 MemoryFigures ReadMemoryFigures(const std::string& device);

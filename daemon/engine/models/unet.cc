@@ -39,9 +39,9 @@ struct ResBlockImpl : torch::nn::Module {
   }
 
   at::Tensor forward(const at::Tensor& x, const at::Tensor& emb, int64_t frames) const {
-    at::Tensor h = in_conv->forward(at::silu(in_norm->forward(x, frames)));
+    at::Tensor h = in_conv->forward(in_norm->forward(x, frames, /*silu=*/true));
     h = h + emb_linear->forward(at::silu(emb)).unsqueeze(-1).unsqueeze(-1);
-    h = out_conv->forward(at::silu(out_norm->forward(h, frames)));
+    h = out_conv->forward(out_norm->forward(h, frames, /*silu=*/true));
     return skip.is_empty() ? x + h : skip->forward(x) + h;
   }
 
@@ -551,7 +551,7 @@ absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& x, const at::Tensor& 
       ++point;
       if (trace) trace->output_blocks.push_back(h);
     }
-    h = root.out_conv->forward(at::silu(root.out_norm->forward(h, frames)));
+    h = root.out_conv->forward(root.out_norm->forward(h, frames, /*silu=*/true));
     return h.to(at::kFloat).contiguous();  // eps in the standard layout for the samplers and plugins
   } catch (const std::exception& e) {
     return StatusFromException(e, "the UNet forward");

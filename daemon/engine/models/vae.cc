@@ -29,8 +29,8 @@ struct ResnetBlockImpl : torch::nn::Module {
     if (in != out) nin_shortcut = register_module("nin_shortcut", Conv2d(in, out, 1));
   }
   at::Tensor forward(const at::Tensor& x) const {
-    at::Tensor h = conv1->forward(at::silu(norm1->forward(x)));
-    h = conv2->forward(at::silu(norm2->forward(h)));
+    at::Tensor h = conv1->forward(norm1->forward(x, 0, /*silu=*/true));
+    h = conv2->forward(norm2->forward(h, 0, /*silu=*/true));
     return (nin_shortcut.is_empty() ? x : nin_shortcut->forward(x)) + h;
   }
   GroupNorm norm1;
@@ -149,7 +149,7 @@ struct EncoderImpl : torch::nn::Module {
     for (const auto* level : levels_) h = level->forward(h);
     return h;
   }
-  at::Tensor tail(const at::Tensor& h) const { return conv_out->forward(at::silu(norm_out->forward(mid->forward(h)))); }
+  at::Tensor tail(const at::Tensor& h) const { return conv_out->forward(norm_out->forward(mid->forward(h), 0, /*silu=*/true)); }
   at::Tensor forward(const at::Tensor& x) const { return tail(down_path(x)); }
   Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList down{nullptr};
@@ -193,7 +193,7 @@ struct DecoderImpl : torch::nn::Module {
   at::Tensor head(const at::Tensor& z) const { return mid->forward(conv_in->forward(z)); }
   at::Tensor up_path(at::Tensor h) const {
     for (const auto* level : run_order_) h = level->forward(h);
-    return conv_out->forward(at::silu(norm_out->forward(h)));
+    return conv_out->forward(norm_out->forward(h, 0, /*silu=*/true));
   }
   at::Tensor forward(const at::Tensor& z) const { return up_path(head(z)); }
   Conv2d conv_in{nullptr}, conv_out{nullptr};

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include "engine/models/cpu_allocator.h"
+#include "engine/models/nn_layers.h"
 #include "engine/models/onednn_matmul.h"
 #include "fixture_case.h"
 
@@ -72,6 +73,32 @@ TEST(OneDnnMatmulTest, SoftmaxInPlaceAndIntoBfloat16) {
   EXPECT_TRUE(testing::AllClose(rounded.to(at::kFloat), want, 1e-3, 0.01, "bfloat16 probabilities"));
   at::Tensor wrong = at::empty({19, 299});
   EXPECT_FALSE(engine::OneDnnSoftmax(scores, wrong));
+}
+
+// The fused channels-last GroupNorm (+ SiLU) against libtorch's float32 group_norm, per image and per video of
+// `frames` images, in float32 and bfloat16; other layouts take libtorch's path and agree too.
+TEST(GroupNormTest, FusedChannelsLastMatchesTheReference) {
+  engine::GroupNorm norm(64, 1e-5, 32);
+  norm->weight.copy_(1 + 0.2 * at::randn({64}));
+  norm->bias.copy_(0.3 * at::randn({64}));
+  const at::Tensor x = (at::randn({4, 64, 9, 7}) * 3 + 1.5).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor want = at::group_norm(x.contiguous(), 32, norm->weight, norm->bias, 1e-5);
+  const at::Tensor video = x.contiguous().view({2, 2, 64, 9, 7}).permute({0, 2, 1, 3, 4});
+  const at::Tensor want_video =
+      at::group_norm(video, 32, norm->weight, norm->bias, 1e-5).permute({0, 2, 1, 3, 4}).reshape({4, 64, 9, 7});
+  for (bool silu : {false, true}) {
+    const std::string what = silu ? " + silu" : "";
+    const at::Tensor ref = silu ? at::silu(want) : want, ref_video = silu ? at::silu(want_video) : want_video;
+    const at::Tensor got = norm->forward(x, 0, silu);
+    EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast));
+    EXPECT_TRUE(testing::AllClose(got, ref, 2e-5, 2e-5, "float32 channels-last" + what));
+    EXPECT_TRUE(testing::AllClose(norm->forward(x, 2, silu), ref_video, 2e-5, 2e-5, "per video" + what));
+    EXPECT_TRUE(testing::AllClose(norm->forward(x.contiguous(), 0, silu), ref, 2e-5, 2e-5, "plain layout" + what));
+    const at::Tensor bf = norm->forward(x.to(at::kBFloat16), 0, silu);
+    EXPECT_EQ(bf.scalar_type(), at::kBFloat16);
+    // bf16 input rounding (2^-8 relative, times |x| / std) and output rounding.
+    EXPECT_TRUE(testing::AllClose(bf.to(at::kFloat), ref, 0.03, 0.02, "bfloat16" + what));
+  }
 }
 
 }  // namespace
