@@ -6,7 +6,7 @@
 #include <cmath>
 #include <vector>
 
-#include "engine/models/group_norm_avx512.h"
+#include "engine/models/cpu_kernels_avx512.h"
 #include "engine/models/runtime.h"
 
 namespace atelier::engine {
@@ -144,7 +144,32 @@ at::Tensor FusedGroupNorm(const at::Tensor& x, int64_t groups, const at::Tensor&
   return y;
 }
 
+// Rows of `x` (the last dim `width`, contiguous, float32 / bfloat16) for the row kernels; 0 when they do not apply.
+int64_t KernelRows(const at::Tensor& x, int64_t width) {
+  if (!CpuHasAvx512() || !x.is_cpu() || (x.scalar_type() != at::kFloat && x.scalar_type() != at::kBFloat16) ||
+      !x.is_contiguous() || x.dim() == 0 || width % 16 != 0 || width == 0 || x.numel() == 0) {
+    return 0;
+  }
+  return x.numel() / x.size(-1);
+}
+
 }  // namespace
+
+at::Tensor Geglu(const at::Tensor& projection) {
+  const int64_t width = projection.dim() > 0 ? projection.size(-1) / 2 : 0;
+  if (const int64_t rows = KernelRows(projection, width); rows > 0 && projection.size(-1) == 2 * width) {
+    std::vector<int64_t> sizes(projection.sizes().begin(), projection.sizes().end());
+    sizes.back() = width;
+    at::Tensor out = at::empty(sizes, projection.options());
+    const bool bf16 = projection.scalar_type() == at::kBFloat16;
+    const void* in = projection.data_ptr();
+    void* dest = out.data_ptr();
+    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) { avx512::GegluRows(in, dest, bf16, width, begin, end); });
+    return out;
+  }
+  const auto parts = projection.chunk(2, -1);
+  return parts[0] * at::gelu(parts[1]);
+}
 
 at::Tensor GroupNormImpl::forward(const at::Tensor& x, int64_t frames, bool silu) const {
   if (active_stats == nullptr) {
@@ -173,7 +198,22 @@ LayerNormImpl::LayerNormImpl(int64_t channels, double eps) : eps_(eps) {
 }
 
 at::Tensor LayerNormImpl::forward(const at::Tensor& x) const {
-  return at::layer_norm(x, {weight.size(0)}, weight, bias, eps_);
+  const int64_t channels = weight.size(0);
+  if (const int64_t rows = KernelRows(x, channels); rows > 0 && x.size(-1) == channels) {
+    const at::Tensor w = weight.to(at::kFloat).contiguous(), b = bias.to(at::kFloat).contiguous();
+    at::Tensor out = at::empty_like(x);
+    const bool bf16 = x.scalar_type() == at::kBFloat16;
+    const void* in = x.data_ptr();
+    void* dest = out.data_ptr();
+    const float* wp = w.data_ptr<float>();
+    const float* bp = b.data_ptr<float>();
+    const auto eps = static_cast<float>(eps_);
+    at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+      avx512::LayerNormRows(in, dest, bf16, channels, begin, end, wp, bp, eps);
+    });
+    return out;
+  }
+  return at::layer_norm(x, {channels}, weight, bias, eps_);
 }
 
 }  // namespace atelier::engine

@@ -42,6 +42,9 @@ TORCH_MODULE(Linear);
 // GroupNorm with affine weight/bias, always computed in float32 (LDM's GroupNorm32; the SpatialTransformer's
 // plain GroupNorm gives the same numbers in float32). `frames` > 0 normalises every run of `frames` batch rows
 // jointly (sd-webui-animatediff v1's GroupNorm hack: [(b f), C, H, W] is normalised as [b, C, f, H, W]).
+// GEGLU of a projection [..., 2 * width]: first half * gelu(second half) (erf gelu), in one pass on AVX-512 CPUs.
+at::Tensor Geglu(const at::Tensor& projection);
+
 class GroupNormImpl : public torch::nn::Module {
  public:
   GroupNormImpl(int64_t channels, double eps, int64_t groups = 32);

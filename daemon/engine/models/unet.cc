@@ -84,8 +84,7 @@ struct FeedForwardImpl : torch::nn::Module {
     out = net->add(2, Linear(dim * 4, dim));
   }
   at::Tensor forward(const at::Tensor& x) const {
-    const auto parts = proj->forward(x).chunk(2, -1);
-    return out->forward(parts[0] * at::gelu(parts[1]));
+    return out->forward(Geglu(proj->forward(x)));
   }
   Linear proj{nullptr}, out{nullptr};
 };

@@ -101,5 +101,25 @@ TEST(GroupNormTest, FusedChannelsLastMatchesTheReference) {
   }
 }
 
+TEST(RowKernelsTest, LayerNormAndGegluMatchLibtorch) {
+  engine::LayerNorm norm(320, 1e-5);
+  norm->weight.copy_(1 + 0.2 * at::randn({320}));
+  norm->bias.copy_(0.3 * at::randn({320}));
+  const at::Tensor x = at::randn({2, 37, 320}) * 2 + 0.7;
+  const at::Tensor want = at::layer_norm(x, {320}, norm->weight, norm->bias, 1e-5);
+  EXPECT_TRUE(testing::AllClose(norm->forward(x), want, 1e-5, 1e-5, "layer norm float32"));
+  EXPECT_TRUE(testing::AllClose(norm->forward(x.to(at::kBFloat16)).to(at::kFloat), want, 0.03, 0.02, "layer norm bf16"));
+  EXPECT_TRUE(testing::AllClose(norm->forward(x.transpose(0, 1)), want.transpose(0, 1), 1e-5, 1e-5, "strided rows"));
+
+  const at::Tensor proj = at::randn({2, 37, 2 * 160}) * 3;
+  const auto parts = proj.chunk(2, -1);
+  const at::Tensor geglu = parts[0] * at::gelu(parts[1]);
+  EXPECT_TRUE(testing::AllClose(engine::Geglu(proj), geglu, 1e-5, 1e-5, "geglu float32"));
+  EXPECT_TRUE(testing::AllClose(engine::Geglu(proj.to(at::kBFloat16)).to(at::kFloat), geglu, 0.05, 0.02, "geglu bf16"));
+  const at::Tensor odd = at::randn({3, 2 * 10});  // a width the kernel does not take: libtorch's path
+  const auto odd_parts = odd.chunk(2, -1);
+  EXPECT_TRUE(testing::AllClose(engine::Geglu(odd), odd_parts[0] * at::gelu(odd_parts[1]), 0, 0, "fallback"));
+}
+
 }  // namespace
 }  // namespace atelier

@@ -1,7 +1,9 @@
-#include "engine/models/group_norm_avx512.h"
+#include "engine/models/cpu_kernels_avx512.h"
 
 #ifdef __AVX512F__  // built with AVX-512 flags on x86-64 (daemon/CMakeLists.txt); elsewhere never called
 #include <immintrin.h>
+
+#include <cmath>
 
 namespace atelier::engine::avx512 {
 namespace {
@@ -43,6 +45,23 @@ inline __m512 Exp(__m512 x) {
   return _mm512_scalef_ps(p, k);
 }
 
+// erf(x) by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7), odd in x.
+inline __m512 Erf(__m512 x) {
+  const __m512 ax = _mm512_abs_ps(x);
+  const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(ax, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f)));
+  __m512 p = _mm512_set1_ps(1.061405429f);
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+  p = _mm512_mul_ps(p, t);
+  const __m512 e = Exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), ax), ax));
+  const __m512 y = _mm512_fnmadd_ps(p, e, _mm512_set1_ps(1.0f));
+  // Copy x's sign onto y.
+  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(static_cast<int>(0x80000000u)));
+  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), sign));
+}
+
 }  // namespace
 
 void ChannelSums(const void* x, bool bf16, std::int64_t channels, std::int64_t begin, std::int64_t end, float* sum,
@@ -72,10 +91,45 @@ void ScaleShift(const void* x, void* y, bool bf16, std::int64_t channels, std::i
   }
 }
 
+void LayerNormRows(const void* x, void* y, bool bf16, std::int64_t channels, std::int64_t begin, std::int64_t end,
+                   const float* weight, const float* bias, float eps) {
+  const float inv = 1.0f / static_cast<float>(channels);
+  for (std::int64_t row = begin; row < end; ++row) {
+    const std::int64_t base = row * channels;
+    __m512 s = _mm512_setzero_ps();
+    for (std::int64_t c = 0; c < channels; c += 16) s = _mm512_add_ps(s, Load(x, bf16, base + c));
+    const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(s) * inv);
+    __m512 q = _mm512_setzero_ps();
+    for (std::int64_t c = 0; c < channels; c += 16) {
+      const __m512 d = _mm512_sub_ps(Load(x, bf16, base + c), mean);
+      q = _mm512_fmadd_ps(d, d, q);
+    }
+    const __m512 rstd = _mm512_set1_ps(1.0f / std::sqrt(_mm512_reduce_add_ps(q) * inv + eps));
+    for (std::int64_t c = 0; c < channels; c += 16) {
+      const __m512 d = _mm512_mul_ps(_mm512_sub_ps(Load(x, bf16, base + c), mean), rstd);
+      Store(y, bf16, base + c, _mm512_fmadd_ps(d, _mm512_loadu_ps(weight + c), _mm512_loadu_ps(bias + c)));
+    }
+  }
+}
+
+void GegluRows(const void* x, void* y, bool bf16, std::int64_t width, std::int64_t begin, std::int64_t end) {
+  const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), rsqrt2 = _mm512_set1_ps(0.70710678118654752f);
+  for (std::int64_t row = begin; row < end; ++row) {
+    for (std::int64_t j = 0; j < width; j += 16) {
+      const __m512 a = Load(x, bf16, row * 2 * width + j);
+      const __m512 g = Load(x, bf16, row * 2 * width + width + j);
+      const __m512 gelu = _mm512_mul_ps(_mm512_mul_ps(half, g), _mm512_add_ps(one, Erf(_mm512_mul_ps(g, rsqrt2))));
+      Store(y, bf16, row * width + j, _mm512_mul_ps(a, gelu));
+    }
+  }
+}
+
 }  // namespace atelier::engine::avx512
 #else
 namespace atelier::engine::avx512 {
 void ChannelSums(const void*, bool, std::int64_t, std::int64_t, std::int64_t, float*, float*) {}
 void ScaleShift(const void*, void*, bool, std::int64_t, std::int64_t, std::int64_t, const float*, const float*, bool) {}
+void LayerNormRows(const void*, void*, bool, std::int64_t, std::int64_t, std::int64_t, const float*, const float*, float) {}
+void GegluRows(const void*, void*, bool, std::int64_t, std::int64_t, std::int64_t) {}
 }  // namespace atelier::engine::avx512
 #endif
