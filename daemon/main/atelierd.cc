@@ -222,8 +222,6 @@ int Run(int argc, char** argv) {
   } else {
     LogInfo("no checkpoint found; put .safetensors/.ckpt files in <models-dir>/Stable-diffusion");
   }
-  // The executor thread computes from here on; the main thread's OpenMP workers would only make libgomp throttle.
-  engine::ReleaseThreadPoolOfThisThread();
 
   std::unique_ptr<server::OutputsSaver> outputs;
   if (!outputs_dir.empty()) {

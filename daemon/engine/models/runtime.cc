@@ -258,13 +258,6 @@ std::unique_ptr<OpProfile> MaybeProfile(const std::string& name) {
   return std::make_unique<RecordedOpProfile>(absl::StrCat(dir, "/", name, ".json"));
 }
 
-void ReleaseThreadPoolOfThisThread() {
-  // Through dlsym: libgomp comes with libtorch; the engine itself is not built with -fopenmp.
-  using PauseAll = int (*)(int);
-  static const auto pause_all = reinterpret_cast<PauseAll>(dlsym(RTLD_DEFAULT, "omp_pause_resource_all"));
-  if (pause_all != nullptr) (void)pause_all(/*omp_pause_soft=*/1);
-}
-
 MemoryFigures ReadMemoryFigures(const std::string& device) {
   MemoryFigures out;
   out.process_rss_bytes = ReadProcKiB("/proc/self/status", "VmRSS");

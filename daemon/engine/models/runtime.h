@@ -68,13 +68,6 @@ absl::StatusOr<ComputeDtype> ResolveComputeDtype(const std::string& requested, c
 // FAILED_PRECONDITION when CUDA is asked for but not available; INVALID_ARGUMENT for an unknown device string.
 absl::StatusOr<RuntimeInfo> InitRuntime(const RuntimeOptions& options);
 
-// Frees the OpenMP thread pool of the calling thread (its workers exit). libgomp keeps one pool per thread that
-// ever ran a parallel region, and once its threads outnumber the cores it spins only ~100 iterations before
-// sleeping: every parallel region of the compute thread then pays futex wake-ups (a served bf16 UNet step was
-// 1.4x the benchmark's, 25k context switches a second). Call it on threads that ran libtorch work once (start-up
-// loading) and will not again, so the executor's pool is the only one.
-void ReleaseThreadPoolOfThisThread();
-
 // A libtorch op profile of what this thread runs while the object lives, written as a chrome://tracing file
 // (bench/profile_ops.py sums it per op). Null unless the environment variable ATELIER_PROFILE_DIR names a folder:
 // then the file is ATELIER_PROFILE_DIR/<name>.json. A developer's tool: the daemon profiles each job this way.
