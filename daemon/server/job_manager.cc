@@ -57,6 +57,9 @@ absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, std:
     // Registered before queueing, so Cancel finds it even if the executor picks it up at once.
     active_[job_id] = job;
   }
+  // Every job reports its place once, even one an idle executor takes before PublishPositions runs.
+  const int waiting = static_cast<int>(queue_.size());
+  job->PublishPosition(waiting, waiting + 1);
   if (absl::Status pushed = queue_.Push(job); !pushed.ok()) {
     Forget(job->id());
     return pushed;
