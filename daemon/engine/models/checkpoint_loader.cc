@@ -1,6 +1,10 @@
 #include "engine/models/checkpoint_loader.h"
 
 #include <ATen/Functions.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -28,7 +32,9 @@ at::ScalarType TargetType(const at::Tensor& t, const LoadOptions& options) {
 // weight_arena.h); tensors already in the right dtype stay zero-copy views of the file.
 class Converter {
  public:
-  Converter(const LoadOptions& options, const std::vector<const at::Tensor*>& inputs) : options_(options) {
+  // `file_mapped`: the inputs view a read-only file mapping (safetensors), whose pages can be dropped once copied.
+  Converter(const LoadOptions& options, const std::vector<const at::Tensor*>& inputs, bool file_mapped = false)
+      : options_(options), file_mapped_(file_mapped) {
     if (options_.device != "cpu") return;
     std::size_t bytes = 0;
     for (const at::Tensor* t : inputs) {
@@ -57,14 +63,28 @@ class Converter {
           const int64_t c = t.size(1), h = t.size(2), w = t.size(3);
           out = out.as_strided(t.sizes(), {c * h * w, 1, w * c, c});
         }
-        return out.copy_(t);
+        out.copy_(t);
+        // The copy replaces the file's pages: drop them from this process now, or every page the load touched
+        // stays resident beside the arena until the mapping closes (the load's peak RSS, 2.1 GB for SD 1.5 fp16).
+        // Safe for a read-only file mapping: a later read faults the same bytes back in from the file.
+        if (file_mapped_) DropPages(t);
+        return out;
       }
     }
     return t.to(at::Device(options_.device), target).contiguous(layout);
   }
 
  private:
+  static void DropPages(const at::Tensor& t) {
+    const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+    const auto begin = reinterpret_cast<std::uintptr_t>(t.data_ptr());
+    const std::uintptr_t end = begin + static_cast<std::uintptr_t>(t.numel() * t.element_size());
+    const std::uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+    if (last > first) (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  }
+
   const LoadOptions& options_;
+  const bool file_mapped_;
   std::shared_ptr<WeightArena> arena_;
   bool copy_all_ = false;
 };
@@ -190,7 +210,7 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> LoadSd1Checkpoint(const fs::pa
     }
     std::vector<const at::Tensor*> inputs;
     for (const Pick& p : picks) inputs.push_back(p.tensor);
-    Converter convert(options, inputs);
+    Converter convert(options, inputs, set->format == "safetensors");
     for (const Pick& p : picks) {
       const at::MemoryFormat layout = p.map == &weights->unet  ? PreferredWeightLayout(*p.tensor)
                                       : p.map == &weights->vae ? VaeWeightLayout(*p.tensor, options.dtype)
