@@ -11,7 +11,8 @@ by one start first, so the load measured is a warm one (file in the page cache, 
 restart is. Prints one JSON line: start_seconds (exec to serving, the checkpoint loaded), load_seconds (the
 daemon's own figure), first_step_seconds (request sent to the first step's progress event: the model prepared for
 the job), seconds_per_step (steady: between the first and the last step's events), total_seconds (request to
-result), decode_seconds and the job's other stage timings, peak_rss_mib (VmHWM of the daemon after the job).
+result), decode_seconds and the job's other stage timings, peak_rss_mib (VmHWM of the daemon after the job: the
+load included), rss_after_load_mib and rss_peak_mib_by_phase (VmRSS sampled every 10 ms: to_first_step, sampling, decode).
 Needs build/python (the generated stubs) and clients/python on PYTHONPATH; set here when run from the tree."""
 import argparse, json, os, subprocess, sys, tempfile, time
 
@@ -101,6 +102,38 @@ def peak_rss_mib(pid):
     return 0.0
 
 
+def rss_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssSampler:
+    """VmRSS of a process every 10 ms, the peak kept per phase (the caller names the phase as the job goes on)."""
+
+    def __init__(self, pid):
+        import threading
+        self.pid, self.phase, self.peaks = pid, "idle", {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.done.wait(0.01):
+            rss = rss_mib(self.pid)
+            self.peaks[self.phase] = max(self.peaks.get(self.phase, 0.0), rss)
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        return {k: round(v) for k, v in self.peaks.items()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dtype", default="float32")
@@ -128,8 +161,11 @@ def main():
     p, address, started, log = start(args.daemon, models, cache, args.dtype, args.daemon_arg)
     out = {"dtype": args.dtype, "size": args.size, "steps": args.steps, "sampler": args.sampler,
            "start_seconds": round(started, 3)}
+    out["rss_after_load_mib"] = round(rss_mib(p.pid))
+    rss = RssSampler(p.pid)
     try:
         with Client(address) as client:
+            rss.phase = "to_first_step"
             t0 = time.perf_counter()
             steps, finished = [], None
             for event in client.txt2img("a photo of a cat", steps=args.steps, sampler_name=args.sampler,
@@ -137,6 +173,7 @@ def main():
                 now = time.perf_counter() - t0
                 if isinstance(event, Progress) and event.sampling_step > len(steps):
                     steps.append(now)
+                    rss.phase = "sampling" if len(steps) < args.steps else "decode"
                 elif isinstance(event, Finished):
                     finished = event
             total = time.perf_counter() - t0
@@ -149,6 +186,7 @@ def main():
         out["timings"] = {k: round(v, 3) for k, v in finished.timings.items()}
         out["peak_rss_mib"] = round(peak_rss_mib(p.pid))
     finally:
+        out["rss_peak_mib_by_phase"] = rss.stop()
         text = stop(p, log)
     for line in text.splitlines():
         if " loaded " in line and " in " in line:

@@ -85,7 +85,7 @@ int Run(int argc, char** argv) {
                  "compute dtype: auto (float16 on CUDA; bfloat16 on CPUs with AVX512_BF16 or AMX-BF16, float32 on "
                  "others), float32 (WebUI's exact CPU numbers), bfloat16 (CPUs with AVX-512), float16 (CUDA)")
       ->capture_default_str();
-  app.add_option("--threads", threads, "compute threads; 0 = all cores")->check(CLI::Range(0, 1024));
+  app.add_option("--threads", threads, "compute threads; 0 = $OMP_NUM_THREADS if set, else all cores")->check(CLI::Range(0, 1024));
   app.add_option("--max-queue", max_queue, "jobs that may wait before Generate answers RESOURCE_EXHAUSTED")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
@@ -222,6 +222,8 @@ int Run(int argc, char** argv) {
   } else {
     LogInfo("no checkpoint found; put .safetensors/.ckpt files in <models-dir>/Stable-diffusion");
   }
+  // The executor thread computes from here on; the main thread's OpenMP workers would only make libgomp throttle.
+  engine::ReleaseThreadPoolOfThisThread();
 
   std::unique_ptr<server::OutputsSaver> outputs;
   if (!outputs_dir.empty()) {

@@ -221,7 +221,7 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> LoadSd1Checkpoint(const fs::pa
       const std::string name = NormalizeSd1Key(raw_name);
       if (name == "alphas_cumprod") {
         // Kept float32, as WebUI does; a copy, never a view that would keep the whole file mapping resident.
-      weights->alphas_cumprod = tensor.to(at::kFloat).clone();
+        weights->alphas_cumprod = tensor.to(at::kFloat).clone();
       }
     }
     if (!weights->alphas_cumprod.defined()) weights->alphas_cumprod = ComputeAlphasCumprod(config->schedule);

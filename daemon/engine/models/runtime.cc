@@ -215,6 +215,12 @@ absl::StatusOr<RuntimeInfo> InitRuntime(const RuntimeOptions& options) {
   if (options.cpu_cache_bytes > 0) InstallCachingCpuAllocator(options.cpu_cache_bytes);
 
   int threads = options.threads;
+  // OMP_NUM_THREADS, as PyTorch and OpenBLAS honour it: processes that share the cores (ctest -j, several daemons)
+  // each take their share instead of spin-waiting on each other's cores.
+  if (const char* omp = std::getenv("OMP_NUM_THREADS"); threads <= 0 && omp != nullptr) {
+    int parsed = 0;
+    if (absl::SimpleAtoi(omp, &parsed) && parsed > 0) threads = parsed;
+  }
   if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
   if (threads <= 0) threads = 1;
   at::set_num_threads(threads);
@@ -256,6 +262,13 @@ std::unique_ptr<OpProfile> MaybeProfile(const std::string& name) {
   const char* dir = std::getenv("ATELIER_PROFILE_DIR");
   if (dir == nullptr || *dir == '\0') return nullptr;
   return std::make_unique<RecordedOpProfile>(absl::StrCat(dir, "/", name, ".json"));
+}
+
+void ReleaseThreadPoolOfThisThread() {
+  // Through dlsym: libgomp comes with libtorch; the engine itself is not built with -fopenmp.
+  using PauseAll = int (*)(int);
+  static const auto pause_all = reinterpret_cast<PauseAll>(dlsym(RTLD_DEFAULT, "omp_pause_resource_all"));
+  if (pause_all != nullptr) (void)pause_all(/*omp_pause_soft=*/1);
 }
 
 MemoryFigures ReadMemoryFigures(const std::string& device) {

@@ -13,7 +13,7 @@ namespace atelier::engine {
 struct RuntimeOptions {
   // "cpu" or "cuda" / "cuda:N".
   std::string device = "cpu";
-  // Intra-op threads; <= 0 means every online core.
+  // Intra-op threads; <= 0 means OMP_NUM_THREADS when set, else every online core.
   int threads = 0;
   // Free CPU blocks kept for reuse by the caching allocator (engine/models/cpu_allocator.h); 0 leaves libtorch's
   // own allocator in place.
@@ -76,6 +76,13 @@ class OpProfile {
   virtual ~OpProfile() = default;
 };
 std::unique_ptr<OpProfile> MaybeProfile(const std::string& name);
+
+// Frees the OpenMP thread pool of the calling thread (its workers exit). libgomp keeps one pool per thread that
+// ever ran a parallel region, and once its threads outnumber the cores it spins only ~100 iterations before
+// sleeping: every parallel region of the compute thread then pays futex wake-ups (a served bf16 UNet step was
+// 1.4x the benchmark's, 25k context switches a second). Call it on threads that ran libtorch work once (start-up
+// loading) and will not again, so the executor's pool is the only one.
+void ReleaseThreadPoolOfThisThread();
 
 // Current memory figures (device figures only for CUDA devices).
 MemoryFigures ReadMemoryFigures(const std::string& device);

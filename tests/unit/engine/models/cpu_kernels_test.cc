@@ -2,6 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <thread>
 
 #include "engine/models/cpu_allocator.h"
 #include "engine/models/nn_layers.h"
@@ -10,6 +14,19 @@
 
 namespace atelier {
 namespace {
+
+// The kernels split their work with at::parallel_for: run them on several threads even where the tests as a whole
+// run on one (OMP_NUM_THREADS=1 under ctest).
+class SeveralThreads {
+ public:
+  SeveralThreads() : before_(at::get_num_threads()) {
+    at::set_num_threads(std::max(2, static_cast<int>(std::thread::hardware_concurrency())));
+  }
+  ~SeveralThreads() { at::set_num_threads(before_); }
+
+ private:
+  const int before_;
+};
 
 TEST(CachingCpuAllocatorTest, ReusesLargeBlocksAndReleasesThem) {
   engine::InstallCachingCpuAllocator(std::int64_t{1} << 30);
@@ -78,6 +95,7 @@ TEST(OneDnnMatmulTest, SoftmaxInPlaceAndIntoBfloat16) {
 // The fused channels-last GroupNorm (+ SiLU) against libtorch's float32 group_norm, per image and per video of
 // `frames` images, in float32 and bfloat16; other layouts take libtorch's path and agree too.
 TEST(GroupNormTest, FusedChannelsLastMatchesTheReference) {
+  SeveralThreads threads;
   engine::GroupNorm norm(64, 1e-5, 32);
   norm->weight.copy_(1 + 0.2 * at::randn({64}));
   norm->bias.copy_(0.3 * at::randn({64}));
@@ -102,6 +120,7 @@ TEST(GroupNormTest, FusedChannelsLastMatchesTheReference) {
 }
 
 TEST(RowKernelsTest, LayerNormAndGegluMatchLibtorch) {
+  SeveralThreads threads;
   engine::LayerNorm norm(320, 1e-5);
   norm->weight.copy_(1 + 0.2 * at::randn({320}));
   norm->bias.copy_(0.3 * at::randn({320}));
