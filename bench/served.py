@@ -12,7 +12,8 @@ restart is. Prints one JSON line: start_seconds (exec to serving, the checkpoint
 daemon's own figure), first_step_seconds (request sent to the first step's progress event: the model prepared for
 the job), seconds_per_step (steady: between the first and the last step's events), total_seconds (request to
 result), decode_seconds and the job's other stage timings, peak_rss_mib (VmHWM of the daemon after the job: the
-load included), rss_after_load_mib and rss_peak_mib_by_phase (VmRSS sampled every 10 ms: to_first_step, sampling, decode).
+load included), rss_after_load_mib, rss_file_* (file-backed: code and mappings)
+and rss_peak_mib_by_phase (VmRSS sampled every 10 ms: to_first_step, sampling, decode).
 Needs build/python (the generated stubs) and clients/python on PYTHONPATH; set here when run from the tree."""
 import argparse, json, os, subprocess, sys, tempfile, time
 
@@ -102,11 +103,11 @@ def peak_rss_mib(pid):
     return 0.0
 
 
-def rss_mib(pid):
+def rss_mib(pid, field="VmRSS"):
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -162,6 +163,7 @@ def main():
     out = {"dtype": args.dtype, "size": args.size, "steps": args.steps, "sampler": args.sampler,
            "start_seconds": round(started, 3)}
     out["rss_after_load_mib"] = round(rss_mib(p.pid))
+    out["rss_file_after_load_mib"] = round(rss_mib(p.pid, "RssFile"))
     rss = RssSampler(p.pid)
     try:
         with Client(address) as client:
@@ -185,6 +187,9 @@ def main():
         out["total_seconds"] = round(total, 3)
         out["timings"] = {k: round(v, 3) for k, v in finished.timings.items()}
         out["peak_rss_mib"] = round(peak_rss_mib(p.pid))
+        time.sleep(0.5)  # the queue empties and the daemon hands its cached blocks back
+        out["rss_after_job_mib"] = round(rss_mib(p.pid))
+        out["rss_file_after_job_mib"] = round(rss_mib(p.pid, "RssFile"))
     finally:
         out["rss_peak_mib_by_phase"] = rss.stop()
         text = stop(p, log)

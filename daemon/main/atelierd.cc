@@ -86,6 +86,11 @@ int Run(int argc, char** argv) {
                  "others), float32 (WebUI's exact CPU numbers), bfloat16 (CPUs with AVX-512), float16 (CUDA)")
       ->capture_default_str();
   app.add_option("--threads", threads, "compute threads; 0 = $OMP_NUM_THREADS if set, else all cores")->check(CLI::Range(0, 1024));
+  int cpu_cache_mb = static_cast<int>(engine::RuntimeOptions{}.cpu_cache_bytes >> 20);
+  app.add_option("--cpu-cache-mb", cpu_cache_mb,
+                 "free CPU activation blocks kept for reuse between steps (MiB; 0 = libtorch's own allocator)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 20));
   app.add_option("--max-queue", max_queue, "jobs that may wait before Generate answers RESOURCE_EXHAUSTED")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
@@ -135,7 +140,7 @@ int Run(int argc, char** argv) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto runtime = engine::InitRuntime({device, threads});
+  auto runtime = engine::InitRuntime({device, threads, std::int64_t{cpu_cache_mb} << 20});
   if (!runtime.ok()) {
     LogError(std::string(runtime.status().message()));
     return 1;

@@ -10,19 +10,28 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/models/checkpoint_layout.h"
+#include "engine/models/nn_layers.h"
 
 namespace atelier::engine {
 namespace {
 
+// The layers here never initialise their parameters (the checkpoint's replace them): torch::nn's Linear, Embedding
+// and LayerNorm would fill 123M float32 values at random first, 0.5 GB written on each model's first job.
+struct EmbeddingImpl : torch::nn::Module {
+  EmbeddingImpl(int64_t count, int64_t dim) : weight(register_parameter("weight", at::empty({count, dim}), false)) {}
+  torch::Tensor forward(const torch::Tensor& ids) const { return at::embedding(weight, ids); }
+  torch::Tensor weight;
+};
+TORCH_MODULE(Embedding);
+
 // embeddings.{token_embedding, position_embedding, position_ids}
 struct EmbeddingsImpl : torch::nn::Module {
   EmbeddingsImpl(const ClipTextConfig& c)
-      : token_embedding(register_module("token_embedding", torch::nn::Embedding(c.vocab_size, c.hidden_size))),
-        position_embedding(
-            register_module("position_embedding", torch::nn::Embedding(c.max_position_embeddings, c.hidden_size))),
+      : token_embedding(register_module("token_embedding", Embedding(c.vocab_size, c.hidden_size))),
+        position_embedding(register_module("position_embedding", Embedding(c.max_position_embeddings, c.hidden_size))),
         position_ids(register_buffer("position_ids", torch::arange(c.max_position_embeddings).unsqueeze(0))) {}
-  torch::nn::Embedding token_embedding;
-  torch::nn::Embedding position_embedding;
+  Embedding token_embedding;
+  Embedding position_embedding;
   torch::Tensor position_ids;
 };
 TORCH_MODULE(Embeddings);
@@ -32,10 +41,10 @@ struct AttentionImpl : torch::nn::Module {
   AttentionImpl(const ClipTextConfig& c)
       : heads(c.num_attention_heads),
         head_dim(c.hidden_size / c.num_attention_heads),
-        q_proj(register_module("q_proj", torch::nn::Linear(c.hidden_size, c.hidden_size))),
-        k_proj(register_module("k_proj", torch::nn::Linear(c.hidden_size, c.hidden_size))),
-        v_proj(register_module("v_proj", torch::nn::Linear(c.hidden_size, c.hidden_size))),
-        out_proj(register_module("out_proj", torch::nn::Linear(c.hidden_size, c.hidden_size))) {}
+        q_proj(register_module("q_proj", Linear(c.hidden_size, c.hidden_size))),
+        k_proj(register_module("k_proj", Linear(c.hidden_size, c.hidden_size))),
+        v_proj(register_module("v_proj", Linear(c.hidden_size, c.hidden_size))),
+        out_proj(register_module("out_proj", Linear(c.hidden_size, c.hidden_size))) {}
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& causal_mask) {
     const int64_t b = x.size(0), t = x.size(1);
@@ -48,26 +57,24 @@ struct AttentionImpl : torch::nn::Module {
   }
 
   int64_t heads, head_dim;
-  torch::nn::Linear q_proj, k_proj, v_proj, out_proj;
+  Linear q_proj, k_proj, v_proj, out_proj;
 };
 TORCH_MODULE(Attention);
 
 // encoder.layers.N.mlp.{fc1, fc2} with QuickGELU between.
 struct MlpImpl : torch::nn::Module {
   MlpImpl(const ClipTextConfig& c)
-      : fc1(register_module("fc1", torch::nn::Linear(c.hidden_size, c.intermediate_size))),
-        fc2(register_module("fc2", torch::nn::Linear(c.intermediate_size, c.hidden_size))) {}
+      : fc1(register_module("fc1", Linear(c.hidden_size, c.intermediate_size))),
+        fc2(register_module("fc2", Linear(c.intermediate_size, c.hidden_size))) {}
   torch::Tensor forward(const torch::Tensor& x) {
     const torch::Tensor h = fc1(x);
     return fc2(h * torch::sigmoid(1.702 * h));  // QuickGELU
   }
-  torch::nn::Linear fc1, fc2;
+  Linear fc1, fc2;
 };
 TORCH_MODULE(Mlp);
 
-torch::nn::LayerNorm MakeLayerNorm(const ClipTextConfig& c) {
-  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps));
-}
+LayerNorm MakeLayerNorm(const ClipTextConfig& c) { return LayerNorm(c.hidden_size, c.layer_norm_eps); }
 
 // encoder.layers.N
 struct LayerImpl : torch::nn::Module {
@@ -81,9 +88,9 @@ struct LayerImpl : torch::nn::Module {
     return h + mlp(layer_norm2(h));
   }
   Attention self_attn;
-  torch::nn::LayerNorm layer_norm1;
+  LayerNorm layer_norm1;
   Mlp mlp;
-  torch::nn::LayerNorm layer_norm2;
+  LayerNorm layer_norm2;
 };
 TORCH_MODULE(Layer);
 
@@ -103,7 +110,7 @@ struct TextModelImpl : torch::nn::Module {
         final_layer_norm(register_module("final_layer_norm", MakeLayerNorm(c))) {}
   Embeddings embeddings;
   Encoder encoder;
-  torch::nn::LayerNorm final_layer_norm;
+  LayerNorm final_layer_norm;
 };
 TORCH_MODULE(TextModel);
 

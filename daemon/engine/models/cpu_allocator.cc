@@ -1,5 +1,7 @@
 #include "engine/models/cpu_allocator.h"
 
+#include <sys/mman.h>
+
 #include <cstddef>
 #include <list>
 #include <map>
@@ -9,6 +11,7 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <c10/util/Exception.h>
 
 namespace atelier::engine {
 namespace {
@@ -27,6 +30,18 @@ std::size_t RoundedSize(std::size_t n) {
   return (n + granule - 1) / granule * granule;
 }
 
+// Large blocks come straight from the kernel, never from glibc's heap: glibc raises its mmap threshold (up to
+// 32 MiB) each time a mapped block is freed, after which blocks that size live in the heap and stay resident when
+// freed. The sampler's released blocks then sat beside the VAE decode's (the job's peak RSS 3.2 GB for bf16 SD 1.5
+// at 512x512, weights 2 GB).
+void* MapBlock(std::size_t size) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  TORCH_CHECK(p != MAP_FAILED, "CPU out of memory: tried to allocate ", size >> 20, " MiB");
+  return p;
+}
+
+void UnmapBlock(void* p, std::size_t size) { ::munmap(p, size); }
+
 class CachingCpuAllocator final : public c10::Allocator {
  public:
   explicit CachingCpuAllocator(std::int64_t max_cached) : max_cached_(max_cached) {}
@@ -40,7 +55,7 @@ class CachingCpuAllocator final : public c10::Allocator {
 
   void Release() {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [size, block] : free_) c10::free_cpu(block);
+    for (auto& [size, block] : free_) UnmapBlock(block, size);
     free_.clear();
     order_.clear();
     cached_ = 0;
@@ -84,7 +99,7 @@ class CachingCpuAllocator final : public c10::Allocator {
       }
       ++misses_;
     }
-    void* p = c10::alloc_cpu(size);  // throws c10::Error when out of memory, as the default allocator does
+    void* p = MapBlock(size);  // throws c10::Error when out of memory, as the default allocator does
     std::lock_guard<std::mutex> lock(mu_);
     live_[p] = size;
     in_use_ += static_cast<std::int64_t>(size);
@@ -105,7 +120,7 @@ class CachingCpuAllocator final : public c10::Allocator {
     in_use_ -= static_cast<std::int64_t>(size);
     if (static_cast<std::int64_t>(size) > max_cached_) {
       lock.unlock();
-      c10::free_cpu(p);
+      UnmapBlock(p, size);
       return;
     }
     free_.emplace(size, p);
@@ -124,7 +139,7 @@ class CachingCpuAllocator final : public c10::Allocator {
         }
       }
       cached_ -= static_cast<std::int64_t>(oldest.size);
-      c10::free_cpu(oldest.ptr);
+      UnmapBlock(oldest.ptr, oldest.size);
     }
   }
 

@@ -21,6 +21,53 @@ at::Tensor Conv2dImpl::forward(const at::Tensor& x) const {
   return at::conv2d(x, weight, bias, {stride_, stride_}, {padding_, padding_});
 }
 
+at::Tensor Conv2dImpl::ForwardUpsampled2x(const at::Tensor& x) const {
+  if (!x.is_cpu() || x.dim() != 4 || weight.size(2) != 3 || stride_ != 1 || padding_ != 1) {
+    return forward(at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2}));
+  }
+  at::Tensor taps[2][2];
+  {
+    std::lock_guard<std::mutex> lock(upsample_taps_->mu);
+    UpsampleTaps& cached = *upsample_taps_;
+    if (cached.data != weight.data_ptr() || cached.version != weight._version() ||
+        cached.dtype != weight.scalar_type()) {
+      // Output row 2i + a reads upsampled rows 2i + a - 1 .. 2i + a + 1, i.e. source rows i - 1, i, i (a = 0) or
+      // i, i, i + 1 (a = 1): the 3 kernel rows fold into 2 as [w0, w1 + w2] or [w0 + w1, w2]; columns likewise.
+      const at::Tensor fold[2] = {at::tensor({1.f, 0.f, 0.f, 0.f, 1.f, 1.f}).view({2, 3}),
+                                  at::tensor({1.f, 1.f, 0.f, 0.f, 0.f, 1.f}).view({2, 3})};
+      const at::Tensor w = weight.to(at::kFloat);
+      for (int a = 0; a < 2; ++a) {
+        for (int b = 0; b < 2; ++b) {
+          cached.taps[a][b] = at::matmul(at::matmul(fold[a], w), fold[b].t())
+                                  .to(weight.scalar_type())
+                                  .contiguous(weight.suggest_memory_format());
+        }
+      }
+      cached.data = weight.data_ptr();
+      cached.version = weight._version();
+      cached.dtype = weight.scalar_type();
+    }
+    for (int a = 0; a < 2; ++a) {
+      for (int b = 0; b < 2; ++b) taps[a][b] = cached.taps[a][b];
+    }
+  }
+  const int64_t n = x.size(0), h = x.size(2), w = x.size(3), c = weight.size(0);
+  at::Tensor out;
+  for (int a = 0; a < 2; ++a) {
+    for (int b = 0; b < 2; ++b) {
+      // Padding 1 gives (h + 1) x (w + 1) outputs; output row r reads source rows r - 1 and r, so parity a takes
+      // rows a .. a + h - 1 (columns likewise).
+      const at::Tensor part = at::conv2d(x, taps[a][b], bias, {1, 1}, {1, 1});
+      if (!out.defined()) {
+        out = at::empty({n, c, 2 * h, 2 * w}, part.options().memory_format(part.suggest_memory_format()));
+      }
+      // [n, c, 2h, 2w] viewed as [n, c, h, 2, w, 2] (splitting a dimension is a view in any layout).
+      out.view({n, c, h, 2, w, 2}).select(5, b).select(3, a).copy_(part.slice(2, a, a + h).slice(3, b, b + w));
+    }
+  }
+  return out;
+}
+
 at::Tensor Conv2dImpl::ForwardTokens(const at::Tensor& tokens) const {
   TORCH_CHECK(weight.size(2) == 1 && weight.size(3) == 1 && stride_ == 1 && padding_ == 0,
               "ForwardTokens needs a 1x1 convolution");

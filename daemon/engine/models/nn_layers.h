@@ -6,6 +6,8 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -21,11 +23,27 @@ class Conv2dImpl : public torch::nn::Module {
   // A 1x1 convolution applied to channels-last tokens [..., in] -> [..., out], as a matrix product (faster than the
   // NCHW 1x1 convolution, and it keeps the caller's tensors in the standard layout).
   at::Tensor ForwardTokens(const at::Tensor& tokens) const;
+  // This 3x3 convolution (stride 1, padding 1) of x upsampled 2x by nearest neighbour (LDM's Upsample), without
+  // making the upsampled tensor on the CPU: each output pixel parity (a, b) is a 2x2 convolution of x whose taps
+  // sum the 3x3 taps that fall on the same source pixel. 16 instead of 36 multiply-adds per channel pair and source
+  // pixel, and no 4x-sized input (the VAE's last upsample: 134 MB in bfloat16 at 512x512; a 512x512 float32 decode
+  // 8% faster). The combined taps (16/9 of the weight) are summed in float32 and made once per weight (its data and
+  // version), so a patched or replaced weight rebuilds them.
+  at::Tensor ForwardUpsampled2x(const at::Tensor& x) const;
 
   at::Tensor weight, bias;
 
  private:
+  struct UpsampleTaps {
+    std::mutex mu;
+    const void* data = nullptr;
+    int64_t version = -1;
+    at::ScalarType dtype = at::kFloat;
+    at::Tensor taps[2][2];
+  };
+
   int64_t stride_, padding_;
+  std::shared_ptr<UpsampleTaps> upsample_taps_ = std::make_shared<UpsampleTaps>();
 };
 TORCH_MODULE(Conv2d);
 

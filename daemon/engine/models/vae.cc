@@ -76,7 +76,7 @@ struct LevelImpl : torch::nn::Module {
       h = downsample->forward(at::constant_pad_nd(h, {0, 1, 0, 1}, 0));
     }
     if (!upsample.is_empty()) {
-      h = upsample->forward(at::upsample_nearest2d(h, {h.size(2) * 2, h.size(3) * 2}));
+      h = upsample->ForwardUpsampled2x(h);
     }
     return h;
   }

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "engine/models/cpu_allocator.h"
 #include "engine/models/nn_util.h"
 #include "engine/pipeline/latent_preview.h"
 #include "engine/text/prompt_parser.h"
@@ -493,6 +494,9 @@ absl::Status DecodeAndEmit(const Sd1Pipeline& pipeline, const GenerationPlan& pl
                            const SamplingResult& sampled, const GenerationControl& control, GenerationResult& result) {
   const GenerationParams& params = plan.params;
   const auto abandoned = [&control] { return control.abandoned && control.abandoned(); };
+  // The activation blocks cached for the sampler's shapes do not fit the VAE's: hand them back before the decode
+  // allocates its own, or both are resident at once (the job's peak RSS).
+  ReleaseCachedCpuMemory();
   for (int i = 0; i < params.batch_size; ++i) {
     // A job nobody is left to receive skips its decode (a cancelled job's last prediction is decoded only while
     // someone still listens, and that decode stops when the last listener goes).

@@ -142,3 +142,46 @@ TEST(RowKernelsTest, LayerNormAndGegluMatchLibtorch) {
 
 }  // namespace
 }  // namespace atelier
+
+namespace atelier {
+namespace {
+
+// LDM's Upsample (nearest 2x, then a 3x3 convolution) as four 2x2 convolutions of the source: the same numbers as
+// upsampling first, in both layouts and dtypes, odd sizes included; patching the weight in place or replacing it
+// (as a LoRA does) rebuilds the folded taps.
+TEST(UpsampleConvTest, FoldedTapsMatchUpsamplingFirst) {
+  SeveralThreads threads;
+  engine::Conv2d conv(24, 16, 3, 1, 1);
+  conv->weight.copy_(at::randn({16, 24, 3, 3}) * 0.2);
+  conv->bias.copy_(at::randn({16}) * 0.1);
+  const auto reference = [&](const at::Tensor& x) {
+    return conv->forward(at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2}));
+  };
+  for (const at::MemoryFormat layout : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
+    const at::Tensor x = at::randn({2, 24, 7, 5}).contiguous(layout);
+    const at::Tensor got = conv->ForwardUpsampled2x(x);
+    EXPECT_EQ(got.sizes(), (std::vector<int64_t>{2, 16, 14, 10}));
+    EXPECT_TRUE(testing::AllClose(got, reference(x), 1e-5, 1e-5, "float32"));
+    // A wrong fold (e.g. parities swapped) is off by the size of the values, not by rounding.
+    EXPECT_GT((got - reference(x).flip(2)).abs().max().item<float>(), 0.1f);
+  }
+  conv->weight.mul_(-0.5);  // in place: a new version of the same data
+  const at::Tensor x = at::randn({1, 24, 6, 6});
+  EXPECT_TRUE(testing::AllClose(conv->ForwardUpsampled2x(x), reference(x), 1e-5, 1e-5, "after an in-place patch"));
+  conv->weight.set_data(at::randn({16, 24, 3, 3}).contiguous(at::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(testing::AllClose(conv->ForwardUpsampled2x(x), reference(x), 1e-5, 1e-5, "after a replacement"));
+  // bfloat16: the folded taps round once more (sums of up to 4 bf16 taps); against the float32 result of the same
+  // bf16 values, the error stays that of libtorch's own bf16 path.
+  const at::Tensor xb = x.to(at::kBFloat16).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor truth = reference(xb.to(at::kFloat));
+  conv->weight.set_data(conv->weight.to(at::kBFloat16));
+  conv->bias.set_data(conv->bias.to(at::kBFloat16));
+  const at::Tensor ours = conv->ForwardUpsampled2x(xb);
+  EXPECT_EQ(ours.scalar_type(), at::kBFloat16);
+  const float ours_error = (ours.to(at::kFloat) - truth).abs().max().item<float>();
+  const float libtorch_error = (reference(xb).to(at::kFloat) - truth).abs().max().item<float>();
+  EXPECT_LE(ours_error, 2 * libtorch_error + 1e-3) << "libtorch's bf16 error " << libtorch_error;
+}
+
+}  // namespace
+}  // namespace atelier
