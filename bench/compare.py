@@ -14,7 +14,7 @@ its runs after a warm-up, Atelier (atelier_bench's BM_UNetStep / BM_VaeDecode) t
 built. The table gives both times per round, each round's ratio Atelier / peer, the median ratio, Atelier's
 fraction of the same dtype's GEMM peak (measured in its process) and the goal from issue 24. bf16 items say so and
 are skipped on a CPU without AVX-512 BW/VL/DQ. Needs python3-torch for the peer."""
-import argparse, datetime, json, os, platform, statistics, subprocess, sys
+import argparse, datetime, json, os, platform, statistics, subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -53,6 +53,18 @@ def run_peer(work, size, dtype, runs):
     if out.returncode != 0:
         raise RuntimeError(f"peer {work} {size} {dtype}: {out.stderr.strip()[-400:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])["median"]
+
+
+def first_touch_gb_per_s(gib=1):
+    """Writing 1 GiB of fresh pages, then the same pages again (numpy), in GB/s."""
+    import numpy as np
+    t = time.perf_counter()
+    a = np.ones(gib << 27)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    a[:] = 2
+    again = time.perf_counter() - t
+    return (gib << 30) / 1e9 / first, (gib << 30) / 1e9 / again
 
 
 def run_served(size, dtype):
@@ -133,10 +145,13 @@ def main():
             print(f"round {r + 1} {item}: peer {rows[item]['peer'][-1:]} atelier {rows[item]['atelier'][-1:]}",
                   file=sys.stderr, flush=True)
 
+    touch = first_touch_gb_per_s()
     lines = [f"# Performance: Atelier beside PyTorch eager", "",
              f"Made by `bench/compare.py --rounds {args.rounds}` on {datetime.date.today().isoformat()}.",
              f"CPU: {model}, {os.cpu_count()} threads; ISA: {', '.join(shown) or 'none of note'}. "
-             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}.", "",
+             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}. Fresh memory: first touch "
+             f"{touch[0]:.2f} GB/s, rewriting it {touch[1]:.1f} GB/s (a process's new pages, e.g. a load's converted "
+             "weights, cost the first rate; a virtual machine's host may make it slow).", "",
              "Seconds per call (UNet: one CFG step, batch 2; VAE: one decode; txt2img: the served 20-step image, "
              "request to result, beside the peer's 20 steps + decode), per round; ratio = Atelier / peer (lower is "
              "better); of peak = Atelier's GFLOP/s over the same dtype's GEMM peak in its process; peak RSS: the "
@@ -175,6 +190,10 @@ def main():
                 f"{'met' if s.get('load_seconds', 99) <= LOAD_GOAL_S else 'not met'} | {s.get('first_step_seconds', '')} "
                 f"| {s.get('seconds_per_step', '')} | {decode if decode is not None else ''} | {s.get('total_seconds', '')} "
                 f"| {rss:.0f} (≤ {RSS_GOAL_MIB[dtype]:.0f} {'met' if rss <= RSS_GOAL_MIB[dtype] else 'not met'}) |")
+        lines += ["", "RSS of the served jobs (MiB): " + "; ".join(
+            f"{item}: after load {s.get('rss_after_load_mib', '')}, peaks to the first step / sampling / decode "
+            + " / ".join(str(s.get("rss_peak_mib_by_phase", {}).get(k, "")) for k in ("to_first_step", "sampling", "decode"))
+            + f", after the job {s.get('rss_after_job_mib', '')}" for item, s in served)]
         lines += ["", "Stage timings of the served jobs: " + "; ".join(
             f"{item}: " + ", ".join(f"{k} {v}" for k, v in s.get("timings", {}).items()) for item, s in served)]
     report = "\n".join(lines) + "\n"
