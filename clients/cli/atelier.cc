@@ -159,7 +159,8 @@ int Models(const Options& options, bool hashes, const std::string& kind) {
   if (!status.ok()) return Fail(options, status);
   std::printf("models directory: %s\n", response.models_dir().empty() ? "(none)" : response.models_dir().c_str());
   for (const auto& m : response.models()) {
-    const std::string what = m.error().empty() ? m.architecture() : "unusable: " + m.error();
+    std::string what = m.error().empty() ? m.architecture() : "unusable: " + m.error();
+    if (m.shipped()) what += " (shipped with atelierd)";
     std::printf("  %-14s %-48s %9.1f MB  %s\n", v1::ModelKind_Name(m.kind()).substr(11).c_str(), m.title().c_str(),
                 m.size_bytes() / 1e6, what.c_str());
     if (m.kind() == v1::MODEL_KIND_LORA) {

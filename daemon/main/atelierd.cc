@@ -189,6 +189,13 @@ int Run(int argc, char** argv) {
     }
   }
 
+  // The plugin models the daemon ships (assets/models/ControlNet, AnimateDiff, RIFE, ...) come after the user's.
+  if (folders) {
+    const fs::path shipped = fs::path(assets_dir) / "models";
+    folders->AddShippedFolders(shipped);
+    LogInfo(absl::StrCat("shipped models (after the user's folders): ", fs::absolute(shipped).string()));
+  }
+
   const engine::CpuFeatures cpu = engine::DetectCpuFeatures();
   auto resolved_dtype = engine::ResolveComputeDtype(dtype, runtime->device, cpu);
   if (!resolved_dtype.ok()) {

@@ -82,6 +82,7 @@ grpc::ServerUnaryReactor* ModelsService::ListModels(grpc::CallbackServerContext*
       file->set_format(listing.file.format);
       file->set_architecture(listing.architecture);
       file->set_short_hash(listing.short_hash);
+      file->set_shipped(listing.file.shipped);
       if (listing.file.folder == engine::ModelFolder::kEsrgan) {
         auto described = engine::DescribeUpscalerFile(models_.folders()->Resolve(engine::ModelFolder::kEsrgan,
                                                                                   listing.file.filename).value_or(""));

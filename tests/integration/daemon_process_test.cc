@@ -171,6 +171,38 @@ TEST(DaemonProcessTest, ServesTheClientAndExitsCleanlyOnSigterm) {
   EXPECT_THAT(daemon.Log(), HasSubstr("stopped"));
 }
 
+// The models atelierd ships (--assets-dir's models/) come after the user's folders and are listed as shipped: a
+// ControlNet only the assets have is found and marked, one the user also has is the user's.
+TEST(DaemonProcessTest, ShippedPluginModelsExtendTheUsersFolders) {
+  namespace fs = std::filesystem;
+  const fs::path controlnet = testing::FixturesDir() / "controlnet-tiny" / "weights.safetensors";
+  ASSERT_TRUE(fs::exists(controlnet)) << controlnet;
+  DaemonProcess daemon;
+  const fs::path assets = daemon.dir().path() / "assets";
+  fs::create_directories(assets / "models" / "ControlNet");
+  fs::create_directory_symlink(fs::path(ATELIER_SOURCE_DIR) / "assets" / "clip", assets / "clip");
+  fs::copy_file(controlnet, assets / "models" / "ControlNet" / "shipped_canny.safetensors");
+  fs::copy_file(controlnet, assets / "models" / "ControlNet" / "both.safetensors");
+  fs::create_directories(daemon.dir().path() / "models" / "ControlNet");
+  fs::copy_file(controlnet, daemon.dir().path() / "models" / "ControlNet" / "both.safetensors");
+  ASSERT_TRUE(daemon.Start({"--assets-dir", assets.string(), "--no-default-model"})) << daemon.Log();
+  EXPECT_THAT(daemon.Log(), HasSubstr("shipped models (after the user's folders): " + (assets / "models").string()));
+  int code = -1;
+  const std::string out = daemon.Client("models", &code);
+  EXPECT_EQ(code, 0) << out;
+  std::string shipped_line, both_line;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("shipped_canny.safetensors") != std::string::npos) shipped_line = line;
+    if (line.find("both.safetensors") != std::string::npos) both_line = line;
+  }
+  EXPECT_THAT(shipped_line, HasSubstr("ControlNet"));
+  EXPECT_THAT(shipped_line, HasSubstr("(shipped with atelierd)"));
+  EXPECT_THAT(both_line, HasSubstr("ControlNet"));
+  EXPECT_THAT(both_line, Not(HasSubstr("shipped")));
+  EXPECT_EQ(daemon.Stop(SIGTERM), 0) << daemon.Log();
+}
+
 // The model registry over gRPC: the first checkpoint loads at start, a failing load keeps it serving.
 TEST(DaemonProcessTest, LoadsCheckpointsAndKeepsTheOldOneOnFailure) {
   namespace fs = std::filesystem;

@@ -87,14 +87,25 @@ std::vector<fs::path> ModelFolders::FolderPaths(ModelFolder folder) const {
   }
   if (folder == ModelFolder::kLora) dirs.push_back(models_ / "LyCORIS");  // WebUI reads both
   if (folder == ModelFolder::kEsrgan) dirs.push_back(models_ / "RealESRGAN");
+  if (!shipped_.empty() && folder != ModelFolder::kCheckpoint && folder != ModelFolder::kEmbedding) {
+    dirs.push_back(shipped_ / ModelFolderName(folder));
+  }
   return dirs;
+}
+
+void ModelFolders::AddShippedFolders(fs::path models_dir) {
+  std::error_code ec;
+  if (fs::equivalent(models_dir, models_, ec) && !ec) return;  // the user's folder is the shipped one
+  shipped_ = std::move(models_dir);
 }
 
 std::vector<ModelFileEntry> ModelFolders::List(ModelFolder folder) const {
   std::vector<ModelFileEntry> out;
   std::set<std::string> seen;
   for (const fs::path& dir : FolderPaths(folder)) {
+    const bool shipped = !shipped_.empty() && dir.parent_path() == shipped_;
     for (auto& e : ListDirectory(folder, dir)) {
+      e.shipped = shipped;
       if (seen.insert(e.filename).second) out.push_back(std::move(e));  // the first folder wins a name
     }
   }

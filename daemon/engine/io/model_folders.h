@@ -33,6 +33,8 @@ struct ModelFileEntry {
   std::string filename;  // path below the folder with extension
   std::string format;    // "safetensors", "ckpt", "pt", "pth", "bin"
   std::int64_t size_bytes = 0;
+  // Shipped with the daemon (its assets' models folder, a fallback the user's folders extend), not the user's.
+  bool shipped = false;
   // The file name without folders and extension (WebUI's network / upscaler name: "foo" for "anime/foo.pt").
   std::string stem() const {
     const size_t slash = name.rfind('/');
@@ -58,7 +60,12 @@ class ModelFolders {
   // folder has none); every other kind stays the user's.
   void UseCheckpointFolder(std::filesystem::path dir) { checkpoints_ = std::move(dir); }
 
-  // Every directory a kind is read from, in priority order (FolderPath first).
+  // The daemon's own models (assets/models: trained tiny ControlNets, motion modules, RIFE, ...) as the last folder of
+  // every kind but checkpoints and embeddings: listed (marked `shipped`) and resolved after the user's folders, so
+  // a user's file of the same name wins. Ignored when `models_dir` is the user's models folder itself.
+  void AddShippedFolders(std::filesystem::path models_dir);
+
+  // Every directory a kind is read from, in priority order (FolderPath first, the shipped folder last).
   std::vector<std::filesystem::path> FolderPaths(ModelFolder folder) const;
 
   // Resolves `relative` (e.g. "anime/foo.safetensors") inside a kind's folder. Refuses absolute paths, "..",
@@ -71,6 +78,7 @@ class ModelFolders {
   std::filesystem::path models_;      // holds Stable-diffusion, VAE, ...
   std::filesystem::path embeddings_;  // embeddings folder
   std::filesystem::path checkpoints_;  // set by UseCheckpointFolder
+  std::filesystem::path shipped_;      // set by AddShippedFolders
 };
 
 }  // namespace atelier::engine

@@ -89,6 +89,51 @@ TEST(ModelFoldersTest, ResolveRefusesEscapes) {
   EXPECT_EQ(folders->Resolve(kind, "").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The daemon's shipped models extend the user's folders: listed last and marked, resolved after the user's files
+// (a user's file of the same name wins), never for checkpoints or embeddings, and escapes stay refused there too.
+TEST(ModelFoldersTest, ShippedModelsAreAFallbackTheUsersFoldersExtend) {
+  TempDir user, assets;
+  Touch(user.path() / "models/ControlNet/canny.safetensors", "users");
+  Touch(assets.path() / "models/ControlNet/canny.safetensors", "shipped canny");
+  Touch(assets.path() / "models/ControlNet/seg.safetensors", "shipped seg");
+  Touch(assets.path() / "models/RIFE/flownet.safetensors");
+  Touch(assets.path() / "models/Stable-diffusion/tiny.safetensors");
+  Touch(assets.path() / "secret.safetensors");
+  fs::create_symlink(assets.path() / "secret.safetensors", assets.path() / "models/RIFE/link.safetensors");
+  auto folders = engine::ModelFolders::Open(user.path());
+  ASSERT_TRUE(folders.ok());
+  EXPECT_TRUE(folders->List(engine::ModelFolder::kRife).empty());
+  folders->AddShippedFolders(assets.path() / "models");
+
+  const auto controlnets = folders->List(engine::ModelFolder::kControlNet);
+  ASSERT_EQ(controlnets.size(), 2u);
+  EXPECT_EQ(controlnets[0].filename, "canny.safetensors");
+  EXPECT_FALSE(controlnets[0].shipped);  // the user's file wins the name
+  EXPECT_EQ(controlnets[0].size_bytes, 5);
+  EXPECT_EQ(controlnets[1].filename, "seg.safetensors");
+  EXPECT_TRUE(controlnets[1].shipped);
+  auto canny = folders->Resolve(engine::ModelFolder::kControlNet, "canny.safetensors");
+  ASSERT_TRUE(canny.ok());
+  EXPECT_EQ(*canny, fs::canonical(user.path() / "models/ControlNet/canny.safetensors"));
+  auto seg = folders->Resolve(engine::ModelFolder::kControlNet, "seg.safetensors");
+  ASSERT_TRUE(seg.ok());
+  EXPECT_EQ(*seg, fs::canonical(assets.path() / "models/ControlNet/seg.safetensors"));
+
+  const auto rife = folders->List(engine::ModelFolder::kRife);
+  ASSERT_EQ(rife.size(), 1u);  // the symlink out of the shipped folder is not listed
+  EXPECT_TRUE(rife[0].shipped);
+  EXPECT_EQ(folders->Resolve(engine::ModelFolder::kRife, "link.safetensors").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(folders->List(engine::ModelFolder::kCheckpoint).empty());  // checkpoints stay the user's
+
+  // The user's models folder being the shipped one adds nothing twice.
+  auto same = engine::ModelFolders::Open(assets.path() / "models");
+  ASSERT_TRUE(same.ok());
+  same->AddShippedFolders(assets.path() / "models");
+  EXPECT_EQ(same->FolderPaths(engine::ModelFolder::kControlNet).size(), 1u);
+  EXPECT_FALSE(same->List(engine::ModelFolder::kControlNet)[0].shipped);
+}
+
 TEST(ModelFoldersTest, MissingRootIsNotFound) {
   EXPECT_EQ(engine::ModelFolders::Open("/nonexistent/models").status().code(), absl::StatusCode::kNotFound);
 }
