@@ -103,7 +103,7 @@ std::vector<ModelFileEntry> ModelFolders::List(ModelFolder folder) const {
   std::vector<ModelFileEntry> out;
   std::set<std::string> seen;
   for (const fs::path& dir : FolderPaths(folder)) {
-    const bool shipped = !shipped_.empty() && dir.parent_path() == shipped_;
+    const bool shipped = !shipped_.empty() && dir == shipped_ / ModelFolderName(folder);  // as FolderPaths adds it
     for (auto& e : ListDirectory(folder, dir)) {
       e.shipped = shipped;
       if (seen.insert(e.filename).second) out.push_back(std::move(e));  // the first folder wins a name
