@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -83,12 +84,15 @@ MotionModuleVersion DetectVersion(const std::map<std::string, at::Tensor>& tenso
   return pe_32 ? MotionModuleVersion::kAnimateDiffXl : MotionModuleVersion::kHotShotXl;
 }
 
-std::string ModuleNameAt(int point) {
-  if (point < 8) return absl::StrCat("down_blocks.", point / 2, ".motion_modules.", point % 2);
-  if (point == 8) return "mid_block.motion_modules.0";
-  const int j = point - 9;
-  return absl::StrCat("up_blocks.", j / 3, ".motion_modules.", j % 3);
+std::string ModuleNameAt(int point, int levels, int per_level) {
+  const int down = levels * per_level;
+  if (point < down) return absl::StrCat("down_blocks.", point / per_level, ".motion_modules.", point % per_level);
+  if (point == down) return "mid_block.motion_modules.0";
+  const int j = point - down - 1;
+  return absl::StrCat("up_blocks.", j / (per_level + 1), ".motion_modules.", j % (per_level + 1));
 }
+
+int PointCount(int levels, int per_level) { return levels * per_level + 1 + levels * (per_level + 1); }
 
 void FuseQkv(TemporalModule& m) {
   for (int i = 0; i < 2; ++i) {
@@ -206,12 +210,29 @@ absl::StatusOr<std::unique_ptr<MotionModuleSet>> MotionModuleSet::FromTensors(st
                                                      "module (v1, v2, v3 or AnimateLCM)"));
     }
     const bool lcm = set->version_ == MotionModuleVersion::kAnimateLcm;
+    // The UNet shape from the names: down_blocks.<level>.motion_modules.<i> (SD1.x: 4 levels of 2).
+    int levels = 0, per_level = 0;
+    for (const auto& [k, v] : tensors) {
+      int level = -1, index = -1;
+      if (std::sscanf(k.c_str(), "down_blocks.%d.motion_modules.%d.", &level, &index) == 2 && level >= 0 &&
+          index >= 0 && level < 16 && index < 16) {
+        levels = std::max(levels, level + 1);
+        per_level = std::max(per_level, index + 1);
+      }
+    }
+    if (levels == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("'", label, "' has no down_blocks.*.motion_modules.* tensors: "
+                                                     "not an AnimateDiff motion module"));
+    }
+    set->levels_ = levels;
+    set->per_level_ = per_level;
+    set->modules_.resize(static_cast<size_t>(PointCount(levels, per_level)));
     std::set<std::string> used;
     int64_t positions = 0;
-    for (int point = 0; point < 21; ++point) {
-      const bool mid = point == 8;
+    for (int point = 0; point < PointCount(levels, per_level); ++point) {
+      const bool mid = point == levels * per_level;
       if (mid && set->version_ != MotionModuleVersion::kV2 && !lcm) continue;
-      const std::string prefix = ModuleNameAt(point) + ".temporal_transformer.";
+      const std::string prefix = set->ModuleName(point) + ".temporal_transformer.";
       const auto norm = tensors.find(prefix + "norm.weight");
       if (norm == tensors.end()) {
         return absl::InvalidArgumentError(absl::StrCat("'", label, "' lacks ", prefix, "norm.weight (a ",
@@ -265,7 +286,7 @@ absl::StatusOr<at::Tensor> MotionModuleSet::Forward(int point, const at::Tensor&
   if (!HasPoint(point)) return hidden;
   const TemporalModule& m = *modules_[static_cast<size_t>(point)];
   if (hidden.dim() != 4 || hidden.size(1) != m.channels) {
-    return absl::InvalidArgumentError(absl::StrCat("motion module ", ModuleNameAt(point), " takes ", m.channels,
+    return absl::InvalidArgumentError(absl::StrCat("motion module ", ModuleName(point), " takes ", m.channels,
                                                    " channels; the UNet gave ", ShapeText(hidden.sizes())));
   }
   if (frames < 1 || frames > max_frames_ || hidden.size(0) % frames != 0) {
@@ -275,7 +296,7 @@ absl::StatusOr<at::Tensor> MotionModuleSet::Forward(int point, const at::Tensor&
   try {
     return TemporalForward(m, hidden, frames);
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("motion module ", ModuleNameAt(point), ": ", e.what()));
+    return absl::InternalError(absl::StrCat("motion module ", ModuleName(point), ": ", e.what()));
   }
 }
 
@@ -295,11 +316,11 @@ const at::Tensor* MotionModuleSet::Weight(int point, const std::string& name) co
 
 std::map<std::string, std::pair<int, std::string>> MotionModuleSet::LayerNames() const {
   std::map<std::string, std::pair<int, std::string>> names;
-  for (int p = 0; p < 21; ++p) {
+  for (int p = 0; p < static_cast<int>(modules_.size()); ++p) {
     if (!HasPoint(p)) continue;
     for (const auto& [name, t] : modules_[static_cast<size_t>(p)]->w) {
       if (t.dim() != 2 || !absl::EndsWith(name, ".weight")) continue;
-      const std::string dotted = absl::StrCat(ModuleNameAt(p), ".temporal_transformer.",
+      const std::string dotted = absl::StrCat(ModuleName(p), ".temporal_transformer.",
                                               name.substr(0, name.size() - strlen(".weight")));
       names[absl::StrReplaceAll(dotted, {{".", "_"}})] = {p, name};
     }
@@ -312,6 +333,9 @@ std::unique_ptr<MotionModuleSet> MotionModuleSet::Patched(
   auto out = std::make_unique<MotionModuleSet>();
   out->version_ = version_;
   out->max_frames_ = max_frames_;
+  out->levels_ = levels_;
+  out->per_level_ = per_level_;
+  out->modules_.resize(modules_.size());
   for (size_t p = 0; p < modules_.size(); ++p) {
     if (modules_[p] != nullptr) out->modules_[p] = std::make_unique<TemporalModule>(*modules_[p]);
   }

@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -34,8 +35,12 @@ MotionModuleVersion DetectVersion(const std::map<std::string, at::Tensor>& tenso
 at::Tensor PositionEncoding(int64_t positions, int64_t channels);
 
 // The unet_block point (0..20, see atelier_unet_block_params) -> the module's name ("down_blocks.1.motion_modules.0",
-// "mid_block.motion_modules.0", "up_blocks.0.motion_modules.2").
-std::string ModuleNameAt(int point);
+// "mid_block.motion_modules.0", "up_blocks.0.motion_modules.2"). For a UNet of `levels` levels of `per_level`
+// ResBlocks (SD1.x: 4 of 2), numbered as the UNet numbers its points: the down blocks' modules, the middle, then
+// the up blocks' (per_level + 1 each).
+std::string ModuleNameAt(int point, int levels = 4, int per_level = 2);
+// The number of points of such a UNet: levels · per_level + 1 + levels · (per_level + 1) (21 in SD1.x).
+int PointCount(int levels, int per_level);
 
 // One TemporalTransformer3DModel's weights (names below "<module>.temporal_transformer.").
 struct TemporalModule {
@@ -74,7 +79,14 @@ class MotionModuleSet {
   // v1: the UNet's ResBlock / output GroupNorms normalise each video's frames jointly.
   bool group_norm_over_frames() const { return version_ == MotionModuleVersion::kV1; }
   // Whether a module sits at `point` (the middle block's only for v2 / AnimateLCM).
-  bool HasPoint(int point) const { return point >= 0 && point < 21 && modules_[static_cast<size_t>(point)] != nullptr; }
+  bool HasPoint(int point) const {
+    return point >= 0 && point < static_cast<int>(modules_.size()) && modules_[static_cast<size_t>(point)] != nullptr;
+  }
+  // The UNet shape the file is for, read from its names: 4 levels of 2 in the released SD1.x modules; the shipped
+  // tiny module has the embedded model's 2 levels of 1.
+  int levels() const { return levels_; }
+  int per_level() const { return per_level_; }
+  std::string ModuleName(int point) const { return ModuleNameAt(point, levels_, per_level_); }
   // Runs the module at `point` on hidden [(videos · frames), C, h, w]. INVALID_ARGUMENT when the rows are not whole
   // videos, the channels differ or `frames` exceeds max_frames().
   absl::StatusOr<at::Tensor> Forward(int point, const at::Tensor& hidden, int64_t frames) const;
@@ -94,7 +106,8 @@ class MotionModuleSet {
  private:
   MotionModuleVersion version_ = MotionModuleVersion::kV2;
   int max_frames_ = 32;
-  std::array<std::unique_ptr<TemporalModule>, 21> modules_;
+  int levels_ = 4, per_level_ = 2;
+  std::vector<std::unique_ptr<TemporalModule>> modules_;  // by point
 };
 
 }  // namespace atelier::animatediff

@@ -308,7 +308,14 @@ absl::StatusOr<std::unique_ptr<ControlNetModel>> ControlNetModel::Create(const e
     m->hint_convs_.emplace_back(converted.at(absl::StrCat("input_hint_block.", 2 * k, ".weight")),
                                 converted.at(absl::StrCat("input_hint_block.", 2 * k, ".bias")));
   }
-  for (int i = 0; i + 1 < kResiduals; ++i) {
+  // One zero conv per input block: 12 in SD1.x, fewer in a UNet of another shape (the embedded model's 4).
+  const int levels = static_cast<int>(config->unet.channel_mult.size());
+  const int input_blocks = 1 + levels * config->unet.num_res_blocks + (levels - 1);
+  if (input_blocks + 1 > kResiduals) {
+    return absl::InvalidArgumentError(absl::StrCat("'", label, "' has ", input_blocks,
+                                                   " input blocks; an SD1.x ControlNet has at most ", kResiduals - 1));
+  }
+  for (int i = 0; i < input_blocks; ++i) {
     m->zero_convs_.emplace_back(converted.at(absl::StrCat("zero_convs.", i, ".0.weight")),
                                 converted.at(absl::StrCat("zero_convs.", i, ".0.bias")));
   }
@@ -346,7 +353,8 @@ absl::StatusOr<Residuals> ControlNetModel::Forward(const at::Tensor& x, const at
   auto out = encoder_->Forward(x, timesteps, context, guided_hint);
   if (!out.ok()) return out.status();
   Residuals r;
-  for (int i = 0; i + 1 < kResiduals; ++i) {
+  // Skip i's residual at index i (a smaller UNet leaves the later ones undefined); the middle block's last.
+  for (size_t i = 0; i + 1 < zero_convs_.size(); ++i) {
     r[i] = at::conv2d(out->input_blocks[i], zero_convs_[i].first, zero_convs_[i].second).to(at::kFloat);
   }
   r[kResiduals - 1] =

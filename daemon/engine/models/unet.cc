@@ -222,6 +222,9 @@ struct BlockImpl : torch::nn::Module {
     register_module(std::to_string(layers.size()), module);
     layers.push_back(module.ptr());
   }
+  bool is_downsample() const {
+    return layers.size() == 1 && std::dynamic_pointer_cast<DownsampleImpl>(layers.front()) != nullptr;
+  }
   bool ends_with_upsample() const {
     return !layers.empty() && std::dynamic_pointer_cast<UpsampleImpl>(layers.back()) != nullptr;
   }
@@ -328,7 +331,6 @@ TORCH_MODULE(Root);
 std::string Shape(const at::Tensor& t) { return absl::StrCat("[", absl::StrJoin(t.sizes(), ", "), "]"); }
 
 // Input blocks after which AnimateDiff inserts (points 0..7).
-constexpr int kInputPoints[] = {1, 2, 4, 5, 7, 8, 10, 11};
 
 // Passes `h` through the block hook at one point; the hook must keep the shape.
 absl::Status CallBlockHook(const UNetBlockHook& block_hook, const at::TensorOptions& to, int point, UNetBlockKind kind,
@@ -355,6 +357,7 @@ struct EncoderPass {
   // Out:
   at::Tensor t_emb, emb, ctx, h;
   std::vector<at::Tensor> skips;  // every input block's output
+  int middle_point = 0;           // the block hook's point before the middle block's last ResBlock (8 in SD1.x)
 };
 
 absl::Status RunEncoder(const RootImpl& root, const UNetConfig& c, const at::Tensor& x, const at::Tensor& timesteps,
@@ -385,7 +388,7 @@ absl::Status RunEncoder(const RootImpl& root, const UNetConfig& c, const at::Ten
     for (const auto& layer : block.layers) h = RunLayer(*layer, h, pass.emb, pass.ctx, pass.frames);
     if (i == 0 && pass.after_first.defined()) h = h + pass.after_first.to(to);
     if (auto s = block_end(UNetBlockKind::kInput, static_cast<int>(i), h); !s.ok()) return s;
-    if (point < 8 && static_cast<int>(i) == kInputPoints[point]) {
+    if (i > 0 && !block.is_downsample()) {  // the ResBlock (+ attention) blocks: 1, 2, 4, 5, 7, 8, 10, 11 in SD1.x
       if (auto s = CallBlockHook(hook, to, point, UNetBlockKind::kInput, static_cast<int>(i), h); !s.ok()) return s;
       ++point;
     }
@@ -394,7 +397,8 @@ absl::Status RunEncoder(const RootImpl& root, const UNetConfig& c, const at::Ten
   const auto& middle = root.middle_block->layers;
   for (size_t j = 0; j < middle.size(); ++j) {
     if (j + 1 == middle.size()) {
-      if (auto s = CallBlockHook(hook, to, 8, UNetBlockKind::kMiddle, 0, h); !s.ok()) return s;
+      pass.middle_point = point;
+      if (auto s = CallBlockHook(hook, to, point, UNetBlockKind::kMiddle, 0, h); !s.ok()) return s;
     }
     h = RunLayer(*middle[j], h, pass.emb, pass.ctx, pass.frames);
   }
@@ -521,7 +525,7 @@ absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& x, const at::Tensor& 
     };
     if (auto s = add_residual(kUNetResiduals - 1, h); !s.ok()) return s;
 
-    int point = 9;
+    int point = pass.middle_point + 1;
     for (size_t i = 0; i < root.outputs.size(); ++i) {
       at::Tensor skip = skips.back();
       skips.pop_back();

@@ -28,7 +28,9 @@ constexpr int kUNetBlockPoints = 21;  // AnimateDiff's insertion points
 enum class UNetBlockKind { kInput = 0, kMiddle = 1, kOutput = 2 };
 
 // One of the 21 points: after input blocks 1,2,4,5,7,8,10,11 (points 0..7); before the middle block's last
-// ResBlock (8); at the end of output blocks 0..11, before the upsampler in blocks 2, 5 and 8 (9..20).
+// ResBlock (8); at the end of output blocks 0..11, before the upsampler in blocks 2, 5 and 8 (9..20). A UNet of
+// another shape (L levels of R ResBlocks, as the embedded model) numbers them the same way: after each of its L·R
+// ResBlock input blocks (0..L·R-1), the middle (L·R), then each of its L·(R+1) output blocks.
 struct UNetBlockPoint {
   int point = 0;
   UNetBlockKind kind = UNetBlockKind::kInput;

@@ -475,7 +475,9 @@ enum {
 
 /* AnimateDiff's insertion points: the UNet passes its hidden state through this hook at 21 points (after input
  * blocks 1,2,4,5,7,8,10,11; before the middle block's last ResBlock; at the end of every output block, before the
- * upsampler in output blocks 2, 5, 8). A plugin may replace the hidden state with one of the same shape. */
+ * upsampler in output blocks 2, 5, 8). A plugin may replace the hidden state with one of the same shape. A UNet of
+ * another shape (L levels of R ResBlocks; the embedded model has 2 of 1) numbers its points the same way: after each
+ * ResBlock input block (0..L*R-1), the middle (L*R), then every output block; block_kind and block_index say where. */
 typedef struct atelier_unet_block_params {
   uint64_t struct_size;
   int32_t point;        /* 0..20 in the order above */

@@ -367,6 +367,46 @@ TEST(UNetTest, BlockHookSeesTheTwentyOnePointsInOrder) {
 
 // AnimateDiff v1 normalises each video over its frames. Two identical frames have the statistics of one, so the
 // result equals the per-frame one; two different frames do not.
+// A UNet of another shape (the embedded model's: 2 levels of 1 ResBlock) numbers its points the same way: after each
+// ResBlock input block, the middle, then every output block (before the upsampler of a level's last one).
+TEST(UNetTest, BlockHookNumbersThePointsOfAnotherShapeTheSameWay) {
+  engine::UNetConfig config;
+  config.model_channels = 32;
+  config.channel_mult = {1, 2};
+  config.num_res_blocks = 1;
+  config.attention_resolutions = {1, 2};
+  config.num_heads = 4;
+  config.context_dim = 32;
+  engine::WeightMap weights;
+  at::manual_seed(3);
+  for (const auto& [name, shape] : engine::UNet::ParameterShapes(config)) weights[name] = at::randn(shape) * 0.05;
+  auto unet = engine::UNet::Create(config, weights);
+  ASSERT_TRUE(unet.ok()) << unet.status();
+  const at::Tensor x = at::randn({2, 4, 8, 8}), t = at::full({2}, 500.0), ctx = at::randn({2, 7, 32});
+  std::vector<engine::UNetBlockPoint> seen;
+  std::vector<int64_t> side;
+  engine::UNetCallOptions options;
+  options.block_hook = [&](const engine::UNetBlockPoint& where, at::Tensor& hidden) {
+    seen.push_back(where);
+    side.push_back(hidden.size(2));
+    return absl::OkStatus();
+  };
+  ASSERT_TRUE((*unet)->Forward(x, t, ctx, options).ok());
+  // Input blocks 1 (level 0) and 3 (level 1; block 2 is the downsampler), the middle, output blocks 0..3.
+  const std::vector<std::pair<engine::UNetBlockKind, int>> want = {
+      {engine::UNetBlockKind::kInput, 1},  {engine::UNetBlockKind::kInput, 3},  {engine::UNetBlockKind::kMiddle, 0},
+      {engine::UNetBlockKind::kOutput, 0}, {engine::UNetBlockKind::kOutput, 1}, {engine::UNetBlockKind::kOutput, 2},
+      {engine::UNetBlockKind::kOutput, 3}};
+  ASSERT_EQ(seen.size(), want.size());
+  for (size_t p = 0; p < want.size(); ++p) {
+    EXPECT_EQ(seen[p].point, static_cast<int>(p));
+    EXPECT_EQ(seen[p].kind, want[p].first) << p;
+    EXPECT_EQ(seen[p].index, want[p].second) << p;
+  }
+  // Output block 1 ends its level with an upsampler: the hook sees the state before it (4x4, not 8x8).
+  EXPECT_EQ(side, (std::vector<int64_t>{8, 4, 4, 4, 4, 8, 8}));
+}
+
 TEST(UNetTest, GroupNormOverFramesNormalisesVideosJointly) {
   for (const auto& c : testing::CasesOf("unet-tiny")) {
     auto unet = TinyUNet(c);

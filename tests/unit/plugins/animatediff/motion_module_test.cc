@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include <ATen/ATen.h>
@@ -57,6 +58,58 @@ TEST(MotionModuleTest, SingleModulesMatchTheGolden) {
     // Rows that are not whole videos, or more frames than the encoding covers, are refused.
     EXPECT_FALSE((*set)->Forward(0, c.io.at("single_down_blocks_in"), 7).ok());
     EXPECT_FALSE((*set)->Forward(0, c.io.at("single_down_blocks_in").repeat({3, 1, 1, 1}), 48).ok());
+  }
+}
+
+// A module for a UNet of another shape (2 levels of 1 ResBlock, as the shipped tiny module for the embedded model):
+// its shape is read from the names, its points numbered as the UNet numbers them, each computing what the same
+// weights compute in the released layout.
+TEST(MotionModuleTest, AModuleForAnotherUNetShapeMapsItsPointsByName) {
+  for (const auto& c : testing::CasesOf("motion-module-tiny")) {
+    SCOPED_TRACE(c.dir.string());
+    const auto full = testing::ReadWeights(c, "");
+    auto released = MotionModuleSet::FromTensors(full, "released", at::kCPU, at::kFloat);
+    ASSERT_TRUE(released.ok()) << released.status();
+    EXPECT_EQ((*released)->levels(), 4);
+    EXPECT_EQ((*released)->per_level(), 2);
+    // down_blocks.L.motion_modules.0 (L < 2), the middle, up_blocks.L.motion_modules.0..1 (L < 2).
+    std::map<std::string, at::Tensor> small;
+    for (const auto& [k, v] : full) {
+      int level = -1, index = -1;
+      if (std::sscanf(k.c_str(), "down_blocks.%d.motion_modules.%d.", &level, &index) == 2 && level < 2 && index < 1) {
+        small[k] = v;
+      } else if (std::sscanf(k.c_str(), "up_blocks.%d.motion_modules.%d.", &level, &index) == 2 && level < 2 &&
+                 index < 2) {
+        small[k] = v;
+      } else if (k.rfind("mid_block.", 0) == 0) {
+        small[k] = v;
+      }
+    }
+    auto set = MotionModuleSet::FromTensors(small, "small", at::kCPU, at::kFloat);
+    ASSERT_TRUE(set.ok()) << set.status();
+    EXPECT_EQ((*set)->version(), MotionModuleVersion::kV2);
+    EXPECT_EQ((*set)->levels(), 2);
+    EXPECT_EQ((*set)->per_level(), 1);
+    EXPECT_EQ(animatediff::PointCount(2, 1), 7);
+    for (int p = 0; p < 7; ++p) EXPECT_TRUE((*set)->HasPoint(p)) << p;
+    EXPECT_FALSE((*set)->HasPoint(7));
+    EXPECT_EQ((*set)->ModuleName(1), "down_blocks.1.motion_modules.0");
+    EXPECT_EQ((*set)->ModuleName(2), "mid_block.motion_modules.0");
+    EXPECT_EQ((*set)->ModuleName(4), "up_blocks.0.motion_modules.1");
+    EXPECT_EQ((*set)->ModuleName(6), "up_blocks.1.motion_modules.1");
+    EXPECT_THAT((*set)->Description(), HasSubstr("7 modules"));
+    // Point 4 of the small set is point 10 (up_blocks.0.motion_modules.1) of the released one.
+    const int64_t frames = c.json["config"]["video_length"].get<int64_t>();
+    const at::Tensor hidden = c.io.at("single_down_blocks_in");
+    auto a = (*set)->Forward(4, hidden, frames);
+    auto b = (*released)->Forward(10, hidden, frames);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_TRUE(at::equal(*a, *b));
+    EXPECT_FALSE(at::equal(*a, hidden));
+    // Its LoRA layer names are the file's.
+    EXPECT_EQ((*set)->LayerNames().count(
+                  "up_blocks_1_motion_modules_1_temporal_transformer_transformer_blocks_0_attention_blocks_0_to_q"),
+              1u);
   }
 }
 

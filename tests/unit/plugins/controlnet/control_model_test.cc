@@ -181,6 +181,66 @@ TEST(ControlNetModelTest, SoftScalesAndGuidanceWindowFollowTheExtension) {
 fs::path ManifestsDir() { return testing::FixturesDir().parent_path() / "manifests"; }
 
 // The architecture's key set for the SD1.5 config is exactly the manifest's 340 tensors, shapes included.
+// A ControlNet for a UNet of another shape (the embedded model's 2 levels of 1 ResBlock, 4 input blocks): read from
+// its shapes, one zero conv per input block, its residuals at the skips' indices and the middle's, which the UNet
+// adds to its own skips; the residual slots of blocks it does not have stay empty.
+TEST(ControlNetModelTest, ANetForAnotherUNetShapeGivesOneResidualPerInputBlock) {
+  controlnet::ControlNetConfig config;
+  config.unet.model_channels = 32;
+  config.unet.channel_mult = {1, 2};
+  config.unet.num_res_blocks = 1;
+  config.unet.attention_resolutions = {1, 2};
+  config.unet.context_dim = 32;
+  config.unet.num_heads = 8;
+  at::manual_seed(4);
+  engine::WeightMap weights;
+  for (const auto& [name, shape] : controlnet::ControlNetParameterShapes(config)) {
+    weights["control_model." + name] = at::randn(shape) * 0.05;
+  }
+  EXPECT_EQ(weights.count("control_model.zero_convs.3.0.weight"), 1u);
+  EXPECT_EQ(weights.count("control_model.zero_convs.4.0.weight"), 0u);
+  auto normalized = controlnet::NormalizeControlNetKeys(weights, "small");
+  ASSERT_TRUE(normalized.ok()) << normalized.status();
+  auto inferred = controlnet::InferControlNetConfig(*normalized, "small");
+  ASSERT_TRUE(inferred.ok()) << inferred.status();
+  EXPECT_EQ(inferred->unet.channel_mult, config.unet.channel_mult);
+  EXPECT_EQ(inferred->unet.num_res_blocks, 1);
+  auto net = controlnet::ControlNetModel::Create(*normalized, "small", at::kCPU, at::kFloat);
+  ASSERT_TRUE(net.ok()) << net.status();
+  const at::Tensor x = at::randn({2, 4, 8, 8}), t = at::full({2}, 300.0), ctx = at::randn({2, 5, 32});
+  auto hint = (*net)->EncodeHint(at::rand({1, 3, 64, 64}));
+  ASSERT_TRUE(hint.ok()) << hint.status();
+  auto residuals = (*net)->Forward(x, t, ctx, *hint);
+  ASSERT_TRUE(residuals.ok()) << residuals.status();
+  const std::vector<int64_t> channels = {32, 32, 32, 64};  // conv_in, level 0, downsampler, level 1
+  const std::vector<int64_t> sides = {8, 8, 4, 4};
+  for (int i = 0; i < controlnet::kResiduals; ++i) {
+    SCOPED_TRACE(i);
+    if (i < 4) {
+      ASSERT_TRUE((*residuals)[i].defined());
+      EXPECT_EQ((*residuals)[i].sizes(), at::IntArrayRef({2, channels[i], sides[i], sides[i]}));
+    } else if (i + 1 < controlnet::kResiduals) {
+      EXPECT_FALSE((*residuals)[i].defined());
+    } else {
+      ASSERT_TRUE((*residuals)[i].defined());
+      EXPECT_EQ((*residuals)[i].sizes(), at::IntArrayRef({2, 64, 4, 4}));
+    }
+  }
+  // The embedded-shaped UNet takes them: skips by index, the middle last.
+  engine::UNetConfig unet_config = config.unet;
+  unet_config.num_heads = 4;
+  engine::WeightMap unet_weights;
+  for (const auto& [name, shape] : engine::UNet::ParameterShapes(unet_config)) unet_weights[name] = at::randn(shape) * 0.05;
+  auto unet = engine::UNet::Create(unet_config, unet_weights);
+  ASSERT_TRUE(unet.ok()) << unet.status();
+  engine::UNetCallOptions options;
+  options.residuals = &*residuals;
+  auto with = (*unet)->Forward(x, t, ctx, options);
+  auto without = (*unet)->Forward(x, t, ctx);
+  ASSERT_TRUE(with.ok() && without.ok()) << with.status();
+  EXPECT_FALSE(at::allclose(*with, *without));
+}
+
 TEST(ControlNetModelTest, Sd15KeySetIsExactlyTheManifest) {
   const auto manifest = nlohmann::json::parse(std::ifstream(ManifestsDir() / "controlnet-v11-sd15.json"));
   std::map<std::string, std::vector<int64_t>> want;
