@@ -32,6 +32,12 @@ import tokens  # noqa: E402
 FRAMES = (8, 8, 8, 16)  # clip lengths drawn in training (16 a quarter of the time)
 
 
+def animatediff_alphas_cumprod():
+    """The schedule sd-webui-animatediff switches an SD1.x model to while a motion module is in (_set_ddim_alpha):
+    linear betas 0.00085..0.012, as AnimateDiff trains; the plugin does the same, so the module trains under it."""
+    return torch.cumprod(1.0 - torch.linspace(0.00085, 0.012, 1000, dtype=torch.float32), 0)
+
+
 class Pool:
     """Clips of each length encoded once by the frozen VAE (posterior mean and std)."""
 
@@ -82,7 +88,7 @@ def train(args):
     pool = Pool(vae, scale, args.clips, seed=31)
     print(f"pool in {time.time() - t0:.0f} s; motion modules {sum(p.numel() for p in mm.parameters())} params",
           flush=True)
-    ac = ldm_models.sd_schedule(**config.SCHEDULE)["alphas_cumprod"]
+    ac = animatediff_alphas_cumprod()
     snr = ac / (1 - ac)
     weight = torch.clamp(snr, max=5.0) / snr
     rng = random.Random(900 + step)
@@ -138,8 +144,9 @@ def load_exported(path):
 
 @torch.no_grad()
 def sample_clip(unet, text, vae, scale, caption, frames, mm=None, steps=20, cfg=7.0, seed=0):
-    """One clip: DDIM (eta 0) with CFG, independent initial noise per frame; uint8 [frames, 64, 64, 3]."""
-    ac = ldm_models.sd_schedule(**config.SCHEDULE)["alphas_cumprod"]
+    """One clip: DDIM (eta 0) with CFG, independent initial noise per frame; uint8 [frames, 64, 64, 3]. With the
+    module, the schedule is AnimateDiff's (as in the plugin)."""
+    ac = animatediff_alphas_cumprod() if mm is not None else ldm_models.sd_schedule(**config.SCHEDULE)["alphas_cumprod"]
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(frames, 4, config.NATIVE // 8, config.NATIVE // 8, generator=g)
     ctx = torch.cat([text(torch.tensor([tokens.encode("")])).repeat(frames, 1, 1),
