@@ -105,6 +105,30 @@ def scene_at(scene, t):
     return out
 
 
+def true_flow(scene, t, target, size=SIZE):
+    """The motion field RIFE predicts, float32 [size, size, 2] (x, y in pixels): for each pixel of the frame at time
+    t, where its content is in the frame at time `target` (0 or 1), minus where it is; 0 on the background. Shapes
+    move and scale about their centres; the last one drawn is on top."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    scale = size / SIZE
+    flow = np.zeros((size, size, 2), np.float32)
+    now, then = scene_at(scene, t), scene_at(scene, target)
+    for a, b in zip(now, then):
+        cx, cy, half = a["cx"] * scale, a["cy"] * scale, a["side"] * scale / 2
+        u, v = (xs - cx) / half, (ys - cy) / half
+        if a["kind"] == "circle":
+            inside = u * u + v * v <= 1
+        elif a["kind"] == "square":
+            inside = (np.abs(u) <= 1) & (np.abs(v) <= 1)
+        else:
+            inside = (np.abs(v) <= 1) & (np.abs(u) <= (v + 1) / 2)
+        k = b["side"] / a["side"]
+        fx = b["cx"] * scale + (xs - cx) * k - xs
+        fy = b["cy"] * scale + (ys - cy) * k - ys
+        flow[inside] = np.stack([fx, fy], axis=-1)[inside]
+    return flow
+
+
 def triplet(rng, t=0.5):
     """(frame0, frame_t, frame1, scene): uint8 [64, 64, 3] each."""
     scene = random_motion_scene(rng)
