@@ -105,9 +105,9 @@ class ControlNet(nn.Module):
     """cldm.ControlNet: the UNet's encoder (time_embed, input_blocks, middle_block; 8 heads, as sd-webui-controlnet
     assumes for SD1.x files without a yaml), the hint encoder (input_hint_block) and zero convolutions."""
 
-    def __init__(self, hint_channels=3):
+    def __init__(self, hint_channels=3, unet_config=None):
         super().__init__()
-        cfg = dict(config.UNET, num_heads=8)
+        cfg = dict(unet_config or config.UNET, num_heads=8)
         base = ldm_models.UNetModel(**cfg)
         self.model_channels = base.model_channels
         self.time_embed, self.input_blocks, self.middle_block = base.time_embed, base.input_blocks, base.middle_block
@@ -151,11 +151,6 @@ class ControlNet(nn.Module):
         h = self.middle_block(h, emb, context)
         out.append(self.middle_block_out(h))
         return out
-
-
-def expand_residuals(residuals):
-    """The ControlNet's residuals as the hooked forward takes them: skips by input block, the middle last."""
-    return list(residuals)
 
 
 # ---------------------------------------------------------------- AnimateDiff motion modules (v2 layout)
@@ -237,9 +232,10 @@ class MotionModules(nn.Module):
     """down_blocks.<level>.motion_modules.<i>, mid_block.motion_modules.0, up_blocks.<level>.motion_modules.<i> for
     the embedded UNet's shape (levels of num_res_blocks; the up blocks one more each), v2 (32 positions)."""
 
-    def __init__(self, positions=32):
+    def __init__(self, positions=32, unet_config=None, mid=True):
         super().__init__()
-        mc, mult, r = config.UNET["model_channels"], config.UNET["channel_mult"], config.UNET["num_res_blocks"]
+        cfg = unet_config or config.UNET
+        mc, mult, r = cfg["model_channels"], cfg["channel_mult"], cfg["num_res_blocks"]
         self.names = []
         self.down_blocks = nn.ModuleList()
         for m in mult:
@@ -247,9 +243,10 @@ class MotionModules(nn.Module):
             level.motion_modules = nn.ModuleList(MotionModule(mc * m, positions) for _ in range(r))
             self.down_blocks.append(level)
             self.names += [level.motion_modules[i] for i in range(r)]
-        self.mid_block = nn.Module()
-        self.mid_block.motion_modules = nn.ModuleList([MotionModule(mc * mult[-1], positions)])
-        self.names.append(self.mid_block.motion_modules[0])
+        if mid:  # v2; v3 has none (its point is skipped)
+            self.mid_block = nn.Module()
+            self.mid_block.motion_modules = nn.ModuleList([MotionModule(mc * mult[-1], positions)])
+        self.names.append(self.mid_block.motion_modules[0] if mid else None)
         self.up_blocks = nn.ModuleList()
         for m in reversed(mult):
             level = nn.Module()
@@ -261,5 +258,5 @@ class MotionModules(nn.Module):
         modules = self.names
 
         def run(point, h):
-            return modules[point].temporal_transformer(h, frames)
+            return h if modules[point] is None else modules[point].temporal_transformer(h, frames)
         return run

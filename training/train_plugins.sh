@@ -11,6 +11,8 @@ run="${1:-$here/runs}"
 models="$here/../assets/models"
 py=/usr/bin/python3
 mkdir -p "$run/rife" "$run/cn-canny" "$run/cn-seg" "$run/motion"
+# The models must compute what the references (and the plugins) compute: the fixtures' plugin cases through them.
+"$py" "$here/plugin_parity_check.py" --fixtures "${ATELIER_FIXTURES:-$here/../../shared/fixtures}"
 "$py" "$here/train_rife.py" --run "$run/rife" --steps "${RIFE_STEPS:-1200}" --batch 16 2>&1 | tee -a "$run/rife/train.log"
 "$py" "$here/train_rife.py" --run "$run/rife" --export "$models/RIFE/atelier-rife46-shapes.safetensors"
 for hint in canny seg; do
