@@ -4,8 +4,8 @@ middle_block_out) on the embedded model (assets/models/Stable-diffusion/atelier-
 hint of the world's scenes:
   canny  cv2.Canny(render, 100, 200), what the plugin's "canny" preprocessor makes at processor_res 64
   seg    a flat segmentation-style map: the background grey, each shape filled with its kind's colour (SEG_COLOURS)
-The encoder starts as a copy of the UNet's; captions are the full caption (45%), the caption without the places
-(30%: the hint alone says where) or empty (25%). Resumable (RUN/controlnet.pt every two minutes) until --steps
+The encoder starts as a copy of the UNet's; captions are the full caption (25%), the caption without the places
+(50%: the hint alone says where) or empty (25%). Resumable (RUN/controlnet.pt every two minutes) until --steps
 optimizer steps. --export writes the shipped file; --eval measures the held-out checks.
 
     python3 training/train_controlnet.py --hint canny --run training/runs/cn-canny --steps 900
@@ -92,7 +92,7 @@ class Pool:
         ids = []
         for i in index:
             r = rng.random()
-            text = world.caption(self.scenes[i], rng) if r < 0.45 else caption_without_places(
+            text = world.caption(self.scenes[i], rng) if r < 0.25 else caption_without_places(
                 self.scenes[i]) if r < 0.75 else ""
             ids.append(tokens.encode(text))
         return z, self.hints[index].float() / 255.0, torch.tensor(ids)
