@@ -115,7 +115,12 @@ def train(args):
         step = saved["step"]
         print(f"resumed at step {step}", flush=True)
     t0 = time.time()
-    pool = Pool(args.hint, vae, scale, args.pool, seed=21)
+    pool_path = os.path.join(args.run, f"pool-{args.pool}.pt")  # deterministic (seed 21): kept across restarts
+    if os.path.exists(pool_path):
+        pool = torch.load(pool_path)
+    else:
+        pool = Pool(args.hint, vae, scale, args.pool, seed=21)
+        torch.save(pool, pool_path)
     print(f"pool of {len(pool.scenes)} in {time.time() - t0:.0f} s; controlnet "
           f"{sum(p.numel() for p in net.parameters())} params", flush=True)
     ac = ldm_models.sd_schedule(**config.SCHEDULE)["alphas_cumprod"]

@@ -85,7 +85,12 @@ def train(args):
         step = saved["step"]
         print(f"resumed at step {step}", flush=True)
     t0 = time.time()
-    pool = Pool(vae, scale, args.clips, seed=31)
+    pool_path = os.path.join(args.run, f"pool-{args.clips}.pt")  # deterministic (seed 31): kept across restarts
+    if os.path.exists(pool_path):
+        pool = torch.load(pool_path)
+    else:
+        pool = Pool(vae, scale, args.clips, seed=31)
+        torch.save(pool, pool_path)
     print(f"pool in {time.time() - t0:.0f} s; motion modules {sum(p.numel() for p in mm.parameters())} params",
           flush=True)
     ac = animatediff_alphas_cumprod()
