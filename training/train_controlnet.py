@@ -5,7 +5,8 @@ hint of the world's scenes:
   canny  cv2.Canny(render, 100, 200), what the plugin's "canny" preprocessor makes at processor_res 64
   seg    a flat segmentation-style map: the background grey, each shape filled with its kind's colour (SEG_COLOURS)
 The encoder starts as a copy of the UNet's; captions are the full caption (25%), the caption without the places
-(50%: the hint alone says where) or empty (25%). Resumable (RUN/controlnet.pt every two minutes) until --steps
+(50%: the hint alone says where) or empty (25%); half the timesteps are drawn from the noisier half, where the
+layout is decided. Resumable (RUN/controlnet.pt every two minutes) until --steps
 optimizer steps. --export writes the shipped file; --eval measures the held-out checks.
 
     python3 training/train_controlnet.py --hint canny --run training/runs/cn-canny --steps 900
@@ -135,7 +136,9 @@ def train(args):
         z, hint, ids = pool.batch(rng, args.batch)
         with torch.no_grad():
             ctx = text(ids)
-        t = torch.randint(0, 1000, (args.batch,))
+        # Half the timesteps from the noisier half, where the layout (what a hint says) is decided.
+        t = torch.where(torch.rand(args.batch) < 0.5, torch.randint(0, 1000, (args.batch,)),
+                        torch.randint(500, 1000, (args.batch,)))
         noise = torch.randn_like(z)
         a = ac[t][:, None, None, None]
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise

@@ -16,7 +16,7 @@ mkdir -p "$run/rife" "$run/cn-canny" "$run/cn-seg" "$run/motion"
 "$py" "$here/train_rife.py" --run "$run/rife" --steps "${RIFE_STEPS:-1200}" --batch 16 2>&1 | tee -a "$run/rife/train.log"
 "$py" "$here/train_rife.py" --run "$run/rife" --export "$models/RIFE/atelier-rife46-shapes.safetensors"
 for hint in canny seg; do
-  "$py" "$here/train_controlnet.py" --hint $hint --run "$run/cn-$hint" --steps "${CN_STEPS:-1000}" --batch 16 2>&1 |
+  "$py" "$here/train_controlnet.py" --hint $hint --run "$run/cn-$hint" --steps "${CN_STEPS:-2500}" --lr 5e-4 --batch 16 2>&1 |
     tee -a "$run/cn-$hint/train.log"
   "$py" "$here/train_controlnet.py" --hint $hint --run "$run/cn-$hint" \
     --export "$models/ControlNet/atelier-shapes-$hint.safetensors"
