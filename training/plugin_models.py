@@ -9,7 +9,6 @@ import sys
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import config  # noqa: E402
@@ -86,6 +85,21 @@ def unet_forward(unet, x, t, context, residuals=None, hook=None):
             h = hook(point, h)
         point += 1
     return unet.out(h)
+
+
+@torch.no_grad()
+def ddim_decode(eps_cfg, x, alphas_cumprod, vae, scale, steps=20):
+    """DDIM (eta 0) over `steps` evenly spaced timesteps from 999, with `eps_cfg(x, t)` the guided prediction; the
+    result decoded to uint8 images [n, H, W, 3]."""
+    ts = torch.linspace(999, 0, steps).round().long().tolist()
+    for i, t in enumerate(ts):
+        eps = eps_cfg(x, t)
+        a = alphas_cumprod[t]
+        a_prev = alphas_cumprod[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+    images = vae.decode(x / scale)
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 # ---------------------------------------------------------------- ControlNet

@@ -186,20 +186,13 @@ def sample(unet, text, vae, scale, captions, hints, net=None, weight=1.0, steps=
     x = torch.randn(n, 4, config.NATIVE // 8, config.NATIVE // 8, generator=g)
     ctx = torch.cat([text(torch.tensor([tokens.encode("")] * n)), text(torch.tensor([tokens.encode(c) for c in captions]))])
     h2 = torch.cat([hints, hints]) if hints is not None else None
-    ts = np.linspace(999, 0, steps).round().astype(int)
-    for i, t in enumerate(ts):
+
+    def eps_cfg(x, t):
         xx, tt = torch.cat([x, x]), torch.full((2 * n,), float(t))
-        res = None
-        if net is not None:
-            res = [r * weight for r in net(xx, h2, tt, ctx)]
+        res = [r * weight for r in net(xx, h2, tt, ctx)] if net is not None else None
         eps_u, eps_c = plugin_models.unet_forward(unet, xx, tt, ctx, residuals=res).chunk(2)
-        eps = eps_u + cfg * (eps_c - eps_u)
-        a = ac[t]
-        a_prev = ac[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
-        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
-        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-    images = vae.decode(x / scale)
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        return eps_u + cfg * (eps_c - eps_u)
+    return plugin_models.ddim_decode(eps_cfg, x, ac, vae, scale, steps)
 
 
 def placement_cases(n, seed=5):

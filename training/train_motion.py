@@ -156,19 +156,14 @@ def sample_clip(unet, text, vae, scale, caption, frames, mm=None, steps=20, cfg=
     x = torch.randn(frames, 4, config.NATIVE // 8, config.NATIVE // 8, generator=g)
     ctx = torch.cat([text(torch.tensor([tokens.encode("")])).repeat(frames, 1, 1),
                      text(torch.tensor([tokens.encode(caption)])).repeat(frames, 1, 1)])
-    ts = np.linspace(999, 0, steps).round().astype(int)
     # Rows [uncond video, cond video]: whole videos of `frames` rows each, as the plugin sees them.
     hook = mm.hook(frames) if mm is not None else None
-    for i, t in enumerate(ts):
+
+    def eps_cfg(x, t):
         eps_u, eps_c = plugin_models.unet_forward(unet, torch.cat([x, x]), torch.full((2 * frames,), float(t)), ctx,
                                                   hook=hook).chunk(2)
-        eps = eps_u + cfg * (eps_c - eps_u)
-        a = ac[t]
-        a_prev = ac[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0)
-        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
-        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
-    images = vae.decode(x / scale)
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        return eps_u + cfg * (eps_c - eps_u)
+    return plugin_models.ddim_decode(eps_cfg, x, ac, vae, scale, steps)
 
 
 def evaluate(path, n, frames_list=(8, 16)):
