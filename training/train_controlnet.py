@@ -16,7 +16,6 @@ optimizer steps. --export writes the shipped file; --eval measures the held-out 
 
 import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import config  # noqa: E402
 import ldm_models  # noqa: E402
 import plugin_models  # noqa: E402
+from loop import Loop  # noqa: E402
 import st_io  # noqa: E402
 import tokens  # noqa: E402
 import world  # noqa: E402
@@ -107,14 +107,7 @@ def train(args):
     net = plugin_models.ControlNet()
     net.init_from(unet)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
-    path = os.path.join(args.run, "controlnet.pt")
-    step = 0
-    if os.path.exists(path):
-        saved = torch.load(path)
-        net.load_state_dict(saved["net"])
-        opt.load_state_dict(saved["opt"])
-        step = saved["step"]
-        print(f"resumed at step {step}", flush=True)
+    loop = Loop(os.path.join(args.run, "controlnet.pt"), net, opt, args.steps)
     t0 = time.time()
     pool_path = os.path.join(args.run, f"pool-{args.pool}.pt")  # deterministic (seed 21): kept across restarts
     if os.path.exists(pool_path):
@@ -127,12 +120,9 @@ def train(args):
     ac = ldm_models.sd_schedule(**config.SCHEDULE)["alphas_cumprod"]
     snr = ac / (1 - ac)
     weight = torch.clamp(snr, max=5.0) / snr
-    rng = random.Random(700 + step)
-    last_save, started, losses = time.time(), time.time(), []
-    while step < args.steps:
-        lr = args.lr * min(1.0, (step + 1) / 50) * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr
+    rng = random.Random(700 + loop.step)
+    while loop.running():
+        lr = loop.set_lr(args.lr, warmup=50, floor=0.2)
         z, hint, ids = pool.batch(rng, args.batch)
         with torch.no_grad():
             ctx = text(ids)
@@ -144,21 +134,8 @@ def train(args):
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
         residuals = net(noisy, hint, t.float(), ctx)
         eps = plugin_models.unet_forward(unet, noisy, t.float(), ctx, residuals=residuals)
-        loss = (weight[t] * ((eps - noise) ** 2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        step += 1
-        losses.append(loss.item())
-        if step % 25 == 0:
-            print(f"step {step} loss {np.mean(losses):.4f} lr {lr:.2e} {time.time() - started:.0f}s", flush=True)
-            losses = []
-        if time.time() - last_save > 120 or step == args.steps:
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step}, path + ".tmp")
-            os.replace(path + ".tmp", path)
-            last_save = time.time()
-    print(f"done: {step} steps", flush=True)
+        loop.update((weight[t] * ((eps - noise) ** 2).mean(dim=(1, 2, 3))).mean(), lr)
+    print(f"done: {loop.step} steps", flush=True)
 
 
 def export(args):

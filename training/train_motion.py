@@ -12,7 +12,6 @@ Resumable (RUN/motion.pt every two minutes) until --steps optimizer steps. --exp
 
 import argparse
 import json
-import math
 import os
 import random
 import sys
@@ -26,6 +25,7 @@ import config  # noqa: E402
 import ldm_models  # noqa: E402
 import motion_world  # noqa: E402
 import plugin_models  # noqa: E402
+from loop import Loop  # noqa: E402
 import st_io  # noqa: E402
 import tokens  # noqa: E402
 
@@ -76,14 +76,7 @@ def train(args):
     unet, text, vae, scale = plugin_models.load_embedded()
     mm = plugin_models.MotionModules()
     opt = torch.optim.AdamW(mm.parameters(), lr=args.lr, weight_decay=0.0)
-    path = os.path.join(args.run, "motion.pt")
-    step = 0
-    if os.path.exists(path):
-        saved = torch.load(path)
-        mm.load_state_dict(saved["net"])
-        opt.load_state_dict(saved["opt"])
-        step = saved["step"]
-        print(f"resumed at step {step}", flush=True)
+    loop = Loop(os.path.join(args.run, "motion.pt"), mm, opt, args.steps)
     t0 = time.time()
     pool_path = os.path.join(args.run, f"pool-{args.clips}.pt")  # deterministic (seed 31): kept across restarts
     if os.path.exists(pool_path):
@@ -96,12 +89,9 @@ def train(args):
     ac = animatediff_alphas_cumprod()
     snr = ac / (1 - ac)
     weight = torch.clamp(snr, max=5.0) / snr
-    rng = random.Random(900 + step)
-    last_save, started, losses = time.time(), time.time(), []
-    while step < args.steps:
-        lr = args.lr * min(1.0, (step + 1) / 50) * (0.2 + 0.8 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr
+    rng = random.Random(900 + loop.step)
+    while loop.running():
+        lr = loop.set_lr(args.lr, warmup=50, floor=0.2)
         z, ids, frames = pool.batch(rng, args.latents)
         n = z.shape[0]
         with torch.no_grad():
@@ -112,21 +102,8 @@ def train(args):
         a = ac[t][:, None, None, None]
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
         eps = plugin_models.unet_forward(unet, noisy, t.float(), ctx, hook=mm.hook(frames))
-        loss = (weight[t] * ((eps - noise) ** 2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(mm.parameters(), 1.0)
-        opt.step()
-        step += 1
-        losses.append(loss.item())
-        if step % 25 == 0:
-            print(f"step {step} loss {np.mean(losses):.4f} lr {lr:.2e} {time.time() - started:.0f}s", flush=True)
-            losses = []
-        if time.time() - last_save > 120 or step == args.steps:
-            torch.save({"net": mm.state_dict(), "opt": opt.state_dict(), "step": step}, path + ".tmp")
-            os.replace(path + ".tmp", path)
-            last_save = time.time()
-    print(f"done: {step} steps", flush=True)
+        loop.update((weight[t] * ((eps - noise) ** 2).mean(dim=(1, 2, 3))).mean(), lr)
+    print(f"done: {loop.step} steps", flush=True)
 
 
 def export(args):

@@ -17,7 +17,6 @@ import math
 import os
 import random
 import sys
-import time
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import motion_world  # noqa: E402
+from loop import Loop  # noqa: E402
 import st_io  # noqa: E402
 
 WIDTHS = (128, 96, 64, 32)  # the released 4.6 has 192, 128, 96, 64
@@ -149,40 +149,18 @@ def train(args):
     torch.set_num_threads(args.threads)
     net = IFNet()
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    state_path = os.path.join(args.run, "rife.pt")
-    step = 0
-    if os.path.exists(state_path):
-        state = torch.load(state_path)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
-        print(f"resumed at step {step}", flush=True)
-    rng = random.Random(1000 + step)
-    last_save, started, losses = time.time(), time.time(), []
-    while step < args.steps:
-        lr = args.lr * min(1.0, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr
+    loop = Loop(os.path.join(args.run, "rife.pt"), net, opt, args.steps)
+    rng = random.Random(1000 + loop.step)
+    while loop.running():
+        lr = loop.set_lr(args.lr, warmup=100, floor=0.1)
         f0, ft, f1, t, flow = batch(rng, args.batch)
         out = interpolate(net, f0, f1, t)
         loss = (out - ft).abs().mean() + (F.avg_pool2d(out, 2) - F.avg_pool2d(ft, 2)).abs().mean()
         # The true motion is known here (privileged, as Practical-RIFE's teacher block sees the middle frame):
         # a small L1 on the final flow inside the picture guides the blocks to it early.
         loss = loss + args.flow_weight * (net.last_flow[:, :, :64, :64] - flow).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        step += 1
-        losses.append(loss.item())
-        if step % 50 == 0:
-            print(f"step {step} loss {np.mean(losses):.4f} lr {lr:.2e} {time.time() - started:.0f}s", flush=True)
-            losses = []
-        if time.time() - last_save > 120 or step == args.steps:
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step}, state_path + ".tmp")
-            os.replace(state_path + ".tmp", state_path)
-            last_save = time.time()
-    print(f"done: {step} steps", flush=True)
+        loop.update(loss, lr)
+    print(f"done: {loop.step} steps", flush=True)
 
 
 def export(args):
