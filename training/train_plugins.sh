@@ -21,7 +21,7 @@ for hint in canny seg; do
   "$py" "$here/train_controlnet.py" --hint $hint --run "$run/cn-$hint" \
     --export "$models/ControlNet/atelier-shapes-$hint.safetensors"
 done
-"$py" "$here/train_motion.py" --run "$run/motion" --steps "${MOTION_STEPS:-2000}" --clips 1600 2>&1 |
+"$py" "$here/train_motion.py" --run "$run/motion" --steps "${MOTION_STEPS:-3500}" --clips 1600 2>&1 |
   tee -a "$run/motion/train.log"
 "$py" "$here/train_motion.py" --run "$run/motion" --export "$models/AnimateDiff/atelier-shapes-motion-v2.safetensors"
 "$py" "$here/train_rife.py" --eval "$models/RIFE/atelier-rife46-shapes.safetensors"

@@ -4,8 +4,8 @@ read back from pixels by the project's scorers (training/world.py, training/moti
 
   ControlNet (canny, seg)  a hint puts the shape where the prompt does not say (without the unit: chance); weight 0 is
                            the unit-less image exactly; a shorter guidance window and "My prompt is more important"
-                           move the image back towards the unit-less one; with a prompt naming another place, the
-                           modes order as their names say.
+                           move the image back towards the unit-less one; the control modes order as their names
+                           say.
   AnimateDiff              held-out captions: the shape moves the prompted way, keeps its colour and kind; frames
                            change less from one to the next than the same frames made without the module.
   RIFE                     the middle of held-out motion: better than the linear blend by >= 3 dB, the shape's
@@ -172,22 +172,26 @@ class ShippedModelsTest(unittest.TestCase):
         for name, ratio in ratios.items():
             self.assertLess(ratio, 0.95, (name, ratios))
 
-    def test_controlnet_modes_against_a_prompt_naming_another_place(self):
-        n = CASES or 6
+    def test_controlnet_control_modes_order_as_named(self):
+        """With a prompt naming another place than the hint's, how far each mode takes the image from the prompt's
+        own, against Balanced: "My prompt is more important" (soft weights) stays nearer the prompt's image than
+        "ControlNet is more important" (soft weights, the unconditional rows without control)."""
         places = list(world.POSITIONS)
-        counts = {"My prompt is more important": 0, "Balanced": 0, "ControlNet is more important": 0}
-        for i, scene in enumerate(held_out_singles(n, seed=13)):
+        ratios = {"My prompt is more important": [], "ControlNet is more important": []}
+        for i, scene in enumerate(held_out_singles(CASES or 4, seed=13)):
             want = scene["shapes"][0]
             other = places[(places.index(want["position"]) + 1 + i % 4) % 5]
             prompt = world.caption({"background": scene["background"], "shapes": [dict(want, position=other)]})
-            for mode in counts:
-                got = world.read_scene(self.txt2img(prompt, 300 + i, [self.unit(SEG, scene, control_mode=mode)])[0])
-                counts[mode] += bool(got["shapes"]) and got["shapes"][0]["position"] == want["position"]
-        shares = {k: v / n for k, v in counts.items()}
-        record("controlnet.seg.hint_place_against_the_prompt", dict(shares, cases=n))
-        self.assertLessEqual(shares["My prompt is more important"], shares["Balanced"], shares)
-        self.assertLessEqual(shares["Balanced"], shares["ControlNet is more important"], shares)
-        self.assertLess(shares["My prompt is more important"], shares["ControlNet is more important"], shares)
+            seed = 300 + i
+            own = self.txt2img(prompt, seed)[0].astype(np.float64)
+            balanced = np.abs(self.txt2img(prompt, seed, [self.unit(CANNY, scene)])[0] - own).mean()
+            for mode in ratios:
+                image = self.txt2img(prompt, seed, [self.unit(CANNY, scene, control_mode=mode)])[0]
+                ratios[mode].append(np.abs(image - own).mean() / balanced)
+        means = {k: float(np.mean(v)) for k, v in ratios.items()}
+        record("controlnet.canny.mode_distance_from_the_prompts_image_over_balanced", means)
+        self.assertLess(means["My prompt is more important"], 0.8, means)
+        self.assertGreater(means["ControlNet is more important"] - means["My prompt is more important"], 0.15, means)
 
     # ---------------------------------------------------------------- AnimateDiff
 
