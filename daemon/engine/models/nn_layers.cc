@@ -260,6 +260,11 @@ at::Tensor LayerNormImpl::forward(const at::Tensor& x) const {
     });
     return out;
   }
+  if (x.scalar_type() != weight.scalar_type()) {
+    // As the kernel computes it (float32 statistics and weights): a CPU without AVX-512 takes this path.
+    return at::layer_norm(x.to(at::kFloat), {channels}, weight.to(at::kFloat), bias.to(at::kFloat), eps_)
+        .to(x.scalar_type());
+  }
   return at::layer_norm(x, {channels}, weight, bias, eps_);
 }
 
