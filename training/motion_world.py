@@ -204,11 +204,17 @@ def render_clip(clip, frames, rng=None):
 def clip_checks(clip, frames):
     """Reads a generated clip [F, H, W, 3] back: {"direction": 1 when the centroid (or, growing, the area) moves
     monotonically the prompted way (every frame-to-frame step at most 0.5 px / 2 px² against it, and the whole clip
-    at least 8 px / 100 px² along it), "identity": 1 when every frame shows the prompted colour, kind and
-    background (world.read_scene), "change": mean absolute frame-to-frame difference (0..255)}."""
+    at least 8 px / 100 px² along it), "kept": the share of frames whose shape has the clip's most common colour
+    and kind, "consistent": 1 when the shape keeps its colour and kind in every frame,
+    "identity": 1 when every frame shows the prompted colour, kind and background (world.read_scene; stricter),
+    "change": mean absolute frame-to-frame difference (0..255)}."""
     reads = [world.read_scene(f) for f in frames]
     identity = all(r["background"] == clip["background"] and r["shapes"] and r["shapes"][0]["colour"] == clip["colour"]
                    and r["shapes"][0]["kind"] == clip["kind"] for r in reads)
+    looks = [(r["shapes"][0]["colour"], r["shapes"][0]["kind"]) if r["shapes"] else None for r in reads]
+    consistent = looks[0] is not None and all(f == looks[0] for f in looks)
+    common = max(set(looks), key=looks.count)
+    kept = looks.count(common) / len(looks) if common is not None else 0.0
     if clip["motion"] == "growing":
         values = [area(f) for f in frames]
         sign, slack, need = 1.0, 2.0, 100.0
@@ -227,4 +233,5 @@ def clip_checks(clip, frames):
         direction = int(min(steps) >= -slack and sign * (values[-1] - values[0]) >= need)
     f = np.asarray(frames, dtype=np.float32)
     change = float(np.abs(f[1:] - f[:-1]).mean()) if len(f) > 1 else 0.0
-    return {"direction": direction, "identity": int(identity), "change": change}
+    return {"direction": direction, "kept": kept, "consistent": int(consistent), "identity": int(identity),
+            "change": change}
