@@ -59,8 +59,8 @@ class Pool:
                 self.items[frames] = (entries, torch.cat(means), torch.cat(stds))
         self.scale = scale
 
-    def batch(self, rng, latents):
-        frames = rng.choice(FRAMES)
+    def batch(self, rng, latents, lengths=FRAMES):
+        frames = rng.choice(lengths)
         clips, mean, std = self.items[frames]
         n = max(1, latents // frames)
         index = [rng.randrange(len(clips)) for _ in range(n)]
@@ -92,7 +92,7 @@ def train(args):
     rng = random.Random(900 + loop.step)
     while loop.running():
         lr = loop.set_lr(args.lr, warmup=50, floor=0.2)
-        z, ids, frames = pool.batch(rng, args.latents)
+        z, ids, frames = pool.batch(rng, args.latents, tuple(int(f) for f in args.frames.split(",")))
         n = z.shape[0]
         with torch.no_grad():
             ctx = text(ids).repeat_interleave(frames, 0)
@@ -164,6 +164,7 @@ def main():
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--latents", type=int, default=32, help="frames per batch (clips x frames)")
     p.add_argument("--clips", type=int, default=3000)
+    p.add_argument("--frames", default=",".join(map(str, FRAMES)), help="clip lengths drawn per batch (8 and/or 16)")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export")
