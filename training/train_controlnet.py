@@ -3,7 +3,7 @@
 middle_block_out) on the embedded model (assets/models/Stable-diffusion/atelier-shapes, frozen), for one kind of
 hint of the world's scenes:
   canny  cv2.Canny(render, 100, 200), what the plugin's "canny" preprocessor makes at processor_res 64
-  seg    a flat segmentation-style map: the background grey, each shape filled with its kind's colour (SEG_COLOURS)
+  seg    a flat segmentation-style map: the background grey, each shape filled with its kind's colour (world.SEG_COLOURS)
 The encoder starts as a copy of the UNet's; captions are the full caption (25%), the caption without the places
 (50%: the hint alone says where) or empty (25%); half the timesteps are drawn from the noisier half, where the
 layout is decided. Resumable (RUN/controlnet.pt every two minutes) until --steps
@@ -34,37 +34,16 @@ import st_io  # noqa: E402
 import tokens  # noqa: E402
 import world  # noqa: E402
 
-SEG_BACKGROUND = (120, 120, 120)  # ADE20K's "wall"
-SEG_COLOURS = {"circle": (255, 6, 82), "square": (4, 200, 3), "triangle": (6, 230, 230)}  # ADE20K palette entries
-
-
 def canny_hint(image):
     edges = cv2.Canny(np.ascontiguousarray(image), 100, 200)
     return np.repeat(edges[:, :, None], 3, axis=2)
 
 
-def seg_hint(scene, rng=None):
-    """The scene drawn with the segmentation palette (the same jitter as the render when given the same rng state)."""
-    flat = {"background": "seg_bg", "shapes": [dict(s, colour="seg_" + s["kind"]) for s in scene["shapes"]]}
-    saved = dict(world.COLOURS)
-    world.COLOURS.update({"seg_bg": SEG_BACKGROUND, **{"seg_" + k: v for k, v in SEG_COLOURS.items()}})
-    try:
-        return world.render(flat, rng)
-    finally:
-        world.COLOURS.clear()
-        world.COLOURS.update(saved)
-
-
 def make_hint(kind, scene, seed):
     """(render, hint) uint8 [64, 64, 3] of a scene, the same jitter for both."""
     image = world.render(scene, random.Random(seed))
-    hint = canny_hint(image) if kind == "canny" else seg_hint(scene, random.Random(seed))
+    hint = canny_hint(image) if kind == "canny" else world.render_segmentation(scene, random.Random(seed))
     return image, hint
-
-
-def caption_without_places(scene):
-    parts = [f"a {s['size']} {s['colour']} {s['kind']}" for s in scene["shapes"]]
-    return " and ".join(parts) + f", {scene['background']} background"
 
 
 def training_scene(rng):
@@ -93,7 +72,7 @@ class Pool:
         ids = []
         for i in index:
             r = rng.random()
-            text = world.caption(self.scenes[i], rng) if r < 0.25 else caption_without_places(
+            text = world.caption(self.scenes[i], rng) if r < 0.25 else world.caption_without_places(
                 self.scenes[i]) if r < 0.75 else ""
             ids.append(tokens.encode(text))
         return z, self.hints[index].float() / 255.0, torch.tensor(ids)
@@ -183,7 +162,7 @@ def evaluate(kind, path, n):
     net = load_exported(path)
     scenes = placement_cases(n)
     hints = torch.from_numpy(np.stack([make_hint(kind, s, 0)[1] for s in scenes])).permute(0, 3, 1, 2).float() / 255
-    captions = [caption_without_places(s) for s in scenes]
+    captions = [world.caption_without_places(s) for s in scenes]
     out = {"cases": n}
     for label, unit in (("with_unit", net), ("without_unit", None)):
         images = sample(unet, text, vae, scale, captions, hints if unit is not None else None, unit)

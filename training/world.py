@@ -99,6 +99,30 @@ def render(scene, rng=None, size=SIZE):
     return np.asarray(image)
 
 
+def caption_without_places(scene):
+    """The caption with no place words ("a small red circle, blue background"): a ControlNet hint says where."""
+    return " and ".join(f"a {s['size']} {s['colour']} {s['kind']}" for s in scene["shapes"]) + \
+        f", {scene['background']} background"
+
+
+# A flat segmentation map of a scene (what the shipped seg ControlNet reads): each shape filled with its kind's
+# ADE20K palette colour on the background's ("wall").
+SEG_BACKGROUND = (120, 120, 120)
+SEG_COLOURS = {"circle": (255, 6, 82), "square": (4, 200, 3), "triangle": (6, 230, 230)}
+
+
+def render_segmentation(scene, rng=None, size=SIZE):
+    """The scene as render() draws it (the same jitter for the same rng state), in the segmentation palette."""
+    flat = {"background": "seg_bg", "shapes": [dict(s, colour="seg_" + s["kind"]) for s in scene["shapes"]]}
+    saved = dict(COLOURS)
+    COLOURS.update({"seg_bg": SEG_BACKGROUND, **{"seg_" + k: v for k, v in SEG_COLOURS.items()}})
+    try:
+        return render(flat, rng, size)
+    finally:
+        COLOURS.clear()
+        COLOURS.update(saved)
+
+
 def all_scenes(two):
     """Every scene of the grammar (single: 8 bg x 7 colours x 3 kinds x 5 places x 2 sizes)."""
     out = []

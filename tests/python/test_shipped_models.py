@@ -38,8 +38,6 @@ import world  # noqa: E402
 CASES = int(os.environ.get("ATELIER_EVAL_CASES") or 0)
 FIGURES = {}
 
-SEG_BACKGROUND = (120, 120, 120)  # training/train_controlnet.py's palette (ADE20K colours)
-SEG_COLOURS = {"circle": (255, 6, 82), "square": (4, 200, 3), "triangle": (6, 230, 230)}
 CANNY = "atelier-shapes-canny"
 SEG = "atelier-shapes-seg"
 MOTION = "atelier-shapes-motion-v2.safetensors"
@@ -58,23 +56,6 @@ def b64(array):
 
 def pixels(data):
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
-def seg_map(scene):
-    """The scene as a flat segmentation map: each shape filled with its kind's colour on the background's."""
-    saved = dict(world.COLOURS)
-    world.COLOURS.update({"seg_bg": SEG_BACKGROUND, **{"seg_" + k: v for k, v in SEG_COLOURS.items()}})
-    try:
-        return world.render({"background": "seg_bg",
-                             "shapes": [dict(s, colour="seg_" + s["kind"]) for s in scene["shapes"]]})
-    finally:
-        world.COLOURS.clear()
-        world.COLOURS.update(saved)
-
-
-def without_places(scene):
-    return " and ".join(f"a {s['size']} {s['colour']} {s['kind']}" for s in scene["shapes"]) + \
-        f", {scene['background']} background"
 
 
 def held_out_singles(n, seed):
@@ -124,7 +105,7 @@ class ShippedModelsTest(unittest.TestCase):
             u = dict(enabled=True, module="canny", model=CANNY, image=b64(world.render(scene)), weight=1.0,
                      processor_res=64, threshold_a=100, threshold_b=200)
         else:
-            u = dict(enabled=True, module="none", model=SEG, image=b64(seg_map(scene)), weight=1.0)
+            u = dict(enabled=True, module="none", model=SEG, image=b64(world.render_segmentation(scene)), weight=1.0)
         u.update(fields)
         return u
 
@@ -134,7 +115,7 @@ class ShippedModelsTest(unittest.TestCase):
         for i, scene in enumerate(held_out_singles(n, seed=11)):
             want = scene["shapes"][0]
             for label, units in (("with_unit", [self.unit(model, scene)]), ("without_unit", None)):
-                got = world.read_scene(self.txt2img(without_places(scene), 100 + i, units)[0])["shapes"]
+                got = world.read_scene(self.txt2img(world.caption_without_places(scene), 100 + i, units)[0])["shapes"]
                 hit = bool(got) and got[0]["position"] == want["position"]
                 hits[label] += hit
                 if label == "with_unit":
@@ -154,7 +135,7 @@ class ShippedModelsTest(unittest.TestCase):
         scenes = held_out_singles(CASES or 4, seed=12)
         moved = {"end_0.3": [], "start_0.7": [], "prompt_more_important": [], "weight_0.5": []}
         for i, scene in enumerate(scenes):
-            prompt, seed = without_places(scene), 200 + i
+            prompt, seed = world.caption_without_places(scene), 200 + i
             none = self.txt2img(prompt, seed)[0].astype(np.float64)
             zero = self.txt2img(prompt, seed, [self.unit(CANNY, scene, weight=0.0)])[0]
             self.assertEqual(np.abs(zero.astype(np.float64) - none).max(), 0)  # weight 0: the unit-less image
