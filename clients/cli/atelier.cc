@@ -27,6 +27,7 @@
 #include "atelier/v1/models.grpc.pb.h"
 #include "atelier/v1/plugins.grpc.pb.h"
 #include "artifact_files.h"
+#include "connection.h"
 #include "event_printer.h"
 #include "generate_command.h"
 #include "exit_codes.h"
@@ -39,18 +40,12 @@ using namespace atelier;
 using cli::ExitCodeFor;
 
 struct Options {
-  std::string server;
+  cli::ConnectionOptions connection;
   double timeout_seconds = 10;
-  int max_message_mb = 256;
+  std::shared_ptr<grpc::Channel> channel;  // made once the flags are parsed
 };
 
-std::shared_ptr<grpc::Channel> Connect(const Options& options) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
-  args.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30 * 1000);
-  return grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args);
-}
+std::shared_ptr<grpc::Channel> Connect(const Options& options) { return options.channel; }
 
 void SetDeadline(grpc::ClientContext& context, const Options& options) {
   context.set_deadline(std::chrono::system_clock::now() +
@@ -70,7 +65,7 @@ std::string_view StatusCodeName(grpc::StatusCode code) {
 int Fail(const Options& options, const grpc::Status& status) {
   std::string hint;
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    hint = absl::StrCat(" (is atelierd running on ", options.server, "? set --server or ATELIER_SERVER)");
+    hint = absl::StrCat(" (is atelierd running on ", options.connection.server, "? set --server or ATELIER_SERVER)");
   }
   std::fprintf(stderr, "atelier: %s: %s%s\n", StatusCodeName(status.error_code()).data(),
                status.error_message().c_str(), hint.c_str());
@@ -514,9 +509,16 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string(kAtelierVersion));
   app.require_subcommand(1);
   Options options;
-  const char* env_server = std::getenv("ATELIER_SERVER");
-  options.server = env_server != nullptr && *env_server != '\0' ? env_server : "127.0.0.1:50051";
-  app.add_option("--server", options.server, "daemon address host:port (default: $ATELIER_SERVER or 127.0.0.1:50051)");
+  app.add_option("--server", options.connection.server,
+                 "daemon address host:port (default: $ATELIER_SERVER or 127.0.0.1:50051); several, comma-separated, "
+                 "are balanced by gRPC's round_robin");
+  app.add_option("--token", options.connection.token, "bearer token for a daemon run with --auth-tokens "
+                                                      "(default: $ATELIER_TOKEN)");
+  app.add_option("--tls-ca", options.connection.tls_ca,
+                 "PEM CA the daemon's TLS certificate chains to; connects with TLS (default: $ATELIER_TLS_CA)");
+  app.add_option("--tls-cert", options.connection.tls_cert,
+                 "PEM client certificate for mutual TLS (default: $ATELIER_TLS_CERT)");
+  app.add_option("--tls-key", options.connection.tls_key, "its private key (default: $ATELIER_TLS_KEY)");
   app.add_option("--timeout", options.timeout_seconds, "seconds to wait for unary calls")->capture_default_str();
 
   std::string service;
@@ -614,6 +616,13 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? cli::kExitOk : cli::kExitUsage;
   }
+  cli::FillFromEnvironment(options.connection);
+  auto channel = cli::Connect(options.connection);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "atelier: %s\n", std::string(channel.status().message()).c_str());
+    return cli::kExitUsage;
+  }
+  options.channel = *std::move(channel);
   auto fail = [&options](const grpc::Status& status) { return Fail(options, status); };
   if (*txt2img) return cli::RunGenerate(Connect(options), txt2img_flags, fail);
   if (*img2img) return cli::RunGenerate(Connect(options), img2img_flags, fail);

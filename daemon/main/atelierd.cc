@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -22,6 +23,7 @@
 #include "engine/models/runtime.h"
 #include "host/plugin_registry.h"
 #include "server/daemon_server.h"
+#include "server/server_security.h"
 #include "engine/text/clip_tokenizer.h"
 #include "server/generation_runner.h"
 #include "util/limits.h"
@@ -120,6 +122,35 @@ int Run(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--no-default-model", no_default_model,
                "do not serve the embedded tiny model when --models-dir has no checkpoint");
+  // Security (server/server_security.h): loopback and no tokens by default.
+  server::SecurityOptions security_options;
+  app.add_option("--auth-tokens", security_options.auth_tokens,
+                 "file of bearer tokens, one per line: TOKEN [NAME] [jobs=N queued=N work_per_job=X "
+                 "work_per_minute=X job_seconds=X admin]; every call then needs 'authorization: Bearer TOKEN'");
+  app.add_option("--tls-cert", security_options.tls_cert, "PEM certificate chain: serve TLS (with --tls-key)");
+  app.add_option("--tls-key", security_options.tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", security_options.tls_client_ca,
+                 "PEM CA bundle: require client certificates signed by it (mutual TLS)");
+  app.add_flag("--insecure", security_options.insecure,
+               "allow listening beyond loopback with neither tokens nor client certificates");
+  std::vector<std::string> open_services = {"health"};
+  app.add_option("--auth-open", open_services,
+                 "services callable without a token: health, reflection, none (default: health)")
+      ->check(CLI::IsMember({"health", "reflection", "none"}));
+  // Per-client quotas (server/client_quotas.h); a token's line may set its own.
+  int quota_jobs = 0, quota_queued = 0;
+  double quota_work_per_job = 0, quota_work_per_minute = 0;
+  app.add_option("--quota-jobs", quota_jobs, "jobs one client may have queued or running at once (0: no limit)")
+      ->capture_default_str()->check(CLI::Range(0, 100000));
+  app.add_option("--quota-queued", quota_queued, "jobs one client may have waiting at once (0: no limit)")
+      ->capture_default_str()->check(CLI::Range(0, 100000));
+  app.add_option("--quota-work-per-job", quota_work_per_job,
+                 "largest job in megapixel-steps: width x height / 10^6 x steps x images or frames, over every pass "
+                 "(512x512, 20 steps, 1 image = 5.2; 0: no limit)")
+      ->capture_default_str()->check(CLI::Range(0.0, 1e12));
+  app.add_option("--quota-work-per-minute", quota_work_per_minute,
+                 "megapixel-steps one client may submit per minute (0: no limit)")
+      ->capture_default_str()->check(CLI::Range(0.0, 1e12));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -132,6 +163,16 @@ int Run(int argc, char** argv) {
     return 2;
   }
   SetLogLevel(*level);
+
+  // Before anything heavy: a port that would be open to the network, or an unreadable key, stops here.
+  security_options.listen = listen;
+  security_options.open_health = std::count(open_services.begin(), open_services.end(), "health") > 0;
+  security_options.open_reflection = std::count(open_services.begin(), open_services.end(), "reflection") > 0;
+  auto security = server::BuildServerSecurity(security_options);
+  if (!security.ok()) {
+    std::fprintf(stderr, "atelierd: %s\n", std::string(security.status().message()).c_str());
+    return 2;
+  }
 
   // SIGINT/SIGTERM are taken with sigwait below; block them before any thread starts so none inherits them.
   sigset_t stop_signals;
@@ -266,6 +307,11 @@ int Run(int argc, char** argv) {
   options.max_queue = max_queue;
   options.max_message_bytes = max_message_mb * 1024 * 1024;
   options.outputs = outputs.get();
+  options.security = *security;
+  if (quota_jobs > 0) options.client_limits.jobs = quota_jobs;
+  if (quota_queued > 0) options.client_limits.queued = quota_queued;
+  if (quota_work_per_job > 0) options.client_limits.work_per_job = quota_work_per_job;
+  if (quota_work_per_minute > 0) options.client_limits.work_per_minute = quota_work_per_minute;
   // A runaway job must not hold the one worker forever (one SD1.5 512x512 20-step job is about a minute on a CPU
   // with 2 cores, seconds on a GPU).
   options.max_job_seconds = max_job_seconds >= 0 ? max_job_seconds : runtime->device == "cpu" ? 3600.0 : 600.0;
@@ -281,10 +327,7 @@ int Run(int argc, char** argv) {
     LogError(std::string(server.status().message()));
     return 1;
   }
-  if (!absl::StartsWith(listen, "127.") && !absl::StartsWith(listen, "localhost") &&
-      !absl::StartsWith(listen, "[::1]")) {
-    LogWarning(absl::StrCat("listening on ", listen, " beyond loopback without authentication"));
-  }
+  LogInfo(absl::StrCat("security: ", security->summary));
   // The one line on stdout: scripts and tests read the real port from it.
   std::printf("atelierd listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);

@@ -33,16 +33,20 @@ absl::StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonSe
   server->facts_.max_message_bytes = options.max_message_bytes;
   server->jobs_ = std::make_unique<JobManager>(
       runner, JobManagerOptions{options.max_queue, options.max_message_bytes, options.max_job_seconds, options.outputs});
-  server->generation_ = std::make_unique<GenerationService>(*server->jobs_, runner, plugins);
+  server->callers_ = std::make_unique<Callers>(options.security.tokens, options.client_limits);
+  server->generation_ = std::make_unique<GenerationService>(*server->jobs_, runner, plugins, *server->callers_);
   server->models_ = std::make_unique<ModelsService>(models, *server->jobs_, runner, plugins, server->facts_);
-  server->plugins_ = std::make_unique<PluginsService>(plugins, *server->jobs_);
+  server->plugins_ = std::make_unique<PluginsService>(plugins, *server->jobs_, *server->callers_);
   server->daemon_ = std::make_unique<DaemonService>(server->facts_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int selected_port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &selected_port);
+  builder.AddListeningPort(options.listen,
+                           options.security.credentials ? options.security.credentials
+                                                        : grpc::InsecureServerCredentials(),
+                           &selected_port);
   builder.RegisterService(server->generation_.get());
   builder.RegisterService(server->models_.get());
   builder.RegisterService(server->plugins_.get());

@@ -15,6 +15,8 @@
 #include "server/job_runner.h"
 
 #include "server/outputs_saver.h"
+#include "server/caller.h"
+#include "server/server_security.h"
 
 namespace atelier::server {
 
@@ -25,6 +27,10 @@ struct DaemonServerOptions {
   int max_message_bytes = 64 * 1024 * 1024;
   double max_job_seconds = 0;  // see JobManagerOptions
   OutputsSaver* outputs = nullptr;  // see JobManagerOptions
+  // How the port is secured (BuildServerSecurity); null credentials: plain text, no tokens.
+  ServerSecurity security;
+  // Every client's limits unless its token sets its own (client_quotas.h).
+  ClientLimits client_limits;
 };
 
 class GenerationService;
@@ -55,6 +61,7 @@ class DaemonServer {
   DaemonServer() = default;
 
   DaemonFacts facts_;
+  std::unique_ptr<Callers> callers_;
   std::unique_ptr<JobManager> jobs_;
   std::unique_ptr<GenerationService> generation_;
   std::unique_ptr<ModelsService> models_;

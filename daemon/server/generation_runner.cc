@@ -9,6 +9,7 @@
 #include "jobs/job_check.h"
 #include "server/generation_settings.h"
 #include "server/plugin_invoke.h"
+#include "server/request_work.h"
 #include "server/upscale_request.h"
 #include "server/xyz_plot.h"
 #include "util/limits.h"
@@ -21,7 +22,9 @@ struct PreparedGeneration final : PreparedJob {
   jobs::JobSettings settings;
   jobs::JobWork work;
   std::optional<double> estimate;   // seconds, once the cost model is calibrated
+  double megapixel_steps = 0;
   std::optional<double> estimated_seconds() const override { return estimate; }
+  double quota_work() const override { return megapixel_steps; }
 };
 
 // An X/Y/Z plot: every cell prepared as its own generation.
@@ -34,7 +37,9 @@ struct PreparedXyz final : PreparedJob {
   jobs::XyzLayout layout;
   std::vector<Cell> cells;
   std::optional<double> estimate;
+  double megapixel_steps = 0;
   std::optional<double> estimated_seconds() const override { return estimate; }
+  double quota_work() const override { return megapixel_steps; }
 };
 
 }  // namespace
@@ -70,6 +75,7 @@ absl::StatusOr<std::shared_ptr<const PreparedJob>> GenerationRunner::Prepare(v1:
         return absl::InvalidArgumentError(absl::StrCat("the X/Y/Z plot makes more than ", kMaxImagesPerJob,
                                                        " images; a job may make at most ", kMaxImagesPerJob));
       }
+      xyz->megapixel_steps += generation->megapixel_steps;
       if (generation->estimate) {
         seconds += *generation->estimate;
       } else {
@@ -108,6 +114,7 @@ absl::StatusOr<std::shared_ptr<const PreparedJob>> GenerationRunner::Prepare(v1:
     auto prepared = std::make_shared<PreparedGeneration>();
     prepared->settings = *std::move(settings);
     prepared->work = jobs::EstimateWork(prepared->settings);
+    prepared->megapixel_steps = MegapixelSteps(prepared->settings);
     prepared->estimate = cost_.EstimateSeconds(prepared->work, models_.current().get());
     return prepared;
   } catch (const std::exception& e) {  // e.g. bad_alloc decoding an image: refuse the request, keep serving

@@ -17,18 +17,6 @@ std::int64_t UnixMillis(absl::Time t) { return t == absl::InfinitePast() ? 0 : a
 
 }  // namespace
 
-std::string ClientIdOf(const grpc::CallbackServerContext& context) {
-  const auto& metadata = context.client_metadata();
-  const auto it = metadata.find("atelier-client");
-  if (it != metadata.end() && !it->second.empty()) {
-    return std::string(it->second.data(), std::min<size_t>(it->second.size(), 128));
-  }
-  std::string peer = context.peer();  // "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555", "unix:/path"
-  const auto colon = peer.rfind(':');
-  if (colon != std::string::npos && colon > peer.find(':')) peer.resize(colon);
-  return peer;
-}
-
 grpc::ServerWriteReactor<v1::GenerateEvent>* GenerationService::Generate(grpc::CallbackServerContext* context,
                                                                          const v1::GenerateRequest* request) {
   if (!jobs_.accepting()) {
@@ -42,7 +30,7 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* GenerationService::Generate(grpc::C
   if (!parsed.ok()) return JobStream::Reject(ToGrpcStatus(parsed.status()));
 
   std::string job_id = prepared.force_task_id();
-  auto job = jobs_.Submit(std::move(job_id), ClientIdOf(*context), std::move(prepared), *std::move(parsed));
+  auto job = jobs_.Submit(std::move(job_id), callers_.Of(*context), std::move(prepared), *std::move(parsed));
   if (!job.ok()) return JobStream::Reject(ToGrpcStatus(job.status()));
   const std::string id = (*job)->id();
   JobManager* jobs = &jobs_;
@@ -64,7 +52,8 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* GenerationService::Watch(grpc::Call
 grpc::ServerUnaryReactor* GenerationService::Cancel(grpc::CallbackServerContext* context,
                                                     const v1::CancelRequest* request,
                                                     v1::CancelResponse* response) {
-  auto previous = jobs_.Cancel(request->job_id(), "cancelled by a Cancel request");
+  const Caller caller = callers_.Of(*context);
+  auto previous = jobs_.Cancel(request->job_id(), "cancelled by a Cancel request", &caller);
   if (!previous.ok()) return FinishUnary(context, ToGrpcStatus(previous.status()));
   response->set_previous_state(*previous);
   return FinishUnary(context, grpc::Status::OK);
@@ -72,7 +61,8 @@ grpc::ServerUnaryReactor* GenerationService::Cancel(grpc::CallbackServerContext*
 
 grpc::ServerUnaryReactor* GenerationService::Skip(grpc::CallbackServerContext* context,
                                                   const v1::SkipRequest* request, v1::SkipResponse* response) {
-  auto state = jobs_.Skip(request->job_id());
+  const Caller caller = callers_.Of(*context);
+  auto state = jobs_.Skip(request->job_id(), &caller);
   if (!state.ok()) return FinishUnary(context, ToGrpcStatus(state.status()));
   response->set_state(*state);
   return FinishUnary(context, grpc::Status::OK);
@@ -109,7 +99,7 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* GenerationService::Upscale(grpc::Ca
   // The job's request only describes it in ListJobs; the work is the prepared upscale.
   v1::GenerateRequest described;
   described.set_prompt(absl::StrCat("upscale ", request->images_size(), " image(s) with ", (*prepared)->settings.upscaler_1));
-  auto job = jobs_.Submit(request->force_task_id(), ClientIdOf(*context), std::move(described), *std::move(prepared));
+  auto job = jobs_.Submit(request->force_task_id(), callers_.Of(*context), std::move(described), *std::move(prepared));
   if (!job.ok()) return JobStream::Reject(ToGrpcStatus(job.status()));
   const std::string id = (*job)->id();
   JobManager* jobs = &jobs_;

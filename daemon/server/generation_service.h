@@ -3,6 +3,7 @@
 
 #include "atelier/v1/generation.grpc.pb.h"
 #include "host/plugin_registry.h"
+#include "server/caller.h"
 #include "server/job_manager.h"
 #include "server/job_runner.h"
 
@@ -10,8 +11,9 @@ namespace atelier::server {
 
 class GenerationService final : public v1::Generation::CallbackService {
  public:
-  GenerationService(JobManager& jobs, const JobRunner& runner, const host::PluginRegistry& plugins)
-      : jobs_(jobs), runner_(runner), plugins_(plugins) {}
+  GenerationService(JobManager& jobs, const JobRunner& runner, const host::PluginRegistry& plugins,
+                    const Callers& callers)
+      : jobs_(jobs), runner_(runner), plugins_(plugins), callers_(callers) {}
 
   grpc::ServerWriteReactor<v1::GenerateEvent>* Generate(grpc::CallbackServerContext* context,
                                                         const v1::GenerateRequest* request) override;
@@ -32,10 +34,7 @@ class GenerationService final : public v1::Generation::CallbackService {
   JobManager& jobs_;
   const JobRunner& runner_;
   const host::PluginRegistry& plugins_;
+  const Callers& callers_;
 };
-
-// The client a call comes from: the "atelier-client" request header when present, else the peer's address
-// without its port. Jobs of one client share one turn in the fair queue.
-std::string ClientIdOf(const grpc::CallbackServerContext& context);
 
 }  // namespace atelier::server

@@ -198,7 +198,7 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* PluginsService::Invoke(grpc::Callba
   // The job's request only describes it in ListJobs; the work is the prepared invoke.
   v1::GenerateRequest described;
   described.set_prompt(absl::StrCat("invoke ", (*prepared)->plugin, ".", (*prepared)->method));
-  auto job = jobs_.Submit("", ClientIdOf(*context), std::move(described), *std::move(prepared));
+  auto job = jobs_.Submit("", callers_.Of(*context), std::move(described), *std::move(prepared));
   if (!job.ok()) return JobStream::Reject(ToGrpcStatus(job.status()));
   const std::string id = (*job)->id();
   JobManager* jobs = &jobs_;

@@ -70,7 +70,8 @@ class ModelsService final : public v1::Models::CallbackService {
 
 class PluginsService final : public v1::Plugins::CallbackService {
  public:
-  PluginsService(const host::PluginRegistry& plugins, JobManager& jobs) : plugins_(plugins), jobs_(jobs) {}
+  PluginsService(const host::PluginRegistry& plugins, JobManager& jobs, const Callers& callers)
+      : plugins_(plugins), jobs_(jobs), callers_(callers) {}
   grpc::ServerUnaryReactor* ListPlugins(grpc::CallbackServerContext* context, const v1::ListPluginsRequest* request,
                                         v1::ListPluginsResponse* response) override;
   // A job like a generation: queued fairly, cancellable, its events streamed (server/plugin_invoke.h).
@@ -80,6 +81,7 @@ class PluginsService final : public v1::Plugins::CallbackService {
  private:
   const host::PluginRegistry& plugins_;
   JobManager& jobs_;
+  const Callers& callers_;
 };
 
 class DaemonService final : public v1::Daemon::CallbackService {

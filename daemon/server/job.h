@@ -51,6 +51,8 @@ class PreparedJob {
   virtual ~PreparedJob() = default;
   // The runner's estimate of the job's run time on this device, when it has one (see jobs/job_cost.h).
   virtual std::optional<double> estimated_seconds() const { return std::nullopt; }
+  // The job's size for quotas, in megapixel-steps (client_quotas.h); 0 when it has no sampling.
+  virtual double quota_work() const { return 0; }
 };
 
 class Job {
@@ -64,6 +66,12 @@ class Job {
   const PreparedJob* prepared() const { return prepared_.get(); }
   void set_prepared(std::shared_ptr<const PreparedJob> prepared) { prepared_ = std::move(prepared); }
   absl::Time submitted_at() const { return submitted_at_; }
+  // Whose quota the job counts against and who may cancel it (caller.h); set before the job is queued.
+  const std::string& owner() const { return owner_; }
+  void set_owner(std::string owner) { owner_ = std::move(owner); }
+  // The submitter's own wall-time limit (seconds; 0: only the daemon's); set before the job is queued.
+  double max_seconds() const { return max_seconds_; }
+  void set_max_seconds(double seconds) { max_seconds_ = seconds; }
 
   v1::JobState state() const;
   absl::Time started_at() const;
@@ -111,6 +119,8 @@ class Job {
   const std::string client_id_;
   const v1::GenerateRequest request_;
   std::shared_ptr<const PreparedJob> prepared_;
+  std::string owner_;
+  double max_seconds_ = 0;
   const absl::Time submitted_at_;
 
   std::atomic<bool> cancel_requested_{false};

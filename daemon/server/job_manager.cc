@@ -28,22 +28,28 @@ JobManager::~JobManager() { Shutdown(); }
 
 void JobManager::Start() { executor_ = std::thread([this] { ExecutorLoop(); }); }
 
-absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, std::string client_id,
+absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, const Caller& caller,
                                                          v1::GenerateRequest request,
                                                          std::shared_ptr<const PreparedJob> prepared) {
   if (shutting_down_.load()) {
     return absl::UnavailableError("the daemon is shutting down and accepts no new jobs");
   }
   // The cost budget: a job estimated to run past the wall-time limit is refused before it takes the worker.
-  if (prepared != nullptr && options_.max_job_seconds > 0) {
+  const double own_limit = caller.limits.job_seconds.value_or(0);
+  const double limit = own_limit > 0 && (options_.max_job_seconds <= 0 || own_limit < options_.max_job_seconds)
+                           ? own_limit
+                           : options_.max_job_seconds;
+  if (prepared != nullptr && limit > 0) {
     const std::optional<double> estimate = prepared->estimated_seconds();
-    if (estimate && *estimate > options_.max_job_seconds) {
+    if (estimate && *estimate > limit) {
       return absl::ResourceExhaustedError(absl::StrFormat(
           "this job would run about %.0f s on this device (estimated from its size, steps, batch and passes), over "
-          "the daemon's limit of %.0f s (--max-job-seconds): make it smaller, or ask the operator to raise the limit",
-          *estimate, options_.max_job_seconds));
+          "%s limit of %.0f s (%s): make it smaller, or ask the operator to raise the limit",
+          *estimate, limit == own_limit ? "your token's" : "the daemon's", limit,
+          limit == own_limit ? "job_seconds" : "--max-job-seconds"));
     }
   }
+  const double work = prepared != nullptr ? prepared->quota_work() : 0.0;
   std::shared_ptr<Job> job;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -52,8 +58,18 @@ absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, std:
     } else if (active_.count(job_id) > 0) {
       return absl::AlreadyExistsError(absl::StrCat("job id ", Quoted(job_id), " (force_task_id) is already in use"));
     }
-    job = std::make_shared<Job>(job_id, std::move(client_id), std::move(request));
+    // The caller's quota, counted under the same lock that registers the job, so parallel submits cannot pass it.
+    int active = 0, queued = 0;
+    for (const auto& [id, other] : active_) {
+      if (other->owner() != caller.owner) continue;
+      ++active;
+      if (other != running_) ++queued;  // active_ holds the queued jobs and the running one
+    }
+    if (absl::Status st = quotas_.Admit(caller.owner, caller.limits, work, queued, active); !st.ok()) return st;
+    job = std::make_shared<Job>(job_id, caller.client_id, std::move(request));
     job->set_prepared(std::move(prepared));
+    job->set_owner(caller.owner);
+    job->set_max_seconds(limit);
     // Registered before queueing, so Cancel finds it even if the executor picks it up at once.
     active_[job_id] = job;
   }
@@ -61,6 +77,7 @@ absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, std:
   const int waiting = static_cast<int>(queue_.size());
   job->PublishPosition(waiting, waiting + 1);
   if (absl::Status pushed = queue_.Push(job); !pushed.ok()) {
+    quotas_.Refund(caller.owner, work);
     Forget(job->id());
     return pushed;
   }
@@ -74,9 +91,21 @@ std::shared_ptr<Job> JobManager::Find(const std::string& job_id) const {
   return it == active_.end() ? nullptr : it->second;
 }
 
-absl::StatusOr<v1::JobState> JobManager::Cancel(const std::string& job_id, const std::string& reason) {
+namespace {
+
+absl::Status CheckMayControl(const Job& job, const Caller* by) {
+  if (by == nullptr || by->admin || job.owner() == by->owner) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat("job ", Quoted(job.id()), " belongs to another client; only its "
+                                                  "submitter or an admin token may cancel or skip it"));
+}
+
+}  // namespace
+
+absl::StatusOr<v1::JobState> JobManager::Cancel(const std::string& job_id, const std::string& reason,
+                                                const Caller* by) {
   std::shared_ptr<Job> job = Find(job_id);
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("no queued or running job ", Quoted(job_id)));
+  if (absl::Status st = CheckMayControl(*job, by); !st.ok()) return st;
   const v1::JobState previous = job->state();
   job->RequestCancel(reason);
   if (queue_.Remove(job_id)) {
@@ -88,9 +117,10 @@ absl::StatusOr<v1::JobState> JobManager::Cancel(const std::string& job_id, const
   return previous;
 }
 
-absl::StatusOr<v1::JobState> JobManager::Skip(const std::string& job_id) {
+absl::StatusOr<v1::JobState> JobManager::Skip(const std::string& job_id, const Caller* by) {
   std::shared_ptr<Job> job = Find(job_id);
   if (job == nullptr) return absl::NotFoundError(absl::StrCat("no queued or running job ", Quoted(job_id)));
+  if (absl::Status st = CheckMayControl(*job, by); !st.ok()) return st;
   job->RequestSkip();
   return job->state();
 }
@@ -181,7 +211,7 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
 
   JobContext context(job, options_.max_message_bytes);
   context.set_outputs(options_.outputs);
-  if (options_.max_job_seconds > 0) context.set_deadline(absl::Now() + absl::Seconds(options_.max_job_seconds));
+  if (job->max_seconds() > 0) context.set_deadline(absl::Now() + absl::Seconds(job->max_seconds()));
   // A cancelled job's remaining courtesy work (decoding its last prediction) yields to jobs waiting behind it.
   context.set_others_waiting([this] { return queue_.size() > 0; });
   absl::Status status = absl::CancelledError(job->cancel_reason());  // cancelled before it started
@@ -198,8 +228,10 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
   // A runner stopped by a cancel request reports it with the request's reason (a job that finished anyway is OK);
   // one stopped by the wall-time limit says so.
   if (context.timed_out() && !status.ok()) {
-    status = absl::DeadlineExceededError(absl::StrCat("the job ran past the daemon's limit of ", options_.max_job_seconds,
-                                                      " s (--max-job-seconds) and was stopped"));
+    const bool own = job->max_seconds() != options_.max_job_seconds;
+    status = absl::DeadlineExceededError(absl::StrCat("the job ran past ", own ? "its token's" : "the daemon's",
+                                                      " limit of ", job->max_seconds(), " s (",
+                                                      own ? "job_seconds" : "--max-job-seconds", ") and was stopped"));
   } else if (job->cancel_requested() && !status.ok()) {
     status = absl::CancelledError(job->cancel_reason());
   }

@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/caller.h"
+#include "server/client_quotas.h"
 #include "server/job.h"
 #include "server/job_queue.h"
 #include "server/job_runner.h"
@@ -40,16 +42,19 @@ class JobManager {
   // Starts the executor thread.
   void Start();
 
-  // Queues a prepared request. `job_id` empty = generate one. ALREADY_EXISTS for a job id in use,
-  // RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while shutting down.
-  absl::StatusOr<std::shared_ptr<Job>> Submit(std::string job_id, std::string client_id, v1::GenerateRequest request,
+  // Queues a prepared request for `caller`. `job_id` empty = generate one. ALREADY_EXISTS for a job id in use,
+  // RESOURCE_EXHAUSTED when the queue is full or the caller's quota (caller.limits) refuses it, UNAVAILABLE while
+  // shutting down.
+  absl::StatusOr<std::shared_ptr<Job>> Submit(std::string job_id, const Caller& caller, v1::GenerateRequest request,
                                               std::shared_ptr<const PreparedJob> prepared = nullptr);
   // A queued or running job; nullptr otherwise.
   std::shared_ptr<Job> Find(const std::string& job_id) const;
   // A queued job ends at once (CANCELLED); a running one stops at its next step boundary. Returns the state the
-  // job had. NOT_FOUND when no such job is queued or running.
-  absl::StatusOr<v1::JobState> Cancel(const std::string& job_id, const std::string& reason);
-  absl::StatusOr<v1::JobState> Skip(const std::string& job_id);
+  // job had. NOT_FOUND when no such job is queued or running; PERMISSION_DENIED when `by` is given, is no admin
+  // and does not own the job.
+  absl::StatusOr<v1::JobState> Cancel(const std::string& job_id, const std::string& reason,
+                                      const Caller* by = nullptr);
+  absl::StatusOr<v1::JobState> Skip(const std::string& job_id, const Caller* by = nullptr);
 
   struct Listing {
     std::shared_ptr<Job> running;
@@ -79,6 +84,7 @@ class JobManager {
   JobRunner& runner_;
   const JobManagerOptions options_;
   JobQueue queue_;
+  ClientQuotas quotas_;
   std::atomic<bool> shutting_down_{false};
   std::once_flag shutdown_once_;
 

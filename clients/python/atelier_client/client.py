@@ -267,12 +267,36 @@ def _strip_data_uri(value):
 
 
 class Client:
-    def __init__(self, address: Optional[str] = None, client_id: str = "atelier-python", max_message_mb: int = 256):
-        self.address = address or os.environ.get("ATELIER_SERVER", "127.0.0.1:50051")
+    def __init__(self, address: Optional[str] = None, client_id: str = "atelier-python", max_message_mb: int = 256,
+                 token: Optional[str] = None, tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
+                 tls_key: Optional[str] = None):
+        """`address`: host:port, or several comma-separated (gRPC's round_robin balances calls over them);
+        `token`: bearer token of a daemon run with --auth-tokens; `tls_ca`: PEM file of the CA the daemon's TLS
+        certificate chains to (TLS when given); `tls_cert` / `tls_key`: PEM client certificate and key (mutual TLS).
+        Each falls back to $ATELIER_SERVER, $ATELIER_TOKEN, $ATELIER_TLS_CA, $ATELIER_TLS_CERT, $ATELIER_TLS_KEY."""
+        self.address = address or os.environ.get("ATELIER_SERVER") or "127.0.0.1:50051"
+        token = token or os.environ.get("ATELIER_TOKEN")
+        tls_ca = tls_ca or os.environ.get("ATELIER_TLS_CA")
+        tls_cert = tls_cert or os.environ.get("ATELIER_TLS_CERT")
+        tls_key = tls_key or os.environ.get("ATELIER_TLS_KEY")
         limit = max_message_mb * 1024 * 1024
-        self._channel = grpc.insecure_channel(self.address, options=[("grpc.max_receive_message_length", limit),
-                                                                     ("grpc.max_send_message_length", limit)])
-        self._metadata = (("atelier-client", client_id),)
+        options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        target = self.address
+        if "," in target:
+            addresses = [a.strip() for a in target.split(",") if a.strip()]
+            target = ("ipv6:" if addresses[0].startswith("[") else "ipv4:") + ",".join(addresses)
+            options.append(("grpc.lb_policy_name", "round_robin"))
+        if tls_ca or tls_cert:
+            def read(path):
+                with open(path, "rb") as f:
+                    return f.read()
+            credentials = grpc.ssl_channel_credentials(root_certificates=read(tls_ca) if tls_ca else None,
+                                                       private_key=read(tls_key) if tls_cert else None,
+                                                       certificate_chain=read(tls_cert) if tls_cert else None)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
+        self._metadata = (("atelier-client", client_id),) + ((("authorization", "Bearer " + token),) if token else ())
         self._generation = generation_pb2_grpc.GenerationStub(self._channel)
         self._models = models_pb2_grpc.ModelsStub(self._channel)
         self._plugins = plugins_pb2_grpc.PluginsStub(self._channel)

@@ -1,0 +1,112 @@
+#include "connection.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <grpcpp/support/client_interceptor.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace atelier::cli {
+namespace {
+
+using grpc::experimental::InterceptionHookPoints;
+
+// Adds the bearer token to every call's metadata: one place instead of every ClientContext.
+class TokenInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  explicit TokenInterceptor(const std::string* header) : header_(header) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", *header_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* header_;
+};
+
+class TokenInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit TokenInterceptorFactory(const std::string& token) : header_(absl::StrCat("Bearer ", token)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
+    return new TokenInterceptor(&header_);
+  }
+
+ private:
+  const std::string header_;  // lives as long as the channel, which owns the factory
+};
+
+void FromEnv(std::string& field, const char* name) {
+  if (!field.empty()) return;
+  const char* value = std::getenv(name);
+  if (value != nullptr) field = value;
+}
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(flag, ": the file cannot be opened"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (text.str().find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": the file is not PEM (no -----BEGIN line)"));
+  }
+  return text.str();
+}
+
+}  // namespace
+
+void FillFromEnvironment(ConnectionOptions& options) {
+  FromEnv(options.server, "ATELIER_SERVER");
+  if (options.server.empty()) options.server = "127.0.0.1:50051";
+  FromEnv(options.token, "ATELIER_TOKEN");
+  FromEnv(options.tls_ca, "ATELIER_TLS_CA");
+  FromEnv(options.tls_cert, "ATELIER_TLS_CERT");
+  FromEnv(options.tls_key, "ATELIER_TLS_KEY");
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const ConnectionOptions& options) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
+  args.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30 * 1000);
+  std::string target = options.server;
+  if (absl::StrContains(target, ',')) {
+    // "a:1,b:2" -> gRPC's ipv4/ipv6 list URI, balanced call by call.
+    std::vector<std::string> addresses = absl::StrSplit(target, ',', absl::SkipWhitespace());
+    const bool v6 = absl::StartsWith(addresses.front(), "[");
+    target = absl::StrCat(v6 ? "ipv6:" : "ipv4:", absl::StrJoin(addresses, ","));
+    args.SetLoadBalancingPolicyName("round_robin");
+  }
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (!options.tls_ca.empty() || !options.tls_cert.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    if (!options.tls_ca.empty()) {
+      auto ca = ReadPem(options.tls_ca, "--tls-ca");
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *ca;
+    }
+    if (!options.tls_cert.empty()) {
+      auto cert = ReadPem(options.tls_cert, "--tls-cert");
+      if (!cert.ok()) return cert.status();
+      auto key = ReadPem(options.tls_key, "--tls-key");
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
+    }
+    credentials = grpc::SslCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureChannelCredentials();
+  }
+  if (options.token.empty()) return grpc::CreateCustomChannel(target, credentials, args);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<TokenInterceptorFactory>(options.token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(target, credentials, args, std::move(interceptors));
+}
+
+}  // namespace atelier::cli
