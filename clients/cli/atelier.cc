@@ -107,8 +107,11 @@ int Version(const Options& options) {
                 info.cpu_features().empty() ? "" : "; CPU features: ", info.cpu_features().c_str());
   }
   const v1::Limits& l = info.limits();
-  std::printf("limits: image side <= %d, images/job <= %d, steps <= %d, queue <= %d, message <= %d MiB\n",
-              l.max_image_side(), l.max_images_per_job(), l.max_steps(), l.max_queue(),
+  std::printf("limits: image side <= %d, pixels <= %lld, images/job <= %d, steps <= %d, frames <= %d, prompt "
+              "tokens <= %d, ControlNet units <= %d, plugin args <= %lld KiB, queue <= %d, message <= %d MiB\n",
+              l.max_image_side(), static_cast<long long>(l.max_image_pixels()), l.max_images_per_job(), l.max_steps(),
+              l.max_frames(), l.max_prompt_tokens(), l.max_controlnet_units(),
+              static_cast<long long>(l.max_plugin_args_bytes() / 1024), l.max_queue(),
               l.max_message_bytes() / (1024 * 1024));
   return cli::kExitOk;
 }

@@ -137,6 +137,33 @@ int Run(int argc, char** argv) {
   app.add_option("--auth-open", open_services,
                  "services callable without a token: health, reflection, none (default: health)")
       ->check(CLI::IsMember({"health", "reflection", "none"}));
+  // The operator's request limits (server/request_limits.h): each may lower the daemon's hard ceiling.
+  server::RequestLimits request_limits;
+  app.add_option("--max-image-side", request_limits.max_image_side, "largest width or height of any pass")
+      ->capture_default_str()->check(CLI::Range(64, kMaxImageSide));
+  app.add_option("--max-image-pixels", request_limits.max_image_pixels,
+                 "largest width x height of any pass, hires fix included")
+      ->capture_default_str()->check(CLI::Range(std::int64_t{4096}, std::int64_t{kMaxImageSide} * kMaxImageSide));
+  app.add_option("--max-images-per-job", request_limits.max_images_per_job, "largest batch_size x n_iter")
+      ->capture_default_str()->check(CLI::Range(1, kMaxImagesPerJob));
+  app.add_option("--max-steps", request_limits.max_steps, "most sampling steps of any pass")
+      ->capture_default_str()->check(CLI::Range(1, kMaxSteps));
+  app.add_option("--max-frames", request_limits.max_frames, "longest AnimateDiff video (video_length)")
+      ->capture_default_str()->check(CLI::Range(1, 100000));
+  app.add_option("--max-prompt-tokens", request_limits.max_prompt_tokens, "most CLIP tokens in one prompt")
+      ->capture_default_str()->check(CLI::Range(75, 1000000));
+  app.add_option("--max-controlnet-units", request_limits.max_controlnet_units, "most enabled ControlNet units")
+      ->capture_default_str()->check(CLI::Range(0, 1000));
+  int max_plugin_args_kb = static_cast<int>(request_limits.max_plugin_args_bytes / 1024);
+  app.add_option("--max-plugin-args-kb", max_plugin_args_kb, "largest alwayson_scripts (plugin arguments), KiB of JSON")
+      ->capture_default_str()->check(CLI::Range(1, kMaxScriptArgsBytes / 1024));
+  server::DaemonServerOptions grpc_bounds;
+  app.add_option("--max-concurrent-streams", grpc_bounds.max_concurrent_streams,
+                 "most calls open at once on one client connection")
+      ->capture_default_str()->check(CLI::Range(1, 100000));
+  int grpc_memory_mb = static_cast<int>(grpc_bounds.grpc_memory_bytes >> 20);
+  app.add_option("--grpc-memory-mb", grpc_memory_mb, "memory gRPC may use for connections and messages (MiB)")
+      ->capture_default_str()->check(CLI::Range(64, 1 << 20));
   // Per-client quotas (server/client_quotas.h); a token's line may set its own.
   int quota_jobs = 0, quota_queued = 0;
   double quota_work_per_job = 0, quota_work_per_minute = 0;
@@ -302,12 +329,16 @@ int Run(int argc, char** argv) {
   if (!styles->styles().empty()) LogInfo(absl::StrCat("prompt styles: ", styles->styles().size(), " loaded"));
   server::GenerationRunner runner(models, *plugins, **tokenizer);
   runner.set_styles(&*styles);
+  request_limits.max_plugin_args_bytes = std::int64_t{max_plugin_args_kb} * 1024;
+  runner.set_limits(request_limits);
   server::DaemonServerOptions options;
   options.listen = listen;
   options.max_queue = max_queue;
   options.max_message_bytes = max_message_mb * 1024 * 1024;
   options.outputs = outputs.get();
   options.security = *security;
+  options.max_concurrent_streams = grpc_bounds.max_concurrent_streams;
+  options.grpc_memory_bytes = std::int64_t{grpc_memory_mb} << 20;
   if (quota_jobs > 0) options.client_limits.jobs = quota_jobs;
   if (quota_queued > 0) options.client_limits.queued = quota_queued;
   if (quota_work_per_job > 0) options.client_limits.work_per_job = quota_work_per_job;
@@ -322,6 +353,7 @@ int Run(int argc, char** argv) {
   facts.compute_dtype = *resolved_dtype;
   facts.cpu_features = engine::CpuFeatureList(cpu);
   facts.started_at = absl::Now();
+  facts.request_limits = request_limits;
   auto server = server::DaemonServer::Start(options, runner, *plugins, models, facts);
   if (!server.ok()) {
     LogError(std::string(server.status().message()));

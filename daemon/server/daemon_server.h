@@ -31,6 +31,10 @@ struct DaemonServerOptions {
   ServerSecurity security;
   // Every client's limits unless its token sets its own (client_quotas.h).
   ClientLimits client_limits;
+  // gRPC's own bounds, so memory stays bounded whatever clients do: streams open at once on one connection, and
+  // the memory gRPC may use for its buffers (ResourceQuota; 0: gRPC's default).
+  int max_concurrent_streams = 256;
+  std::int64_t grpc_memory_bytes = std::int64_t{1} << 30;
 };
 
 class GenerationService;

@@ -46,7 +46,7 @@ struct PreparedXyz final : PreparedJob {
 
 GenerationRunner::GenerationRunner(engine::ModelManager& models, const host::PluginRegistry& plugins,
                                    const engine::ClipTokenizer& tokenizer)
-    : models_(models), plugins_(plugins), pipelines_(models, tokenizer) {}
+    : models_(models), plugins_(plugins), tokenizer_(tokenizer), pipelines_(models, tokenizer) {}
 
 GenerationRunner::~GenerationRunner() = default;
 
@@ -109,6 +109,12 @@ absl::StatusOr<std::shared_ptr<const PreparedJob>> GenerationRunner::Prepare(v1:
     }
     auto settings = JobSettingsFromRequest(request);
     if (!settings.ok()) return settings.status();
+    std::vector<int> prompt_tokens;
+    for (const std::string* text : {&request.prompt(), &request.negative_prompt(), &request.hr_prompt(),
+                                    &request.hr_negative_prompt()}) {
+      if (!text->empty()) prompt_tokens.push_back(static_cast<int>(tokenizer_.Encode(*text).size()));
+    }
+    if (absl::Status st = CheckRequestLimits(*settings, prompt_tokens, limits_); !st.ok()) return st;
     const std::string& init_image = request.init_images_size() > 0 ? request.init_images(0) : std::string();
     if (absl::Status st = jobs::CheckJob(*settings, models_, init_image, request.mask()); !st.ok()) return st;
     auto prepared = std::make_shared<PreparedGeneration>();

@@ -13,6 +13,7 @@
 #include "server/job_runner.h"
 
 #include "engine/text/prompt_styles.h"
+#include "server/request_limits.h"
 
 namespace atelier::server {
 
@@ -34,10 +35,14 @@ class GenerationRunner final : public JobRunner {
   const engine::ModelFolders* folders() const override { return models_.folders(); }
   // WebUI's prompt styles a request names (`styles`); null: none defined. Outlives the runner.
   void set_styles(const engine::PromptStyles* styles) { styles_ = styles; }
+  // The operator's request limits (request_limits.h), checked in Prepare; set before serving.
+  void set_limits(const RequestLimits& limits) { limits_ = limits; }
 
  private:
   engine::ModelManager& models_;
   const host::PluginRegistry& plugins_;
+  const engine::ClipTokenizer& tokenizer_;
+  RequestLimits limits_;
   jobs::PipelineCache pipelines_;  // executor thread only
   jobs::CostModel cost_;           // thread-safe: estimated at admission, calibrated by every finished job
   const engine::PromptStyles* styles_ = nullptr;

@@ -12,6 +12,7 @@
 #include "host/plugin_registry.h"
 #include "server/job_manager.h"
 #include "server/job_runner.h"
+#include "server/request_limits.h"
 
 #include <condition_variable>
 #include <mutex>
@@ -29,6 +30,7 @@ struct DaemonFacts {
   absl::Time started_at;
   int max_queue = 0;
   int max_message_bytes = 0;
+  RequestLimits request_limits;  // the operator's (request_limits.h)
   const engine::PromptStyles* styles = nullptr;  // styles.csv (null: none); outlives the server
 };
 

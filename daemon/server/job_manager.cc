@@ -61,7 +61,8 @@ absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, cons
     // The caller's quota, counted under the same lock that registers the job, so parallel submits cannot pass it.
     int active = 0, queued = 0;
     for (const auto& [id, other] : active_) {
-      if (other->owner() != caller.owner) continue;
+      // A finished job leaves active_ a moment after its stream ended: it no longer counts (Job's lock is a leaf).
+      if (other->owner() != caller.owner || other->finished()) continue;
       ++active;
       if (other != running_) ++queued;  // active_ holds the queued jobs and the running one
     }

@@ -1,6 +1,7 @@
 """Security of a real atelierd: bearer tokens (--auth-tokens) checked on every call, TLS and mutual TLS, the refusal
 to listen beyond loopback unprotected, per-token quotas and who may cancel whose job; the CLI and the Python client
 with --token / --tls-ca and their environment variables. Tokens and secret paths never show in errors or logs.
+Also the operator's request limits (--max-*), reported by GetInfo and enforced with errors naming the flag.
 
 Run by ctest with ATELIER_DAEMON (the atelierd binary) and PYTHONPATH (build/python and clients/python) set."""
 
@@ -174,6 +175,30 @@ class TokenTest(unittest.TestCase):
         self.assertIn("atelier-shapes", done.stdout)
         done = subprocess.run(base + ["jobs"], capture_output=True, text=True, env=dict(os.environ, ATELIER_TOKEN=OPS))
         self.assertEqual(done.returncode, 0, done.stderr)
+
+
+class RequestLimitsTest(unittest.TestCase):
+    def test_flags_lower_the_limits(self):
+        daemon = DaemonProcess(extra_args=("--max-steps", "12", "--max-image-side", "128", "--max-prompt-tokens", "80",
+                                           "--max-images-per-job", "2", "--max-concurrent-streams", "8"))
+        try:
+            with Client(daemon.address) as c:
+                limits = c.info().limits
+                self.assertEqual((limits.max_steps, limits.max_image_side, limits.max_prompt_tokens,
+                                  limits.max_images_per_job), (12, 128, 80, 2))
+                self.assertEqual(len(c.txt2img("a red circle", steps=12, width=128, height=64).wait()), 1)
+                for fields, flag in (({"steps": 13}, "--max-steps"), ({"width": 136}, "--max-image-side"),
+                                     ({"prompt": "red " * 81}, "--max-prompt-tokens"),
+                                     ({"batch_size": 3}, "--max-images-per-job")):
+                    fields = dict({"prompt": "a red circle", "steps": 2}, **fields)
+                    with self.assertRaises(AtelierError) as raised:
+                        c.txt2img(**fields).wait()
+                    self.assertEqual(raised.exception.code, grpc.StatusCode.INVALID_ARGUMENT, flag)
+                    self.assertIn(flag, raised.exception.details)
+            done = subprocess.run([CLI, "--server", daemon.address, "version"], capture_output=True, text=True)
+            self.assertIn("steps <= 12", done.stdout)
+        finally:
+            self.assertEqual(daemon.stop(), 0)
 
 
 class StartupRefusalTest(unittest.TestCase):
