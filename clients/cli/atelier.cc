@@ -113,6 +113,11 @@ int Version(const Options& options) {
               l.max_frames(), l.max_prompt_tokens(), l.max_controlnet_units(),
               static_cast<long long>(l.max_plugin_args_bytes() / 1024), l.max_queue(),
               l.max_message_bytes() / (1024 * 1024));
+  const v1::DaemonStats& s = info.stats();
+  std::printf("up %.0f s: %d queued, %d running; jobs %llu succeeded, %llu failed, %llu cancelled; %llu calls "
+              "refused\n", s.uptime_seconds(), s.queue_depth(), s.running(),
+              static_cast<unsigned long long>(s.jobs_succeeded()), static_cast<unsigned long long>(s.jobs_failed()),
+              static_cast<unsigned long long>(s.jobs_cancelled()), static_cast<unsigned long long>(s.requests_refused()));
   return cli::kExitOk;
 }
 

@@ -23,6 +23,7 @@
 #include "engine/models/runtime.h"
 #include "host/plugin_registry.h"
 #include "server/daemon_server.h"
+#include "server/metrics_endpoint.h"
 #include "server/server_security.h"
 #include "engine/text/clip_tokenizer.h"
 #include "server/generation_runner.h"
@@ -113,6 +114,12 @@ int Run(int argc, char** argv) {
                  "CPU, 600 on CUDA")
       ->check(CLI::Range(0.0, 1e7));
   app.add_option("--log-level", log_level, "debug, info, warning or error")->capture_default_str();
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format, "text (key=value fields) or json (one object per line)")
+      ->capture_default_str()->check(CLI::IsMember({"text", "json"}));
+  std::string metrics_listen;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "HOST:PORT to serve Prometheus metrics on (GET /metrics); off by default");
   app.add_option("--cache-dir", cache_dir, "where checkpoint hashes are cached (like WebUI's cache.json)")
       ->capture_default_str();
   app.add_option("--checkpoint", checkpoint,
@@ -190,6 +197,7 @@ int Run(int argc, char** argv) {
     return 2;
   }
   SetLogLevel(*level);
+  SetLogFormat(*ParseLogFormat(log_format));
 
   // Before anything heavy: a port that would be open to the network, or an unreadable key, stops here.
   security_options.listen = listen;
@@ -360,6 +368,18 @@ int Run(int argc, char** argv) {
     return 1;
   }
   LogInfo(absl::StrCat("security: ", security->summary));
+  std::unique_ptr<server::MetricsEndpoint> metrics;
+  if (!metrics_listen.empty()) {
+    server::DaemonServer* daemon = server->get();
+    auto started = server::MetricsEndpoint::Start(metrics_listen, [daemon] { return daemon->MetricsText(); });
+    if (!started.ok()) {
+      LogError(std::string(started.status().message()));
+      return 2;
+    }
+    metrics = *std::move(started);
+    LogInfo(absl::StrCat("metrics on http://", metrics_listen.substr(0, metrics_listen.rfind(':')), ":",
+                         metrics->port(), "/metrics"));
+  }
   // The one line on stdout: scripts and tests read the real port from it.
   std::printf("atelierd listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);
@@ -376,6 +396,7 @@ int Run(int argc, char** argv) {
     std::_Exit(130);
   }).detach();
   (*server)->Shutdown();
+  metrics.reset();
   server->reset();
   plugins.reset();  // finalizes plugins (joining their threads) before exit
   LogInfo("stopped");

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/daemon_metrics.h"
 #include "server/generation_service.h"
 #include "server/request_parse_errors.h"
 #include "util/log.h"
@@ -37,7 +38,7 @@ absl::StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonSe
   server->generation_ = std::make_unique<GenerationService>(*server->jobs_, runner, plugins, *server->callers_);
   server->models_ = std::make_unique<ModelsService>(models, *server->jobs_, runner, plugins, server->facts_);
   server->plugins_ = std::make_unique<PluginsService>(plugins, *server->jobs_, *server->callers_);
-  server->daemon_ = std::make_unique<DaemonService>(server->facts_);
+  server->daemon_ = std::make_unique<DaemonService>(server->facts_, *server->jobs_);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -83,6 +84,20 @@ absl::StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonSe
 DaemonServer::~DaemonServer() { Shutdown(); }
 
 std::string DaemonServer::address() const { return absl::StrCat(host_, ":", port_); }
+
+std::string DaemonServer::MetricsText() const {
+  LiveGauges live;
+  live.uptime_seconds = absl::ToDoubleSeconds(absl::Now() - facts_.started_at);
+  const JobManager::Listing listing = jobs_->List();
+  live.queue_depth = static_cast<int>(listing.queued.size());
+  live.running = listing.running != nullptr ? 1 : 0;
+  const engine::MemoryFigures memory = engine::ReadMemoryFigures(facts_.runtime.device);
+  live.process_rss_bytes = memory.process_rss_bytes;
+  live.system_available_bytes = memory.system_available_bytes;
+  live.device_total_bytes = memory.device_total_bytes;
+  live.device_free_bytes = memory.device_free_bytes;
+  return RenderPrometheus(DaemonMetrics::Global().Take(), live);
+}
 
 void DaemonServer::Drain() {
   if (drained_ || server_ == nullptr) return;

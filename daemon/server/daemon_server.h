@@ -51,6 +51,8 @@ class DaemonServer {
   // "127.0.0.1:PORT" with the real port.
   std::string address() const;
   JobManager& jobs() { return *jobs_; }
+  // The Prometheus text exposition of the daemon's metrics (daemon_metrics.h) with live gauges. Thread-safe.
+  std::string MetricsText() const;
 
   // Shutdown, first half: health goes NOT_SERVING, new jobs get UNAVAILABLE, queued jobs end with UNAVAILABLE, the
   // running job stops at its next step boundary; returns when the executor is idle. RPCs are still served, so

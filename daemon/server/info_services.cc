@@ -8,6 +8,7 @@
 
 #include "absl/time/clock.h"
 #include "absl/strings/str_cat.h"
+#include "server/daemon_metrics.h"
 #include "server/generation_service.h"
 #include "server/grpc_status.h"
 #include "server/job_stream.h"
@@ -256,6 +257,28 @@ grpc::ServerUnaryReactor* DaemonService::GetInfo(grpc::CallbackServerContext* co
   limits->set_max_controlnet_units(operator_limits.max_controlnet_units);
   limits->set_max_plugin_args_bytes(operator_limits.max_plugin_args_bytes);
   limits->set_max_message_bytes(facts_.max_message_bytes);
+  const DaemonMetrics::Snapshot metrics = DaemonMetrics::Global().Take();
+  const JobManager::Listing listing = jobs_.List();
+  v1::DaemonStats* stats = response->mutable_stats();
+  stats->set_uptime_seconds(absl::ToDoubleSeconds(absl::Now() - facts_.started_at));
+  stats->set_queue_depth(static_cast<int>(listing.queued.size()));
+  stats->set_running(listing.running != nullptr ? 1 : 0);
+  const auto count = [&metrics](const char* state) {
+    const auto it = metrics.jobs.find(state);
+    return it == metrics.jobs.end() ? std::uint64_t{0} : it->second;
+  };
+  stats->set_jobs_succeeded(count("succeeded"));
+  stats->set_jobs_failed(count("failed"));
+  stats->set_jobs_cancelled(count("cancelled"));
+  std::uint64_t refused = 0;
+  for (const auto& [code, n] : metrics.refused) refused += n;
+  stats->set_requests_refused(refused);
+  for (const auto& [stage, seconds] : metrics.stage_seconds) (*stats->mutable_stage_seconds())[stage] = seconds;
+  stats->set_job_run_seconds(metrics.run_seconds.sum);
+  stats->set_job_queue_seconds(metrics.queue_seconds.sum);
+  const auto preview = metrics.bytes_sent.find("preview");
+  stats->set_preview_bytes_sent(preview == metrics.bytes_sent.end() ? 0 : preview->second);
+  stats->set_streams_open(metrics.streams_open);
   limits->set_max_queue(facts_.max_queue);
   return FinishUnary(context, grpc::Status::OK);
 }

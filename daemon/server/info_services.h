@@ -88,12 +88,13 @@ class PluginsService final : public v1::Plugins::CallbackService {
 
 class DaemonService final : public v1::Daemon::CallbackService {
  public:
-  explicit DaemonService(const DaemonFacts& facts) : facts_(facts) {}
+  DaemonService(const DaemonFacts& facts, const JobManager& jobs) : facts_(facts), jobs_(jobs) {}
   grpc::ServerUnaryReactor* GetInfo(grpc::CallbackServerContext* context, const v1::GetInfoRequest* request,
                                     v1::DaemonInfo* response) override;
 
  private:
   const DaemonFacts& facts_;
+  const JobManager& jobs_;
 };
 
 }  // namespace atelier::server

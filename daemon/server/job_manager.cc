@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "engine/models/cpu_allocator.h"
 #include "engine/models/runtime.h"
+#include "server/daemon_metrics.h"
 #include "server/job_context.h"
 #include "util/log.h"
 #include "util/user_text.h"
@@ -77,11 +78,17 @@ absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, cons
   // Every job reports its place once, even one an idle executor takes before PublishPositions runs.
   const int waiting = static_cast<int>(queue_.size());
   job->PublishPosition(waiting, waiting + 1);
+  // Logged before the push: once queued, an idle executor may start (and log) the job at once.
+  Log(LogLevel::kInfo, "job queued",
+      {{"job", job->id()}, {"client", job->client_id()}, {"owner", caller.owner},
+       {"work_mpx_steps", absl::StrFormat("%.2f", work)}, {"waiting", absl::StrCat(waiting)}});
   if (absl::Status pushed = queue_.Push(job); !pushed.ok()) {
+    Log(LogLevel::kInfo, "job refused", {{"job", job->id()}, {"message", std::string(pushed.message())}});
     quotas_.Refund(caller.owner, work);
     Forget(job->id());
     return pushed;
   }
+
   PublishPositions();
   return job;
 }
@@ -111,6 +118,9 @@ absl::StatusOr<v1::JobState> JobManager::Cancel(const std::string& job_id, const
   job->RequestCancel(reason);
   if (queue_.Remove(job_id)) {
     job->Finish(absl::CancelledError(reason), v1::Finished());
+    DaemonMetrics::Global().JobFinished("cancelled", absl::ToDoubleSeconds(absl::Now() - job->submitted_at()), 0, {});
+    Log(LogLevel::kInfo, "job finished", {{"job", job->id()}, {"client", job->client_id()}, {"state", "cancelled"},
+                                          {"message", reason}});
     Forget(job_id);
     PublishPositions();
   }
@@ -145,6 +155,8 @@ void JobManager::Shutdown() {
     for (const auto& job : queue_.Close()) {
       job->RequestCancel("the daemon is shutting down");
       job->Finish(absl::UnavailableError("the daemon is shutting down; the job was not started"), v1::Finished());
+      DaemonMetrics::Global().JobFinished("cancelled", absl::ToDoubleSeconds(absl::Now() - job->submitted_at()), 0,
+                                          {});
       Forget(job->id());
     }
     std::shared_ptr<Job> running;
@@ -209,6 +221,9 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
   }
   job->MarkRunning();
   PublishPositions();
+  Log(LogLevel::kInfo, "job started",
+      {{"job", job->id()}, {"client", job->client_id()},
+       {"queued_s", absl::StrFormat("%.2f", absl::ToDoubleSeconds(job->started_at() - job->submitted_at()))}});
 
   JobContext context(job, options_.max_message_bytes);
   context.set_outputs(options_.outputs);
@@ -236,9 +251,6 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
   } else if (job->cancel_requested() && !status.ok()) {
     status = absl::CancelledError(job->cancel_reason());
   }
-  if (!status.ok() && status.code() != absl::StatusCode::kCancelled) {
-    LogWarning(absl::StrCat("job ", job->id(), " failed: ", status.message()));
-  }
 
   v1::Finished finished;
   for (const auto& [stage, seconds] : context.timings()) {
@@ -250,7 +262,19 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
   finished.set_invoke_result_json(context.invoke_result());
   finished.set_queued_seconds(absl::ToDoubleSeconds(job->started_at() - job->submitted_at()));
   finished.set_run_seconds(absl::ToDoubleSeconds(absl::Now() - job->started_at()));
+  std::vector<std::pair<std::string, double>> stages;
+  for (const auto& t : finished.timings()) stages.emplace_back(t.stage(), t.seconds());
+  const double queued_seconds = finished.queued_seconds(), run_seconds = finished.run_seconds();
   job->Finish(status, std::move(finished));
+  const std::string state = status.ok() ? "succeeded"
+                            : job->state() == v1::JOB_STATE_CANCELLED ? "cancelled"
+                                                                       : "failed";
+  DaemonMetrics::Global().JobFinished(state, queued_seconds, run_seconds, stages);
+  Log(state == "failed" ? LogLevel::kWarning : LogLevel::kInfo, "job finished",
+      {{"job", job->id()}, {"client", job->client_id()}, {"state", state},
+       {"run_s", absl::StrFormat("%.2f", run_seconds)},
+       {"code", absl::StatusCodeToString(status.code())},
+       {"message", std::string(status.message().substr(0, 300))}});
   {
     std::lock_guard<std::mutex> lock(mu_);
     running_.reset();

@@ -1,5 +1,8 @@
 #include "server/job_stream.h"
 
+#include "absl/status/status.h"
+#include "server/daemon_metrics.h"
+
 #include "server/grpc_status.h"
 
 namespace atelier::server {
@@ -14,6 +17,7 @@ class RejectedStream final : public grpc::ServerWriteReactor<v1::GenerateEvent> 
 }  // namespace
 
 grpc::ServerWriteReactor<v1::GenerateEvent>* JobStream::Reject(const grpc::Status& status) {
+  DaemonMetrics::Global().Refused(absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())));
   return new RejectedStream(status);
 }
 
@@ -30,7 +34,20 @@ JobStream::JobStream(std::shared_ptr<Job> job, EventCursor cursor, std::function
       on_client_gone_(std::move(on_client_gone)),
       cursor_(cursor) {
   link_->stream = this;
+  DaemonMetrics::Global().StreamOpened();
 }
+
+namespace {
+
+// "progress", "preview", "result", ...: the name of the event's oneof member.
+const std::string& EventKind(const v1::GenerateEvent& event) {
+  static const std::string kUnknown = "unknown";
+  const auto* oneof = v1::GenerateEvent::descriptor()->FindOneofByName("event");
+  const auto* field = oneof == nullptr ? nullptr : event.GetReflection()->GetOneofFieldDescriptor(event, oneof);
+  return field == nullptr ? kUnknown : field->name();
+}
+
+}  // namespace
 
 void JobStream::Link::OnJobUpdated() {
   std::lock_guard<std::recursive_mutex> lock(mu);
@@ -57,12 +74,17 @@ void JobStream::Pump() {
       finished_copy_.mutable_finished()->set_dropped_events(cursor_.dropped);
       in_flight_.reset();
       lock.unlock();
+      DaemonMetrics::Global().EventSent("finished", finished_copy_.ByteSizeLong());
       StartWrite(&finished_copy_);
       return;
     }
     in_flight_ = std::move(event);
     const v1::GenerateEvent* message = in_flight_.get();
     lock.unlock();
+    DaemonMetrics::Global().EventSent(EventKind(*message), message->ByteSizeLong());
+    if (message->has_progress() && message->progress().has_preview()) {
+      DaemonMetrics::Global().EventSent("preview", message->progress().preview().ByteSizeLong());
+    }
     StartWrite(message);
     return;
   }
@@ -99,6 +121,7 @@ void JobStream::OnDone() {
     std::lock_guard<std::recursive_mutex> lock(link_->mu);
     link_->stream = nullptr;
   }
+  DaemonMetrics::Global().StreamClosed();
   delete this;
 }
 
