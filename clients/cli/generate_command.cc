@@ -204,6 +204,9 @@ void AddGenerateFlags(CLI::App* c, GenerateFlags& f) {
   add("--format", f.output_format, "result encoding: png (default), jpeg, webp");
   add("-o,--output-dir", f.output_dir, "where results are written")->capture_default_str();
   f.options["--quiet"] = c->add_flag("-q,--quiet", f.quiet, "no progress output; print only the saved files");
+  f.options["--no-retry"] = c->add_flag("--no-retry", f.no_retry,
+                                        "a job the daemon dropped mid-way (it restarted: UNAVAILABLE) is resubmitted "
+                                        "once with the same seeds unless this is given");
 }
 
 absl::StatusOr<v1::GenerateRequest> BuildRequest(const GenerateFlags& f) {
@@ -383,52 +386,76 @@ int RunGenerate(const std::shared_ptr<grpc::Channel>& channel, const GenerateFla
   if (!flags.previews_dir.empty()) fs::create_directories(flags.previews_dir, ec);
 
   auto stub = v1::Generation::NewStub(channel);
-  grpc::ClientContext context;
-  context.AddMetadata("atelier-client", "atelier-cli");
-  auto reader = stub->Generate(&context, *request);
   EventPrinter printer(stderr, isatty(STDERR_FILENO) != 0);
   v1::GenerateEvent event;
   int saved = 0, previews = 0;
   bool write_failed = false;
   ArtifactFiles artifacts(flags.output_dir);
-  while (reader->Read(&event)) {
-    if (!flags.quiet) printer.Print(event);
-    if (event.has_artifact()) {
-      auto written = artifacts.Add(event.artifact());
-      if (!written.ok()) {
-        std::fprintf(stderr, "atelier: %s\n", std::string(written.status().message()).c_str());
-        write_failed = true;
-      } else if (written->has_value()) {
+  std::set<int> results_saved;  // image indexes, so a retried job does not save an image twice
+  grpc::Status status;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    grpc::ClientContext context;
+    context.AddMetadata("atelier-client", "atelier-cli");
+    auto reader = stub->Generate(&context, *request);
+    bool accepted = false;
+    std::vector<std::int64_t> seeds, subseeds;
+    while (reader->Read(&event)) {
+      accepted = true;
+      if (event.has_started()) {
+        seeds.assign(event.started().all_seeds().begin(), event.started().all_seeds().end());
+        subseeds.assign(event.started().all_subseeds().begin(), event.started().all_subseeds().end());
+      }
+      if (event.has_result() && results_saved.count(event.result().index()) > 0) continue;
+      if (!flags.quiet) printer.Print(event);
+      if (event.has_artifact()) {
+        auto written = artifacts.Add(event.artifact());
+        if (!written.ok()) {
+          std::fprintf(stderr, "atelier: %s\n", std::string(written.status().message()).c_str());
+          write_failed = true;
+        } else if (written->has_value()) {
+          printer.Flush();
+          std::printf("%s\n", (*written)->c_str());
+          std::fflush(stdout);
+        }
+      }
+      if (event.has_progress() && event.progress().has_preview() && !flags.previews_dir.empty()) {
+        const v1::Image& image = event.progress().preview();
+        const fs::path path = fs::path(flags.previews_dir) /
+                              absl::StrFormat("%s-%05d.%s", event.job_id(), previews++, ExtensionOf(image.mime_type()));
+        write_failed |= !WriteFile(path, image.data());
+      }
+      if (event.has_result()) {
+        const v1::Result& result = event.result();
+        const fs::path path = fs::path(flags.output_dir) /
+                              absl::StrFormat("%05d-%d.%s", NextImageNumber(flags.output_dir), result.seed(),
+                                              ExtensionOf(result.image().mime_type()));
+        if (!WriteFile(path, result.image().data())) {
+          std::fprintf(stderr, "atelier: cannot write %s\n", path.c_str());
+          write_failed = true;
+          continue;
+        }
+        ++saved;
+        results_saved.insert(result.index());
         printer.Flush();
-        std::printf("%s\n", (*written)->c_str());
+        std::printf("%s\n", path.c_str());
+        if (!flags.quiet) std::printf("%s\n", result.infotext().c_str());
         std::fflush(stdout);
       }
     }
-    if (event.has_progress() && event.progress().has_preview() && !flags.previews_dir.empty()) {
-      const v1::Image& image = event.progress().preview();
-      const fs::path path = fs::path(flags.previews_dir) /
-                            absl::StrFormat("%s-%05d.%s", event.job_id(), previews++, ExtensionOf(image.mime_type()));
-      write_failed |= !WriteFile(path, image.data());
+    printer.Flush();
+    status = reader->Finish();
+    // The daemon went away after taking the job (it crashed and its supervisor restarts it, or it was stopped): run
+    // the job again once, with the seeds it had, so the user loses nothing.
+    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || !accepted || attempt > 0 || flags.no_retry) break;
+    if (!seeds.empty()) {
+      request->set_seed(seeds.front());
+      if (!subseeds.empty()) request->set_subseed(subseeds.front());
     }
-    if (event.has_result()) {
-      const v1::Result& result = event.result();
-      const fs::path path = fs::path(flags.output_dir) /
-                            absl::StrFormat("%05d-%d.%s", NextImageNumber(flags.output_dir), result.seed(),
-                                            ExtensionOf(result.image().mime_type()));
-      if (!WriteFile(path, result.image().data())) {
-        std::fprintf(stderr, "atelier: cannot write %s\n", path.c_str());
-        write_failed = true;
-        continue;
-      }
-      ++saved;
-      printer.Flush();
-      std::printf("%s\n", path.c_str());
-      if (!flags.quiet) std::printf("%s\n", result.infotext().c_str());
-      std::fflush(stdout);
-    }
+    std::fprintf(stderr, "atelier: the daemon dropped the job (%s); resubmitting it once%s\n",
+                 status.error_message().c_str(),
+                 request->seed() >= 0 ? absl::StrFormat(" with seed %d", request->seed()).c_str() : "");
+    if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(120))) break;
   }
-  printer.Flush();
-  const grpc::Status status = reader->Finish();
   if (!status.ok()) return fail(status);
   return write_failed ? kExitError : kExitOk;
 }

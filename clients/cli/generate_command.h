@@ -40,6 +40,7 @@ struct GenerateFlags {
   int preview_every = 0;
   std::string previews_dir, output_dir = ".";
   bool quiet = false;
+  bool no_retry = false;  // --no-retry: do not resubmit a job the daemon dropped (UNAVAILABLE) once
 
   // Set by AddGenerateFlags: which flags were given (they override --json values).
   std::map<std::string, CLI::Option*> options;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "atelier/sdk/tensor.h"
 #include "host/abi_handles.h"
+#include "host/hook_watchdog.h"
 #include "host/host_services.h"
 
 namespace atelier::host {
@@ -18,6 +19,7 @@ template <typename Call>
 absl::Status CallHook(const Plugin& plugin, const char* hook, Call&& call) {
   atelier_error error{};
   atelier_status status = ATELIER_INTERNAL;
+  const HookScope scope(plugin.name(), hook);  // for the hang watchdog and the crash reporter
   try {
     status = call(&error);
   } catch (const std::exception& e) {

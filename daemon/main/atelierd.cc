@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -21,6 +22,7 @@
 #include "engine/text/prompt_styles.h"
 #include "engine/models/model_manager.h"
 #include "engine/models/runtime.h"
+#include "host/hook_watchdog.h"
 #include "host/plugin_registry.h"
 #include "server/daemon_server.h"
 #include "server/metrics_endpoint.h"
@@ -117,6 +119,11 @@ int Run(int argc, char** argv) {
   std::string log_format = "text";
   app.add_option("--log-format", log_format, "text (key=value fields) or json (one object per line)")
       ->capture_default_str()->check(CLI::IsMember({"text", "json"}));
+  double plugin_hook_timeout = 900;
+  app.add_option("--plugin-hook-timeout", plugin_hook_timeout,
+                 "seconds one plugin hook call may run; past it the job fails naming the plugin and the daemon exits "
+                 "(code 70) for its supervisor to restart it (0: no limit)")
+      ->capture_default_str()->check(CLI::Range(0.0, 1e7));
   std::string metrics_listen;
   app.add_option("--metrics-listen", metrics_listen,
                  "HOST:PORT to serve Prometheus metrics on (GET /metrics); off by default");
@@ -380,6 +387,19 @@ int Run(int argc, char** argv) {
     LogInfo(absl::StrCat("metrics on http://", metrics_listen.substr(0, metrics_listen.rfind(':')), ":",
                          metrics->port(), "/metrics"));
   }
+  // A plugin that crashes is named in the log before the process dies; one that hangs fails its job, then the
+  // daemon exits for its supervisor (examples/systemd) to restart it: the stuck thread cannot be stopped.
+  host::InstallPluginCrashReporter();
+  server::DaemonServer* serving = server->get();
+  host::StartHookWatchdog(plugin_hook_timeout, [serving, plugin_hook_timeout](const host::HookTimeout& t) {
+    const std::string what = absl::StrCat("plugin '", t.plugin, "' did not return from its '", t.hook, "' hook in ",
+                                          plugin_hook_timeout, " s (--plugin-hook-timeout)");
+    LogError(absl::StrCat(what, ": failing its job and exiting for the supervisor to restart the daemon"));
+    serving->AbandonForRestart(absl::DeadlineExceededError(absl::StrCat(what, "; the daemon is restarting")),
+                               absl::StrCat("the daemon is restarting (", what, "); the job was not started: retry it"));
+    std::this_thread::sleep_for(std::chrono::seconds(2));  // the streams deliver their final status
+    std::_Exit(70);
+  });
   // The one line on stdout: scripts and tests read the real port from it.
   std::printf("atelierd listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);

@@ -107,6 +107,11 @@ void DaemonServer::Drain() {
   jobs_->Shutdown();
 }
 
+void DaemonServer::AbandonForRestart(const absl::Status& running_status, const std::string& queued_reason) {
+  if (auto* health = server_ != nullptr ? server_->GetHealthCheckService() : nullptr) health->Shutdown();
+  jobs_->AbandonForRestart(running_status, queued_reason);
+}
+
 void DaemonServer::Stop(absl::Duration grace) {
   if (stopped_ || server_ == nullptr) return;
   stopped_ = true;

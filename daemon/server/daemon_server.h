@@ -60,6 +60,9 @@ class DaemonServer {
   void Drain();
   // Shutdown, second half: stops the gRPC server, giving open streams `grace` to finish, then cancelling them.
   void Stop(absl::Duration grace = absl::Seconds(5));
+  // The executor is stuck in a plugin: health goes NOT_SERVING, the running job fails with `running_status`, queued
+  // jobs end UNAVAILABLE so clients retry them after the restart. The caller then exits the process.
+  void AbandonForRestart(const absl::Status& running_status, const std::string& queued_reason);
   // Drain() then Stop(). Idempotent.
   void Shutdown(absl::Duration grace = absl::Seconds(5));
 

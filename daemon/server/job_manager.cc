@@ -170,6 +170,30 @@ void JobManager::Shutdown() {
   });
 }
 
+void JobManager::AbandonForRestart(const absl::Status& running_status, const std::string& queued_reason) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    shutting_down_.store(true);
+  }
+  for (const auto& job : queue_.Close()) {
+    job->RequestCancel(queued_reason);
+    job->Finish(absl::UnavailableError(queued_reason), v1::Finished());
+    DaemonMetrics::Global().JobFinished("cancelled", absl::ToDoubleSeconds(absl::Now() - job->submitted_at()), 0, {});
+  }
+  std::shared_ptr<Job> running;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    running = running_;
+  }
+  if (running != nullptr) {
+    running->RequestCancel(std::string(running_status.message()));
+    running->Finish(running_status, v1::Finished());
+    DaemonMetrics::Global().JobFinished("failed", 0, absl::ToDoubleSeconds(absl::Now() - running->started_at()), {});
+    Log(LogLevel::kError, "job finished", {{"job", running->id()}, {"client", running->client_id()},
+                                           {"state", "failed"}, {"message", std::string(running_status.message())}});
+  }
+}
+
 absl::Status JobManager::RunExclusive(std::function<absl::Status()> task) {
   std::future<absl::Status> done;
   {

@@ -69,6 +69,11 @@ class JobManager {
   int max_queue() const { return queue_.max_queued(); }
   bool accepting() const { return !shutting_down_.load(); }
 
+  // The executor is stuck (a plugin hook that never returns) and the process is about to exit for its supervisor to
+  // restart it: ends the running job with `running_status` and every queued one with UNAVAILABLE (`queued_reason`:
+  // clients retry them), refuses new jobs, and does not wait for the executor. Safe from any thread.
+  void AbandonForRestart(const absl::Status& running_status, const std::string& queued_reason);
+
   // Graceful stop: refuses new jobs, ends every queued job (UNAVAILABLE, saying it never started), cancels the
   // running job (it stops at its next step boundary), and joins the executor. Idempotent; safe from any thread
   // except the executor.

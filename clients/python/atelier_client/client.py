@@ -191,31 +191,60 @@ class ArtifactJoiner:
 
 class Job:
     """A running job's event stream. Iterate it for events; raises AtelierError when the job fails or is cancelled
-    (after yielding what came before, e.g. the last prediction of a cancelled job)."""
+    (after yielding what came before, e.g. the last prediction of a cancelled job).
 
-    def __init__(self, client: "Client", call):
+    A generation the daemon dropped after taking it (UNAVAILABLE: it crashed and its supervisor restarted it, or it
+    was stopped) is resubmitted once with the seeds it had, when the client retries (the default); results already
+    yielded are not yielded again."""
+
+    def __init__(self, client: "Client", call, request=None):
         self._client = client
         self._call = call
+        self._request = request  # what to resubmit; None: never retried
         self.id: Optional[str] = None
         self.results: List[Result] = []
+        self.retried = False
 
     def __iter__(self) -> Iterator:
         joiner = ArtifactJoiner()
-        try:
-            for message in self._call:
-                if self.id is None:
+        seen = set()
+        while True:
+            accepted, started = False, None
+            try:
+                for message in self._call:
+                    accepted = True
                     self.id = message.job_id
-                if message.WhichOneof("event") == "artifact":
-                    event = joiner.add(message)
-                    if event is None:
-                        continue  # more chunks of this file follow
-                else:
-                    event = to_event(message)
-                if isinstance(event, Result):
-                    self.results.append(event)
-                yield event
-        except grpc.RpcError as error:
-            raise AtelierError(error.code(), error.details()) from None
+                    if message.WhichOneof("event") == "artifact":
+                        event = joiner.add(message)
+                        if event is None:
+                            continue  # more chunks of this file follow
+                    else:
+                        event = to_event(message)
+                    if isinstance(event, Started):
+                        started = event
+                    if isinstance(event, Result):
+                        if event.index in seen:
+                            continue
+                        seen.add(event.index)
+                        self.results.append(event)
+                    yield event
+                return
+            except grpc.RpcError as error:
+                if (error.code() != grpc.StatusCode.UNAVAILABLE or not accepted or self.retried
+                        or self._request is None or not self._client.retry_interrupted):
+                    raise AtelierError(error.code(), error.details()) from None
+                self.retried = True
+                request = type(self._request)()
+                request.CopyFrom(self._request)
+                if started is not None and started.seeds:
+                    request.seed = started.seeds[0]
+                    if started.subseeds:
+                        request.subseed = started.subseeds[0]
+                try:
+                    grpc.channel_ready_future(self._client._channel).result(timeout=120)
+                except grpc.FutureTimeoutError:
+                    raise AtelierError(error.code(), error.details()) from None
+                self._call = self._client._generation.Generate(request, metadata=self._client._metadata)
 
     def save(self, directory: str) -> List[str]:
         """Runs the stream to its end, writing what it brings as WebUI names it: results "{seq:05}-{seed}.png",
@@ -269,11 +298,13 @@ def _strip_data_uri(value):
 class Client:
     def __init__(self, address: Optional[str] = None, client_id: str = "atelier-python", max_message_mb: int = 256,
                  token: Optional[str] = None, tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
-                 tls_key: Optional[str] = None):
+                 tls_key: Optional[str] = None, retry_interrupted: bool = True):
         """`address`: host:port, or several comma-separated (gRPC's round_robin balances calls over them);
         `token`: bearer token of a daemon run with --auth-tokens; `tls_ca`: PEM file of the CA the daemon's TLS
         certificate chains to (TLS when given); `tls_cert` / `tls_key`: PEM client certificate and key (mutual TLS).
-        Each falls back to $ATELIER_SERVER, $ATELIER_TOKEN, $ATELIER_TLS_CA, $ATELIER_TLS_CERT, $ATELIER_TLS_KEY."""
+        Each falls back to $ATELIER_SERVER, $ATELIER_TOKEN, $ATELIER_TLS_CA, $ATELIER_TLS_CERT, $ATELIER_TLS_KEY.
+        `retry_interrupted`: resubmit a generation the daemon dropped mid-way once, with the same seeds (Job)."""
+        self.retry_interrupted = retry_interrupted
         self.address = address or os.environ.get("ATELIER_SERVER") or "127.0.0.1:50051"
         token = token or os.environ.get("ATELIER_TOKEN")
         tls_ca = tls_ca or os.environ.get("ATELIER_TLS_CA")
@@ -342,7 +373,7 @@ class Client:
         return request
 
     def generate(self, request) -> Job:
-        return Job(self, self._generation.Generate(request, metadata=self._metadata))
+        return Job(self, self._generation.Generate(request, metadata=self._metadata), request=request)
 
     def txt2img(self, prompt: str = "", **fields) -> Job:
         return self.generate(self.request(dict(fields, prompt=prompt), generation_pb2.MODE_TXT2IMG))
