@@ -396,6 +396,7 @@ int RunGenerate(const std::shared_ptr<grpc::Channel>& channel, const GenerateFla
   for (int attempt = 0; attempt < 2; ++attempt) {
     grpc::ClientContext context;
     context.AddMetadata("atelier-client", "atelier-cli");
+    context.set_wait_for_ready(attempt > 0);  // a retry waits for the restarted daemon instead of failing fast
     auto reader = stub->Generate(&context, *request);
     bool accepted = false;
     std::vector<std::int64_t> seeds, subseeds;

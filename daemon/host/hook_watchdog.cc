@@ -10,6 +10,8 @@
 #include <mutex>
 #include <thread>
 
+#include "engine/io/mapped_file_guard.h"
+
 namespace atelier::host {
 namespace {
 
@@ -34,8 +36,10 @@ void WriteAll(const char* text) {
   }
 }
 
-void OnFatalSignal(int signal_number) {
-  // Async-signal-safe only: atomics, write(2), raise(3).
+void OnFatalSignal(int signal_number, siginfo_t* info, void*) {
+  // Async-signal-safe only: atomics, write(2), mmap(2), raise(3).
+  // A checkpoint truncated while mapped: repaired (mapped_file_guard.h), the read goes on.
+  if (signal_number == SIGBUS && engine::RepairMappedFileFault(info->si_addr)) return;
   const char* plugin = g_plugin.load();
   const char* hook = g_hook.load();
   if (plugin != nullptr) {
@@ -52,7 +56,7 @@ void OnFatalSignal(int signal_number) {
     WriteAll(hook != nullptr ? hook : "?");
     WriteAll("' hook; the daemon exits for its supervisor to restart it (examples/systemd)\n");
   }
-  signal(signal_number, SIG_DFL);  // SA_RESETHAND did this already; explicit for SIGABRT raised again by abort()
+  signal(signal_number, SIG_DFL);
   raise(signal_number);
 }
 
@@ -101,8 +105,8 @@ void InstallPluginCrashReporter() {
   stack.ss_size = 1 << 16;
   sigaltstack(&stack, nullptr);
   struct sigaction action {};
-  action.sa_handler = OnFatalSignal;
-  action.sa_flags = SA_ONSTACK | SA_RESETHAND;
+  action.sa_sigaction = OnFatalSignal;
+  action.sa_flags = SA_SIGINFO | SA_ONSTACK;
   sigemptyset(&action.sa_mask);
   for (int s : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) sigaction(s, &action, nullptr);
 }

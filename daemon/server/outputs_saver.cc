@@ -1,6 +1,8 @@
 #include "server/outputs_saver.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <regex>
@@ -8,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "util/log.h"
 
 namespace atelier::server {
 namespace fs = std::filesystem;
@@ -69,17 +72,30 @@ absl::StatusOr<fs::path> OutputsSaver::Save(const std::string& job_id, bool img2
   std::lock_guard<std::mutex> lock(mu_);
   std::error_code ec;
   fs::create_directories(folder, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot create ", folder.string(), ": ", ec.message()));
+  if (ec) {
+    LogWarning(absl::StrCat("cannot create ", folder.string(), ": ", ec.message()));
+    return absl::UnavailableError(absl::StrCat("'", name, "' was not saved in the daemon's --outputs-dir (",
+                                               ec.message(), "); it was sent to you all the same"));
+  }
   auto it = numbers_.find(job_id);
   if (it == numbers_.end()) {
     if (numbers_.size() > 256) numbers_.clear();
     it = numbers_.emplace(job_id, NextNumber(folder)).first;
   }
   const fs::path path = folder / absl::StrFormat("%05d-%s", it->second, name);
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-  if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", path.string()));
-  return path;
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(data.data(), static_cast<std::streamsize>(data.size()));
+    out.close();  // a full disk may only show when the buffer is flushed
+    if (!out.fail()) return path;
+  }
+  const int err = errno;
+  fs::remove(path, ec);  // no half-written file is left behind
+  // The client hears what happened (its artifact still arrives); the operator's log gets the path.
+  LogWarning(absl::StrCat("cannot write ", path.string(), ": ", std::strerror(err)));
+  return absl::UnavailableError(absl::StrCat("'", name, "' was not saved in the daemon's --outputs-dir (",
+                                             std::strerror(err), "; the disk may be full); it was sent to you "
+                                             "all the same"));
 }
 
 }  // namespace atelier::server

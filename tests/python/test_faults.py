@@ -7,6 +7,8 @@ CLI resubmit the interrupted job once with the same seed and get their image.
 Run by ctest with ATELIER_DAEMON (the atelierd binary) and PYTHONPATH (build/python and clients/python) set."""
 
 import os
+import resource
+import signal
 import socket
 import subprocess
 import tempfile
@@ -16,7 +18,7 @@ import unittest
 
 import grpc
 
-from atelier_client import AtelierError, Client, Queued, Result, Started
+from atelier_client import AtelierError, Artifact, Client, Finished, Queued
 from daemon_process import DaemonProcess
 
 BUILD = os.path.dirname(os.environ["ATELIER_DAEMON"])
@@ -76,6 +78,44 @@ class Supervisor:
         self.process.terminate()
         self.thread.join(timeout=60)
         self.tmp.cleanup()
+
+
+class DiskFullTest(unittest.TestCase):
+    def test_a_full_outputs_dir_loses_nothing(self):
+        """--outputs-dir on a full disk (RLIMIT_FSIZE: writes past 1 KiB fail as they would with ENOSPC): the client
+        still gets every file, hears that saving failed, and no half-written file is left."""
+        with tempfile.TemporaryDirectory() as tmp:
+            outputs = os.path.join(tmp, "outputs")
+
+            def limit_file_size():
+                resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            process = subprocess.Popen([os.environ["ATELIER_DAEMON"], "--listen", "127.0.0.1:0", "--models-dir",
+                                        os.path.join(tmp, "none"), "--cache-dir", os.path.join(tmp, "cache"),
+                                        "--outputs-dir", outputs, "--dtype", "float32"], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, preexec_fn=limit_file_size)
+            log = []
+            threading.Thread(target=lambda: log.extend(process.stderr), daemon=True).start()
+            try:
+                address = process.stdout.readline().split()[-1]
+                with Client(address) as c:
+                    job = c.txt2img("a red circle", steps=3, seed=5, batch_size=2,
+                                    alwayson_scripts={"export": {"args": [{"enabled": True, "formats": ["GIF", "TXT"]}]}})
+                    events = list(job)
+                artifacts = {e.name: e for e in events if isinstance(e, Artifact)}
+                self.assertEqual(sorted(artifacts), ["5.gif", "5.txt"])
+                self.assertGreater(len(artifacts["5.gif"].data), 1024)
+                finished = [e for e in events if isinstance(e, Finished)][0]
+                self.assertTrue(any("'5.gif' was not saved" in w and "sent to you" in w for w in finished.warnings),
+                                finished.warnings)
+                self.assertFalse(any(tmp in w for w in finished.warnings))  # the daemon's paths stay in its log
+                day_dirs = os.path.join(outputs, "txt2img-images", "AnimateDiff")
+                saved = [n for d in os.listdir(day_dirs) for n in os.listdir(os.path.join(day_dirs, d))]
+                self.assertEqual(saved, ["00000-5.txt"])
+            finally:
+                process.terminate()
+                self.assertEqual(process.wait(timeout=30), 0)
+            self.assertTrue(any("cannot write" in line and "5.gif" in line for line in log))
 
 
 class PluginFaultTest(unittest.TestCase):

@@ -244,7 +244,9 @@ class Job:
                     grpc.channel_ready_future(self._client._channel).result(timeout=120)
                 except grpc.FutureTimeoutError:
                     raise AtelierError(error.code(), error.details()) from None
-                self._call = self._client._generation.Generate(request, metadata=self._client._metadata)
+                # wait_for_ready: the channel may still be reconnecting to the restarted daemon.
+                self._call = self._client._generation.Generate(request, metadata=self._client._metadata,
+                                                               wait_for_ready=True)
 
     def save(self, directory: str) -> List[str]:
         """Runs the stream to its end, writing what it brings as WebUI names it: results "{seq:05}-{seed}.png",

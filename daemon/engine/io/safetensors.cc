@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "engine/io/mapped_file_guard.h"
 #include "absl/strings/str_join.h"
 #include "util/limits.h"
 
@@ -230,11 +231,15 @@ absl::StatusOr<std::shared_ptr<const MappedFile>> MappedFile::Map(const std::fil
     }
   }
   ::close(fd);  // the mapping stays valid without the descriptor
+  RegisterMappedFile(data, size);  // a truncation while mapped is repaired, not fatal (mapped_file_guard.h)
   return std::shared_ptr<const MappedFile>(new MappedFile(data, size));
 }
 
 MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(const_cast<void*>(data_), size_);
+  if (data_ != nullptr) {
+    UnregisterMappedFile(data_);
+    ::munmap(const_cast<void*>(data_), size_);
+  }
 }
 
 absl::StatusOr<std::shared_ptr<const SafetensorsFile>> SafetensorsFile::Open(const std::filesystem::path& path) {

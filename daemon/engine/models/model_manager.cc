@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/models/checkpoint_layout.h"
+#include "engine/io/mapped_file_guard.h"
 #include "engine/io/tensor_file.h"
 #include "util/log.h"
 #include "util/user_text.h"
@@ -203,8 +204,14 @@ absl::StatusOr<std::shared_ptr<const Sd1Weights>> ModelManager::Load(const std::
   }
   auto sha256 = hashes_.Sha256(path);
   if (!sha256.ok()) return sha256.status();
+  const std::uint64_t faults_before = MappedFileFaults();
   auto loaded = LoadSd1Checkpoint(path, entry->filename, *vae, options_);
   if (!loaded.ok()) return loaded.status();
+  if (MappedFileFaults() != faults_before) {
+    return absl::DataLossError(absl::StrCat("'", entry->filename, "' was cut short (truncated) while it was being "
+                                            "read, e.g. copied over or re-downloaded: not loaded; the model loaded "
+                                            "before keeps serving. Load it again once the file is complete"));
+  }
   auto weights = std::make_shared<Sd1Weights>(**loaded);  // shares the tensors; adds the identity
   weights->sha256 = *sha256;
   weights->title = Title(entry->filename, *sha256);
