@@ -286,6 +286,7 @@ int Jobs(const Options& options) {
 int Watch(const Options& options, const std::string& job_id) {
   auto stub = v1::Generation::NewStub(Connect(options));
   grpc::ClientContext context;
+  cli::RouteToJob(context, job_id);
   v1::WatchRequest request;
   request.set_job_id(job_id);
   auto reader = stub->Watch(&context, request);
@@ -493,6 +494,7 @@ int Cancel(const Options& options, const std::string& job_id, bool skip) {
   auto stub = v1::Generation::NewStub(Connect(options));
   grpc::ClientContext context;
   SetDeadline(context, options);
+  cli::RouteToJob(context, job_id);
   grpc::Status status;
   if (skip) {
     v1::SkipRequest request;
@@ -527,6 +529,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", options.connection.tls_cert,
                  "PEM client certificate for mutual TLS (default: $ATELIER_TLS_CERT)");
   app.add_option("--tls-key", options.connection.tls_key, "its private key (default: $ATELIER_TLS_KEY)");
+  app.add_option("--instance", options.connection.instance,
+                 "behind a proxy of several daemons: send every call to the one run with --instance-name NAME "
+                 "(watch, cancel and skip find a job's daemon from its id themselves)");
   app.add_option("--timeout", options.timeout_seconds, "seconds to wait for unary calls")->capture_default_str();
 
   std::string service;

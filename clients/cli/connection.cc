@@ -1,5 +1,6 @@
 #include "connection.h"
 
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -16,30 +17,32 @@ namespace {
 
 using grpc::experimental::InterceptionHookPoints;
 
-// Adds the bearer token to every call's metadata: one place instead of every ClientContext.
-class TokenInterceptor final : public grpc::experimental::Interceptor {
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// Adds the same headers (the bearer token, the instance) to every call: one place instead of every ClientContext.
+class HeadersInterceptor final : public grpc::experimental::Interceptor {
  public:
-  explicit TokenInterceptor(const std::string* header) : header_(header) {}
+  explicit HeadersInterceptor(const Headers* headers) : headers_(headers) {}
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
-      methods->GetSendInitialMetadata()->insert({"authorization", *header_});
+      for (const auto& [key, value] : *headers_) methods->GetSendInitialMetadata()->insert({key, value});
     }
     methods->Proceed();
   }
 
  private:
-  const std::string* header_;
+  const Headers* headers_;
 };
 
-class TokenInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
+class HeadersInterceptorFactory final : public grpc::experimental::ClientInterceptorFactoryInterface {
  public:
-  explicit TokenInterceptorFactory(const std::string& token) : header_(absl::StrCat("Bearer ", token)) {}
+  explicit HeadersInterceptorFactory(Headers headers) : headers_(std::move(headers)) {}
   grpc::experimental::Interceptor* CreateClientInterceptor(grpc::experimental::ClientRpcInfo*) override {
-    return new TokenInterceptor(&header_);
+    return new HeadersInterceptor(&headers_);
   }
 
  private:
-  const std::string header_;  // lives as long as the channel, which owns the factory
+  const Headers headers_;  // lives as long as the channel, which owns the factory
 };
 
 void FromEnv(std::string& field, const char* name) {
@@ -60,6 +63,23 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
 }
 
 }  // namespace
+
+std::string InstanceOfJob(const std::string& job_id) {
+  const auto dash = job_id.rfind('-');
+  if (dash == std::string::npos || dash == 0 || dash > 32 || job_id.size() - dash - 1 != 32) return "";
+  for (std::size_t i = dash + 1; i < job_id.size(); ++i) {
+    if (!std::isxdigit(static_cast<unsigned char>(job_id[i]))) return "";
+  }
+  for (std::size_t i = 0; i < dash; ++i) {
+    if (!std::isalnum(static_cast<unsigned char>(job_id[i])) && job_id[i] != '_') return "";
+  }
+  return job_id.substr(0, dash);
+}
+
+void RouteToJob(grpc::ClientContext& context, const std::string& job_id) {
+  const std::string instance = InstanceOfJob(job_id);
+  if (!instance.empty()) context.AddMetadata("atelier-instance", instance);
+}
 
 void FillFromEnvironment(ConnectionOptions& options) {
   FromEnv(options.server, "ATELIER_SERVER");
@@ -103,9 +123,12 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const ConnectionOptions& 
   } else {
     credentials = grpc::InsecureChannelCredentials();
   }
-  if (options.token.empty()) return grpc::CreateCustomChannel(target, credentials, args);
+  Headers headers;
+  if (!options.token.empty()) headers.emplace_back("authorization", absl::StrCat("Bearer ", options.token));
+  if (!options.instance.empty()) headers.emplace_back("atelier-instance", options.instance);
+  if (headers.empty()) return grpc::CreateCustomChannel(target, credentials, args);
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(std::make_unique<TokenInterceptorFactory>(options.token));
+  interceptors.push_back(std::make_unique<HeadersInterceptorFactory>(std::move(headers)));
   return grpc::experimental::CreateCustomChannelWithInterceptors(target, credentials, args, std::move(interceptors));
 }
 

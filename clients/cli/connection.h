@@ -20,8 +20,14 @@ struct ConnectionOptions {
   std::string tls_ca;     // PEM roots the daemon's certificate must chain to; TLS when set (or with tls_cert)
   std::string tls_cert;   // PEM client certificate (mutual TLS)
   std::string tls_key;    // its key
+  std::string instance;   // sent as "atelier-instance: NAME" on every call: a proxy routes them to that daemon
   int max_message_mb = 256;
 };
+
+// The daemon a job id names ("NAME-<32 hex>", from a daemon run with --instance-name); empty for other ids.
+std::string InstanceOfJob(const std::string& job_id);
+// Routes a call about `job_id` to its daemon through a proxy (examples/scale-out): adds "atelier-instance".
+void RouteToJob(grpc::ClientContext& context, const std::string& job_id);
 
 // Unset fields from the environment.
 void FillFromEnvironment(ConnectionOptions& options);

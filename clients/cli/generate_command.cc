@@ -447,7 +447,12 @@ int RunGenerate(const std::shared_ptr<grpc::Channel>& channel, const GenerateFla
     status = reader->Finish();
     // The daemon went away after taking the job (it crashed and its supervisor restarts it, or it was stopped): run
     // the job again once, with the seeds it had, so the user loses nothing.
-    if (status.error_code() != grpc::StatusCode::UNAVAILABLE || !accepted || attempt > 0 || flags.no_retry) break;
+    // UNAVAILABLE: the daemon went away (or drained); through a proxy such as nginx the same shows as a reset stream
+    // (INTERNAL "Received RST_STREAM"), which no daemon status reads like.
+    const bool dropped = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                         (status.error_code() == grpc::StatusCode::INTERNAL &&
+                          absl::StartsWith(status.error_message(), "Received RST_STREAM"));
+    if (!dropped || !accepted || attempt > 0 || flags.no_retry) break;
     if (!seeds.empty()) {
       request->set_seed(seeds.front());
       if (!subseeds.empty()) request->set_subseed(subseeds.front());

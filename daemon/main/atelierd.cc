@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -119,6 +120,15 @@ int Run(int argc, char** argv) {
   std::string log_format = "text";
   app.add_option("--log-format", log_format, "text (key=value fields) or json (one object per line)")
       ->capture_default_str()->check(CLI::IsMember({"text", "json"}));
+  std::string instance_name;
+  app.add_option("--instance-name", instance_name,
+                 "this daemon's name among several behind a proxy: job ids become NAME-<hex>, and clients send "
+                 "'atelier-instance: NAME' with Watch/Cancel/Skip so the proxy routes them here (examples/scale-out)")
+      ->check([](const std::string& name) {
+        const bool ok = !name.empty() && name.size() <= 32 &&
+                        std::all_of(name.begin(), name.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
+        return ok ? std::string() : std::string("1 to 32 letters, digits or _");
+      });
   double plugin_hook_timeout = 900;
   app.add_option("--plugin-hook-timeout", plugin_hook_timeout,
                  "seconds one plugin hook call may run; past it the job fails naming the plugin and the daemon exits "
@@ -352,6 +362,7 @@ int Run(int argc, char** argv) {
   options.max_message_bytes = max_message_mb * 1024 * 1024;
   options.outputs = outputs.get();
   options.security = *security;
+  options.instance_name = instance_name;
   options.max_concurrent_streams = grpc_bounds.max_concurrent_streams;
   options.grpc_memory_bytes = std::int64_t{grpc_memory_mb} << 20;
   if (quota_jobs > 0) options.client_limits.jobs = quota_jobs;

@@ -33,7 +33,9 @@ absl::StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonSe
   server->facts_.max_queue = options.max_queue;
   server->facts_.max_message_bytes = options.max_message_bytes;
   server->jobs_ = std::make_unique<JobManager>(
-      runner, JobManagerOptions{options.max_queue, options.max_message_bytes, options.max_job_seconds, options.outputs});
+      runner, JobManagerOptions{options.max_queue, options.max_message_bytes, options.max_job_seconds, options.outputs,
+                                options.instance_name});
+  server->facts_.instance_name = options.instance_name;
   server->callers_ = std::make_unique<Callers>(options.security.tokens, options.client_limits);
   server->generation_ = std::make_unique<GenerationService>(*server->jobs_, runner, plugins, *server->callers_);
   server->models_ = std::make_unique<ModelsService>(models, *server->jobs_, runner, plugins, server->facts_);

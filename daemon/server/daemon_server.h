@@ -33,6 +33,7 @@ struct DaemonServerOptions {
   ClientLimits client_limits;
   // gRPC's own bounds, so memory stays bounded whatever clients do: streams open at once on one connection, and
   // the memory gRPC may use for its buffers (ResourceQuota; 0: gRPC's default).
+  std::string instance_name;  // see JobManagerOptions
   int max_concurrent_streams = 256;
   std::int64_t grpc_memory_bytes = std::int64_t{1} << 30;
 };

@@ -234,6 +234,7 @@ grpc::ServerUnaryReactor* PluginsService::ListPlugins(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* DaemonService::GetInfo(grpc::CallbackServerContext* context, const v1::GetInfoRequest*,
                                                  v1::DaemonInfo* response) {
   response->set_version(facts_.version);
+  response->set_instance_name(facts_.instance_name);
   response->set_api_version("atelier.v1");
   response->set_plugin_abi_major(ATELIER_PLUGIN_ABI_MAJOR);
   response->set_plugin_abi_minor(ATELIER_PLUGIN_ABI_MINOR);

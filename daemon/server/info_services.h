@@ -31,6 +31,7 @@ struct DaemonFacts {
   int max_queue = 0;
   int max_message_bytes = 0;
   RequestLimits request_limits;  // the operator's (request_limits.h)
+  std::string instance_name;     // --instance-name
   const engine::PromptStyles* styles = nullptr;  // styles.csv (null: none); outlives the server
 };
 

@@ -55,7 +55,9 @@ absl::StatusOr<std::shared_ptr<Job>> JobManager::Submit(std::string job_id, cons
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (job_id.empty()) {
-      do job_id = NewJobId(); while (active_.count(job_id) > 0);
+      do {
+        job_id = options_.instance_name.empty() ? NewJobId() : absl::StrCat(options_.instance_name, "-", NewJobId());
+      } while (active_.count(job_id) > 0);
     } else if (active_.count(job_id) > 0) {
       return absl::AlreadyExistsError(absl::StrCat("job id ", Quoted(job_id), " (force_task_id) is already in use"));
     }

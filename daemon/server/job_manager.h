@@ -30,6 +30,9 @@ struct JobManagerOptions {
   double max_job_seconds = 0;
   // --outputs-dir: where the export plugin's files are saved too (null: nowhere). Outlives the manager.
   OutputsSaver* outputs = nullptr;
+  // --instance-name: prefixed to the job ids this daemon makes ("NAME-<32 hex>"), so a job id names the daemon that
+  // owns it and a proxy in front of several daemons can route Watch / Cancel / Skip to it (examples/scale-out).
+  std::string instance_name;
 };
 
 class JobManager {

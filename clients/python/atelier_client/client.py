@@ -17,6 +17,7 @@ import base64
 import dataclasses
 import json
 import os
+import re
 import sys
 from typing import Iterator, List, Optional
 
@@ -230,8 +231,12 @@ class Job:
                     yield event
                 return
             except grpc.RpcError as error:
-                if (error.code() != grpc.StatusCode.UNAVAILABLE or not accepted or self.retried
-                        or self._request is None or not self._client.retry_interrupted):
+                # UNAVAILABLE: the daemon went away (or drained); through a proxy such as nginx the same shows as a
+                # reset stream (INTERNAL "Received RST_STREAM"), which no daemon status reads like.
+                dropped = error.code() == grpc.StatusCode.UNAVAILABLE or (
+                    error.code() == grpc.StatusCode.INTERNAL and (error.details() or "").startswith("Received RST_STREAM"))
+                if (not dropped or not accepted or self.retried or self._request is None
+                        or not self._client.retry_interrupted):
                     raise AtelierError(error.code(), error.details()) from None
                 self.retried = True
                 request = type(self._request)()
@@ -300,12 +305,14 @@ def _strip_data_uri(value):
 class Client:
     def __init__(self, address: Optional[str] = None, client_id: str = "atelier-python", max_message_mb: int = 256,
                  token: Optional[str] = None, tls_ca: Optional[str] = None, tls_cert: Optional[str] = None,
-                 tls_key: Optional[str] = None, retry_interrupted: bool = True):
+                 tls_key: Optional[str] = None, retry_interrupted: bool = True, instance: Optional[str] = None):
         """`address`: host:port, or several comma-separated (gRPC's round_robin balances calls over them);
         `token`: bearer token of a daemon run with --auth-tokens; `tls_ca`: PEM file of the CA the daemon's TLS
         certificate chains to (TLS when given); `tls_cert` / `tls_key`: PEM client certificate and key (mutual TLS).
         Each falls back to $ATELIER_SERVER, $ATELIER_TOKEN, $ATELIER_TLS_CA, $ATELIER_TLS_CERT, $ATELIER_TLS_KEY.
-        `retry_interrupted`: resubmit a generation the daemon dropped mid-way once, with the same seeds (Job)."""
+        `retry_interrupted`: resubmit a generation the daemon dropped mid-way once, with the same seeds (Job).
+        `instance`: behind a proxy of several daemons, send every call to the one run with --instance-name INSTANCE
+        (watch, cancel and skip route themselves by the job id)."""
         self.retry_interrupted = retry_interrupted
         self.address = address or os.environ.get("ATELIER_SERVER") or "127.0.0.1:50051"
         token = token or os.environ.get("ATELIER_TOKEN")
@@ -330,6 +337,8 @@ class Client:
         else:
             self._channel = grpc.insecure_channel(target, options=options)
         self._metadata = (("atelier-client", client_id),) + ((("authorization", "Bearer " + token),) if token else ())
+        if instance:
+            self._metadata += (("atelier-instance", instance),)
         self._generation = generation_pb2_grpc.GenerationStub(self._channel)
         self._models = models_pb2_grpc.ModelsStub(self._channel)
         self._plugins = plugins_pb2_grpc.PluginsStub(self._channel)
@@ -344,9 +353,9 @@ class Client:
     def __exit__(self, *exc):
         self.close()
 
-    def _unary(self, method, request, timeout=30.0):
+    def _unary(self, method, request, timeout=30.0, metadata=None):
         try:
-            return method(request, metadata=self._metadata, timeout=timeout)
+            return method(request, metadata=metadata or self._metadata, timeout=timeout)
         except grpc.RpcError as error:
             raise AtelierError(error.code(), error.details()) from None
 
@@ -389,16 +398,24 @@ class Client:
         mode = generation_pb2.MODE_IMG2IMG if img2img else generation_pb2.MODE_TXT2IMG
         return self.generate(self.request(payload, mode, ignore_unknown=True))
 
+    def _routed(self, job_id: str):
+        """Metadata that routes a call about `job_id` to its daemon behind a proxy: a daemon run with --instance-name
+        NAME makes ids "NAME-<32 hex>", and the proxy picks the daemon by the "atelier-instance" header."""
+        match = re.fullmatch(r"([A-Za-z0-9_]{1,32})-[0-9a-f]{32}", job_id or "")
+        return self._metadata + ((("atelier-instance", match.group(1)),) if match else ())
+
     def watch(self, job_id: str, skip_history: bool = False) -> Job:
         call = self._generation.Watch(generation_pb2.WatchRequest(job_id=job_id, skip_history=skip_history),
-                                      metadata=self._metadata)
+                                      metadata=self._routed(job_id))
         return Job(self, call)
 
     def cancel(self, job_id: str):
-        return self._unary(self._generation.Cancel, generation_pb2.CancelRequest(job_id=job_id))
+        return self._unary(self._generation.Cancel, generation_pb2.CancelRequest(job_id=job_id),
+                           metadata=self._routed(job_id))
 
     def skip(self, job_id: str):
-        return self._unary(self._generation.Skip, generation_pb2.SkipRequest(job_id=job_id))
+        return self._unary(self._generation.Skip, generation_pb2.SkipRequest(job_id=job_id),
+                           metadata=self._routed(job_id))
 
     def jobs(self):
         return list(self._unary(self._generation.ListJobs, generation_pb2.ListJobsRequest()).jobs)
