@@ -34,6 +34,7 @@ void Job::MarkRunning() {
 std::uint64_t Job::StampLocked(v1::GenerateEvent& event) {
   event.set_job_id(id_);
   event.set_sequence(next_sequence_);
+  event.set_published_unix_us(absl::ToUnixMicros(absl::Now()));
   return next_sequence_++;
 }
 
