@@ -23,6 +23,7 @@
 #include "artifact_files.h"
 #include "event_printer.h"
 #include "exit_codes.h"
+#include "webui_payload.h"
 
 namespace atelier::cli {
 namespace {
@@ -37,53 +38,11 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return data.str();
 }
 
-// WebUI accepts images as base64 with or without a data: URI prefix; protobuf's JSON reader wants plain base64.
-void StripDataUri(nlohmann::json& value) {
-  if (!value.is_string()) return;
-  std::string text = value.get<std::string>();
-  if (absl::StartsWith(text, "data:")) {
-    const auto comma = text.find(',');
-    if (comma != std::string::npos) value = text.substr(comma + 1);
-  }
-}
-
-// A WebUI /sdapi/v1/txt2img or img2img payload as a GenerateRequest (unknown keys ignored, as WebUI does).
+// A WebUI /sdapi/v1/txt2img or img2img payload file as a GenerateRequest (webui_payload.h).
 absl::StatusOr<v1::GenerateRequest> FromWebUiJson(const std::string& path) {
   auto text = ReadFile(path);
   if (!text.ok()) return text.status();
-  nlohmann::json payload = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (payload.is_discarded() || !payload.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, " is not a JSON object"));
-  }
-  if (payload.contains("init_images") && payload["init_images"].is_array()) {
-    for (auto& image : payload["init_images"]) StripDataUri(image);
-  }
-  if (payload.contains("mask")) {
-    if (payload["mask"].is_null()) payload.erase("mask");
-    else StripDataUri(payload["mask"]);
-  }
-  // WebUI's legacy sampler_index is the sampler when sampler_name is not given.
-  if ((!payload.contains("sampler_name") || payload["sampler_name"].is_null()) && payload.contains("sampler_index")) {
-    payload["sampler_name"] = payload["sampler_index"];
-  }
-  // null means "WebUI's default": leave the field unset.
-  for (auto it = payload.begin(); it != payload.end();) {
-    it = it.value().is_null() ? payload.erase(it) : std::next(it);
-  }
-  for (const char* key : {"prompt", "negative_prompt"}) {
-    if (payload.contains(key) && !payload[key].is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": \"", key, "\" must be a string (per-image prompt lists "
-                                                     "are not supported)"));
-    }
-  }
-  v1::GenerateRequest request;
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = true;
-  const auto status = google::protobuf::util::JsonStringToMessage(payload.dump(), &request, options);
-  if (!status.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", std::string(status.message())));
-  }
-  return request;
+  return WebUiPayloadToRequest(*text, path);
 }
 
 absl::Status SetStructValue(google::protobuf::Struct* target, const std::string& key, const std::string& json_text,

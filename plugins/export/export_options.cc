@@ -34,6 +34,21 @@ absl::StatusOr<std::array<uint8_t, 3>> Colour(const json& j, const char* key, st
   return std::array<uint8_t, 3>{static_cast<uint8_t>(r), static_cast<uint8_t>(g), static_cast<uint8_t>(b)};
 }
 
+absl::StatusOr<bool> Flag(const json& j, const char* key, bool fallback) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  if (j[key].is_boolean()) return j[key].get<bool>();
+  if (j[key].is_number()) return j[key].get<double>() != 0;  // 0 / 1 as WebUI's API clients send them
+  return absl::InvalidArgumentError(absl::StrCat("export: ", key, " must be true or false, got ", Shown(j[key])));
+}
+
+// A whole number in [lo, hi] for a sheet setting (no undefined behaviour casting huge values).
+absl::StatusOr<int> Bounded(const json& j, const char* key, double fallback, int lo, int hi) {
+  auto v = Number(j, key, fallback);
+  if (!v.ok()) return v.status();
+  if (!(*v >= lo && *v <= hi)) return absl::InvalidArgumentError(absl::StrCat("export: ", key, " must be ", lo, "..", hi));
+  return static_cast<int>(*v);
+}
+
 }  // namespace
 
 const char* FormatList() { return "GIF, MP4, WEBM, WEBP, PNG, TXT, SHEET"; }
@@ -41,7 +56,11 @@ const char* FormatList() { return "GIF, MP4, WEBM, WEBP, PNG, TXT, SHEET"; }
 absl::StatusOr<ExportOptions> ParseExportOptions(const json& j) {
   ExportOptions o;
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat("export: the arguments must be an object, got ", Shown(j)));
-  o.enabled = j.value("enabled", j.value("enable", false));
+  auto enable = Flag(j, "enable", false);
+  if (!enable.ok()) return enable.status();
+  auto enabled = Flag(j, "enabled", *enable);
+  if (!enabled.ok()) return enabled.status();
+  o.enabled = *enabled;
   // "formats", or AnimateDiff's "format"; default as sd-webui-animatediff's animatediff_default_save_formats.
   json formats = j.contains("formats") ? j["formats"] : j.contains("format") ? j["format"] : json::array({"GIF", "PNG"});
   if (formats.is_string()) formats = json::array({formats});
@@ -86,7 +105,9 @@ absl::StatusOr<ExportOptions> ParseExportOptions(const json& j) {
   if (!quality.ok()) return quality.status();
   if (*quality < 0 || *quality > 100) return absl::InvalidArgumentError("export: webp_quality must be 0..100");
   o.webp_quality = static_cast<float>(*quality);
-  o.webp_lossless = j.value("webp_lossless", false);
+  auto lossless = Flag(j, "webp_lossless", false);
+  if (!lossless.ok()) return lossless.status();
+  o.webp_lossless = *lossless;
   if (j.contains("request_id") && j["request_id"].is_string()) {
     o.request_id = j["request_id"].get<std::string>();
     for (char c : o.request_id) {
@@ -96,17 +117,17 @@ absl::StatusOr<ExportOptions> ParseExportOptions(const json& j) {
     }
   }
   const json sheet = j.contains("sheet") && j["sheet"].is_object() ? j["sheet"] : json::object();
-  auto columns = Number(sheet, "columns", 0);
-  auto cell = Number(sheet, "cell_size", 256);
-  auto spacing = Number(sheet, "spacing", 8);
-  auto font = Number(sheet, "font_size", 14);
+  auto columns = Bounded(sheet, "columns", 0, 0, 256);
+  auto cell = Bounded(sheet, "cell_size", 256, 8, 4096);
+  auto spacing = Bounded(sheet, "spacing", 8, 0, 512);
+  auto font = Bounded(sheet, "font_size", 14, 4, 256);
   for (const auto* v : {&columns, &cell, &spacing, &font}) {
     if (!v->ok()) return v->status();
   }
-  o.sheet.columns = static_cast<int>(*columns);
-  o.sheet.cell = static_cast<int>(*cell);
-  o.sheet.spacing = static_cast<int>(*spacing);
-  o.sheet.font_px = static_cast<int>(*font);
+  o.sheet.columns = *columns;
+  o.sheet.cell = *cell;
+  o.sheet.spacing = *spacing;
+  o.sheet.font_px = *font;
   if (sheet.contains("label") && sheet["label"].is_string()) o.sheet.label = sheet["label"].get<std::string>();
   auto bg = Colour(sheet, "background", o.sheet.background);
   if (!bg.ok()) return bg.status();
@@ -114,7 +135,9 @@ absl::StatusOr<ExportOptions> ParseExportOptions(const json& j) {
   auto fg = Colour(sheet, "text_color", o.sheet.text);
   if (!fg.ok()) return fg.status();
   o.sheet.text = *fg;
-  o.sheet.header = sheet.value("header", true) ? "\x01" : "";  // the job fills in the prompt and settings
+  auto header = Flag(sheet, "header", true);
+  if (!header.ok()) return header.status();
+  o.sheet.header = *header ? "\x01" : "";  // the job fills in the prompt and settings
   return o;
 }
 

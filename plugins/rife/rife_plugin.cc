@@ -26,6 +26,7 @@
 #include "atelier/sdk/tensor.h"
 #include "atelier/sdk/tensor_file.h"
 #include "rife_model.h"
+#include "rife_options.h"
 #include "rife_sequence.h"
 
 namespace {
@@ -44,53 +45,8 @@ struct PluginState {
 };
 PluginState* Plugin(atelier_plugin_state* s) { return reinterpret_cast<PluginState*>(s); }
 
-struct Options {
-  bool enabled = false;
-  std::string model;
-  int multiplier = 2;       // N: N - 1 new frames per gap
-  int interp_x = 0;         // > 0: sd-webui-animatediff's rule (set when asked with "interp")
-  double scale = 1.0;
-  double scene_threshold = 0.2;
-  bool loop = false;        // also between the last frame and the first
-};
-
-absl::StatusOr<Options> ParseOptions(const json& j, int max_multiplier) {
-  Options o;
-  if (!j.is_object()) return absl::InvalidArgumentError("rife: the arguments must be an object");
-  o.enabled = j.value("enabled", false);
-  if (j.contains("interp") && j["interp"].is_string()) {
-    const std::string interp = absl::AsciiStrToUpper(j["interp"].get<std::string>());
-    if (interp == "FILM") {
-      return absl::UnimplementedError("interpolation \"FILM\" is not available here; use \"RIFE\" (interp: \"RIFE\")");
-    }
-    if (interp == "RIFE") {
-      o.enabled = true;
-      o.interp_x = j.contains("interp_x") && j["interp_x"].is_number() ? j["interp_x"].get<int>() : 10;
-      if (o.interp_x < 2 || o.interp_x > 64) return absl::InvalidArgumentError("rife: interp_x must be 2..64");
-    } else if (interp != "OFF") {
-      return absl::InvalidArgumentError(absl::StrCat("rife: interp '", interp.substr(0, 16), "' is not Off, RIFE or FILM"));
-    }
-  }
-  if (j.contains("multiplier")) {
-    if (!j["multiplier"].is_number_integer() && !(j["multiplier"].is_number() && j["multiplier"].get<double>() == std::floor(j["multiplier"].get<double>()))) {
-      return absl::InvalidArgumentError("rife: multiplier must be a whole number");
-    }
-    o.multiplier = static_cast<int>(j["multiplier"].get<double>());
-  }
-  if (o.multiplier < 2 || o.multiplier > max_multiplier) {
-    return absl::InvalidArgumentError(absl::StrCat("rife: multiplier ", o.multiplier, " is outside 2..", max_multiplier,
-                                                   " (ATELIER_RIFE_MAX_MULTIPLIER)"));
-  }
-  if (j.contains("scale") && j["scale"].is_number()) o.scale = j["scale"].get<double>();
-  if (o.scale != 0.25 && o.scale != 0.5 && o.scale != 1.0 && o.scale != 2.0 && o.scale != 4.0) {
-    return absl::InvalidArgumentError("rife: scale must be 0.25, 0.5, 1, 2 or 4");
-  }
-  if (j.contains("scene_threshold") && j["scene_threshold"].is_number()) o.scene_threshold = j["scene_threshold"].get<double>();
-  if (o.scene_threshold < 0 || o.scene_threshold > 1) return absl::InvalidArgumentError("rife: scene_threshold must be 0..1");
-  o.loop = j.value("loop", false);
-  if (j.contains("model") && j["model"].is_string()) o.model = j["model"].get<std::string>();
-  return o;
-}
+using rf::Options;
+using rf::ParseOptions;
 
 // The model named (a file in models/RIFE, with or without its extension; default: the first there).
 absl::StatusOr<std::shared_ptr<rf::RifeModel>> LoadModel(PluginState& ps, const std::string& wanted) {

@@ -61,5 +61,20 @@ TEST(ImageCodecTest, BadInputIsAnError) {
   EXPECT_FALSE(engine::DecodePng(png->substr(0, png->size() / 2)).ok());
 }
 
+// A chunk declaring more bytes than the file holds is refused before libpng allocates it (fuzz/image_decode_fuzz
+// found a 254-byte file that cost 4.6 GB and 1.5 s per read).
+TEST(ImageCodecTest, AChunkLongerThanTheFileIsRefusedAtOnce) {
+  auto png = engine::EncodePng(Gradient(8, 6, 3), {{"parameters", "a cat"}});
+  ASSERT_TRUE(png.ok());
+  // After IHDR (8 + 25 bytes): a chunk of type "zzZz" claiming 0xe8e8e8e8 bytes.
+  std::string bomb = png->substr(0, 33) + std::string("\xe8\xe8\xe8\xe8zzZz", 8) + std::string(200, '\xe8');
+  for (const auto& status : {engine::DecodePng(bomb).status(), engine::ReadPngText(bomb).status()}) {
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("more than the file holds"));
+  }
+  EXPECT_TRUE(engine::DecodePng(*png).ok());
+  EXPECT_TRUE(engine::ReadPngText(*png).ok());
+}
+
 }  // namespace
 }  // namespace atelier
