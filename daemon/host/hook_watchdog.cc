@@ -55,6 +55,11 @@ void OnFatalSignal(int signal_number, siginfo_t* info, void*) {
     WriteAll(") in its '");
     WriteAll(hook != nullptr ? hook : "?");
     WriteAll("' hook; the daemon exits for its supervisor to restart it (examples/systemd)\n");
+  } else {
+    WriteAll(signal_number == SIGSEGV ? "atelierd: fatal SIGSEGV" : signal_number == SIGBUS ? "atelierd: fatal SIGBUS"
+             : signal_number == SIGILL ? "atelierd: fatal SIGILL" : signal_number == SIGFPE ? "atelierd: fatal SIGFPE"
+                                                                                         : "atelierd: fatal SIGABRT");
+    WriteAll(" outside any plugin hook; the daemon exits for its supervisor to restart it\n");
   }
   signal(signal_number, SIG_DFL);
   raise(signal_number);

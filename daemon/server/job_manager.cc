@@ -1,8 +1,10 @@
 #include "server/job_manager.h"
 
 #include <exception>
+#include <new>
 #include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -14,6 +16,19 @@
 #include "util/user_text.h"
 
 namespace atelier::server {
+
+absl::Status JobExceptionStatus(const std::exception& e) {
+  const absl::string_view what = e.what();
+  // Out of memory (std::bad_alloc, libtorch's CPU allocator, CUDA): the job was too large for what is free now; the
+  // model stays loaded and smaller jobs go on.
+  if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr || absl::StrContains(what, "can't allocate memory") ||
+      absl::StrContains(what, "out of memory") || absl::StrContains(what, "Out of memory")) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the job ran out of memory (", what.substr(0, 200), "): make it smaller (size, batch, frames) or wait for "
+        "other work to finish; the model stays loaded"));
+  }
+  return absl::InternalError(absl::StrCat("the job failed with an unexpected error: ", what.substr(0, 2000)));
+}
 
 std::string NewJobId() {
   static std::mutex mu;
@@ -262,7 +277,7 @@ void JobManager::RunJob(const std::shared_ptr<Job>& job) {
     try {
       status = runner_.Run(context);
     } catch (const std::exception& e) {
-      status = absl::InternalError(absl::StrCat("the job failed with an unexpected error: ", e.what()));
+      status = JobExceptionStatus(e);
     } catch (...) {
       status = absl::InternalError("the job failed with an unknown error");
     }

@@ -107,6 +107,9 @@ class JobManager {
   std::thread executor_;
 };
 
+// The status of a job whose runner threw `e`: RESOURCE_EXHAUSTED for out-of-memory errors, INTERNAL otherwise.
+absl::Status JobExceptionStatus(const std::exception& e);
+
 // A new random job id (32 hex digits).
 std::string NewJobId();
 

@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "server/job_manager.h"
 #include "server/job_queue.h"
 
 namespace atelier {
@@ -84,6 +85,19 @@ TEST(JobQueueTest, RemoveAndClose) {
 
   EXPECT_THAT(Ids(queue.Close()), ElementsAre("a0", "a1"));
   EXPECT_EQ(queue.size(), 0);
+}
+
+// A job that runs out of memory fails RESOURCE_EXHAUSTED saying so (the model stays loaded); anything else INTERNAL.
+TEST(JobExceptionStatusTest, OutOfMemoryIsResourceExhausted) {
+  EXPECT_EQ(server::JobExceptionStatus(std::bad_alloc()).code(), absl::StatusCode::kResourceExhausted);
+  const std::runtime_error torch_cpu("[enforce fail at alloc_cpu.cpp:75] err == 0. DefaultCPUAllocator: can't allocate "
+                                     "memory: you tried to allocate 68719476736 bytes. Error code 12");
+  const absl::Status status = server::JobExceptionStatus(torch_cpu);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(status.message()), ::testing::HasSubstr("the model stays loaded"));
+  EXPECT_EQ(server::JobExceptionStatus(std::runtime_error("CUDA out of memory. Tried to allocate 2 GiB")).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(server::JobExceptionStatus(std::runtime_error("shape mismatch")).code(), absl::StatusCode::kInternal);
 }
 
 }  // namespace
