@@ -201,6 +201,45 @@ class RequestLimitsTest(unittest.TestCase):
             self.assertEqual(daemon.stop(), 0)
 
 
+class FolderEscapeTest(unittest.TestCase):
+    """Every name a request gives (checkpoint, VAE, LoRA, ControlNet and motion models, styles) stays inside the
+    operator's folders: "..", absolute paths, NUL bytes and over-long names are refused or not found, never read,
+    and the daemon keeps serving."""
+
+    def test_names_cannot_leave_the_models_folders(self):
+        daemon = DaemonProcess()
+        try:
+            outside = os.path.join(daemon.tmp.name, "secret.safetensors")
+            write(outside, "not a model")
+            hostile = ["../secret.safetensors", "../../secret", outside, "/etc/passwd", "a\x00../../secret",
+                       "x" * 5000, "..", "Stable-diffusion/../../secret.safetensors"]
+            with Client(daemon.address) as c:
+                for name in hostile:
+                    cases = [
+                        {"override_settings": {"sd_model_checkpoint": name}},
+                        {"override_settings": {"sd_vae": name}},
+                        {"prompt": f"a red circle <lora:{name}:1>"},
+                        {"alwayson_scripts": {"controlnet": {"args": [{"enabled": True, "model": name,
+                                                                         "module": "none"}]}}},
+                        {"alwayson_scripts": {"AnimateDiff": {"args": [{"enable": True, "model": name,
+                                                                          "video_length": 2}]}}},
+                    ]
+                    for fields in cases:
+                        fields = dict({"prompt": "a red circle", "steps": 2}, **fields)
+                        with self.assertRaises(AtelierError, msg=f"{name[:40]!r} in {list(fields)}") as raised:
+                            c.txt2img(**fields).wait()
+                        self.assertIn(raised.exception.code, (grpc.StatusCode.INVALID_ARGUMENT,
+                                                              grpc.StatusCode.NOT_FOUND), (name[:40], fields.keys()))
+                        self.assertLess(len(raised.exception.details), 2000)
+                        self.assertNotIn("not a model", raised.exception.details)
+                    with self.assertRaises(AtelierError) as raised:
+                        c.load(name)
+                    self.assertIn(raised.exception.code, (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND))
+                self.assertEqual(len(c.txt2img("a red circle", steps=2).wait()), 1)
+        finally:
+            self.assertEqual(daemon.stop(), 0)
+
+
 class StartupRefusalTest(unittest.TestCase):
     def test_beyond_loopback_needs_authentication_or_insecure(self):
         code, err = start_daemon(listen="0.0.0.0:0")

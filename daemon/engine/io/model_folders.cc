@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "util/user_text.h"
 
 namespace atelier::engine {
 namespace fs = std::filesystem;
@@ -152,12 +153,12 @@ absl::StatusOr<fs::path> ModelFolders::Resolve(ModelFolder folder, const std::st
   const fs::path rel(relative);
   if (relative.empty() || rel.is_absolute() || absl::StrContains(relative, '\0')) {
     return absl::InvalidArgumentError(
-        absl::StrCat("model file name '", relative, "' must be a path relative to ", ModelFolderName(folder), "/"));
+        absl::StrCat("model file name ", Quoted(relative), " must be a path relative to ", ModelFolderName(folder), "/"));
   }
   for (const auto& part : rel) {
     if (part == "..") {
       return absl::InvalidArgumentError(
-          absl::StrCat("model file name '", relative, "' may not contain '..'"));
+          absl::StrCat("model file name ", Quoted(relative), " may not contain '..'"));
     }
   }
   std::error_code ec;
@@ -171,14 +172,14 @@ absl::StatusOr<fs::path> ModelFolders::Resolve(ModelFolder folder, const std::st
   const fs::path candidate = dir / rel;
   if (!fs::is_regular_file(candidate, ec)) {
     return absl::NotFoundError(
-        absl::StrCat("no file '", relative, "' in the ", ModelFolderName(folder), " folder"));
+        absl::StrCat("no file ", Quoted(relative), " in the ", ModelFolderName(folder), " folder"));
   }
   const fs::path real_dir = fs::canonical(dir, ec);
   if (ec) return absl::NotFoundError(absl::StrCat("the ", ModelFolderName(folder), " folder does not exist"));
   const fs::path real_file = fs::canonical(candidate, ec);
   if (ec || !IsWithin(real_dir, real_file)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("model file '", relative, "' resolves outside the ", ModelFolderName(folder), " folder"));
+        absl::StrCat("model file ", Quoted(relative), " resolves outside the ", ModelFolderName(folder), " folder"));
   }
   return real_file;
 }

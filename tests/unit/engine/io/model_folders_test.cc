@@ -87,6 +87,12 @@ TEST(ModelFoldersTest, ResolveRefusesEscapes) {
               HasSubstr("resolves outside the ControlNet folder"));
   EXPECT_EQ(folders->Resolve(kind, "missing.safetensors").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(folders->Resolve(kind, "").status().code(), absl::StatusCode::kInvalidArgument);
+  // A NUL byte would cut the name short for the C library: never a different file.
+  EXPECT_FALSE(folders->Resolve(kind, std::string("canny.safetensors\0../../secret", 32)).ok());
+  const auto long_name = folders->Resolve(kind, std::string(5000, 'a') + ".safetensors");
+  EXPECT_FALSE(long_name.ok());
+  EXPECT_LT(long_name.status().message().size(), 400u);  // the name is quoted short, not echoed whole
+  EXPECT_FALSE(folders->Resolve(kind, "sub/../../../secret.safetensors").ok());
 }
 
 // The daemon's shipped models extend the user's folders: listed last and marked, resolved after the user's files
