@@ -406,11 +406,13 @@ int RunGenerate(const std::shared_ptr<grpc::Channel>& channel, const GenerateFla
     status = reader->Finish();
     // The daemon went away after taking the job (it crashed and its supervisor restarts it, or it was stopped): run
     // the job again once, with the seeds it had, so the user loses nothing.
-    // UNAVAILABLE: the daemon went away (or drained); through a proxy such as nginx the same shows as a reset stream
-    // (INTERNAL "Received RST_STREAM"), which no daemon status reads like.
+    // UNAVAILABLE: the daemon went away (or drained). Through a proxy the same shows as a stream ended without a
+    // status: nginx resets it (INTERNAL "Received RST_STREAM"), HAProxy drops its trailers (UNKNOWN "Stream
+    // removed"); no daemon status reads like these.
     const bool dropped = status.error_code() == grpc::StatusCode::UNAVAILABLE ||
                          (status.error_code() == grpc::StatusCode::INTERNAL &&
-                          absl::StartsWith(status.error_message(), "Received RST_STREAM"));
+                          absl::StartsWith(status.error_message(), "Received RST_STREAM")) ||
+                         (status.error_code() == grpc::StatusCode::UNKNOWN && status.error_message() == "Stream removed");
     if (!dropped || !accepted || attempt > 0 || flags.no_retry) break;
     if (!seeds.empty()) {
       request->set_seed(seeds.front());

@@ -231,10 +231,13 @@ class Job:
                     yield event
                 return
             except grpc.RpcError as error:
-                # UNAVAILABLE: the daemon went away (or drained); through a proxy such as nginx the same shows as a
-                # reset stream (INTERNAL "Received RST_STREAM"), which no daemon status reads like.
-                dropped = error.code() == grpc.StatusCode.UNAVAILABLE or (
-                    error.code() == grpc.StatusCode.INTERNAL and (error.details() or "").startswith("Received RST_STREAM"))
+                # UNAVAILABLE: the daemon went away (or drained). Through a proxy the same shows as a stream ended
+                # without a status: nginx resets it (INTERNAL "Received RST_STREAM"), HAProxy drops its trailers
+                # (UNKNOWN "Stream removed"); no daemon status reads like these.
+                details = error.details() or ""
+                dropped = (error.code() == grpc.StatusCode.UNAVAILABLE
+                           or (error.code() == grpc.StatusCode.INTERNAL and details.startswith("Received RST_STREAM"))
+                           or (error.code() == grpc.StatusCode.UNKNOWN and details == "Stream removed"))
                 if (not dropped or not accepted or self.retried or self._request is None
                         or not self._client.retry_interrupted):
                     raise AtelierError(error.code(), error.details()) from None
