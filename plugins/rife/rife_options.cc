@@ -46,9 +46,15 @@ absl::StatusOr<Options> ParseOptions(const nlohmann::json& j, int max_multiplier
       return absl::InvalidArgumentError(absl::StrCat("rife: interp '", interp.substr(0, 16), "' is not Off, RIFE or FILM"));
     }
   }
-  if (j.contains("multiplier") && !WholeNumber(j["multiplier"], 2, max_multiplier, o.multiplier)) {
-    return absl::InvalidArgumentError(absl::StrCat("rife: multiplier must be a whole number 2..", max_multiplier,
-                                                   " (ATELIER_RIFE_MAX_MULTIPLIER)"));
+  if (j.contains("multiplier")) {
+    const nlohmann::json& m = j["multiplier"];
+    if (!m.is_number() || !std::isfinite(m.get<double>()) || m.get<double>() != std::floor(m.get<double>())) {
+      return absl::InvalidArgumentError("rife: multiplier must be a whole number");
+    }
+    if (!WholeNumber(m, 2, max_multiplier, o.multiplier)) {
+      return absl::InvalidArgumentError(absl::StrCat("rife: multiplier ", m.get<double>(), " is outside 2..",
+                                                     max_multiplier, " (ATELIER_RIFE_MAX_MULTIPLIER)"));
+    }
   }
   if (j.contains("scale") && j["scale"].is_number()) o.scale = j["scale"].get<double>();
   if (o.scale != 0.25 && o.scale != 0.5 && o.scale != 1.0 && o.scale != 2.0 && o.scale != 4.0) {
