@@ -24,6 +24,7 @@ from daemon_process import DaemonProcess
 BUILD = os.path.dirname(os.environ["ATELIER_DAEMON"])
 CLI = os.path.join(BUILD, "atelier")
 FAULT_PLUGIN = os.path.join(BUILD, "tests", "plugins", "test_fault.so")
+THROWS_PLUGIN = os.path.join(BUILD, "tests", "plugins", "test_throws.so")
 
 
 def fault_args(mode, marker=""):
@@ -31,11 +32,12 @@ def fault_args(mode, marker=""):
 
 
 class PluginsDir:
-    """A plugins folder holding only the fault plugin."""
+    """A plugins folder holding only the fault plugin and the one that throws."""
 
     def __init__(self):
         self.tmp = tempfile.TemporaryDirectory()
         os.symlink(FAULT_PLUGIN, os.path.join(self.tmp.name, "fault.so"))
+        os.symlink(THROWS_PLUGIN, os.path.join(self.tmp.name, "throws.so"))
         self.path = self.tmp.name
 
 
@@ -130,6 +132,12 @@ class PluginFaultTest(unittest.TestCase):
                     c.txt2img("a red circle", steps=2, alwayson_scripts=fault_args("error")).wait()
                 self.assertIn("fault", raised.exception.details)
                 self.assertIn("asked to fail", raised.exception.details)
+                self.assertEqual(len(c.txt2img("a red circle", steps=2).wait()), 1)
+                # A C++ exception thrown across the C ABI: the job fails naming the plugin, the daemon serves on.
+                with self.assertRaises(AtelierError) as raised:
+                    c.txt2img("a red circle", steps=2, alwayson_scripts={"throws": {"args": []}}).wait()
+                self.assertIn("throws", raised.exception.details)
+                self.assertIn("the throws plugin threw", raised.exception.details)
                 self.assertEqual(len(c.txt2img("a red circle", steps=2).wait()), 1)
         finally:
             self.assertEqual(daemon.stop(), 0)
