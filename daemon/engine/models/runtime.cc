@@ -1,5 +1,7 @@
 #include "engine/models/runtime.h"
 
+#include "engine/models/onednn_matmul.h"
+
 #include "engine/models/cpu_allocator.h"
 
 #include <dlfcn.h>
@@ -244,6 +246,13 @@ absl::StatusOr<RuntimeInfo> InitRuntime(const RuntimeOptions& options) {
   } else {
     info.blas = blas_path.empty() ? "unknown" : blas_path;
     info.blas_is_fast = false;
+  }
+  if (info.device == "cpu" && OneDnnAvailable()) {
+    // oneDNN initialises itself lazily, in a once-only routine inside its first parallel primitive, which crashes
+    // (SIGSEGV) when an allocation fails there: under memory pressure that first job would take the daemon down
+    // instead of failing. One small product now runs that initialisation while memory is plentiful.
+    at::Tensor a = at::ones({16, 16}), out = at::empty({16, 16});
+    (void)OneDnnMatmul(a, a, out);
   }
   return info;
 }
