@@ -78,6 +78,15 @@ class TokenTest(unittest.TestCase):
     def client(self, token=None):
         return Client(self.daemon.address, token=token)
 
+    def assertRefused(self, submit, code, *parts):
+        """`submit()` fails with `code` and a message holding every one of `parts`."""
+        with self.assertRaises(AtelierError) as raised:
+            submit()
+        self.assertEqual(raised.exception.code, code)
+        for part in parts:
+            self.assertIn(part, raised.exception.details)
+        return raised.exception
+
     def assertNoSecrets(self, text):
         for secret in SECRETS:
             self.assertNotIn(secret, text)
@@ -122,28 +131,20 @@ class TokenTest(unittest.TestCase):
     def test_quota_jobs_and_work_per_job(self):
         with self.client(ALICE) as c:
             job, events = slow_job(c)
-            with self.assertRaises(AtelierError) as raised:
-                c.txt2img("a red circle", steps=2).wait()
-            self.assertEqual(raised.exception.code, grpc.StatusCode.RESOURCE_EXHAUSTED)
-            self.assertIn("jobs=1", raised.exception.details)
+            self.assertRefused(lambda: c.txt2img("a red circle", steps=2).wait(),
+                               grpc.StatusCode.RESOURCE_EXHAUSTED, "jobs=1")
             cancel_and_wait(c, job, events)
             # 64x64 x 600 steps = 2.46 megapixel-steps, over alice's 2.
-            with self.assertRaises(AtelierError) as raised:
-                c.txt2img("a red circle", steps=600).wait()
-            self.assertEqual(raised.exception.code, grpc.StatusCode.RESOURCE_EXHAUSTED)
-            self.assertIn("work_per_job", raised.exception.details)
-            self.assertIn("2.0", raised.exception.details)
+            self.assertRefused(lambda: c.txt2img("a red circle", steps=600).wait(),
+                               grpc.StatusCode.RESOURCE_EXHAUSTED, "work_per_job", "2.0")
 
     def test_quota_work_per_minute(self):
         # bob may submit 0.5 megapixel-steps a minute: 64x64 x 60 steps = 0.25 each, so two jobs and no third.
         with self.client(BOB) as c:
             for _ in range(2):
                 self.assertEqual(len(c.txt2img("a red circle", steps=60, seed=1).wait()), 1)
-            with self.assertRaises(AtelierError) as raised:
-                c.txt2img("a red circle", steps=60).wait()
-            self.assertEqual(raised.exception.code, grpc.StatusCode.RESOURCE_EXHAUSTED)
-            self.assertIn("work_per_minute", raised.exception.details)
-            self.assertIn("retry in", raised.exception.details)
+            self.assertRefused(lambda: c.txt2img("a red circle", steps=60).wait(),
+                               grpc.StatusCode.RESOURCE_EXHAUSTED, "work_per_minute", "retry in")
 
     def test_token_wall_time_limit(self):
         # Stopped after 1 s, or refused at once once the daemon can estimate the job's time.

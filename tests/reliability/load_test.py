@@ -220,7 +220,11 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)
-    sys.exit(0 if ok and code == 0 else 1)
+    assert summary["hung_clients"] == 0, "clients still waiting at the deadline: a deadlock"
+    assert not summary["failures"], summary["failures"]
+    assert summary["watchers_mismatched"] == 0, "a watcher saw other result bytes than the submitter"
+    assert ok, "peak RSS over the bound"
+    assert code == 0, f"the daemon exited {code} after the load"
 
 
 if __name__ == "__main__":
