@@ -135,7 +135,7 @@ class ProxyScaleOut:
         dead = {job.id.split("-")[0]}
         # A client that retries (the default) gets its image from another daemon, with the same seed.
         with Client(self.address) as c:
-            job = c.txt2img("a green triangle", steps=400, seed=3)
+            job = c.txt2img("a green triangle", steps=40, seed=3)  # runs again in full after the kill
             events = iter(job)
             self.assertIsInstance(next(events), Queued)
             first_owner = job.id.split("-")[0]
@@ -173,11 +173,6 @@ class HaproxyScaleOutTest(ProxyScaleOut, unittest.TestCase):
     @classmethod
     def proxy_command(cls, conf_path, prefix):
         return [HAPROXY, "-db", "-f", conf_path]
-
-    @unittest.skip("left open: after a backend is killed mid-job, the client's resubmitted stream through HAProxy "
-                   "2.6 can stall; routing and spreading are covered above, the kill with nginx")
-    def test_2_a_killed_daemon_fails_only_its_own_jobs(self):
-        pass
 
 
 class ClientRoundRobinTest(unittest.TestCase):
