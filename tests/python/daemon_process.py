@@ -38,6 +38,7 @@ class DaemonProcess:
         """Terminates the daemon; its exit code (0 after a clean drain)."""
         self.process.terminate()
         code = self.process.wait(timeout=30)
+        self.process.stdout.close()
         self.log.close()
         self.tmp.cleanup()
         return code
