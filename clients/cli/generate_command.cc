@@ -413,7 +413,11 @@ int RunGenerate(const std::shared_ptr<grpc::Channel>& channel, const GenerateFla
                          (status.error_code() == grpc::StatusCode::INTERNAL &&
                           absl::StartsWith(status.error_message(), "Received RST_STREAM")) ||
                          (status.error_code() == grpc::StatusCode::UNKNOWN && status.error_message() == "Stream removed");
-    if (!dropped || !accepted || attempt > 0 || flags.no_retry) break;
+    // Dropped before its first event reached us still counts when the call got through (the daemon can crash
+    // between sending "queued" and our reading it); a call that never connected does not.
+    const bool never_connected = absl::StartsWith(status.error_message(), "failed to connect") ||
+                                 absl::StrContains(status.error_message(), "DNS resolution failed");
+    if (!dropped || (!accepted && never_connected) || attempt > 0 || flags.no_retry) break;
     if (!seeds.empty()) {
       request->set_seed(seeds.front());
       if (!subseeds.empty()) request->set_subseed(subseeds.front());

@@ -238,7 +238,10 @@ class Job:
                 dropped = (error.code() == grpc.StatusCode.UNAVAILABLE
                            or (error.code() == grpc.StatusCode.INTERNAL and details.startswith("Received RST_STREAM"))
                            or (error.code() == grpc.StatusCode.UNKNOWN and details == "Stream removed"))
-                if (not dropped or not accepted or self.retried or self._request is None
+                # Dropped before its first event reached us still counts when the call got through (the daemon can
+                # crash between sending "queued" and our reading it); a call that never connected does not.
+                reached = accepted or not _never_connected(details)
+                if (not dropped or not reached or self.retried or self._request is None
                         or not self._client.retry_interrupted):
                     raise AtelierError(error.code(), error.details()) from None
                 self.retried = True
@@ -290,6 +293,11 @@ class Job:
     def cancel(self):
         if self.id is not None:
             self._client.cancel(self.id)
+
+
+def _never_connected(details: str) -> bool:
+    """Whether an UNAVAILABLE status says the call never reached a daemon (gRPC's connect and name failures)."""
+    return details.startswith("failed to connect") or "DNS resolution failed" in details
 
 
 def _next_number(directory: str) -> int:
