@@ -6,7 +6,7 @@
 #include "webui_payload.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto request = atelier::cli::WebUiPayloadToRequest(std::string(reinterpret_cast<const char*>(data), size), "fuzz");
+  auto request = atelier::client::WebUiPayloadToRequest(std::string(reinterpret_cast<const char*>(data), size), "fuzz");
   if (request.ok()) (void)request->ByteSizeLong();
   return 0;
 }

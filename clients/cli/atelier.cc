@@ -40,7 +40,7 @@ using namespace atelier;
 using cli::ExitCodeFor;
 
 struct Options {
-  cli::ConnectionOptions connection;
+  client::ConnectionOptions connection;
   double timeout_seconds = 10;
   std::shared_ptr<grpc::Channel> channel;  // made once the flags are parsed
 };
@@ -286,7 +286,7 @@ int Jobs(const Options& options) {
 int Watch(const Options& options, const std::string& job_id) {
   auto stub = v1::Generation::NewStub(Connect(options));
   grpc::ClientContext context;
-  cli::RouteToJob(context, job_id);
+  client::RouteToJob(context, job_id);
   v1::WatchRequest request;
   request.set_job_id(job_id);
   auto reader = stub->Watch(&context, request);
@@ -494,7 +494,7 @@ int Cancel(const Options& options, const std::string& job_id, bool skip) {
   auto stub = v1::Generation::NewStub(Connect(options));
   grpc::ClientContext context;
   SetDeadline(context, options);
-  cli::RouteToJob(context, job_id);
+  client::RouteToJob(context, job_id);
   grpc::Status status;
   if (skip) {
     v1::SkipRequest request;
@@ -629,8 +629,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? cli::kExitOk : cli::kExitUsage;
   }
-  cli::FillFromEnvironment(options.connection);
-  auto channel = cli::Connect(options.connection);
+  client::FillFromEnvironment(options.connection);
+  auto channel = client::Connect(options.connection);
   if (!channel.ok()) {
     std::fprintf(stderr, "atelier: %s\n", std::string(channel.status().message()).c_str());
     return cli::kExitUsage;

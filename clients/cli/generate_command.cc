@@ -42,7 +42,7 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
 absl::StatusOr<v1::GenerateRequest> FromWebUiJson(const std::string& path) {
   auto text = ReadFile(path);
   if (!text.ok()) return text.status();
-  return WebUiPayloadToRequest(*text, path);
+  return client::WebUiPayloadToRequest(*text, path);
 }
 
 absl::Status SetStructValue(google::protobuf::Struct* target, const std::string& key, const std::string& json_text,

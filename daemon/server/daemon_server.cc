@@ -14,7 +14,7 @@ namespace atelier::server {
 namespace {
 
 constexpr const char* kServiceNames[] = {"", "atelier.v1.Generation", "atelier.v1.Models", "atelier.v1.Plugins",
-                                         "atelier.v1.Daemon"};
+                                         "atelier.v1.Daemon", "atelier.v1.Options"};
 
 std::string HostPart(const std::string& listen) {
   const auto colon = listen.rfind(':');
@@ -37,8 +37,11 @@ absl::StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonSe
                                 options.instance_name});
   server->facts_.instance_name = options.instance_name;
   server->callers_ = std::make_unique<Callers>(options.security.tokens, options.client_limits);
-  server->generation_ = std::make_unique<GenerationService>(*server->jobs_, runner, plugins, *server->callers_);
+  server->options_ = std::make_unique<DaemonOptions>();
+  server->generation_ =
+      std::make_unique<GenerationService>(*server->jobs_, runner, plugins, *server->callers_, *server->options_);
   server->models_ = std::make_unique<ModelsService>(models, *server->jobs_, runner, plugins, server->facts_);
+  server->options_service_ = std::make_unique<OptionsService>(*server->options_, *server->models_, *server->callers_);
   server->plugins_ = std::make_unique<PluginsService>(plugins, *server->jobs_, *server->callers_);
   server->daemon_ = std::make_unique<DaemonService>(server->facts_, *server->jobs_);
 
@@ -54,6 +57,7 @@ absl::StatusOr<std::unique_ptr<DaemonServer>> DaemonServer::Start(const DaemonSe
   builder.RegisterService(server->models_.get());
   builder.RegisterService(server->plugins_.get());
   builder.RegisterService(server->daemon_.get());
+  builder.RegisterService(server->options_service_.get());
   // Images travel as bytes inside messages: raise gRPC's 4 MiB default to the configured maximum, both ways.
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   // A request that cannot be parsed gets INVALID_ARGUMENT with the reason instead of gRPC's empty UNIMPLEMENTED.

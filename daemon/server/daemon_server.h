@@ -16,6 +16,8 @@
 
 #include "server/outputs_saver.h"
 #include "server/caller.h"
+#include "server/daemon_options.h"
+#include "server/options_service.h"
 #include "server/server_security.h"
 
 namespace atelier::server {
@@ -73,10 +75,12 @@ class DaemonServer {
   DaemonFacts facts_;
   std::unique_ptr<Callers> callers_;
   std::unique_ptr<JobManager> jobs_;
+  std::unique_ptr<DaemonOptions> options_;  // read by generation_ and options_service_, so it outlives them
   std::unique_ptr<GenerationService> generation_;
   std::unique_ptr<ModelsService> models_;
   std::unique_ptr<PluginsService> plugins_;
   std::unique_ptr<DaemonService> daemon_;
+  std::unique_ptr<OptionsService> options_service_;
   std::unique_ptr<grpc::Server> server_;
   std::string host_;
   int port_ = 0;

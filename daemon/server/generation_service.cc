@@ -25,6 +25,7 @@ grpc::ServerWriteReactor<v1::GenerateEvent>* GenerationService::Generate(grpc::C
   v1::GenerateRequest prepared = *request;
   runner_.FillDefaultSize(prepared);
   if (absl::Status s = ValidateAndFillDefaults(prepared, runner_.loras()); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
+  options_.ApplyTo(prepared);  // the daemon's options (after the infotext's overrides, beneath the request's own)
   if (absl::Status s = ValidatePluginArgs(prepared, plugins_); !s.ok()) return JobStream::Reject(ToGrpcStatus(s));
   auto parsed = runner_.Prepare(prepared);
   if (!parsed.ok()) return JobStream::Reject(ToGrpcStatus(parsed.status()));

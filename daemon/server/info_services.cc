@@ -112,21 +112,27 @@ grpc::ServerUnaryReactor* ModelsService::LoadModel(grpc::CallbackServerContext* 
                                              "checkpoint is required (a title, filename or name from ListModels)"));
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const std::string checkpoint = request->checkpoint();
   const std::string vae = request->vae().empty() ? "Automatic" : request->vae();
-  Detach([this, context, reactor, response, checkpoint, vae] {
-    const absl::Time start = absl::Now();
+  const absl::Time start = absl::Now();
+  LoadBetweenJobs(context, request->checkpoint(), vae, [this, reactor, response, start](absl::Status status) {
+    response->set_load_seconds(absl::ToDoubleSeconds(absl::Now() - start));
+    FillStatus(response->mutable_status());
+    reactor->Finish(ToGrpcStatus(status));
+  });
+  return reactor;
+}
+
+void ModelsService::LoadBetweenJobs(grpc::CallbackServerContext* context, std::string checkpoint, std::string vae,
+                                    std::function<void(absl::Status)> done) {
+  Detach([this, context, checkpoint = std::move(checkpoint), vae = std::move(vae), done = std::move(done)] {
     const absl::Status status = jobs_.RunExclusive([&]() -> absl::Status {
       // It waits for the running job: a caller that gave up meanwhile (deadline, disconnect) changes nothing later.
       if (context->IsCancelled()) return absl::CancelledError("the caller gave up before the model could be loaded");
       runner_.ReleaseModel();
       return models_.Load(checkpoint, vae).status();  // the plugins hear of it from the manager
     });
-    response->set_load_seconds(absl::ToDoubleSeconds(absl::Now() - start));
-    FillStatus(response->mutable_status());
-    reactor->Finish(ToGrpcStatus(status));
+    done(status);
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* ModelsService::UnloadModel(grpc::CallbackServerContext* context,
@@ -163,6 +169,11 @@ grpc::ServerUnaryReactor* ModelsService::GetStatus(grpc::CallbackServerContext* 
                                                    v1::ModelsStatus* response) {
   FillStatus(response);
   return FinishUnary(context, grpc::Status::OK);
+}
+
+std::string ModelsService::VaeSetting() const {
+  std::string vae = models_.current_vae_request();
+  return vae.empty() ? "Automatic" : vae;
 }
 
 void ModelsService::FillStatus(v1::ModelsStatus* status) const {

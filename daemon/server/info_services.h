@@ -15,6 +15,7 @@
 #include "server/request_limits.h"
 
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 
 #include "engine/text/prompt_styles.h"
@@ -56,8 +57,16 @@ class ModelsService final : public v1::Models::CallbackService {
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context, const v1::GetStatusRequest* request,
                                       v1::ModelsStatus* response) override;
 
- private:
+  // Loads `checkpoint` with `vae` between jobs, on a helper thread, then calls `done` there with the outcome
+  // (CANCELLED when the caller gave up while a job ran). LoadModel and Options.SetOptions use it.
+  void LoadBetweenJobs(grpc::CallbackServerContext* context, std::string checkpoint, std::string vae,
+                       std::function<void(absl::Status)> done);
+  // The loaded model's status (checkpoint title, VAE, device, memory).
   void FillStatus(v1::ModelsStatus* status) const;
+  // The VAE as last asked for ("Automatic", "None" or a filename; WebUI's sd_vae option), "Automatic" by default.
+  std::string VaeSetting() const;
+
+ private:
   // Runs `work` on a helper thread that the destructor waits for.
   void Detach(std::function<void()> work);
 

@@ -6,7 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
-namespace atelier::cli {
+namespace atelier::client {
 
 // WebUI accepts images as base64 with or without a data: URI prefix; protobuf's JSON reader wants plain base64.
 static void StripDataUri(nlohmann::json& value) {
@@ -54,4 +54,4 @@ absl::StatusOr<v1::GenerateRequest> WebUiPayloadToRequest(const std::string& tex
   return request;
 }
 
-}  // namespace atelier::cli
+}  // namespace atelier::client

@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace atelier::cli {
+namespace atelier::client {
 
 struct ConnectionOptions {
   // host:port; several comma-separated addresses are balanced by gRPC's own round_robin policy (one daemon per
@@ -35,4 +35,4 @@ void FillFromEnvironment(ConnectionOptions& options);
 // NOT_FOUND / INVALID_ARGUMENT for unreadable or non-PEM files (naming the flag, not the path).
 absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const ConnectionOptions& options);
 
-}  // namespace atelier::cli
+}  // namespace atelier::client

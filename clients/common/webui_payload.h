@@ -9,8 +9,8 @@
 #include "absl/status/statusor.h"
 #include "atelier/v1/generation.pb.h"
 
-namespace atelier::cli {
+namespace atelier::client {
 
 absl::StatusOr<v1::GenerateRequest> WebUiPayloadToRequest(const std::string& text, const std::string& label);
 
-}  // namespace atelier::cli
+}  // namespace atelier::client

@@ -12,7 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
-namespace atelier::cli {
+namespace atelier::client {
 namespace {
 
 using grpc::experimental::InterceptionHookPoints;
@@ -132,4 +132,4 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const ConnectionOptions& 
   return grpc::experimental::CreateCustomChannelWithInterceptors(target, credentials, args, std::move(interceptors));
 }
 
-}  // namespace atelier::cli
+}  // namespace atelier::client
