@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "util/infotext_text.h"
 
 namespace atelier::engine {
 
@@ -27,8 +28,8 @@ struct ParsedInfotext {
   }
 };
 
-// The "Key: value" pairs of one line as WebUI's re_param.findall sees them (values unquoted when JSON-quoted).
-std::vector<std::pair<std::string, std::string>> InfotextPairs(absl::string_view line);
+// The "Key: value" pairs of one line as WebUI's re_param.findall sees them (util/infotext_text.h).
+using ::atelier::InfotextPairs;
 
 // parse_generation_parameters. Never fails: text without a parameter line is all prompt.
 ParsedInfotext ParseInfotext(absl::string_view text);

@@ -151,6 +151,7 @@ namespace {
 // (as a LoRA does) rebuilds the folded taps.
 TEST(UpsampleConvTest, FoldedTapsMatchUpsamplingFirst) {
   SeveralThreads threads;
+  at::manual_seed(7);  // fixed inputs: the tolerance is for rounding at these magnitudes (CI saw 1 in 2304 unseeded)
   engine::Conv2d conv(24, 16, 3, 1, 1);
   conv->weight.copy_(at::randn({16, 24, 3, 3}) * 0.2);
   conv->bias.copy_(at::randn({16}) * 0.1);
@@ -168,7 +169,8 @@ TEST(UpsampleConvTest, FoldedTapsMatchUpsamplingFirst) {
   conv->weight.mul_(-0.5);  // in place: a new version of the same data
   const at::Tensor x = at::randn({1, 24, 6, 6});
   EXPECT_TRUE(testing::AllClose(conv->ForwardUpsampled2x(x), reference(x), 1e-5, 1e-5, "after an in-place patch"));
-  conv->weight.set_data(at::randn({16, 24, 3, 3}).contiguous(at::MemoryFormat::ChannelsLast));
+  // The same scale as the first weight: the fold sums taps in another order, so the error grows with the values.
+  conv->weight.set_data((at::randn({16, 24, 3, 3}) * 0.2).contiguous(at::MemoryFormat::ChannelsLast));
   EXPECT_TRUE(testing::AllClose(conv->ForwardUpsampled2x(x), reference(x), 1e-5, 1e-5, "after a replacement"));
   // bfloat16: the folded taps round once more (sums of up to 4 bf16 taps); against the float32 result of the same
   // bf16 values, the error stays that of libtorch's own bf16 path.
