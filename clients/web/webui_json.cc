@@ -148,7 +148,8 @@ std::string InfoJson(const json& p, const JobOutcome& outcome) {
   }
   json extra = json::object();
   for (const auto& [key, value] : first.extra) extra[key] = value;
-  json info{
+  // Processed.js()'s key order (ordered_json keeps insertion order).
+  nlohmann::ordered_json info{
       {"prompt", prompt},
       {"all_prompts", all_prompts},
       {"negative_prompt", negative},
@@ -183,7 +184,7 @@ std::string InfoJson(const json& p, const JobOutcome& outcome) {
       {"version", first.Find("Version") ? json(*first.Find("Version")) : json("atelier")},
   };
   (void)images;
-  return info.dump();
+  return info.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 int HttpStatusOf(grpc::StatusCode code) {

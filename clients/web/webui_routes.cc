@@ -165,6 +165,16 @@ void ListModels(Gateway& gateway, const httplib::Request& request, httplib::Resp
   Gateway::Json(response, list);
 }
 
+// The schema of one item of a plugin's {"args": [item, ...]} ("$ref" into its definitions resolved); null if none.
+json ArgsItemSchema(const json& schema) {
+  if (!schema.is_object()) return nullptr;
+  const json item = schema.value("/properties/args/items"_json_pointer, json(nullptr));
+  if (!item.is_object()) return nullptr;
+  const std::string ref = item.value("$ref", "");
+  if (ref.rfind("#/", 0) != 0) return item;
+  return schema.value(json::json_pointer(ref.substr(1)), json(nullptr));
+}
+
 std::string Stem(const std::string& filename) {
   const auto slash = filename.find_last_of('/');
   std::string name = slash == std::string::npos ? filename : filename.substr(slash + 1);
@@ -389,8 +399,9 @@ void AddWebUiRoutes(httplib::Server& server, Gateway& gateway) {
         // Each property of the plugin's argument schema is one arg, as WebUI lists a script's UI components.
         json args = json::array();
         const json schema = json::parse(p.params_schema_json(), nullptr, false);
-        if (schema.is_object() && schema.contains("properties") && schema["properties"].is_object()) {
-          for (auto it = schema["properties"].begin(); it != schema["properties"].end(); ++it) {
+        const json item = ArgsItemSchema(schema);
+        if (item.is_object() && item.contains("properties") && item["properties"].is_object()) {
+          for (auto it = item["properties"].begin(); it != item["properties"].end(); ++it) {
             const json& s = it.value();
             args.push_back(json{{"label", it.key()},
                                 {"value", s.value("default", json(nullptr))},
