@@ -6,6 +6,7 @@
 const $ = (id) => document.getElementById(id);
 const jobs = new Map();  // job_id -> article
 let initImage = null;    // base64 of the img2img image
+window.atelierPreviewLatencyMs = [];
 
 async function api(path, body) {
   const init = body === undefined ? {} : {method: "POST", headers: {"Content-Type": "application/json"},
@@ -69,8 +70,8 @@ const handlers = {
       const img = card.querySelector(".preview");
       img.src = d.preview;
       img.hidden = false;
-      img.dataset.publishedUs = d.published_us;
-      window.atelierLastPreview = {job_id: d.job_id, published_us: d.published_us, received_ms: Date.now()};
+      // How long after the daemon emitted it the preview arrived (same clock on one machine; bench/ reads it).
+      if (d.published_us) window.atelierPreviewLatencyMs.push(Date.now() - d.published_us / 1000);
     }
   },
   result(d) {

@@ -10,9 +10,9 @@ import requests
 
 
 class GatewayProcess:
-    def __init__(self, daemon_address, extra_args=()):
+    def __init__(self, daemon_address, extra_args=(), listen="127.0.0.1:0"):
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log")
-        self.process = subprocess.Popen([os.environ["ATELIER_WEB"], "--listen", "127.0.0.1:0", "--daemon",
+        self.process = subprocess.Popen([os.environ["ATELIER_WEB"], "--listen", listen, "--daemon",
                                          daemon_address, *extra_args], stdout=subprocess.PIPE, stderr=self.log,
                                         text=True)
         line = self.process.stdout.readline()
