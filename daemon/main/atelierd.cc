@@ -31,6 +31,7 @@
 #include "engine/text/clip_tokenizer.h"
 #include "server/generation_runner.h"
 #include "util/limits.h"
+#include "main/web_gateway_child.h"
 #include "util/log.h"
 #include "version.h"
 
@@ -137,6 +138,9 @@ int Run(int argc, char** argv) {
   std::string metrics_listen;
   app.add_option("--metrics-listen", metrics_listen,
                  "HOST:PORT to serve Prometheus metrics on (GET /metrics); off by default");
+  std::string http_listen;
+  app.add_option("--http-listen", http_listen,
+                 "HOST:PORT for WebUI's HTTP API (/sdapi/v1/*) and the live page: starts atelier-web as a child");
   app.add_option("--cache-dir", cache_dir, "where checkpoint hashes are cached (like WebUI's cache.json)")
       ->capture_default_str();
   app.add_option("--checkpoint", checkpoint,
@@ -411,6 +415,16 @@ int Run(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::seconds(2));  // the streams deliver their final status
     std::_Exit(70);
   });
+  std::optional<WebGatewayChild> web;
+  if (!http_listen.empty()) {
+    auto started = WebGatewayChild::Start(http_listen, (*server)->address());
+    if (!started.ok()) {
+      LogError(std::string(started.status().message()));
+      return 2;
+    }
+    web.emplace(*std::move(started));
+    LogInfo(absl::StrCat("WebUI's HTTP API and the live page: atelier-web (pid ", web->pid(), ") on ", http_listen));
+  }
   // The one line on stdout: scripts and tests read the real port from it.
   std::printf("atelierd listening on %s\n", (*server)->address().c_str());
   std::fflush(stdout);
@@ -426,7 +440,8 @@ int Run(int argc, char** argv) {
     LogError("second signal: exiting without draining");
     std::_Exit(130);
   }).detach();
-  (*server)->Shutdown();
+  (*server)->Shutdown();  // drains: the gateway's HTTP jobs in flight finish first
+  web.reset();
   metrics.reset();
   server->reset();
   plugins.reset();  // finalizes plugins (joining their threads) before exit

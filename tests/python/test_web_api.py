@@ -385,6 +385,26 @@ class GatewayAuthAndOutagesTest(unittest.TestCase):
             self.assertEqual(daemon.stop(), 0)
             folder.cleanup()
 
+    def test_atelierd_http_listen_runs_the_gateway_as_a_child(self):
+        port = free_port()
+        daemon = DaemonProcess(extra_args=("--http-listen", "127.0.0.1:%d" % port))
+        url = "http://127.0.0.1:%d" % port
+        try:
+            deadline, models = time.time() + 30, None
+            while time.time() < deadline and models is None:
+                try:
+                    response = requests.get(url + "/sdapi/v1/sd-models", timeout=5)
+                    models = response.json() if response.status_code == 200 else None
+                except requests.ConnectionError:
+                    pass
+                time.sleep(0.1)
+            self.assertEqual(models[0]["model_name"], "atelier-shapes")
+            self.assertIn("atelier-web (pid", daemon.log_text())
+        finally:
+            self.assertEqual(daemon.stop(), 0)
+        with self.assertRaises(requests.ConnectionError):  # it stops with the daemon
+            requests.get(url + "/", timeout=5)
+
     def test_the_api_answers_503_while_the_daemon_is_away(self):
         port = free_port()
         daemon = DaemonProcess(listen="127.0.0.1:%d" % port)
