@@ -5,7 +5,7 @@ jobs of shapes it has not seen are estimated (Started.estimated_seconds) and run
 
     python3 bench/cost_calibration.py --daemon build/atelierd [--model-args ...]
 
-Needs PYTHONPATH=build/python:clients/python (the generated stubs and the client)."""
+Needs PYTHONPATH=clients/python (the client and its stubs)."""
 
 import argparse
 import os

@@ -14,12 +14,12 @@ the job), seconds_per_step (steady: between the first and the last step's events
 result), decode_seconds and the job's other stage timings, peak_rss_mib (VmHWM of the daemon after the job: the
 load included), rss_after_load_mib, rss_file_* (file-backed: code and mappings)
 and rss_peak_mib_by_phase (VmRSS sampled every 10 ms: to_first_step, sampling, decode).
-Needs build/python (the generated stubs) and clients/python on PYTHONPATH; set here when run from the tree."""
+Needs clients/python (the client and its stubs) on PYTHONPATH; set here when run from the tree."""
 import argparse, json, os, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(ROOT, "build", "python"), os.path.join(ROOT, "clients", "python")]
+sys.path[:0] = [os.path.join(ROOT, "clients", "python")]
 MANIFEST = os.path.join(ROOT, "..", "shared", "manifests", "sd15-ldm.json")
 
 

@@ -3,7 +3,7 @@
 by a real atelierd through the Python client with WebUI defaults (DPM++ 2M, 20 steps, CFG 7), each cell upscaled
 x2 (nearest) with the caption under its row.
 
-    PYTHONPATH=build/python:clients/python python3 training/contact_sheet.py --daemon build/atelierd \
+    PYTHONPATH=clients/python python3 training/contact_sheet.py --daemon build/atelierd \
         --out docs/images/embedded-model-sheet.png"""
 
 import argparse

@@ -36,6 +36,24 @@ const char* StateName(v1::JobState state) {
   }
 }
 
+std::string ProgressMessage(const v1::GenerateEvent& event) {
+  const v1::Progress& p = event.progress();
+  json data{{"job_id", event.job_id()},
+            {"published_us", event.published_unix_us()},
+            {"step", p.sampling_step()},
+            {"steps", p.sampling_steps()},
+            {"job_no", p.job_no()},
+            {"job_count", p.job_count()},
+            {"progress", p.progress()},
+            {"eta_seconds", p.eta_seconds()},
+            {"pass", p.pass()},
+            {"text", p.text()},
+            {"preview", p.has_preview() && !p.preview().data().empty()
+                            ? json(DataUri(p.preview().mime_type(), p.preview().data()))
+                            : json(nullptr)}};
+  return Sse("progress", data);
+}
+
 }  // namespace
 
 std::string Subscription::Next(int timeout_ms) {
@@ -130,23 +148,13 @@ void JobBoard::Publish(const v1::GenerateEvent& event, const std::string& prompt
       s.elapsed_seconds = p.elapsed_seconds();
       s.textinfo = p.text();
       if (p.has_preview() && !p.preview().data().empty()) s.current_image = p.preview().data();
-      json data = base;
-      data.update({{"step", p.sampling_step()},
-                   {"steps", p.sampling_steps()},
-                   {"job_no", p.job_no()},
-                   {"job_count", p.job_count()},
-                   {"progress", p.progress()},
-                   {"eta_seconds", p.eta_seconds()},
-                   {"pass", p.pass()},
-                   {"text", p.text()},
-                   {"preview", p.has_preview() && !p.preview().data().empty()
-                                   ? json(DataUri(p.preview().mime_type(), p.preview().data()))
-                                   : json(nullptr)}});
-      job.last_progress_message = Sse("progress", data);
-      Broadcast(job.last_progress_message, true);
+      job.last_progress = event;
+      // No page open: nothing to encode (the HTTP API's own work stays the daemon's).
+      if (!subscribers_.empty()) Broadcast(ProgressMessage(event), true);
       break;
     }
     case v1::GenerateEvent::kResult: {
+      if (subscribers_.empty()) break;  // images are encoded only for open pages
       const v1::Result& r = event.result();
       json data = base;
       data.update({{"index", r.index()},
@@ -158,6 +166,7 @@ void JobBoard::Publish(const v1::GenerateEvent& event, const std::string& prompt
       break;
     }
     case v1::GenerateEvent::kFrame: {
+      if (subscribers_.empty()) break;  // images are encoded only for open pages
       const v1::Frame& f = event.frame();
       json data = base;
       data.update({{"index", f.index()}, {"image", DataUri(f.image().mime_type(), f.image().data())},
@@ -166,6 +175,7 @@ void JobBoard::Publish(const v1::GenerateEvent& event, const std::string& prompt
       break;
     }
     case v1::GenerateEvent::kArtifact: {
+      if (subscribers_.empty()) break;  // images are encoded only for open pages
       // Chunked files are joined by the caller (the page gets whole files); here: a whole one.
       const v1::Artifact& a = event.artifact();
       json data = base;
@@ -236,7 +246,7 @@ std::shared_ptr<Subscription> JobBoard::Subscribe() {
     subscription->Push(Sse(job.progress.active ? "started" : "queued",
                            json{{"job_id", id}, {"prompt", job.prompt}, {"mine", job.mine}}),
                        false);
-    if (!job.last_progress_message.empty()) subscription->Push(job.last_progress_message, true);
+    if (job.last_progress.has_progress()) subscription->Push(ProgressMessage(job.last_progress), true);
   }
   subscribers_[subscription.get()] = subscription;
   return subscription;

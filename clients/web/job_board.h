@@ -60,7 +60,7 @@ class JobBoard {
     bool finished = false;
     std::int64_t order = 0;
     std::string prompt;
-    std::string last_progress_message;  // replayed to new subscribers
+    v1::GenerateEvent last_progress;  // replayed to new subscribers
   };
   void Broadcast(const std::string& message, bool droppable);  // mu_ held
 

@@ -3,7 +3,7 @@ the project's scorer (training/world.py): it draws what held-out captions ask fo
 model expects (seeds, CFG, img2img strength, inpainting, emphasis, hires fix). The scorer itself is checked on the
 generator's own renders.
 
-Run by ctest with ATELIER_DAEMON (the atelierd binary) and PYTHONPATH (build/python, clients/python) set; needs
+Run by ctest with ATELIER_DAEMON (the atelierd binary) and PYTHONPATH (clients/python) set; needs
 python3-numpy and python3-pil. Prints the measured figures (the README quotes them) with the chance levels."""
 
 import io

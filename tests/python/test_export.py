@@ -2,7 +2,7 @@
 contact sheet and a GIF (and the other formats), saved with WebUI's names and decoded back; bad options are clear
 errors; a failed export leaves the images delivered; the stand-alone invoke.
 
-Run by ctest with ATELIER_DAEMON and PYTHONPATH (build/python, clients/python) set; numpy and PIL from scripts/setup."""
+Run by ctest with ATELIER_DAEMON and PYTHONPATH (clients/python) set; numpy and PIL from scripts/setup."""
 
 import base64
 import io

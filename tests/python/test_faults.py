@@ -4,7 +4,7 @@ jobs UNAVAILABLE and exits 70 for the supervisor; a crash names the plugin in th
 a supervisor that restarts the daemon (as examples/systemd's Restart=on-failure does), the Python client and the
 CLI resubmit the interrupted job once with the same seed and get their image.
 
-Run by ctest with ATELIER_DAEMON (the atelierd binary) and PYTHONPATH (build/python and clients/python) set."""
+Run by ctest with ATELIER_DAEMON (the atelierd binary) and PYTHONPATH (clients/python) set."""
 
 import os
 import resource

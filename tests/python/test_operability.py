@@ -1,7 +1,7 @@
 """Operability of a real atelierd: the Prometheus endpoint (--metrics-listen), Daemon.GetInfo's stats and JSON
 logs (--log-format json) with job ids, all agreeing with the jobs the test ran: succeeded, cancelled, refused.
 
-Run by ctest with ATELIER_DAEMON (the atelierd binary) and PYTHONPATH (build/python and clients/python) set."""
+Run by ctest with ATELIER_DAEMON (the atelierd binary) and PYTHONPATH (clients/python) set."""
 
 import json
 import re

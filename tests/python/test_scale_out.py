@@ -3,7 +3,7 @@ nginx.conf, grpc_pass over HTTP/2), the same behind HAProxy (haproxy.cfg), and, 
 New jobs spread over the daemons; Watch and Cancel of a job reach the daemon that owns it (the job id names it);
 a daemon killed mid-job fails only its own job, and new jobs go to the others.
 
-Run by ctest with ATELIER_DAEMON (the atelierd binary) and PYTHONPATH (build/python and clients/python) set."""
+Run by ctest with ATELIER_DAEMON (the atelierd binary) and PYTHONPATH (clients/python) set."""
 
 import os
 import shutil

@@ -3,7 +3,7 @@ to listen beyond loopback unprotected, per-token quotas and who may cancel whose
 with --token / --tls-ca and their environment variables. Tokens and secret paths never show in errors or logs.
 Also the operator's request limits (--max-*), reported by GetInfo and enforced with errors naming the flag.
 
-Run by ctest with ATELIER_DAEMON (the atelierd binary) and PYTHONPATH (build/python and clients/python) set."""
+Run by ctest with ATELIER_DAEMON (the atelierd binary) and PYTHONPATH (clients/python) set."""
 
 import os
 import subprocess
