@@ -166,7 +166,12 @@ function pluginForm(plugin) {
   set.className = "plugin";
   set.dataset.plugin = plugin.name;
   const legend = document.createElement("legend");
-  legend.innerHTML = `<label><input type="checkbox" class="plugin-enabled"> ${plugin.name}</label>`;
+  const toggle = document.createElement("label");
+  const enabled = document.createElement("input");
+  enabled.type = "checkbox";
+  enabled.className = "plugin-enabled";
+  toggle.append(enabled, " " + plugin.name);
+  legend.append(toggle);
   set.append(legend);
   const body = document.createElement("div");
   body.hidden = true;

@@ -80,6 +80,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", connection.tls_key, "its key (ATELIER_TLS_KEY)");
   app.add_option("--api-auth", api_auth, "user:pass[,user:pass...]: HTTP basic auth on every route, as WebUI's");
   app.add_option("--assets", settings.assets_dir, "the page's folder (assets/web)")->capture_default_str();
+  std::string cors_origins;
+  app.add_option("--cors-allow-origins", cors_origins,
+                 "comma-separated origins browsers may call the API from (WebUI's flag; e.g. openOutpaint's), or *");
   app.add_flag("--no-watch-all", no_watch_all, "show only the jobs submitted through this gateway on the page");
   app.add_option("--threads", threads, "HTTP worker threads (each open page holds one for its event stream)")
       ->check(CLI::Range(4, 4096))
@@ -120,6 +123,7 @@ int main(int argc, char** argv) {
   server.set_payload_max_length(256u << 20);
   const std::vector<std::string> credentials = settings.api_auth;
   server.set_pre_routing_handler([&gateway, credentials](const httplib::Request& q, httplib::Response& r) {
+    if (q.method == "OPTIONS") return httplib::Server::HandlerResponse::Unhandled;  // CORS preflights carry no auth
     if (!Authorized(q, credentials)) {
       r.set_header("WWW-Authenticate", "Basic");
       web::Gateway::Json(r, json{{"detail", "Incorrect username or password"}}, 401);
@@ -149,6 +153,24 @@ int main(int argc, char** argv) {
     if (r.status == 404 && r.body.empty()) web::Gateway::Json(r, json{{"detail", "Not Found"}}, 404);
     (void)q;
   });
+  // CORS as WebUI's --cors-allow-origins: the listed origins (or any with "*") may call from a browser.
+  const std::vector<std::string> origins = absl::StrSplit(cors_origins, ',', absl::SkipWhitespace());
+  if (!origins.empty()) {
+    server.set_post_routing_handler([origins](const httplib::Request& q, httplib::Response& r) {
+      const std::string origin = q.get_header_value("Origin");
+      if (origin.empty()) return;
+      for (const std::string& allowed : origins) {
+        if (allowed == "*" || allowed == origin) {
+          r.set_header("Access-Control-Allow-Origin", allowed == "*" ? "*" : origin);
+          r.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+          r.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type");
+          r.set_header("Vary", "Origin");
+          return;
+        }
+      }
+    });
+    server.Options(R"(.*)", [](const httplib::Request&, httplib::Response& r) { r.status = 204; });
+  }
   web::AddWebUiRoutes(server, gateway);
   web::AddExtensionRoutes(server, gateway);
   web::AddPageRoutes(server, gateway);

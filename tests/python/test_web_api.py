@@ -363,6 +363,27 @@ class GatewayAuthAndOutagesTest(unittest.TestCase):
             self.assertEqual(gateway.stop(), 0)
             self.assertEqual(daemon.stop(), 0)
 
+    def test_cors_allows_the_listed_origins(self):
+        daemon = DaemonProcess()
+        gateway = GatewayProcess(daemon.address, ("--cors-allow-origins", "http://localhost:3456",
+                                                  "--api-auth", "u:p"))
+        try:
+            gateway.wait_reachable(auth=("u", "p"))
+            url = gateway.url + "/sdapi/v1/txt2img"
+            preflight = requests.options(url, timeout=30, headers={"Origin": "http://localhost:3456",
+                                                                   "Access-Control-Request-Method": "POST"})
+            self.assertEqual(preflight.status_code, 204)
+            self.assertEqual(preflight.headers["Access-Control-Allow-Origin"], "http://localhost:3456")
+            listed = requests.get(gateway.url + "/sdapi/v1/samplers", auth=("u", "p"), timeout=30,
+                                  headers={"Origin": "http://localhost:3456"})
+            self.assertEqual(listed.headers.get("Access-Control-Allow-Origin"), "http://localhost:3456")
+            other = requests.get(gateway.url + "/sdapi/v1/samplers", auth=("u", "p"), timeout=30,
+                                 headers={"Origin": "http://evil.example"})
+            self.assertNotIn("Access-Control-Allow-Origin", other.headers)
+        finally:
+            self.assertEqual(gateway.stop(), 0)
+            self.assertEqual(daemon.stop(), 0)
+
     def test_bearer_tokens_pass_through(self):
         token = "tok-" + "7" * 32
         folder = tempfile.TemporaryDirectory()
