@@ -194,6 +194,7 @@ int main(int argc, char** argv) {
   std::thread stopper([&] {
     int signal = 0;
     sigwait(&signals, &signal);
+    gateway.CancelAll();  // HTTP calls waiting on a job end now (their jobs are cancelled), so the pool can stop
     server.stop();
   });
   server.listen_after_bind();

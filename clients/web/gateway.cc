@@ -1,5 +1,6 @@
 #include "gateway.h"
 
+#include <algorithm>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -27,12 +28,14 @@ Gateway::Gateway(std::shared_ptr<grpc::Channel> channel, GatewaySettings setting
       plugins_(v1::Plugins::NewStub(channel_)),
       daemon_(v1::Daemon::NewStub(channel_)) {}
 
-Gateway::~Gateway() {
+void Gateway::CancelAll() {
   stopping_ = true;
-  {
-    std::lock_guard<std::mutex> lock(watches_mu_);
-    for (auto& context : watch_contexts_) context->TryCancel();
-  }
+  std::lock_guard<std::mutex> lock(watches_mu_);
+  for (auto& context : watch_contexts_) context->TryCancel();
+}
+
+Gateway::~Gateway() {
+  CancelAll();
   if (watcher_.joinable()) watcher_.join();
   std::vector<Worker> workers;
   {
@@ -74,7 +77,15 @@ std::unique_ptr<grpc::ClientContext> Gateway::Context(const httplib::Request& re
 GenerationRun Gateway::Generate(const v1::GenerateRequest& request, const httplib::Request& http,
                                 const std::function<void(const std::string&)>& on_accepted) {
   GenerationRun run;
-  auto context = Context(http, std::chrono::seconds(0));
+  std::shared_ptr<grpc::ClientContext> context = Context(http, std::chrono::seconds(0));
+  {
+    std::lock_guard<std::mutex> lock(watches_mu_);
+    if (stopping_) {
+      run.status = grpc::Status(grpc::StatusCode::UNAVAILABLE, "the gateway is stopping");
+      return run;
+    }
+    watch_contexts_.push_back(context);
+  }
   auto reader = generation_->Generate(context.get(), request);
   v1::GenerateEvent event;
   std::map<std::string, v1::Artifact> partial;  // artifact chunks by name until the last one
@@ -110,6 +121,11 @@ GenerationRun Gateway::Generate(const v1::GenerateRequest& request, const httpli
     board_.Publish(event, request.prompt(), true);
   }
   run.status = reader->Finish();
+  {
+    std::lock_guard<std::mutex> lock(watches_mu_);
+    watch_contexts_.erase(std::remove(watch_contexts_.begin(), watch_contexts_.end(), context),
+                          watch_contexts_.end());
+  }
   if (!finished && !run.job_id.empty()) {
     board_.Ended(run.job_id, run.status.ok() ? "succeeded" : "failed", run.status.error_message());
   }

@@ -61,6 +61,9 @@ class Gateway {
   // Watches the daemon: reachability (for the page and 503s) and, with watch_all, other clients' jobs.
   void StartWatching();
   bool daemon_reachable() const { return reachable_.load(); }
+  // Ends every generation call in flight (the daemon cancels those jobs, as for any submitter that goes away) and
+  // every watch: the gateway is stopping.
+  void CancelAll();
   // Runs `work` on a thread the gateway joins (finished ones as new ones start, the rest when it is destroyed).
   void Background(std::function<void()> work);
 
@@ -93,7 +96,7 @@ class Gateway {
   };
   std::mutex watches_mu_;
   std::vector<Worker> workers_;
-  std::vector<std::shared_ptr<grpc::ClientContext>> watch_contexts_;
+  std::vector<std::shared_ptr<grpc::ClientContext>> watch_contexts_;  // watches and generations in flight
 };
 
 // The route files.

@@ -426,6 +426,26 @@ class GatewayAuthAndOutagesTest(unittest.TestCase):
         with self.assertRaises(requests.ConnectionError):  # it stops with the daemon
             requests.get(url + "/", timeout=5)
 
+    def test_stopping_the_gateway_cancels_its_jobs_in_flight(self):
+        daemon = DaemonProcess()
+        gateway = GatewayProcess(daemon.address)
+        try:
+            gateway.wait_reachable()
+            submitted = requests.post(gateway.url + "/api/submit", timeout=60, json={
+                "payload": {"prompt": "a red circle", "steps": 1000, "width": 64, "height": 64}})
+            self.assertEqual(submitted.status_code, 200, submitted.text)
+            job_id = submitted.json()["job_id"]
+            started = time.time()
+            self.assertEqual(gateway.stop(), 0)
+            self.assertLess(time.time() - started, 20)
+            with Client(daemon.address) as c:  # the daemon cancelled it: its submitter went away
+                deadline = time.time() + 30
+                while time.time() < deadline and any(j.job_id == job_id for j in c.jobs()):
+                    time.sleep(0.1)
+                self.assertFalse(any(j.job_id == job_id for j in c.jobs()))
+        finally:
+            self.assertEqual(daemon.stop(), 0)
+
     def test_the_api_answers_503_while_the_daemon_is_away(self):
         port = free_port()
         daemon = DaemonProcess(listen="127.0.0.1:%d" % port)

@@ -60,11 +60,30 @@ class WebPageTest(unittest.TestCase):
             browser.screenshot(os.path.join(artifacts, "web_page.png"))
             self.assertGreater(os.path.getsize(os.path.join(artifacts, "web_page.png")), 1000)
 
+            # An image dropped or pasted on the page refills the form from its infotext (here: the result itself).
+            browser.evaluate("""(() => {
+                document.getElementById('prompt').value = '';
+                document.getElementById('seed').value = '-1';
+                return fetch(document.querySelector('.job .results img.result').src).then(r => r.blob())
+                    .then(b => useImage(new File([b], 'result.png', {type: 'image/png'}))).then(() => true); })()""")
+            browser.wait_for("document.getElementById('prompt').value === "
+                             "'a small green square on the right, black background'")
+            self.assertEqual(browser.evaluate("document.getElementById('seed').value"), "77")
+            self.assertEqual(browser.evaluate("document.getElementById('steps').value"), "40")
+
+            # The page's Interrupt button stops a running job (it ends cancelled, with its last image).
+            browser.evaluate("""(() => { document.getElementById('steps').value = '1000';
+                document.getElementById('generate').click(); return true; })()""")
+            browser.wait_for("document.querySelectorAll('.job').length >= 2 && "
+                             "document.querySelector('.job').dataset.state === 'running'", timeout=120)
+            browser.evaluate("document.querySelector('.job .cancel').click()")
+            browser.wait_for("document.querySelector('.job').dataset.state === 'cancelled'", timeout=60)
+
             # Another client's job (over gRPC) is streamed to the page as it runs.
             with Client(daemon.address) as c:
                 done = threading.Event()
                 threading.Thread(target=lambda: (c.txt2img("a red circle", steps=60, seed=3).wait(), done.set())).start()
-                browser.wait_for("document.querySelectorAll('.job').length >= 2", timeout=60)
+                browser.wait_for("document.querySelectorAll('.job').length >= 3", timeout=60)
                 browser.wait_for("[...document.querySelectorAll('.job[data-mine=false] img.result')].length > 0",
                                  timeout=180)
                 self.assertTrue(done.wait(60))
