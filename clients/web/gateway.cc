@@ -132,6 +132,20 @@ GenerationRun Gateway::Generate(const v1::GenerateRequest& request, const httpli
   return run;
 }
 
+grpc::Status Gateway::StopJob(const httplib::Request& http, const std::string& job_id, bool skip) {
+  auto context = Context(http);
+  if (skip) {
+    v1::SkipRequest request;
+    request.set_job_id(job_id);
+    v1::SkipResponse out;
+    return generation_->Skip(context.get(), request, &out);
+  }
+  v1::CancelRequest request;
+  request.set_job_id(job_id);
+  v1::CancelResponse out;
+  return generation_->Cancel(context.get(), request, &out);
+}
+
 void Gateway::Json(httplib::Response& response, const nlohmann::json& body, int code) {
   response.status = code;
   response.set_content(body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), "application/json");

@@ -54,6 +54,9 @@ class Gateway {
   GenerationRun Generate(const v1::GenerateRequest& request, const httplib::Request& http,
                          const std::function<void(const std::string&)>& on_accepted = nullptr);
 
+  // Cancel (WebUI's interrupt) or Skip one job, as the HTTP caller.
+  grpc::Status StopJob(const httplib::Request& http, const std::string& job_id, bool skip);
+
   // Answers a daemon status as WebUI would (HTTP code and {error, detail, body, errors}).
   static void Fail(httplib::Response& response, const grpc::Status& status);
   static void Json(httplib::Response& response, const nlohmann::json& body, int code = 200);

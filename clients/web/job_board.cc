@@ -25,17 +25,6 @@ std::string Sse(const char* type, const json& data) {
   return absl::StrCat("event: ", type, "\ndata: ", data.dump(), "\n\n");
 }
 
-const char* StateName(v1::JobState state) {
-  switch (state) {
-    case v1::JOB_STATE_QUEUED: return "queued";
-    case v1::JOB_STATE_RUNNING: return "running";
-    case v1::JOB_STATE_SUCCEEDED: return "succeeded";
-    case v1::JOB_STATE_CANCELLED: return "cancelled";
-    case v1::JOB_STATE_FAILED: return "failed";
-    default: return "unknown";
-  }
-}
-
 std::string ProgressMessage(const v1::GenerateEvent& event) {
   const v1::Progress& p = event.progress();
   json data{{"job_id", event.job_id()},
@@ -188,7 +177,7 @@ void JobBoard::Publish(const v1::GenerateEvent& event, const std::string& prompt
       job.progress.active = false;
       job.finished = true;
       json data = base;
-      data.update({{"state", StateName(event.finished().state())}, {"message", event.finished().message()},
+      data.update({{"state", JobStateName(event.finished().state())}, {"message", event.finished().message()},
                    {"run_seconds", event.finished().run_seconds()}});
       Broadcast(Sse("finished", data), false);
       finished_order_.push_back(id);

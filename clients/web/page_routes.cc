@@ -16,17 +16,6 @@ using nlohmann::json;
 
 constexpr int kKeepAliveMs = 15000;
 
-const char* StateName(v1::JobState state) {
-  switch (state) {
-    case v1::JOB_STATE_QUEUED: return "queued";
-    case v1::JOB_STATE_RUNNING: return "running";
-    case v1::JOB_STATE_SUCCEEDED: return "succeeded";
-    case v1::JOB_STATE_CANCELLED: return "cancelled";
-    case v1::JOB_STATE_FAILED: return "failed";
-    default: return "unknown";
-  }
-}
-
 bool ReadObject(const httplib::Request& request, httplib::Response& response, json& body) {
   body = json::parse(request.body, nullptr, false);
   if (body.is_discarded() || !body.is_object()) {
@@ -65,19 +54,7 @@ void Control(Gateway& gateway, const httplib::Request& request, httplib::Respons
   json body;
   if (!ReadObject(request, response, body)) return;
   const std::string id = body.value("job_id", "");
-  auto context = gateway.Context(request);
-  grpc::Status status;
-  if (skip) {
-    v1::SkipRequest r;
-    r.set_job_id(id);
-    v1::SkipResponse out;
-    status = gateway.generation().Skip(context.get(), r, &out);
-  } else {
-    v1::CancelRequest r;
-    r.set_job_id(id);
-    v1::CancelResponse out;
-    status = gateway.generation().Cancel(context.get(), r, &out);
-  }
+  const grpc::Status status = gateway.StopJob(request, id, skip);
   if (!status.ok()) return Gateway::Fail(response, status);
   Gateway::Json(response, json{{"job_id", id}});
 }
@@ -119,7 +96,7 @@ void AddPageRoutes(httplib::Server& server, Gateway& gateway) {
     if (!status.ok()) return Gateway::Fail(r, status);
     json jobs = json::array();
     for (const v1::JobInfo& j : out.jobs()) {
-      jobs.push_back(json{{"job_id", j.job_id()}, {"client_id", j.client_id()}, {"state", StateName(j.state())},
+      jobs.push_back(json{{"job_id", j.job_id()}, {"client_id", j.client_id()}, {"state", JobStateName(j.state())},
                           {"position", j.position()}, {"progress", j.progress()}, {"prompt", j.prompt()}});
     }
     Gateway::Json(r, json{{"jobs", jobs}, {"max_queue", out.max_queue()}});

@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "atelier/v1/common.pb.h"
 #include "infotext_fields.h"
 
 namespace atelier::web {
@@ -185,6 +186,17 @@ std::string InfoJson(const json& p, const JobOutcome& outcome) {
   };
   (void)images;
   return info.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+const char* JobStateName(int state) {
+  switch (state) {
+    case v1::JOB_STATE_QUEUED: return "queued";
+    case v1::JOB_STATE_RUNNING: return "running";
+    case v1::JOB_STATE_SUCCEEDED: return "succeeded";
+    case v1::JOB_STATE_CANCELLED: return "cancelled";
+    case v1::JOB_STATE_FAILED: return "failed";
+    default: return "unknown";
+  }
 }
 
 int HttpStatusOf(grpc::StatusCode code) {

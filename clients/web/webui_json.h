@@ -32,6 +32,9 @@ int HttpStatusOf(grpc::StatusCode code);
 // WebUI's error body {"error", "detail", "body", "errors"} (api.py's exception handler).
 nlohmann::json ErrorBody(const std::string& error, const std::string& detail);
 
+// A job state's lower-case name ("queued", "running", "succeeded", "cancelled", "failed"), as the page shows it.
+const char* JobStateName(int state);
+
 // One job's progress as WebUI's shared.state keeps it, for /sdapi/v1/progress.
 struct ProgressState {
   bool active = false;

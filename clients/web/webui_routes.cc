@@ -126,19 +126,7 @@ void Stop(Gateway& gateway, const httplib::Request& request, httplib::Response& 
     }
   }
   if (!job.empty()) {
-    auto context = gateway.Context(request);
-    grpc::Status status;
-    if (skip) {
-      v1::SkipRequest r;
-      r.set_job_id(job);
-      v1::SkipResponse out;
-      status = gateway.generation().Skip(context.get(), r, &out);
-    } else {
-      v1::CancelRequest r;
-      r.set_job_id(job);
-      v1::CancelResponse out;
-      status = gateway.generation().Cancel(context.get(), r, &out);
-    }
+    const grpc::Status status = gateway.StopJob(request, job, skip);
     if (status.ok()) {
       gateway.board().MarkInterrupted(job, skip);
     } else if (status.error_code() != grpc::StatusCode::NOT_FOUND) {
