@@ -158,10 +158,16 @@ def all_clips():
     return out
 
 
-def training_clip(rng):
+def training_clip(rng, growing_share=None):
+    """A random clip whose combination is not held out; growing_share, when given, is the chance of a growing clip
+    (the other motions share the rest equally)."""
     while True:
         bg = rng.choice(list(world.COLOURS))
-        clip = {"motion": rng.choice(MOTIONS), "colour": rng.choice([c for c in world.COLOURS if c != bg]),
+        if growing_share is None:
+            motion = rng.choice(MOTIONS)
+        else:
+            motion = "growing" if rng.random() < growing_share else rng.choice(MOTIONS[:-1])
+        clip = {"motion": motion, "colour": rng.choice([c for c in world.COLOURS if c != bg]),
                 "kind": rng.choice(world.SHAPES), "background": bg}
         if not world.held_out(clip_key(clip)):
             return clip

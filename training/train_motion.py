@@ -59,6 +59,22 @@ class Pool:
                 self.items[frames] = (entries, torch.cat(means), torch.cat(stds))
         self.scale = scale
 
+    def extend(self, vae, frames, n, seed, growing_share):
+        """n more clips of one length (growing ones drawn with growing_share), appended to that length's items."""
+        rng = random.Random(seed)
+        entries, means, stds = self.items[frames]
+        entries = list(entries)
+        with torch.no_grad():
+            for start in range(0, n, 32):
+                batch = [motion_world.training_clip(rng, growing_share) for _ in range(min(32, n - start))]
+                video = np.concatenate([motion_world.render_clip(c, frames, rng) for c in batch])
+                x = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1
+                mean, logvar = vae.encode(x)
+                means = torch.cat([means, mean.view(len(batch), frames, *mean.shape[1:])])
+                stds = torch.cat([stds, torch.exp(0.5 * logvar).view(len(batch), frames, *mean.shape[1:])])
+                entries += batch
+        self.items[frames] = (entries, means, stds)
+
     def batch(self, rng, latents, lengths=FRAMES):
         frames = rng.choice(lengths)
         clips, mean, std = self.items[frames]
@@ -84,6 +100,16 @@ def train(args):
     else:
         pool = Pool(vae, scale, args.clips, seed=31)
         torch.save(pool, pool_path)
+    lengths = tuple(int(f) for f in args.frames.split(","))
+    if args.extra_clips:
+        # More clips of each requested length, growing ones more often: the motion 16-frame clips learn last.
+        extra_path = os.path.join(args.run, f"pool-{args.clips}-extra-{args.extra_clips}-g{args.growing_share}.pt")
+        if os.path.exists(extra_path):
+            pool = torch.load(extra_path)
+        else:
+            for frames in sorted(set(lengths)):
+                pool.extend(vae, frames, args.extra_clips, seed=32 + frames, growing_share=args.growing_share)
+            torch.save(pool, extra_path)
     print(f"pool in {time.time() - t0:.0f} s; motion modules {sum(p.numel() for p in mm.parameters())} params",
           flush=True)
     ac = animatediff_alphas_cumprod()
@@ -92,7 +118,7 @@ def train(args):
     rng = random.Random(900 + loop.step)
     while loop.running():
         lr = loop.set_lr(args.lr, warmup=50, floor=0.2)
-        z, ids, frames = pool.batch(rng, args.latents, tuple(int(f) for f in args.frames.split(",")))
+        z, ids, frames = pool.batch(rng, args.latents, lengths)
         n = z.shape[0]
         with torch.no_grad():
             ctx = text(ids).repeat_interleave(frames, 0)
@@ -165,6 +191,9 @@ def main():
     p.add_argument("--latents", type=int, default=32, help="frames per batch (clips x frames)")
     p.add_argument("--clips", type=int, default=3000)
     p.add_argument("--frames", default=",".join(map(str, FRAMES)), help="clip lengths drawn per batch (8 and/or 16)")
+    p.add_argument("--extra-clips", type=int, default=0,
+                   help="clips added to the pool for each length in --frames, drawn with --growing-share")
+    p.add_argument("--growing-share", type=float, default=0.4, help="share of growing clips among the extra clips")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--export")
