@@ -2,8 +2,6 @@
 
 #include <cctype>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
 #include <grpcpp/support/client_interceptor.h>
 
@@ -11,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "util/pem_file.h"
 
 namespace atelier::client {
 namespace {
@@ -49,17 +48,6 @@ void FromEnv(std::string& field, const char* name) {
   if (!field.empty()) return;
   const char* value = std::getenv(name);
   if (value != nullptr) field = value;
-}
-
-absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(flag, ": the file cannot be opened"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (text.str().find("-----BEGIN ") == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, ": the file is not PEM (no -----BEGIN line)"));
-  }
-  return text.str();
 }
 
 }  // namespace
@@ -107,14 +95,14 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const ConnectionOptions& 
   if (!options.tls_ca.empty() || !options.tls_cert.empty()) {
     grpc::SslCredentialsOptions ssl;
     if (!options.tls_ca.empty()) {
-      auto ca = ReadPem(options.tls_ca, "--tls-ca");
+      auto ca = util::ReadPemFile(options.tls_ca, "--tls-ca");
       if (!ca.ok()) return ca.status();
       ssl.pem_root_certs = *ca;
     }
     if (!options.tls_cert.empty()) {
-      auto cert = ReadPem(options.tls_cert, "--tls-cert");
+      auto cert = util::ReadPemFile(options.tls_cert, "--tls-cert");
       if (!cert.ok()) return cert.status();
-      auto key = ReadPem(options.tls_key, "--tls-key");
+      auto key = util::ReadPemFile(options.tls_key, "--tls-key");
       if (!key.ok()) return key.status();
       ssl.pem_cert_chain = *cert;
       ssl.pem_private_key = *key;

@@ -3,8 +3,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
-#include <fstream>
-#include <sstream>
 
 #include <grpcpp/security/server_credentials.h>
 
@@ -12,22 +10,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/token_auth.h"
+#include "util/pem_file.h"
 
 namespace atelier::server {
 namespace {
-
-// A PEM file's text. Errors name the flag, never the path (paths of secrets stay out of logs and errors).
-absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(flag, ": the file cannot be opened (does it exist, is it readable?)"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  const std::string pem = text.str();
-  if (pem.find("-----BEGIN ") == std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, ": the file is not PEM (no -----BEGIN line)"));
-  }
-  return pem;
-}
 
 std::string HostOf(const std::string& listen) {
   if (absl::StartsWith(listen, "[")) {
@@ -91,14 +77,14 @@ absl::StatusOr<ServerSecurity> BuildServerSecurity(const SecurityOptions& option
   }
 
   if (tls) {
-    auto cert = ReadPem(options.tls_cert, "--tls-cert");
+    auto cert = util::ReadPemFile(options.tls_cert, "--tls-cert");
     if (!cert.ok()) return cert.status();
-    auto key = ReadPem(options.tls_key, "--tls-key");
+    auto key = util::ReadPemFile(options.tls_key, "--tls-key");
     if (!key.ok()) return key.status();
     grpc::SslServerCredentialsOptions ssl;
     ssl.pem_key_cert_pairs.push_back({*key, *cert});
     if (security.client_certificates) {
-      auto ca = ReadPem(options.tls_client_ca, "--tls-client-ca");
+      auto ca = util::ReadPemFile(options.tls_client_ca, "--tls-client-ca");
       if (!ca.ok()) return ca.status();
       ssl.pem_root_certs = *ca;
       ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
