@@ -1,6 +1,7 @@
 #include "gateway.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -16,6 +17,27 @@ std::string BearerOf(const httplib::Request& request) {
   const std::string header = request.get_header_value("Authorization");
   return absl::StartsWithIgnoreCase(header, "Bearer ") ? header.substr(7) : std::string();
 }
+
+// Joins an artifact's chunks by name, so the page and the WebUI answers get whole files.
+class ArtifactJoiner {
+ public:
+  // False while `event` holds a chunk before its artifact's last one; true otherwise, with a last chunk replaced by
+  // the whole artifact.
+  bool Join(v1::GenerateEvent& event) {
+    if (!event.has_artifact()) return true;
+    v1::Artifact& whole = partial_[event.artifact().name()];
+    if (whole.name().empty()) whole = event.artifact();
+    else whole.mutable_data()->append(event.artifact().data());
+    if (!event.artifact().last()) return false;
+    whole.set_last(true);
+    *event.mutable_artifact() = std::move(whole);
+    partial_.erase(event.artifact().name());
+    return true;
+  }
+
+ private:
+  std::map<std::string, v1::Artifact> partial_;
+};
 
 }  // namespace
 
@@ -88,13 +110,14 @@ GenerationRun Gateway::Generate(const v1::GenerateRequest& request, const httpli
   }
   auto reader = generation_->Generate(context.get(), request);
   v1::GenerateEvent event;
-  std::map<std::string, v1::Artifact> partial;  // artifact chunks by name until the last one
+  ArtifactJoiner artifacts;
   bool finished = false;
   while (reader->Read(&event)) {
     if (run.job_id.empty()) {
       run.job_id = event.job_id();
       if (on_accepted) on_accepted(run.job_id);
     }
+    if (!artifacts.Join(event)) continue;
     switch (event.event_case()) {
       case v1::GenerateEvent::kStarted:
         run.started = event.started();
@@ -102,19 +125,7 @@ GenerationRun Gateway::Generate(const v1::GenerateRequest& request, const httpli
         break;
       case v1::GenerateEvent::kResult: run.results.push_back(event.result()); break;
       case v1::GenerateEvent::kFrame: run.frames.push_back(event.frame()); break;
-      case v1::GenerateEvent::kArtifact: {
-        v1::Artifact& whole = partial[event.artifact().name()];
-        if (whole.name().empty()) whole = event.artifact();
-        else whole.mutable_data()->append(event.artifact().data());
-        if (!event.artifact().last()) continue;  // the page gets whole files
-        whole.set_last(true);
-        run.artifacts.push_back(whole);
-        v1::GenerateEvent joined = event;
-        *joined.mutable_artifact() = whole;
-        partial.erase(event.artifact().name());
-        board_.Publish(joined, request.prompt(), true);
-        continue;
-      }
+      case v1::GenerateEvent::kArtifact: run.artifacts.push_back(event.artifact()); break;
       case v1::GenerateEvent::kFinished: finished = true; break;
       default: break;
     }
@@ -202,16 +213,9 @@ void Gateway::WatchJob(std::string job_id, std::string prompt) {
   request.set_job_id(job_id);
   auto reader = generation_->Watch(context.get(), request);
   v1::GenerateEvent event;
-  std::map<std::string, v1::Artifact> partial;
+  ArtifactJoiner artifacts;
   while (reader->Read(&event)) {
-    if (event.has_artifact()) {
-      v1::Artifact& whole = partial[event.artifact().name()];
-      if (whole.name().empty()) whole = event.artifact();
-      else whole.mutable_data()->append(event.artifact().data());
-      if (!event.artifact().last()) continue;
-      *event.mutable_artifact() = whole;
-      partial.erase(whole.name());
-    }
+    if (!artifacts.Join(event)) continue;
     board_.Publish(event, prompt, false);
   }
   const grpc::Status status = reader->Finish();

@@ -57,6 +57,17 @@ class Gateway {
   // Cancel (WebUI's interrupt) or Skip one job, as the HTTP caller.
   grpc::Status StopJob(const httplib::Request& http, const std::string& job_id, bool skip);
 
+  // Calls one unary daemon RPC as the HTTP caller, filling `reply`. On an error, answers `response` as WebUI would
+  // (Fail) and returns false.
+  template <typename Stub, typename Request, typename Reply>
+  bool Call(const httplib::Request& http, httplib::Response& response,
+            grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Reply*), Stub& stub,
+            const Request& request, Reply& reply, std::chrono::seconds deadline = std::chrono::seconds(30)) const {
+    auto context = Context(http, deadline);
+    const grpc::Status status = (stub.*method)(context.get(), request, &reply);
+    if (!status.ok()) Fail(response, status);
+    return status.ok();
+  }
   // Answers a daemon status as WebUI would (HTTP code and {error, detail, body, errors}).
   static void Fail(httplib::Response& response, const grpc::Status& status);
   static void Json(httplib::Response& response, const nlohmann::json& body, int code = 200);

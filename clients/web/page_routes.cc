@@ -90,10 +90,8 @@ void AddPageRoutes(httplib::Server& server, Gateway& gateway) {
   server.Post("/api/skip", [g](const httplib::Request& q, httplib::Response& r) { Control(*g, q, r, true); });
 
   server.Get("/api/jobs", [g](const httplib::Request& q, httplib::Response& r) {
-    auto context = g->Context(q);
     v1::ListJobsResponse out;
-    const grpc::Status status = g->generation().ListJobs(context.get(), v1::ListJobsRequest(), &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Generation::Stub::ListJobs, g->generation(), v1::ListJobsRequest(), out)) return;
     json jobs = json::array();
     for (const v1::JobInfo& j : out.jobs()) {
       jobs.push_back(json{{"job_id", j.job_id()}, {"client_id", j.client_id()}, {"state", JobStateName(j.state())},
@@ -102,10 +100,8 @@ void AddPageRoutes(httplib::Server& server, Gateway& gateway) {
     Gateway::Json(r, json{{"jobs", jobs}, {"max_queue", out.max_queue()}});
   });
   server.Get("/api/plugins", [g](const httplib::Request& q, httplib::Response& r) {
-    auto context = g->Context(q);
     v1::ListPluginsResponse out;
-    const grpc::Status status = g->plugins().ListPlugins(context.get(), v1::ListPluginsRequest(), &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Plugins::Stub::ListPlugins, g->plugins(), v1::ListPluginsRequest(), out)) return;
     json plugins = json::array();
     for (const v1::PluginInfo& p : out.plugins()) {
       json schema = json::parse(p.params_schema_json().empty() ? "null" : p.params_schema_json(), nullptr, false);
@@ -115,10 +111,10 @@ void AddPageRoutes(httplib::Server& server, Gateway& gateway) {
     Gateway::Json(r, json{{"plugins", plugins}});
   });
   server.Get("/api/status", [g](const httplib::Request& q, httplib::Response& r) {
-    auto context = g->Context(q, std::chrono::seconds(3));
     v1::DaemonInfo info;
-    const grpc::Status status = g->daemon().GetInfo(context.get(), v1::GetInfoRequest(), &info);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Daemon::Stub::GetInfo, g->daemon(), v1::GetInfoRequest(), info, std::chrono::seconds(3))) {
+      return;
+    }
     Gateway::Json(r, json{{"version", info.version()}, {"device", info.device()}, {"instance", info.instance_name()},
                           {"gateway_version", g->settings().version}});
   });

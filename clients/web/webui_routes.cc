@@ -140,12 +140,13 @@ void Stop(Gateway& gateway, const httplib::Request& request, httplib::Response& 
 
 void ListModels(Gateway& gateway, const httplib::Request& request, httplib::Response& response, v1::ModelKind kind,
                 const std::function<json(const v1::ModelFile&, const std::string& dir)>& shape) {
-  auto context = gateway.Context(request, std::chrono::seconds(120));
   v1::ListModelsRequest r;
   r.set_kind(kind);
   v1::ListModelsResponse out;
-  const grpc::Status status = gateway.models().ListModels(context.get(), r, &out);
-  if (!status.ok()) return Gateway::Fail(response, status);
+  if (!gateway.Call(request, response, &v1::Models::Stub::ListModels, gateway.models(), r, out,
+                    std::chrono::seconds(120))) {
+    return;
+  }
   json list = json::array();
   for (const v1::ModelFile& m : out.models()) {
     if (m.kind() == kind) list.push_back(shape(m, out.models_dir()));
@@ -184,10 +185,8 @@ void AddWebUiRoutes(httplib::Server& server, Gateway& gateway) {
   server.Post("/sdapi/v1/skip", [g](const httplib::Request& q, httplib::Response& r) { Stop(*g, q, r, true); });
 
   server.Get("/sdapi/v1/options", [g](const httplib::Request& q, httplib::Response& r) {
-    auto context = g->Context(q);
     v1::OptionsResponse out;
-    const grpc::Status status = g->options().GetOptions(context.get(), v1::GetOptionsRequest(), &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Options::Stub::GetOptions, g->options(), v1::GetOptionsRequest(), out)) return;
     Gateway::Json(r, StructToJson(out.options()));
   });
   server.Post("/sdapi/v1/options", [g](const httplib::Request& q, httplib::Response& r) {
@@ -197,10 +196,8 @@ void AddWebUiRoutes(httplib::Server& server, Gateway& gateway) {
     if (!google::protobuf::util::JsonStringToMessage(body.dump(), request.mutable_options()).ok()) {
       return Gateway::Json(r, ErrorBody("ValidationError", "options must be a JSON object"), 422);
     }
-    auto context = g->Context(q, std::chrono::seconds(600));  // a checkpoint change loads between jobs
-    v1::OptionsResponse out;
-    const grpc::Status status = g->options().SetOptions(context.get(), request, &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    v1::OptionsResponse out;  // a checkpoint change loads between jobs: a long deadline
+    if (!g->Call(q, r, &v1::Options::Stub::SetOptions, g->options(), request, out, std::chrono::seconds(600))) return;
     Gateway::Json(r, nullptr);  // WebUI's set_config returns None
   });
 
@@ -222,12 +219,10 @@ void AddWebUiRoutes(httplib::Server& server, Gateway& gateway) {
     });
   });
   server.Get("/sdapi/v1/embeddings", [g](const httplib::Request& q, httplib::Response& r) {
-    auto context = g->Context(q, std::chrono::seconds(120));
     v1::ListModelsRequest request;
     request.set_kind(v1::MODEL_KIND_EMBEDDING);
     v1::ListModelsResponse out;
-    const grpc::Status status = g->models().ListModels(context.get(), request, &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Models::Stub::ListModels, g->models(), request, out, std::chrono::seconds(120))) return;
     json loaded = json::object(), skipped = json::object();
     for (const v1::ModelFile& m : out.models()) {
       if (m.kind() != v1::MODEL_KIND_EMBEDDING) continue;
@@ -247,20 +242,16 @@ void AddWebUiRoutes(httplib::Server& server, Gateway& gateway) {
   });
   server.Post("/sdapi/v1/refresh-checkpoints", [g](const httplib::Request& q, httplib::Response& r) {
     // The daemon lists its folders afresh on every call: a listing is the refresh.
-    auto context = g->Context(q, std::chrono::seconds(120));
     v1::ListModelsRequest request;
     request.set_kind(v1::MODEL_KIND_CHECKPOINT);
     v1::ListModelsResponse out;
-    const grpc::Status status = g->models().ListModels(context.get(), request, &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Models::Stub::ListModels, g->models(), request, out, std::chrono::seconds(120))) return;
     Gateway::Json(r, nullptr);
   });
 
   server.Get("/sdapi/v1/samplers", [g](const httplib::Request& q, httplib::Response& r) {
-    auto context = g->Context(q);
     v1::ListSamplersResponse out;
-    const grpc::Status status = g->generation().ListSamplers(context.get(), v1::ListSamplersRequest(), &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Generation::Stub::ListSamplers, g->generation(), v1::ListSamplersRequest(), out)) return;
     json list = json::array();
     for (const v1::SamplerDescription& s : out.samplers()) {
       json options = json::object();
@@ -272,10 +263,10 @@ void AddWebUiRoutes(httplib::Server& server, Gateway& gateway) {
     Gateway::Json(r, list);
   });
   server.Get("/sdapi/v1/schedulers", [g](const httplib::Request& q, httplib::Response& r) {
-    auto context = g->Context(q);
     v1::ListSchedulersResponse out;
-    const grpc::Status status = g->generation().ListSchedulers(context.get(), v1::ListSchedulersRequest(), &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Generation::Stub::ListSchedulers, g->generation(), v1::ListSchedulersRequest(), out)) {
+      return;
+    }
     json list = json::array();
     for (const v1::SchedulerDescription& s : out.schedulers()) {
       list.push_back(json{{"name", s.name()},
@@ -289,10 +280,8 @@ void AddWebUiRoutes(httplib::Server& server, Gateway& gateway) {
     Gateway::Json(r, list);
   });
   server.Get("/sdapi/v1/upscalers", [g](const httplib::Request& q, httplib::Response& r) {
-    auto context = g->Context(q);
     v1::ListUpscalersResponse out;
-    const grpc::Status status = g->generation().ListUpscalers(context.get(), v1::ListUpscalersRequest(), &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Generation::Stub::ListUpscalers, g->generation(), v1::ListUpscalersRequest(), out)) return;
     json list = json::array();
     for (const v1::Upscaler& u : out.upscalers()) {
       const bool file = !u.filename().empty();
@@ -322,12 +311,10 @@ void AddWebUiRoutes(httplib::Server& server, Gateway& gateway) {
     if (image.empty() || !absl::Base64Unescape(image, &bytes)) {
       return Gateway::Json(r, ErrorBody("HTTPException", "image is not base64 of a PNG, JPEG or WebP image"), 422);
     }
-    auto context = g->Context(q);
     v1::ReadImageInfoRequest request;
     request.set_image(bytes);
     v1::ImageInfo out;
-    const grpc::Status status = g->generation().ReadImageInfo(context.get(), request, &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Generation::Stub::ReadImageInfo, g->generation(), request, out)) return;
     json items = json::object();
     for (const auto& [key, value] : out.items()) items[key] = value;
     json parameters = StructToJson(out.parameters());
@@ -335,10 +322,8 @@ void AddWebUiRoutes(httplib::Server& server, Gateway& gateway) {
     Gateway::Json(r, json{{"info", out.infotext()}, {"items", items}, {"parameters", parameters}});
   });
   server.Get("/sdapi/v1/memory", [g](const httplib::Request& q, httplib::Response& r) {
-    auto context = g->Context(q);
     v1::ModelsStatus out;
-    const grpc::Status status = g->models().GetStatus(context.get(), v1::GetStatusRequest(), &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Models::Stub::GetStatus, g->models(), v1::GetStatusRequest(), out)) return;
     const v1::MemoryInfo& m = out.memory();
     json ram{{"free", m.system_available_bytes()},
              {"used", m.system_total_bytes() - m.system_available_bytes()},
@@ -352,10 +337,8 @@ void AddWebUiRoutes(httplib::Server& server, Gateway& gateway) {
     Gateway::Json(r, json{{"ram", ram}, {"cuda", cuda}});
   });
   server.Get("/sdapi/v1/cmd-flags", [g](const httplib::Request& q, httplib::Response& r) {
-    auto context = g->Context(q);
     v1::DaemonInfo info;
-    const grpc::Status status = g->daemon().GetInfo(context.get(), v1::GetInfoRequest(), &info);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Daemon::Stub::GetInfo, g->daemon(), v1::GetInfoRequest(), info)) return;
     Gateway::Json(r, json{{"api", true},
                           {"nowebui", false},
                           {"api_auth", g->settings().api_auth.empty() ? json(nullptr) : json("<set>")},
@@ -366,19 +349,15 @@ void AddWebUiRoutes(httplib::Server& server, Gateway& gateway) {
                           {"instance_name", info.instance_name()}});
   });
   server.Get("/sdapi/v1/scripts", [g](const httplib::Request& q, httplib::Response& r) {
-    auto context = g->Context(q);
     v1::ListPluginsResponse out;
-    const grpc::Status status = g->plugins().ListPlugins(context.get(), v1::ListPluginsRequest(), &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Plugins::Stub::ListPlugins, g->plugins(), v1::ListPluginsRequest(), out)) return;
     json names = json::array({"x/y/z plot"});
     for (const v1::PluginInfo& p : out.plugins()) names.push_back(absl::AsciiStrToLower(p.name()));
     Gateway::Json(r, json{{"txt2img", names}, {"img2img", names}});
   });
   server.Get("/sdapi/v1/script-info", [g](const httplib::Request& q, httplib::Response& r) {
-    auto context = g->Context(q);
     v1::ListPluginsResponse out;
-    const grpc::Status status = g->plugins().ListPlugins(context.get(), v1::ListPluginsRequest(), &out);
-    if (!status.ok()) return Gateway::Fail(r, status);
+    if (!g->Call(q, r, &v1::Plugins::Stub::ListPlugins, g->plugins(), v1::ListPluginsRequest(), out)) return;
     json list = json::array();
     for (const bool img2img : {false, true}) {
       list.push_back(json{{"name", "x/y/z plot"}, {"is_alwayson", false}, {"is_img2img", img2img},
