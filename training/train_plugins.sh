@@ -23,6 +23,13 @@ for hint in canny seg; do
 done
 "$py" "$here/train_motion.py" --run "$run/motion" --steps "${MOTION_STEPS:-3500}" --clips 1600 2>&1 |
   tee -a "$run/motion/train.log"
+# Then for 16-frame clips, each stage continuing the last (its cosine restarted over the new total): 8- and 16-frame
+# clips in turns, then 16-frame ones twice as often with more clips, growing ones more often (training/README.md).
+for stage in "6500 8,16 0 0" "9500 8,16 0 0" "12500 8,16,16 400 0.5" "15000 8,16,16 800 0.6"; do
+  read -r steps frames extra share <<< "$stage"
+  "$py" "$here/train_motion.py" --run "$run/motion" --steps "$steps" --clips 1600 --frames "$frames" \
+    --extra-clips "$extra" --growing-share "$share" 2>&1 | tee -a "$run/motion/train.log"
+done
 "$py" "$here/train_motion.py" --run "$run/motion" --export "$models/AnimateDiff/atelier-shapes-motion-v2.safetensors"
 "$py" "$here/train_rife.py" --eval "$models/RIFE/atelier-rife46-shapes.safetensors"
 for hint in canny seg; do
