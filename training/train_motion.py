@@ -38,42 +38,36 @@ def animatediff_alphas_cumprod():
     return torch.cumprod(1.0 - torch.linspace(0.00085, 0.012, 1000, dtype=torch.float32), 0)
 
 
+def encoded_clips(vae, n, frames, rng, growing_share=None):
+    """n clips of `frames` frames drawn from rng (motion_world.training_clip) and encoded by the frozen VAE in batches
+    of 32: (clips, posterior means [n, frames, 4, h, w], stds)."""
+    entries, means, stds = [], [], []
+    with torch.no_grad():
+        for start in range(0, n, 32):
+            batch = [motion_world.training_clip(rng, growing_share) for _ in range(min(32, n - start))]
+            video = np.concatenate([motion_world.render_clip(c, frames, rng) for c in batch])
+            x = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1
+            mean, logvar = vae.encode(x)
+            means.append(mean.view(len(batch), frames, *mean.shape[1:]))
+            stds.append(torch.exp(0.5 * logvar).view(len(batch), frames, *mean.shape[1:]))
+            entries += batch
+    return entries, torch.cat(means), torch.cat(stds)
+
+
 class Pool:
     """Clips of each length encoded once by the frozen VAE (posterior mean and std)."""
 
     def __init__(self, vae, scale, clips, seed):
         rng = random.Random(seed)
-        self.items = {}
-        with torch.no_grad():
-            for frames in sorted(set(FRAMES)):
-                n = clips * FRAMES.count(frames) // len(FRAMES)
-                entries, means, stds = [], [], []
-                for start in range(0, n, 32):
-                    batch = [motion_world.training_clip(rng) for _ in range(min(32, n - start))]
-                    video = np.concatenate([motion_world.render_clip(c, frames, rng) for c in batch])
-                    x = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1
-                    mean, logvar = vae.encode(x)
-                    means.append(mean.view(len(batch), frames, *mean.shape[1:]))
-                    stds.append(torch.exp(0.5 * logvar).view(len(batch), frames, *mean.shape[1:]))
-                    entries += batch
-                self.items[frames] = (entries, torch.cat(means), torch.cat(stds))
+        self.items = {frames: encoded_clips(vae, clips * FRAMES.count(frames) // len(FRAMES), frames, rng)
+                      for frames in sorted(set(FRAMES))}
         self.scale = scale
 
     def extend(self, vae, frames, n, seed, growing_share):
         """n more clips of one length (growing ones drawn with growing_share), appended to that length's items."""
-        rng = random.Random(seed)
         entries, means, stds = self.items[frames]
-        entries = list(entries)
-        with torch.no_grad():
-            for start in range(0, n, 32):
-                batch = [motion_world.training_clip(rng, growing_share) for _ in range(min(32, n - start))]
-                video = np.concatenate([motion_world.render_clip(c, frames, rng) for c in batch])
-                x = torch.from_numpy(video).permute(0, 3, 1, 2).float() / 127.5 - 1
-                mean, logvar = vae.encode(x)
-                means = torch.cat([means, mean.view(len(batch), frames, *mean.shape[1:])])
-                stds = torch.cat([stds, torch.exp(0.5 * logvar).view(len(batch), frames, *mean.shape[1:])])
-                entries += batch
-        self.items[frames] = (entries, means, stds)
+        more, more_means, more_stds = encoded_clips(vae, n, frames, random.Random(seed), growing_share)
+        self.items[frames] = (list(entries) + more, torch.cat([means, more_means]), torch.cat([stds, more_stds]))
 
     def batch(self, rng, latents, lengths=FRAMES):
         frames = rng.choice(lengths)
